@@ -1,0 +1,1 @@
+"""State backends: where state versions, the journal and the lock live."""

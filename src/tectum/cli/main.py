@@ -1,0 +1,428 @@
+"""``tectum`` commands (Terraform's conventions: ``plan``, ``apply``, ``destroy``, ``show``,
+``state list|show``, ``output``, ``graph``, ``validate``).
+
+Exit codes: 0 success; 1 error (a diagnostic was printed); ``plan --detailed-exitcode``: 0 no
+changes, 1 error, 2 changes present.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from tectum.diagnostics import Diagnostic, DiagnosticError
+from tectum.cli.views import View
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Ctx:
+    def __init__(self, color: bool | None) -> None:
+        self.view = View(color)
+
+
+def _fail(view: View, diag: Diagnostic) -> NoReturn:
+    view.diagnostic(diag)
+    sys.exit(1)
+
+
+def _parse_vars(items: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise DiagnosticError(Diagnostic.error(
+                "Invalid -var option",
+                f"-var {item!r} is not of the form NAME=VALUE, e.g. -var port=8080."))
+        out[name.strip()] = value
+    return out
+
+
+def _var_options(f: F) -> F:
+    f = click.option("-var", "variables", multiple=True, metavar="NAME=VALUE",
+                     help="Set a variable (repeatable).")(f)
+    f = click.option("-var-file", "var_files", multiple=True, metavar="FILE",
+                     type=click.Path(dir_okay=False),
+                     help="Variables from a TOML file (repeatable).")(f)
+    return f
+
+
+def _parallelism(f: F) -> F:
+    return click.option("--parallelism", default=10, show_default=True,
+                        type=click.IntRange(1, 1000),
+                        help="How many resource operations may run at once.")(f)
+
+
+def _session(directory: str, variables: tuple[str, ...] = (), var_files: tuple[str, ...] = ()
+             ) -> Any:
+    from tectum.engine.session import Session
+
+    return Session(directory, variables=_parse_vars(variables), var_files=var_files)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--no-color", is_flag=True, help="Plain output without colour.")
+@click.version_option(package_name="tectum", prog_name="tectum")
+@click.pass_context
+def cli(ctx: click.Context, no_color: bool) -> None:
+    """tectum: infrastructure as code in Python — plan, apply, state, drift."""
+    ctx.obj = Ctx(False if no_color or os.environ.get("NO_COLOR") else None)
+
+
+@cli.command()
+@click.argument("directory", default=".", type=click.Path(file_okay=False))
+@_var_options
+@click.pass_obj
+def validate(obj: Ctx, directory: str, variables: tuple[str, ...],
+             var_files: tuple[str, ...]) -> None:
+    """Check the stack: evaluation, attributes, references, cycles. Touches nothing."""
+    from tectum.engine.planner import build_graph
+
+    session = _session(directory, variables, var_files)
+    stack = session.evaluate()
+    _, diags = build_graph(stack)
+    obj.view.diagnostics(session.warnings)
+    if diags.has_errors:
+        obj.view.diagnostics(diags)
+        sys.exit(1)
+    n = len(stack.resources)
+    obj.view.out(obj.view.style("Success!", fg="green", bold=True)
+                 + f" The configuration is valid ({n} resource{'s' if n != 1 else ''}).")
+
+
+def _make_plan(obj: Ctx, session: Any, destroy: bool) -> Any:
+    stack = session.evaluate() if not destroy else _empty_stack(session)
+    with session.locked("plan"):
+        state = session.read_state()
+        result = session.plan(stack, state, destroy=destroy)
+    obj.view.diagnostics(session.warnings)
+    return result, state
+
+
+def _empty_stack(session: Any) -> Any:
+    from tectum.config.declaration import Stack
+
+    return Stack(session.project.root)
+
+
+@cli.command()
+@click.argument("directory", default=".", type=click.Path(file_okay=False))
+@_var_options
+@click.option("-out", "out", type=click.Path(dir_okay=False), help="Save the plan to FILE.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@click.option("--detailed-exitcode", is_flag=True,
+              help="Exit 0 with no changes, 2 with changes, 1 on error.")
+@click.option("--destroy", is_flag=True, help="Plan to destroy everything in state.")
+@_parallelism
+@click.pass_obj
+def plan(obj: Ctx, directory: str, variables: tuple[str, ...], var_files: tuple[str, ...],
+         out: str | None, as_json: bool, detailed_exitcode: bool, destroy: bool,
+         parallelism: int) -> None:
+    """Show what apply would change, attribute by attribute."""
+    from tectum.plans.planfile import write_plan
+
+    session = _session(directory, variables, var_files)
+    try:
+        result, _ = _make_plan(obj, session, destroy)
+    finally:
+        session.close()
+    p = result.plan
+    if as_json:
+        click.echo(json.dumps(p.to_json(), indent=2, sort_keys=False))
+    else:
+        obj.view.plan(p)
+    if out:
+        write_plan(out, p, session.project.root)
+        if not as_json:
+            obj.view.out(f"\nSaved the plan to {out}. Apply exactly this plan with "
+                         f"`tectum apply {out}`.")
+    if detailed_exitcode and p.has_changes:
+        sys.exit(2)
+
+
+def _confirm(obj: Ctx, what: str) -> bool:
+    obj.view.out(f"\nDo you want to {what}?\n  Only 'yes' will be accepted to approve.\n")
+    obj.view.out("  Enter a value: ", err=False)
+    line = sys.stdin.readline() if sys.stdin is not None else ""
+    if not line:
+        _fail(obj.view, Diagnostic.error(
+            "No approval",
+            "tectum asked for approval but standard input is closed. Run with --auto-approve "
+            "to apply without asking, or apply a saved plan you reviewed."))
+    return line.strip() == "yes"
+
+
+def _run_apply(obj: Ctx, session: Any, plan: Any, state: Any, parallelism: int) -> None:
+    view = obj.view
+    result = session.apply(plan, state, parallelism=parallelism, on_event=view.apply_event)
+    c = result.counts
+    if result.failed or result.skipped:
+        view.out("")
+        view.out(view.style(
+            f"Apply failed: {len(result.failed)} failed, {len(result.skipped)} skipped; "
+            f"{c['add']} added, {c['change']} changed, {c['replace']} replaced, "
+            f"{c['destroy']} destroyed.", fg="red", bold=True), err=True)
+        for address, message in result.failed.items():
+            view.out(f"  failed:  {address}: {message}", err=True)
+        for address, message in result.skipped.items():
+            view.out(f"  skipped: {address}: {message}", err=True)
+        view.out("State records everything that was done; fix the failures and run apply "
+                 "again.", err=True)
+        sys.exit(1)
+    view.out(view.style(
+        f"\nApply complete! Resources: {c['add']} added, {c['change']} changed, "
+        f"{c['replace']} replaced, {c['destroy']} destroyed.", fg="green", bold=True))
+    _print_outputs(view, result.state.outputs)
+
+
+def _print_outputs(view: View, outputs: dict[str, Any]) -> None:
+    if not outputs:
+        return
+    view.out("\nOutputs:\n")
+    for name, entry in sorted(outputs.items()):
+        value = "(sensitive value)" if entry.get("sensitive") else json.dumps(entry["value"])
+        view.out(f"{name} = {value}")
+
+
+@cli.command()
+@click.argument("target", default=".", type=click.Path())
+@_var_options
+@click.option("--auto-approve", is_flag=True, help="Apply without asking.")
+@_parallelism
+@click.pass_obj
+def apply(obj: Ctx, target: str, variables: tuple[str, ...], var_files: tuple[str, ...],
+          auto_approve: bool, parallelism: int) -> None:
+    """Apply the stack in DIRECTORY, or exactly the saved plan in PLANFILE."""
+    from tectum.plans.planfile import is_plan_file, read_plan
+
+    view = obj.view
+    if is_plan_file(target):
+        saved, project_dir = read_plan(target)
+        session = _session(project_dir)
+        try:
+            with session.locked("apply"):
+                state = session.read_state()
+                session.check_fresh(saved, state, target)
+                if not saved.has_changes:
+                    view.out("No changes. The saved plan has nothing to do.")
+                    return
+                _run_apply(obj, session, saved, state, parallelism)
+        finally:
+            session.close()
+        return
+    _apply_dir(obj, target, variables, var_files, auto_approve, parallelism, destroy=False)
+
+
+def _apply_dir(obj: Ctx, directory: str, variables: tuple[str, ...], var_files: tuple[str, ...],
+               auto_approve: bool, parallelism: int, *, destroy: bool) -> None:
+    view = obj.view
+    session = _session(directory, variables, var_files)
+    try:
+        stack = session.evaluate() if not destroy else _empty_stack(session)
+        with session.locked("destroy" if destroy else "apply"):
+            state = session.read_state()
+            result = session.plan(stack, state, destroy=destroy)
+            view.diagnostics(session.warnings)
+            p = result.plan
+            view.plan(p)
+            if not p.has_changes:
+                if state.outputs:
+                    _print_outputs(view, state.outputs)
+                return
+            if not auto_approve and not _confirm(
+                    obj, "destroy all managed objects" if destroy else "perform these actions"):
+                view.out("\nApply cancelled.")
+                sys.exit(1)
+            view.out("")
+            _run_apply(obj, session, p, state, parallelism)
+    finally:
+        session.close()
+
+
+@cli.command()
+@click.argument("directory", default=".", type=click.Path(file_okay=False))
+@_var_options
+@click.option("--auto-approve", is_flag=True, help="Destroy without asking.")
+@_parallelism
+@click.pass_obj
+def destroy(obj: Ctx, directory: str, variables: tuple[str, ...], var_files: tuple[str, ...],
+            auto_approve: bool, parallelism: int) -> None:
+    """Delete every object in state, in reverse dependency order."""
+    _apply_dir(obj, directory, variables, var_files, auto_approve, parallelism, destroy=True)
+
+
+@cli.command()
+@click.argument("target", default=".", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_obj
+def show(obj: Ctx, target: str, as_json: bool) -> None:
+    """Show the state of DIRECTORY, or the saved plan PLANFILE."""
+    from tectum.plans.planfile import is_plan_file, read_plan
+
+    if is_plan_file(target):
+        saved, _ = read_plan(target)
+        if as_json:
+            click.echo(json.dumps(saved.to_json(), indent=2))
+        else:
+            obj.view.plan(saved)
+        return
+    session = _session(target)
+    try:
+        state = session.read_state()
+    finally:
+        session.close()
+    if as_json:
+        click.echo(json.dumps(state.to_json(), indent=2))
+        return
+    if not state.resources:
+        obj.view.out("The state is empty: nothing is managed yet.")
+        return
+    for rec in sorted(state.resources.values(), key=lambda r: r.address):
+        _show_record(obj.view, rec)
+    _print_outputs(obj.view, state.outputs)
+
+
+def _show_record(view: View, rec: Any) -> None:
+    view.out(view.style(f"# {rec.address}:", bold=True))
+    width = max((len(k) for k in rec.attributes), default=0)
+    for key in sorted(rec.attributes):
+        view.out(f"  {key.ljust(width)} = {json.dumps(rec.attributes[key])}")
+    view.out()
+
+
+@cli.group()
+def state() -> None:
+    """Inspect the state."""
+
+
+@state.command("list")
+@click.argument("directory", default=".", type=click.Path(file_okay=False))
+@click.pass_obj
+def state_list(obj: Ctx, directory: str) -> None:
+    """List the resource addresses in state."""
+    session = _session(directory)
+    try:
+        st = session.read_state()
+    finally:
+        session.close()
+    for address in sorted(st.resources):
+        obj.view.out(address)
+
+
+@state.command("show")
+@click.argument("address")
+@click.argument("directory", default=".", type=click.Path(file_okay=False))
+@click.pass_obj
+def state_show(obj: Ctx, address: str, directory: str) -> None:
+    """Show one resource's attributes in state."""
+    from tectum.addrs import AddressError, ResourceAddress
+
+    try:
+        ResourceAddress.parse(address)
+    except AddressError as exc:
+        _fail(obj.view, Diagnostic.error("Invalid address", str(exc)))
+    session = _session(directory)
+    try:
+        st = session.read_state()
+    finally:
+        session.close()
+    rec = st.resources.get(address)
+    if rec is None:
+        _fail(obj.view, Diagnostic.error(
+            "No such resource in state",
+            f"{address} is not in state. `tectum state list` shows what is.", address=address))
+    _show_record(obj.view, rec)
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.option("--raw", is_flag=True, help="Print a string value without quotes.")
+@click.option("--dir", "directory", default=".", type=click.Path(file_okay=False),
+              help="Project directory.")
+@click.pass_obj
+def output(obj: Ctx, name: str | None, as_json: bool, raw: bool, directory: str) -> None:
+    """Show the outputs recorded by the last apply."""
+    session = _session(directory)
+    try:
+        outputs = session.outputs()
+    finally:
+        session.close()
+    if name is not None:
+        if name not in outputs:
+            _fail(obj.view, Diagnostic.error(
+                "Output not found",
+                f"No output {name!r} in state. Declare it with output({name!r}, ...) and "
+                "apply; `tectum output` lists the outputs there are."))
+        entry = outputs[name]
+        if entry.get("sensitive"):
+            obj.view.out("(sensitive value)")
+        elif raw and isinstance(entry["value"], str):
+            obj.view.out(entry["value"])
+        else:
+            obj.view.out(json.dumps(entry["value"]))
+        return
+    if as_json:
+        click.echo(json.dumps({k: {"value": None if v.get("sensitive") else v["value"],
+                                   "sensitive": bool(v.get("sensitive"))}
+                               for k, v in outputs.items()}, indent=2))
+        return
+    for key, entry in sorted(outputs.items()):
+        value = "(sensitive value)" if entry.get("sensitive") else json.dumps(entry["value"])
+        obj.view.out(f"{key} = {value}")
+
+
+@cli.command()
+@click.argument("directory", default=".", type=click.Path(file_okay=False))
+@_var_options
+@click.pass_obj
+def graph(obj: Ctx, directory: str, variables: tuple[str, ...],
+          var_files: tuple[str, ...]) -> None:
+    """Print the dependency graph in DOT (Graphviz)."""
+    from tectum.engine.planner import build_graph
+
+    session = _session(directory, variables, var_files)
+    stack = session.evaluate()
+    g, diags = build_graph(stack)
+    if diags.has_errors:
+        obj.view.diagnostics(diags)
+        sys.exit(1)
+    click.echo(g.to_dot(), nl=False)
+
+
+def main() -> None:
+    """Entry point: runs the CLI; diagnostics → exit 1, never a traceback."""
+    view = View(False if os.environ.get("NO_COLOR") else None)
+    try:
+        cli(standalone_mode=False)
+    except DiagnosticError as exc:
+        view.diagnostics(exc.diagnostics)
+        sys.exit(1)
+    except click.exceptions.Abort:
+        view.out("\nAborted.", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code if exc.exit_code != 1 else 1)
+    except KeyboardInterrupt:
+        view.out("\nInterrupted. State keeps everything that finished.", err=True)
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a bug: say so without a traceback
+        fd, path = tempfile.mkstemp(prefix="tectum-crash-", suffix=".log")
+        with os.fdopen(fd, "w") as fh:
+            traceback.print_exc(file=fh)
+        view.diagnostic(Diagnostic.error(
+            "Internal error",
+            f"tectum hit an unexpected error: {type(exc).__name__}: {exc}. This is a bug in "
+            f"tectum; the details are in {path}. Everything already applied is recorded in "
+            "state."))
+        sys.exit(1)

@@ -1,0 +1,180 @@
+"""Human-readable views. The engine never prints; these functions render its results.
+
+Plan symbols follow Terraform: ``+`` create, ``~`` update, ``-/+`` replace, ``-`` delete.
+Colour is used only on a terminal (click strips it otherwise) and never with ``--no-color``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from typing import Any
+
+import click
+
+from tectum.diagnostics import Diagnostic, Severity
+from tectum.plans.plan import Action, AttrChange, Plan, ResourceChange
+from tectum.values import is_known
+
+_COLOURS = {Action.CREATE: "green", Action.UPDATE: "yellow", Action.REPLACE: "magenta",
+            Action.DELETE: "red", Action.NOOP: None}
+UNKNOWN_TEXT = "(known after apply)"
+MAX_DIFF_LINES = 200
+
+
+class View:
+    def __init__(self, color: bool | None = None) -> None:
+        self.color = color
+
+    def out(self, text: str = "", *, err: bool = False) -> None:
+        click.echo(text, err=err, color=self.color)
+
+    def style(self, text: str, **kw: Any) -> str:
+        return text if self.color is False else click.style(text, **kw)
+
+    # -- diagnostics -------------------------------------------------------------------------
+    def diagnostic(self, d: Diagnostic) -> None:
+        is_err = d.severity is Severity.ERROR
+        head = self.style("Error: " if is_err else "Warning: ", fg="red" if is_err else "yellow",
+                          bold=True) + self.style(d.summary, bold=True)
+        lines = ["", head]
+        where = []
+        if d.source is not None:
+            where.append(f"at {d.source}")
+        if d.address:
+            where.append(f"in {d.address}")
+        if where:
+            lines.append("  " + ", ".join(where))
+        if d.detail:
+            lines.extend("  " + line for line in d.detail.splitlines())
+        self.out("\n".join(lines), err=True)
+
+    def diagnostics(self, diags: Any) -> None:
+        for d in diags:
+            self.diagnostic(d)
+
+    # -- plan ----------------------------------------------------------------------------------
+    def plan(self, plan: Plan) -> None:
+        shown = [c for c in plan.changes if c.action is not Action.NOOP or c.state_only]
+        drifted = [c for c in plan.changes if c.drift and c.action is not Action.DELETE]
+        if drifted:
+            self.out(self.style("Objects changed outside of tectum:", bold=True))
+            for c in drifted:
+                self.out(f"  {c.address}: {', '.join(c.drift)}")
+            self.out()
+        if not shown:
+            self.out(self.style("No changes.", fg="green", bold=True)
+                     + " The infrastructure matches the configuration.")
+            return
+        self.out("tectum will perform the following actions:\n")
+        for change in shown:
+            self.change(change)
+        self.out(self.summary_line(plan))
+
+    def summary_line(self, plan: Plan) -> str:
+        c = plan.counts()
+        text = (f"Plan: {c['add']} to add, {c['change']} to change, {c['replace']} to replace, "
+                f"{c['destroy']} to destroy")
+        if c["adopt"]:
+            text += f", {c['adopt']} to adopt"
+        if c["move"]:
+            text += f", {c['move']} to move"
+        return self.style(text + ".", bold=True)
+
+    def change(self, change: ResourceChange) -> None:
+        from tectum.providers.registry import registry
+
+        rt = registry.get(change.type)
+        label = ""
+        attrs = change.after or change.before or change.prior or {}
+        if rt is not None:
+            label = rt.describe(attrs) if is_known(rt.identity(attrs)) else ""
+        symbol = change.action.symbol if not change.state_only else "="
+        head = f"  {symbol} {change.address}"
+        colour = _COLOURS[change.action]
+        head = self.style(head, fg=colour, bold=True) if colour else self.style(head, bold=True)
+        notes = []
+        if change.state_only:
+            notes.append(change.note or "adopted: the object already matches; recorded in state")
+        elif change.note:
+            notes.append(change.note)
+        if change.triggered:
+            notes.append(f"{change.triggered} ({', '.join(change.triggers)} changed)")
+        if change.action is Action.REPLACE:
+            forced = [c.name for c in change.changes if c.force_new]
+            if forced:
+                notes.append(f"{', '.join(forced)} forces replacement")
+        if change.action is Action.DELETE and change.type == "directory":
+            notes.append("with everything in it")
+        if change.drift:
+            notes.append(f"changed outside tectum: {', '.join(change.drift)}")
+        line = head + (f"  {label}" if label else "")
+        if notes:
+            line += self.style(f"  ({'; '.join(notes)})", dim=True)
+        self.out(line)
+        for attr in change.changes:
+            self.attr_change(change, attr)
+        self.out()
+
+    def attr_change(self, change: ResourceChange, c: AttrChange) -> None:
+        if c.sensitive:
+            self.out(f"      {c.name}: (sensitive value)")
+            return
+        if c.name == "content" and (isinstance(c.after, str) or isinstance(c.before, str)):
+            self.content_diff(change, c)
+            return
+        before = _fmt(c.before)
+        after = _fmt(c.after)
+        suffix = self.style("  # forces replacement", fg="magenta") if c.force_new else ""
+        if c.before is None:
+            self.out(f"      {c.name}: {after}{suffix}")
+        else:
+            self.out(f"      {c.name}: {before} → {after}{suffix}")
+
+    def content_diff(self, change: ResourceChange, c: AttrChange) -> None:
+        after = c.after if isinstance(c.after, str) else None
+        before = c.before if isinstance(c.before, str) else None
+        if after is not None and not is_known(after):
+            self.out(f"      content: {UNKNOWN_TEXT}")
+            return
+        if before is None:
+            n = len((after or "").splitlines())
+            self.out(f"      content: ({n} line{'s' if n != 1 else ''}, "
+                     f"{len((after or '').encode())} bytes)")
+            return
+        if after is None:
+            return
+        path = str((change.after or {}).get("path", change.address))
+        diff = list(difflib.unified_diff(
+            before.splitlines(), after.splitlines(), f"{path} (now)", f"{path} (planned)",
+            lineterm="", n=2))
+        self.out("      content:")
+        for line in diff[:MAX_DIFF_LINES]:
+            colour = "green" if line.startswith("+") else "red" if line.startswith("-") else None
+            if line.startswith(("+++", "---")):
+                colour = None
+            self.out("        " + (self.style(line, fg=colour) if colour else line))
+        if len(diff) > MAX_DIFF_LINES:
+            self.out(f"        ... {len(diff) - MAX_DIFF_LINES} more diff lines")
+
+    # -- apply -----------------------------------------------------------------------------------
+    def apply_event(self, kind: str, change: ResourceChange, message: str | None) -> None:
+        verbs = {Action.CREATE: "created", Action.UPDATE: "updated", Action.REPLACE: "replaced",
+                 Action.DELETE: "destroyed"}
+        if kind == "done":
+            verb = verbs.get(change.action, "done")
+            if change.triggered and not change.changes:
+                verb = {"restart": "restarted", "reload": "reloaded"}.get(change.triggered,
+                                                                          verb)
+            self.out(f"{change.address}: {verb}")
+        elif kind == "failed":
+            self.out(self.style(f"{change.address}: failed: {message}", fg="red"), err=True)
+        elif kind == "skipped":
+            self.out(self.style(f"{change.address}: skipped: {message}", fg="yellow"), err=True)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, str) and not is_known(value):
+        return UNKNOWN_TEXT
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 120 else text[:117] + "..."

@@ -1,0 +1,1 @@
+"""Configuration: the project file, stack evaluation, variables and outputs."""

@@ -1,0 +1,427 @@
+"""Declaring resources, variables and outputs while a stack is evaluated.
+
+Evaluating a stack only *declares*: each ``File(...)``/``Package(...)`` call records a
+:class:`Declaration` in the :class:`Stack` being evaluated and returns a handle whose attributes
+are references (``site.path``). Nothing touches the machine.
+
+The stack being evaluated is held in a :class:`contextvars.ContextVar` for the duration of
+``with Stack(...)`` — the one piece of implicit context, scoped to an evaluation, as Pulumi's
+Python SDK does for its resource registrations. Problems are collected as diagnostics (with the
+source line of the declaration) so that one run reports all of them.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import FrameType, TracebackType
+from typing import Any, ClassVar
+
+from tectum.addrs import ResourceAddress, valid_name
+from tectum.diagnostics import Diagnostic, Diagnostics, DiagnosticError, SourceLocation
+from tectum.schema import MISSING, Schema
+from tectum.values import Ref, to_tokens
+
+_PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_current: contextvars.ContextVar[Stack | None] = contextvars.ContextVar("tectum_stack",
+                                                                        default=None)
+
+
+def caller_location(depth: int = 2) -> SourceLocation:
+    """The first frame outside the tectum package: where the user declared something."""
+    frame: FrameType | None = sys._getframe(depth)
+    while frame is not None and frame.f_code.co_filename.startswith(_PKG_DIR):
+        frame = frame.f_back
+    if frame is None:
+        return SourceLocation("<unknown>")
+    return SourceLocation(frame.f_code.co_filename, frame.f_lineno)
+
+
+@dataclass(slots=True)
+class Declaration:
+    """One declared resource: attributes may hold reference tokens."""
+
+    address: ResourceAddress
+    type: str
+    attrs: dict[str, Any]
+    source: SourceLocation
+    base_dir: str
+    depends_on: list[str] = field(default_factory=list)
+    watches: dict[str, list[str]] = field(default_factory=dict)
+    ignore_changes: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class OutputDecl:
+    name: str
+    value: Any
+    sensitive: bool
+    description: str
+    source: SourceLocation
+
+
+@dataclass(slots=True)
+class VariableDecl:
+    name: str
+    type: Any
+    default: Any
+    description: str
+    sensitive: bool
+    source: SourceLocation
+
+
+@dataclass(frozen=True, slots=True)
+class VarInput:
+    """A value given for a variable, and where it came from (for diagnostics)."""
+
+    value: Any
+    origin: str
+    explicit: bool = False  # given with -var: undeclared is an error, not a warning
+
+
+class Stack:
+    """The declarations of one evaluation. Use as ``with Stack(...) as stack:``."""
+
+    def __init__(self, base_dir: str = ".", inputs: Mapping[str, VarInput] | None = None) -> None:
+        self.base_dir = os.path.abspath(base_dir)
+        self.inputs: dict[str, VarInput] = dict(inputs or {})
+        self.resources: dict[str, Declaration] = {}
+        self.outputs: dict[str, OutputDecl] = {}
+        self.variables: dict[str, VariableDecl] = {}
+        self.values: dict[str, Any] = {}
+        self.diagnostics = Diagnostics()
+        self._token: contextvars.Token[Stack | None] | None = None
+
+    def __enter__(self) -> Stack:
+        self._token = _current.set(self)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._token is not None:
+            _current.reset(self._token)
+            self._token = None
+
+    def finish(self) -> None:
+        """Checks that need the whole stack: undeclared variable inputs."""
+        for name, given in self.inputs.items():
+            if name in self.variables:
+                continue
+            if given.explicit:
+                self.diagnostics.append(Diagnostic.error(
+                    "Value for undeclared variable",
+                    f"A value was given for variable {name!r} ({given.origin}), but the stack "
+                    f"declares no such variable. Declare it with var({name!r}, ...) or remove "
+                    "the value.",
+                ))
+            else:
+                self.diagnostics.append(Diagnostic.warning(
+                    "Value for undeclared variable",
+                    f"{given.origin} sets variable {name!r}, which the stack does not declare; "
+                    "the value is ignored.",
+                ))
+
+
+def current_stack(what: str) -> Stack:
+    stack = _current.get()
+    if stack is None:
+        raise DiagnosticError(Diagnostic.error(
+            "Declaration outside a stack",
+            f"{what} was declared while no stack is being evaluated. Declare resources in "
+            "stack.py (run it with `tectum plan`), or inside `with tectum.Stack():` when "
+            "using the Python API.",
+            source=caller_location(3),
+        ))
+    return stack
+
+
+class Resource:
+    """Base of resource declarations (``tectum.host.File`` and friends).
+
+    ``Resource(label, **attributes)``: ``label`` names the resource in its address
+    (``file.<label>``); keyword arguments are the type's attributes. Common arguments:
+    ``depends_on`` (resources that must be applied first) and ``ignore_changes`` (attribute names
+    whose differences are not planned, as Terraform's ``lifecycle.ignore_changes``).
+    """
+
+    type_name: ClassVar[str]
+    #: schema attribute that defaults to the label (``Package("nginx")`` → name="nginx")
+    label_attr: ClassVar[str | None] = None
+    #: arguments that take resources, e.g. ``restart_on``; they add dependencies
+    watch_args: ClassVar[tuple[str, ...]] = ()
+
+    __slots__ = ("_decl",)
+
+    @classmethod
+    def type_schema(cls) -> Schema:
+        from tectum.providers.registry import registry
+
+        rtype = registry.get(cls.type_name)
+        assert rtype is not None, cls.type_name
+        return rtype.schema
+
+    def __init__(
+        self,
+        label: str,
+        /,
+        *,
+        depends_on: list[Any] | tuple[Any, ...] = (),
+        ignore_changes: list[str] | tuple[str, ...] = (),
+        **attrs: Any,
+    ) -> None:
+        source = caller_location()
+        stack = current_stack(f"{type(self).__name__}({label!r})")
+        schema = self.type_schema()
+        ok_label = isinstance(label, str) and valid_name(label)
+        addr = ResourceAddress(self.type_name, label if ok_label else "invalid")
+        address = str(addr)
+        diags = stack.diagnostics
+        if not ok_label:
+            diags.append(Diagnostic.error(
+                "Invalid resource name",
+                f"{label!r} cannot name a {self.type_name} resource: a name starts with a "
+                "letter or '_' and holds only letters, digits, '_' and '-'. Pass the real name "
+                f"as an attribute instead, e.g. {type(self).__name__}(\"my_name\", "
+                f"{self.label_attr or 'path'}=...).",
+                source=source,
+            ))
+        if ok_label and address in stack.resources:
+            other = stack.resources[address].source
+            diags.append(Diagnostic.error(
+                "Duplicate resource",
+                f"{address} is declared twice: here and at {other}. Give each resource its "
+                "own name.",
+                address=address,
+                source=source,
+            ))
+        values: dict[str, Any] = {}
+        watches: dict[str, list[str]] = {}
+        for key, value in attrs.items():
+            if key in self.watch_args:
+                watches[key] = self._addresses(value, key, address, source, diags)
+                continue
+            attr = schema.attrs.get(key)
+            if attr is None or attr.computed:
+                known = ", ".join(sorted(schema.settable) + list(self.watch_args))
+                why = ("is computed by the provider and cannot be set" if attr is not None
+                       else "is not an argument of this resource type")
+                diags.append(Diagnostic.error(
+                    "Unsupported argument",
+                    f"{key!r} {why}. Arguments of {self.type_name}: {known}.",
+                    address=address,
+                    source=source,
+                ))
+                continue
+            if value is None:
+                continue
+            value = to_tokens(_handles_to_refs(value))
+            problem = attr.check(value)
+            if problem is not None:
+                diags.append(Diagnostic.error(
+                    "Invalid attribute value",
+                    f"Attribute {key!r}: {problem}.",
+                    address=address,
+                    source=source,
+                ))
+                continue
+            values[key] = value
+        if self.label_attr and self.label_attr not in values and ok_label:
+            values[self.label_attr] = label
+        for key, attr in schema.attrs.items():
+            if attr.required and key not in values and key not in attrs:
+                diags.append(Diagnostic.error(
+                    "Missing required argument",
+                    f"The argument {key!r} is required by {self.type_name} resources"
+                    + (f" ({attr.description})" if attr.description else "") + ".",
+                    address=address,
+                    source=source,
+                ))
+        for key in ignore_changes:
+            if key not in schema.attrs:
+                diags.append(Diagnostic.error(
+                    "Unsupported argument",
+                    f"ignore_changes names {key!r}, which is not an attribute of "
+                    f"{self.type_name}.",
+                    address=address,
+                    source=source,
+                ))
+        from tectum.providers.registry import registry
+
+        rtype = registry.get(self.type_name)
+        assert rtype is not None
+        for problem in rtype.check(values):
+            diags.append(Diagnostic.error("Invalid resource configuration", problem,
+                                          address=address, source=source))
+        decl = Declaration(
+            address=addr,
+            type=self.type_name,
+            attrs=values,
+            source=source,
+            base_dir=os.path.dirname(os.path.abspath(source.filename))
+            if os.path.exists(source.filename) else stack.base_dir,
+            depends_on=self._addresses(depends_on, "depends_on", address, source, diags),
+            watches=watches,
+            ignore_changes=list(ignore_changes),
+        )
+        object.__setattr__(self, "_decl", decl)
+        if ok_label and address not in stack.resources:
+            stack.resources[address] = decl
+
+    @staticmethod
+    def _addresses(value: Any, key: str, address: str, source: SourceLocation,
+                   diags: Diagnostics) -> list[str]:
+        items = value if isinstance(value, list | tuple) else [value]
+        out: list[str] = []
+        for item in items:
+            if isinstance(item, Resource):
+                out.append(str(item._decl.address))
+            else:
+                diags.append(Diagnostic.error(
+                    "Invalid attribute value",
+                    f"{key} takes resources (e.g. {key}=[site]); got {item!r}.",
+                    address=address,
+                    source=source,
+                ))
+        return out
+
+    @property
+    def address(self) -> str:
+        return str(self._decl.address)
+
+    def __getattr__(self, name: str) -> Ref:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        decl: Declaration = object.__getattribute__(self, "_decl")
+        schema = self.type_schema()
+        if name not in schema.attrs:
+            raise AttributeError(
+                f"{decl.address} has no attribute {name!r}; attributes of {decl.type}: "
+                + ", ".join(sorted(schema.attrs))
+            )
+        return Ref(str(decl.address), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("resource declarations are immutable once made")
+
+    def __repr__(self) -> str:
+        return f"<{self._decl.address}>"
+
+
+def _handles_to_refs(value: Any) -> Any:
+    if isinstance(value, Resource):
+        raise TypeError(
+            f"a resource ({value.address}) cannot be an attribute value; use one of its "
+            "attributes, e.g. .path"
+        )
+    if isinstance(value, list | tuple):
+        return [_handles_to_refs(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _handles_to_refs(v) for k, v in value.items()}
+    return value
+
+
+_BOOL_TEXT = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
+
+
+def _convert(value: Any, typ: Any) -> Any:
+    """Convert a given value (often text from the CLI or environment) to ``typ``."""
+    origin = getattr(typ, "__origin__", None) or typ
+    if origin is Any or origin is object:
+        return value
+    if isinstance(value, origin) and not (isinstance(value, bool) and origin is int):
+        return value
+    if not isinstance(value, str):
+        if origin is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        raise ValueError(f"expected {getattr(origin, '__name__', origin)}, got {value!r}")
+    text = value.strip()
+    if origin is bool:
+        if text.lower() in _BOOL_TEXT:
+            return _BOOL_TEXT[text.lower()]
+        raise ValueError(f"expected true or false, got {value!r}")
+    if origin is int:
+        return int(text)
+    if origin is float:
+        return float(text)
+    if origin in (list, dict):
+        parsed = json.loads(text)
+        if not isinstance(parsed, origin):
+            raise ValueError(f"expected a JSON {origin.__name__}, got {value!r}")
+        return parsed
+    raise ValueError(f"cannot convert {value!r} to {typ!r}")
+
+
+def var(
+    name: str,
+    type: Any = str,
+    *,
+    default: Any = MISSING,
+    description: str = "",
+    sensitive: bool = False,
+) -> Any:
+    """Declare an input variable and return its value.
+
+    The value comes, lowest precedence first (Terraform's order): ``default``, the environment
+    (``TECTUM_VAR_<name>``), ``[vars]`` in ``tectum.toml``, ``-var-file`` files, then ``-var
+    name=value``. Text values are converted to ``type`` (``str``, ``int``, ``float``, ``bool``,
+    ``list``, ``dict``; lists and mappings as JSON). A missing or unconvertible value is a
+    diagnostic at the line of this call.
+    """
+    source = caller_location()
+    stack = current_stack(f"var({name!r})")
+    if name in stack.variables:
+        stack.diagnostics.append(Diagnostic.error(
+            "Duplicate variable",
+            f"Variable {name!r} is declared twice: here and at {stack.variables[name].source}.",
+            source=source,
+        ))
+        return stack.values.get(name)
+    stack.variables[name] = VariableDecl(name, type, default, description, sensitive, source)
+    given = stack.inputs.get(name)
+    if given is None:
+        env = os.environ.get(f"TECTUM_VAR_{name}")
+        if env is not None:
+            given = VarInput(env, f"environment variable TECTUM_VAR_{name}")
+    if given is None:
+        if default is MISSING:
+            raise DiagnosticError(Diagnostic.error(
+                "No value for required variable",
+                f"Variable {name!r} has no default and no value was given. Set it with "
+                f"-var {name}=VALUE, in tectum.toml under [vars], or with TECTUM_VAR_{name}.",
+                source=source,
+            ))
+        value = default
+    else:
+        try:
+            value = _convert(given.value, type)
+        except (ValueError, TypeError) as exc:
+            raise DiagnosticError(Diagnostic.error(
+                "Invalid value for variable",
+                f"Variable {name!r} from {given.origin}: {exc}.",
+                source=source,
+            )) from None
+    stack.values[name] = value
+    return value
+
+
+def output(name: str, value: Any, *, sensitive: bool = False, description: str = "") -> None:
+    """Declare an output: a value shown after apply and kept in state (``tectum output``)."""
+    source = caller_location()
+    stack = current_stack(f"output({name!r})")
+    if name in stack.outputs:
+        stack.diagnostics.append(Diagnostic.error(
+            "Duplicate output",
+            f"Output {name!r} is declared twice: here and at {stack.outputs[name].source}.",
+            source=source,
+        ))
+        return
+    stack.outputs[name] = OutputDecl(name, to_tokens(_handles_to_refs(value)), sensitive,
+                                     description, source)

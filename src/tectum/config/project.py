@@ -1,0 +1,116 @@
+"""The project: a directory with ``stack.py`` and an optional ``tectum.toml``.
+
+``tectum.toml`` (all tables optional)::
+
+    [project]
+    name = "webserver"
+
+    [vars]            # variable values (see tectum.var for precedence)
+    port = 8080
+
+    [state]
+    backend = "sqlite"           # the embedded default
+    path = ".tectum/state.db"    # relative to the project directory
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+
+from tectum.diagnostics import Diagnostic, DiagnosticError, SourceLocation
+
+PROJECT_FILE = "tectum.toml"
+STACK_FILE = "stack.py"
+
+
+@dataclass(slots=True)
+class Project:
+    root: str
+    name: str
+    vars: dict[str, Any] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def stack_file(self) -> str:
+        return os.path.join(self.root, STACK_FILE)
+
+    @property
+    def data_dir(self) -> str:
+        return os.path.join(self.root, ".tectum")
+
+    @property
+    def state_path(self) -> str:
+        path = str(self.state.get("path", os.path.join(".tectum", "state.db")))
+        return path if os.path.isabs(path) else os.path.join(self.root, path)
+
+
+def _read_toml(path: str, what: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        line = 0
+        msg = str(exc)
+        if "(at line " in msg:
+            try:
+                line = int(msg.rsplit("(at line ", 1)[1].split(",")[0])
+            except ValueError:
+                line = 0
+        raise DiagnosticError(Diagnostic.error(
+            f"Invalid {what}",
+            f"{path} is not valid TOML: {msg}. Fix the file and run the command again.",
+            source=SourceLocation(path, line),
+        )) from None
+    except OSError as exc:
+        raise DiagnosticError(Diagnostic.error(
+            f"Cannot read {what}", f"{path}: {exc.strerror}.", source=SourceLocation(path)
+        )) from None
+
+
+def load_project(directory: str) -> Project:
+    """Load the project in ``directory``; raises :class:`DiagnosticError` when it has no stack
+    or its ``tectum.toml`` is not valid."""
+    root = os.path.abspath(directory)
+    if not os.path.isdir(root):
+        raise DiagnosticError(Diagnostic.error(
+            "No such directory",
+            f"{directory} is not a directory. Give the directory that holds stack.py.",
+        ))
+    if not os.path.isfile(os.path.join(root, STACK_FILE)):
+        raise DiagnosticError(Diagnostic.error(
+            "No stack found",
+            f"{root} has no {STACK_FILE}. tectum reads the stack from DIR/{STACK_FILE}; run the "
+            "command in the project directory or pass the directory.",
+        ))
+    data: dict[str, Any] = {}
+    cfg_path = os.path.join(root, PROJECT_FILE)
+    if os.path.isfile(cfg_path):
+        data = _read_toml(cfg_path, "project file")
+    project = data.get("project", {})
+    vars_ = data.get("vars", {})
+    state = data.get("state", {})
+    for key, value in (("project", project), ("vars", vars_), ("state", state)):
+        if not isinstance(value, dict):
+            raise DiagnosticError(Diagnostic.error(
+                "Invalid project file",
+                f"[{key}] in {cfg_path} must be a table.",
+                source=SourceLocation(cfg_path),
+            ))
+    backend = state.get("backend", "sqlite")
+    if backend != "sqlite":
+        raise DiagnosticError(Diagnostic.error(
+            "Unsupported state backend",
+            f"[state] backend = {backend!r} in {cfg_path}: this version of tectum supports "
+            "\"sqlite\" (the embedded default).",
+            source=SourceLocation(cfg_path),
+        ))
+    return Project(root=root, name=str(project.get("name", os.path.basename(root))),
+                   vars=dict(vars_), state=dict(state))
+
+
+def read_var_file(path: str) -> dict[str, Any]:
+    """Variables from a TOML file (``-var-file``): top-level keys are variable names."""
+    return _read_toml(path, "variables file")

@@ -1,0 +1,1 @@
+"""The engine: the planner decides, the applier executes."""

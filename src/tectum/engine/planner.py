@@ -1,0 +1,388 @@
+"""The planner: declarations + state + the world → :class:`~tectum.plans.Plan`.
+
+1. Build the dependency graph of the declarations (references, ``depends_on``, ``restart_on``,
+   and automatic ones: a path under a managed directory, an owner that is a managed user —
+   Puppet's autorequire); report unknown references and cycles.
+2. Resolve references and prepare desired attributes (render templates) in dependency order.
+3. Refresh: read every object of a type at once (one batch per type and host).
+4. Diff each resource in dependency order; mark triggered restarts; plan deletions for
+   resources that left the stack (in reverse dependency order).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tectum.addrs import ResourceAddress
+from tectum.config.declaration import Declaration, Stack
+from tectum.diagnostics import Diagnostic, Diagnostics, DiagnosticError, SourceLocation
+from tectum.graph.dag import Graph, find_cycles
+from tectum.plans.plan import Action, Plan, ResourceChange
+from tectum.providers.base import ResourceType
+from tectum.providers.host.connector import Connector
+from tectum.providers.registry import registry
+from tectum.state.model import State
+from tectum.values import UNKNOWN, is_known, refs_in, resolve
+
+PATH_TYPES = ("file", "directory", "symlink")
+
+
+@dataclass
+class PlanResult:
+    plan: Plan
+    graph: Graph
+    diagnostics: Diagnostics
+
+
+def _rtype(name: str) -> ResourceType:
+    rtype = registry.get(name)
+    if rtype is None:
+        raise DiagnosticError(Diagnostic.error(
+            "Unknown resource type", f"No provider offers resource type {name!r}."))
+    return rtype
+
+
+def build_graph(stack: Stack) -> tuple[Graph, Diagnostics]:
+    """The dependency graph of the declarations, with diagnostics for unknown references,
+    cycles and two resources claiming the same object."""
+    diags = Diagnostics()
+    graph = Graph()
+    decls = stack.resources
+    dir_paths: dict[str, str] = {}
+    users: dict[str, str] = {}
+    groups: dict[str, str] = {}
+    identities: dict[tuple[Any, ...], Declaration] = {}
+    for address, decl in decls.items():
+        graph.add(address)
+        path = decl.attrs.get("path")
+        if decl.type == "directory" and isinstance(path, str) and is_known(path):
+            dir_paths[os.path.normpath(path)] = address
+        name = decl.attrs.get("name")
+        if decl.type == "user" and isinstance(name, str):
+            users[name] = address
+        if decl.type == "group" and isinstance(name, str):
+            groups[name] = address
+        rtype = _rtype(decl.type)
+        ident = rtype.identity(decl.attrs)
+        if all(isinstance(v, str) and is_known(v) for v in ident) and ident:
+            family = "path" if decl.type in PATH_TYPES else decl.type
+            key = (family, decl.address.host, *ident)
+            other = identities.get(key)
+            if other is not None:
+                diags.append(Diagnostic.error(
+                    "Object managed twice",
+                    f"{decl.address} and {other.address} (declared at {other.source}) both "
+                    f"manage {' '.join(str(v) for v in ident)}. One object can have only one "
+                    "resource; remove or merge one of them.",
+                    address=str(decl.address),
+                    source=decl.source,
+                ))
+            else:
+                identities[key] = decl
+    for address, decl in decls.items():
+        targets: list[tuple[str, str]] = []
+        for ref_addr, attr in sorted(refs_in(decl.attrs)):
+            targets.append((ref_addr, f"reference to {ref_addr}.{attr}"))
+        for dep in decl.depends_on:
+            targets.append((dep, "depends_on"))
+        for key, deps in decl.watches.items():
+            for dep in deps:
+                targets.append((dep, key))
+        for target, why in targets:
+            if target == address and why != "depends_on":
+                diags.append(Diagnostic.error(
+                    "Self-reference", f"{address} refers to itself ({why}).",
+                    address=address, source=decl.source))
+                continue
+            if target not in decls:
+                diags.append(Diagnostic.error(
+                    "Reference to undeclared resource",
+                    f"{address} has a {why}, but no resource {target} is declared in this "
+                    "stack. Declare it, or fix the name.",
+                    address=address, source=decl.source))
+                continue
+            graph.connect(address, target)
+        # automatic dependencies (never create a cycle: only added when the reverse is absent)
+        auto: list[str] = []
+        path = decl.attrs.get("path")
+        if decl.type in PATH_TYPES and isinstance(path, str) and is_known(path):
+            parent = os.path.dirname(os.path.normpath(path))
+            while parent and parent != "/":
+                if parent in dir_paths:
+                    auto.append(dir_paths[parent])
+                    break
+                parent = os.path.dirname(parent)
+        for key, index in (("owner", users), ("group", groups)):
+            val = decl.attrs.get(key)
+            if isinstance(val, str) and val in index:
+                auto.append(index[val])
+        if decl.type == "user":
+            for g in [decl.attrs.get("group"), *(decl.attrs.get("groups") or [])]:
+                if isinstance(g, str) and g in groups:
+                    auto.append(groups[g])
+        for target in auto:
+            if target != address and address not in graph.ancestors_of(target):
+                graph.connect(address, target)
+    for cycle in find_cycles(graph.deps):
+        members = " → ".join([*cycle, cycle[0]])
+        where = "; ".join(f"{m} at {decls[m].source}" for m in cycle if m in decls)
+        diags.append(Diagnostic.error(
+            "Dependency cycle",
+            f"These resources depend on each other in a loop: {members}. ({where}.) Break the "
+            "loop by removing one of the references or depends_on entries.",
+            address=cycle[0],
+            source=decls[cycle[0]].source if cycle[0] in decls else None,
+        ))
+    return graph, diags
+
+
+class Planner:
+    def __init__(self, connector: Callable[[str | None], Connector]) -> None:
+        self.connector = connector
+
+    def plan(self, stack: Stack, state: State, *, destroy: bool = False,
+             workspace: str = "default") -> PlanResult:
+        """Make the plan. Raises :class:`DiagnosticError` for configuration errors."""
+        graph, diags = build_graph(stack)
+        diags.raise_if_errors()
+        decls = stack.resources
+        order = graph.order()
+        prior_records = state.resources
+
+        # 2. resolve and prepare desired attributes
+        desired: dict[str, dict[str, Any]] = {}
+        computed_refs: dict[str, set[str]] = {}
+
+        def lookup_config(address: str, attr: str) -> Any:
+            rtype = _rtype(decls[address].type)
+            spec = rtype.schema.attrs.get(attr)
+            if spec is not None and spec.computed:
+                computed_refs.setdefault(current[0], set()).add(address)
+                value = desired.get(address, {}).get(attr)
+                if value is not None and is_known(value):
+                    return value
+                rec = prior_records.get(address)
+                if rec is not None and attr in rec.attributes:
+                    return rec.attributes[attr]
+                return UNKNOWN
+            return desired.get(address, {}).get(attr)
+
+        current = [""]
+        if not destroy:
+            for address in order:
+                decl = decls[address]
+                current[0] = address
+                rtype = _rtype(decl.type)
+                try:
+                    attrs = resolve(decl.attrs, lookup_config)
+                    problems = [
+                        f"Attribute {k!r}: {p}." for k, v in attrs.items()
+                        if (spec := rtype.schema.attrs.get(k)) is not None and is_known(v)
+                        and (p := spec.check(v)) is not None
+                    ]
+                    if problems:
+                        diags.append(Diagnostic.error(
+                            "Invalid attribute value", " ".join(problems),
+                            address=address, source=decl.source))
+                        continue
+                    desired[address] = rtype.prepare(attrs, decl.base_dir)
+                except (ValueError, TypeError) as exc:
+                    diags.append(Diagnostic.error(
+                        "Invalid resource configuration", f"{exc}.",
+                        address=address, source=decl.source))
+            diags.raise_if_errors()
+
+        # orphans: in state, not in the stack (or everything when destroying)
+        orphans = [a for a in prior_records if destroy or a not in decls]
+        moved: dict[str, str] = {}  # new address -> old address (same object, renamed)
+        if not destroy:
+            by_ident: dict[tuple[Any, ...], str] = {}
+            for a in orphans:
+                rec = prior_records[a]
+                rt = registry.get(rec.type)
+                if rt is not None:
+                    host = ResourceAddress.parse(a).host
+                    by_ident[(rec.type, host, *rt.identity(rec.attributes))] = a
+            for address, want in desired.items():
+                if address in prior_records:
+                    continue
+                decl = decls[address]
+                key = (decl.type, decl.address.host, *_rtype(decl.type).identity(want))
+                if key in by_ident:
+                    moved[address] = by_ident.pop(key)
+            orphans = [a for a in orphans if a not in moved.values()]
+
+        # 3. refresh: one read per (host, type)
+        batches: dict[tuple[str | None, str], list[tuple[str, dict[str, Any]]]] = {}
+        for address, want in desired.items():
+            decl = decls[address]
+            rt = _rtype(decl.type)
+            if all(is_known(v) for v in rt.identity(want)):
+                batches.setdefault((decl.address.host, decl.type), []).append((address, want))
+        for address in orphans:
+            rec = prior_records[address]
+            host = ResourceAddress.parse(address).host
+            batches.setdefault((host, rec.type), []).append((address, rec.attributes))
+        observed: dict[str, dict[str, Any] | None] = {}
+        for (host, type_name), items in batches.items():
+            rt = registry.get(type_name)
+            if rt is None:
+                diags.append(Diagnostic.error(
+                    "Unknown resource type",
+                    f"State holds {items[0][0]} of type {type_name!r}, which no provider "
+                    "offers any more. Install the provider, or remove it from state.",
+                    address=items[0][0]))
+                continue
+            try:
+                found = rt.read(self.connector(host), [obj for _, obj in items])
+            except Exception as exc:  # noqa: BLE001 - a failed read is a diagnostic
+                diags.append(Diagnostic.error(
+                    "Cannot read objects",
+                    f"Reading the {type_name} objects ({', '.join(a for a, _ in items[:5])}"
+                    f"{'...' if len(items) > 5 else ''}) failed: {exc}.",
+                    address=items[0][0]))
+                continue
+            for (address, _), obs in zip(items, found, strict=True):
+                observed[address] = obs
+        diags.raise_if_errors()
+
+        # 4. diff in dependency order
+        changes: dict[str, ResourceChange] = {}
+        if not destroy:
+            for address in order:
+                decl = decls[address]
+                rt = _rtype(decl.type)
+                want = desired[address]
+                uses = computed_refs.get(address, set())
+                if any(changes[u].action is not Action.NOOP for u in uses if u in changes):
+                    # a computed value it uses will change: unknown until apply
+                    def lookup_apply(a: str, attr: str, _uses: set[str] = uses) -> Any:
+                        spec = _rtype(decls[a].type).schema.attrs.get(attr)
+                        if spec is not None and spec.computed and a in _uses \
+                                and changes[a].action is not Action.NOOP:
+                            return UNKNOWN
+                        return lookup_config(a, attr)
+                    current[0] = address
+                    want = rt.prepare(resolve(decl.attrs, lookup_apply), decl.base_dir)
+                    desired[address] = want
+                prior_addr = moved.get(address, address)
+                rec = prior_records.get(prior_addr)
+                prior = rec.attributes if rec is not None else None
+                obs = observed.get(address)
+                action, attr_changes = rt.plan(want, obs, prior)
+                if decl.ignore_changes and action in (Action.UPDATE, Action.REPLACE):
+                    attr_changes = [c for c in attr_changes if c.name not in decl.ignore_changes]
+                    if not attr_changes:
+                        action = Action.NOOP
+                    elif not any(c.force_new for c in attr_changes):
+                        action = Action.UPDATE
+                change = ResourceChange(
+                    address=address,
+                    type=decl.type,
+                    action=action,
+                    before=rt.stored(obs) if obs is not None else None,
+                    after=want,
+                    changes=attr_changes,
+                    dependencies=sorted(graph.deps.get(address, ())),
+                    prior=prior,
+                    source=str(decl.source),
+                )
+                if obs is not None and "_content" in obs:
+                    change.display["before_content"] = obs["_content"]
+                if prior is not None and obs is not None:
+                    change.drift = _drift(rt, prior, rt.stored(obs))
+                elif prior is not None and obs is None and rec is not None \
+                        and prior_addr == address:
+                    change.drift = ["deleted"]
+                if prior_addr != address:
+                    change.note = f"moved from {prior_addr}"
+                for key, kind in (("restart_on", "restart"), ("reload_on", "reload")):
+                    fired = [d for d in decl.watches.get(key, ())
+                             if changes[d].action is not Action.NOOP]
+                    if fired and change.triggered is None \
+                            and change.action in (Action.NOOP, Action.UPDATE):
+                        change.triggers = fired
+                        change.triggered = kind
+                        if change.action is Action.NOOP:
+                            change.action = Action.UPDATE
+                changes[address] = change
+
+        # deletions, in reverse dependency order (recorded dependencies)
+        orphan_set = set(orphans)
+        for address in orphans:
+            rec = prior_records[address]
+            obs = observed.get(address)
+            rt = registry.get(rec.type)
+            dependents = sorted(
+                a for a in orphan_set
+                if address in prior_records[a].dependencies and a != address)
+            change = ResourceChange(
+                address=address,
+                type=rec.type,
+                action=Action.DELETE,
+                before=rt.stored(obs) if rt is not None and obs is not None else None,
+                after=None,
+                dependencies=dependents,
+                prior=rec.attributes,
+                source=rec.source,
+            )
+            if obs is None:
+                change.note = "already gone; only removed from state"
+            changes[address] = change
+
+        # outputs
+        outputs: dict[str, Any] = {}
+        sensitive: dict[str, bool] = {}
+        if not destroy:
+            for name, out in stack.outputs.items():
+                outputs[name] = resolve(out.value, _final_lookup(changes))
+                sensitive[name] = out.sensitive
+            missing = [
+                (name, ref) for name, out in stack.outputs.items()
+                for ref, _ in refs_in(out.value) if ref not in decls
+            ]
+            for name, ref in missing:
+                diags.append(Diagnostic.error(
+                    "Reference to undeclared resource",
+                    f"Output {name!r} refers to {ref}, which is not declared in this stack.",
+                    source=stack.outputs[name].source))
+            diags.raise_if_errors()
+        ordered = [changes[a] for a in order if a in changes] + \
+            [changes[a] for a in orphans]
+        plan = Plan(changes=ordered, outputs=outputs, output_sensitive=sensitive,
+                    lineage=state.lineage, serial=state.serial, destroy=destroy,
+                    workspace=workspace,
+                    variables={k: v for k, v in stack.values.items()})
+        return PlanResult(plan, graph, diags)
+
+
+def _drift(rt: ResourceType, prior: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    out = []
+    for key, was in prior.items():
+        if key in now and now[key] != was and (key in rt.schema.attrs):
+            out.append("content" if key == "content_sha256" else key)
+    return out
+
+
+def _final_lookup(changes: dict[str, ResourceChange]) -> Callable[[str, str], Any]:
+    def lookup(address: str, attr: str) -> Any:
+        change = changes.get(address)
+        if change is None or change.after is None:
+            return UNKNOWN
+        value = change.after.get(attr)
+        if value is None and change.action is Action.NOOP and change.before is not None:
+            value = change.before.get(attr)
+        if value is None or not is_known(value):
+            return UNKNOWN
+        return value
+    return lookup
+
+
+def source_of(text: str | None) -> SourceLocation | None:
+    if not text:
+        return None
+    name, _, line = text.rpartition(":")
+    return SourceLocation(name, int(line)) if line.isdigit() else SourceLocation(text)

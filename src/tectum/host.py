@@ -1,0 +1,92 @@
+"""Host resources, as declared in a stack: ``from tectum.host import File, Package, Service``.
+
+Each class declares one resource; its first argument is the resource's name (its address is
+``TYPE.NAME``), keyword arguments are attributes. Reading an attribute of a declared resource
+(``site.path``) gives a reference that orders the two resources and is resolved at plan time.
+
+==========  ==========================================================================
+File        path, content | template (+ vars), mode, owner, group
+Directory   path, mode, owner, group
+Symlink     path, target
+Package     name (defaults to the resource name), ensure ("present"/"absent"), version
+User        name, uid, group, groups, home, shell, system, comment, ensure
+Group       name, gid, system, ensure
+Service     name, running, enabled, restart_on=[...], reload_on=[...]
+Command     command, creates, unless, cwd, environment
+==========  ==========================================================================
+"""
+
+from __future__ import annotations
+
+from tectum.config.declaration import Resource
+
+__all__ = ["Command", "Directory", "File", "Group", "Package", "Service", "Symlink", "User"]
+
+
+class File(Resource):
+    """A regular file: ``File("site", path="/etc/x.conf", content="...", mode="0644")``."""
+
+    type_name = "file"
+    __slots__ = ()
+
+
+class Directory(Resource):
+    """A directory: ``Directory("www", path="/srv/www", mode="0755")``."""
+
+    type_name = "directory"
+    __slots__ = ()
+
+
+class Symlink(Resource):
+    """A symbolic link: ``Symlink("current", path="/srv/current", target="/srv/v2")``."""
+
+    type_name = "symlink"
+    __slots__ = ()
+
+
+class Package(Resource):
+    """An apt package: ``Package("nginx")``, ``Package("tree", version="2.1.0-1")``."""
+
+    type_name = "package"
+    label_attr = "name"
+    __slots__ = ()
+
+
+class User(Resource):
+    """A local user account: ``User("deploy", shell="/bin/bash", groups=["www-data"])``."""
+
+    type_name = "user"
+    label_attr = "name"
+    __slots__ = ()
+
+
+class Group(Resource):
+    """A local group: ``Group("deploy")``."""
+
+    type_name = "group"
+    label_attr = "name"
+    __slots__ = ()
+
+
+class Service(Resource):
+    """A service: ``Service("nginx", running=True, restart_on=[site])``.
+
+    ``restart_on`` / ``reload_on`` take resources; the service is restarted (reloaded) when
+    one of them really changes in the same apply.
+    """
+
+    type_name = "service"
+    label_attr = "name"
+    watch_args = ("restart_on", "reload_on")
+    __slots__ = ()
+
+
+class Command(Resource):
+    """A command: ``Command("init", command=["/usr/bin/x", "--init"], creates="/var/lib/x")``.
+
+    With ``creates`` or ``unless`` it runs whenever the guard does not hold; without a guard it
+    runs once, and again when its arguments change.
+    """
+
+    type_name = "command"
+    __slots__ = ()

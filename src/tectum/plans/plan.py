@@ -1,0 +1,191 @@
+"""The plan: one :class:`ResourceChange` per resource instance, decided before anything is done.
+
+The applier executes a plan and never re-decides it (OpenTofu's execution-architecture RFC names
+re-deciding at apply time as a source of bugs). Values in ``after`` may still hold reference tokens
+(see :mod:`tectum.values`); those are "known after apply".
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Action(enum.Enum):
+    NOOP = "no-op"
+    CREATE = "create"
+    UPDATE = "update"
+    REPLACE = "replace"
+    DELETE = "delete"
+
+    @property
+    def symbol(self) -> str:
+        return _SYMBOLS[self]
+
+
+_SYMBOLS = {
+    Action.NOOP: " ",
+    Action.CREATE: "+",
+    Action.UPDATE: "~",
+    Action.REPLACE: "-/+",
+    Action.DELETE: "-",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AttrChange:
+    """One attribute's change: ``before`` → ``after`` (``after`` may hold tokens)."""
+
+    name: str
+    before: Any
+    after: Any
+    force_new: bool = False
+    sensitive: bool = False
+
+
+@dataclass(slots=True)
+class ResourceChange:
+    """What the plan decided for one resource instance.
+
+    ``before`` is the object as read from the world (storable attributes) or None when absent;
+    ``after`` the desired attributes (None for delete); ``prior`` the state record before this run
+    (None when the resource was not in state). ``triggers`` names upstream resources whose change
+    causes ``triggered`` (``"restart"`` or ``"reload"``); ``drift`` lists attributes changed outside tectum since the
+    last apply (prev-run state vs refreshed object).
+    """
+
+    address: str
+    type: str
+    action: Action
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    changes: list[AttrChange] = field(default_factory=list)
+    triggers: list[str] = field(default_factory=list)
+    triggered: str | None = None
+    drift: list[str] = field(default_factory=list)
+    dependencies: list[str] = field(default_factory=list)
+    prior: dict[str, Any] | None = None
+    source: str | None = None
+    note: str | None = None
+    # Transient display data (e.g. old file content for a unified diff); not saved in plan files.
+    display: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def moved_from(self) -> str | None:
+        """The old address when the plan renames a resource in state (same object)."""
+        if self.note and self.note.startswith("moved from "):
+            return self.note.removeprefix("moved from ")
+        return None
+
+    @property
+    def state_only(self) -> bool:
+        """A no-op for the object whose state record changes: adopted (an object that
+        already matches the configuration) or moved to a new address."""
+        return self.action is Action.NOOP and (self.prior is None or self.moved_from is not None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "address": self.address,
+            "type": self.type,
+            "action": self.action.value,
+            "before": self.before,
+            "after": self.after,
+            "changes": [
+                {"name": c.name, "before": c.before, "after": c.after, "force_new": c.force_new,
+                 "sensitive": c.sensitive}
+                for c in self.changes
+            ],
+            "triggers": self.triggers,
+            "triggered": self.triggered,
+            "drift": self.drift,
+            "dependencies": self.dependencies,
+            "prior": self.prior,
+            "source": self.source,
+            "note": self.note,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ResourceChange:
+        return cls(
+            address=data["address"],
+            type=data["type"],
+            action=Action(data["action"]),
+            before=data["before"],
+            after=data["after"],
+            changes=[AttrChange(**c) for c in data.get("changes", [])],
+            triggers=list(data.get("triggers", [])),
+            triggered=data.get("triggered"),
+            drift=list(data.get("drift", [])),
+            dependencies=list(data.get("dependencies", [])),
+            prior=data.get("prior"),
+            source=data.get("source"),
+            note=data.get("note"),
+        )
+
+
+@dataclass(slots=True)
+class OutputChange:
+    name: str
+    before: Any
+    after: Any
+    sensitive: bool = False
+
+
+@dataclass(slots=True)
+class Plan:
+    """Every decision of one run. ``lineage``/``serial`` identify the state it was made from."""
+
+    changes: list[ResourceChange]
+    outputs: dict[str, Any]
+    output_sensitive: dict[str, bool]
+    lineage: str | None
+    serial: int
+    destroy: bool = False
+    workspace: str = "default"
+    variables: dict[str, Any] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, int]:
+        counts = {"add": 0, "change": 0, "replace": 0, "destroy": 0, "adopt": 0, "move": 0}
+        for c in self.changes:
+            if c.state_only:
+                counts["move" if c.moved_from else "adopt"] += 1
+            if c.action is Action.CREATE:
+                counts["add"] += 1
+            elif c.action is Action.UPDATE:
+                counts["change"] += 1
+            elif c.action is Action.REPLACE:
+                counts["replace"] += 1
+            elif c.action is Action.DELETE:
+                counts["destroy"] += 1
+        return counts
+
+    @property
+    def has_changes(self) -> bool:
+        return any(c.action is not Action.NOOP or c.state_only for c in self.changes)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format_version": 1,
+            "lineage": self.lineage,
+            "serial": self.serial,
+            "destroy": self.destroy,
+            "workspace": self.workspace,
+            "variables": self.variables,
+            "resource_changes": [c.to_json() for c in self.changes],
+            "outputs": self.outputs,
+            "output_sensitive": self.output_sensitive,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Plan:
+        return cls(
+            changes=[ResourceChange.from_json(c) for c in data["resource_changes"]],
+            outputs=dict(data.get("outputs", {})),
+            output_sensitive=dict(data.get("output_sensitive", {})),
+            lineage=data.get("lineage"),
+            serial=int(data["serial"]),
+            destroy=bool(data.get("destroy", False)),
+            workspace=str(data.get("workspace", "default")),
+            variables=dict(data.get("variables", {})),
+        )

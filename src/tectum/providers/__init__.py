@@ -1,0 +1,1 @@
+"""Providers: resource types with read / plan / apply, and the registry that finds them."""

@@ -1,0 +1,317 @@
+"""``package``: a Debian package, installed or removed with apt.
+
+Shapes (attribute dicts):
+
+* desired: ``{"name": "tree", "ensure": "present" | "absent", "version": "2.1.0-1" | None}``
+* observed (:meth:`PackageType.read`): ``{"name", "ensure", "version"}`` for *every* package —
+  never None, so a package that is not installed is planned through :meth:`PackageType.plan`
+  like any other difference. ``version`` is the installed version, or None when not installed.
+* stored (what :meth:`PackageType.apply_batch` returns per change): the same three keys, as found
+  on the host after the change, with ``version`` the version actually installed.
+
+Reads are batched: every package on a host is read with one ``dpkg-query`` call. Applies are
+batched too (:attr:`PackageType.batches`): all installs on a host become one ``apt-get install``
+and all removals one ``apt-get remove``, so dependency resolution runs once and dpkg's lock is
+taken once. The conventions follow Ansible's ``apt`` module: ``DEBIAN_FRONTEND=noninteractive``,
+``--force-confdef``/``--force-confold`` (keep locally changed configuration files),
+``--allow-downgrades`` for a pinned version lower than the installed one, and one
+``apt-get update`` retry when the package lists are missing or stale. A pinned version is passed
+as ``name=version`` and compared with the installed version as an exact string (epoch included
+when the archive's version has one); without a pin the installed version is never compared.
+
+``apt-get remove`` removes packages that depend on a removed package too, as apt always does;
+configuration files are kept (``remove``, not ``purge``). On a host without systemd (or where
+``policy-rc.d`` forbids it) apt does not start the daemons it installs; a ``service`` resource does.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from tectum.plans.plan import Action, AttrChange, ResourceChange
+from tectum.providers.base import ApplyError, ResourceType
+from tectum.schema import Attr, Schema
+
+if TYPE_CHECKING:
+    from tectum.providers.host.connector import CommandResult, Connector
+
+# Debian Policy §5.6.1: lower case letters, digits, '+', '-', '.'; at least two characters;
+# starts with an alphanumeric character (so never with '-', which apt would take for an option).
+_NAME_RE = re.compile(r"[a-z0-9][a-z0-9+.-]+")
+# Debian Policy §5.6.12 characters ([epoch:]upstream[-revision]); must not start with '-'.
+_VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+~:-]*")
+
+#: ``dpkg-query`` output format: one line per package known to dpkg.
+DPKG_FORMAT = "${Package}\\t${db:Status-Abbrev}\\t${Version}\\n"
+#: Second letter of ``db:Status-Abbrev`` meaning the package's files are installed and configured
+#: (``i`` installed; ``W``/``t`` installed with triggers awaited/pending).
+_INSTALLED_STATES = frozenset("iWt")
+
+#: Options common to every mutating apt-get call. ``DPkg::Lock::Timeout`` waits for dpkg's lock
+#: (held by another apt run, e.g. unattended-upgrades) instead of failing at once.
+_APT_COMMON = ("-y", "-q", "-o", "DPkg::Lock::Timeout=120")
+_APT_INSTALL = (
+    "apt-get", "install", *_APT_COMMON, "--allow-downgrades",
+    "-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold",
+)
+_APT_REMOVE = ("apt-get", "remove", *_APT_COMMON)
+_APT_UPDATE = ("apt-get", "update", "-q")
+_APT_ENV = {"DEBIAN_FRONTEND": "noninteractive", "APT_LISTCHANGES_FRONTEND": "none"}
+
+# apt's messages when the package lists are missing or older than the archive; one
+# ``apt-get update`` and a retry fixes these (Ansible's apt module does the same with
+# ``update_cache_retries``).
+_STALE_LISTS = (
+    "Unable to locate package",
+    "has no installation candidate",
+    "was not found",  # E: Version '1.2-3' for 'foo' was not found
+    "Unable to fetch some archives",  # 404 for a .deb the archive no longer has
+)
+
+
+def _valid_name(value: Any) -> str | None:
+    if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
+        return ("must be a Debian package name: lower-case letters, digits, '+', '-' and '.', "
+                "at least two characters, starting with a letter or digit")
+    return None
+
+
+def _valid_version(value: Any) -> str | None:
+    if not isinstance(value, str) or not _VERSION_RE.fullmatch(value):
+        return ("must be a Debian version such as \"2.1.0-1\" or \"1:9.2p1-2\" (letters, digits "
+                "and . + ~ : -, starting with a letter or digit)")
+    return None
+
+
+def _absent(name: str) -> dict[str, Any]:
+    return {"name": name, "ensure": "absent", "version": None}
+
+
+def _name_of(change: ResourceChange) -> str:
+    for attrs in (change.after, change.before, change.prior):
+        if attrs and isinstance(attrs.get("name"), str):
+            return str(attrs["name"])
+    raise ApplyError(f"{change.address}: no package name in the change")
+
+
+def _apt_error(what: str, result: CommandResult) -> ApplyError:
+    """An :class:`ApplyError` carrying apt's own last words (its ``E:`` lines come last)."""
+    return ApplyError(f"{what} failed (exit {result.returncode}): {result.error_text(800)}")
+
+
+class PackageType(ResourceType):
+    """A Debian package managed with ``dpkg-query`` (read) and ``apt-get`` (apply)."""
+
+    name = "package"
+    schema = Schema({
+        "name": Attr(str, required=True, identity=True, force_new=True, validate=_valid_name,
+                     description="Debian package name, e.g. \"tree\""),
+        "ensure": Attr(str, default="present", choices=("present", "absent"),
+                       description="whether the package is installed"),
+        "version": Attr(str, validate=_valid_version,
+                        description="pin this exact version (installs, upgrades or downgrades "
+                                    "to it); unset: any installed version will do"),
+    })
+    batches = True
+
+    # -- configuration -------------------------------------------------------------------
+    def check(self, attrs: dict[str, Any]) -> list[str]:
+        """A version pin only makes sense for a package that should be installed."""
+        if attrs.get("ensure") == "absent" and attrs.get("version") is not None:
+            return ["version is only used with ensure=\"present\"; remove it or the ensure."]
+        return []
+
+    def describe(self, attrs: dict[str, Any]) -> str:
+        name = str(attrs.get("name", ""))
+        version = attrs.get("version")
+        return f"{name}={version}" if version and attrs.get("ensure") != "absent" else name
+
+    # -- refresh -------------------------------------------------------------------------
+    def read(
+        self, conn: Connector, objects: Sequence[dict[str, Any]]
+    ) -> list[dict[str, Any] | None]:
+        """Read all packages with one ``dpkg-query -W`` (non-mutating).
+
+        Returns one ``{"name", "ensure", "version"}`` dict per object, in order; a package dpkg
+        does not know, or knows only as removed (``rc``: configuration files left), is
+        ``ensure="absent", version=None``. ``dpkg-query`` exits 1 when some names are unknown;
+        its output for the others is still complete. Raises :class:`ApplyError` when
+        ``dpkg-query`` cannot run at all (exit status other than 0 and 1).
+        """
+        names = [str(o["name"]) for o in objects]
+        found = self._query(conn, names)
+        return [dict(found.get(n) or _absent(n)) for n in names]
+
+    def _query(self, conn: Connector, names: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """``{name: {"name", "ensure", "version"}}`` for the names dpkg knows as installed."""
+        unique = list(dict.fromkeys(names))
+        if not unique:
+            return {}
+        result = conn.run(["dpkg-query", "-W", "-f", DPKG_FORMAT, "--", *unique],
+                          mutating=False)
+        if result.returncode not in (0, 1):
+            raise ApplyError(f"cannot read packages: dpkg-query failed "
+                             f"(exit {result.returncode}): {result.error_text()}")
+        found: dict[str, dict[str, Any]] = {}
+        for line in result.text().splitlines():
+            parts = line.split("\t")
+            if len(parts) != 3:
+                continue
+            pkg, status, version = parts
+            # Multi-arch packages print one line per architecture; any installed one counts.
+            if len(status) >= 2 and status[1] in _INSTALLED_STATES:
+                found[pkg] = {"name": pkg, "ensure": "present", "version": version or None}
+        return found
+
+    # -- plan ----------------------------------------------------------------------------
+    def plan(
+        self,
+        desired: dict[str, Any],
+        observed: dict[str, Any] | None,
+        prior: dict[str, Any] | None,
+    ) -> tuple[Action, list[AttrChange]]:
+        """Decide install / remove / re-version (see the module docstring for the shapes).
+
+        * wanted present, not installed → ``CREATE`` (changes: ``ensure``, and ``version``
+          when pinned);
+        * installed, wanted absent → ``UPDATE`` with ``ensure`` present → absent;
+        * installed, a pinned ``version`` differs from the installed one → ``UPDATE`` with
+          ``version`` old → new;
+        * otherwise ``NOOP``. ``prior`` is not consulted: the host is the truth.
+        """
+        name = str(desired["name"])
+        have = observed if observed is not None else _absent(name)
+        want_present = desired.get("ensure", "present") != "absent"
+        installed = have.get("ensure") == "present"
+        pinned = desired.get("version")
+        if want_present and not installed:
+            changes = [AttrChange("ensure", "absent", "present")]
+            if pinned is not None:
+                changes.append(AttrChange("version", None, pinned))
+            return Action.CREATE, changes
+        if not want_present:
+            if installed:
+                return Action.UPDATE, [AttrChange("ensure", "present", "absent")]
+            return Action.NOOP, []
+        if pinned is not None and pinned != have.get("version"):
+            return Action.UPDATE, [AttrChange("version", have.get("version"), pinned)]
+        return Action.NOOP, []
+
+    # -- apply ---------------------------------------------------------------------------
+    def apply(self, conn: Connector, change: ResourceChange) -> dict[str, Any] | None:
+        """Apply one change (a batch of one). Raises :class:`ApplyError` on failure."""
+        result = self.apply_batch(conn, [change])[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def apply_batch(
+        self, conn: Connector, changes: Sequence[ResourceChange]
+    ) -> list[dict[str, Any] | None | Exception]:
+        """Install and remove packages for all ``changes`` with at most one ``apt-get install``
+        and one ``apt-get remove`` (plus one ``apt-get update`` and a second install when the
+        package lists were missing or stale).
+
+        Installs: ``CREATE``, ``REPLACE`` and ``UPDATE`` whose ``after`` wants the package
+        present; removals: ``DELETE`` (the resource left the configuration) and ``UPDATE`` to
+        ``ensure="absent"``. A ``REPLACE`` whose old package name differs also removes the old
+        package. Installs run before removals, so a package that replaces another (through
+        ``Conflicts``) takes over before the old one goes. ``NOOP`` changes run nothing.
+
+        Returns, per change in order: the stored attributes as re-read from the host after the
+        install (the actual installed version), None for a ``DELETE``, or an
+        :class:`ApplyError` — when an apt-get command fails, every change in that command gets
+        the error with apt's message tail.
+        """
+        results: list[dict[str, Any] | None | Exception] = [None] * len(changes)
+        names: dict[int, str] = {}
+        installs: list[tuple[int, str]] = []  # (change index, "name" or "name=version")
+        removals: list[tuple[int, str]] = []  # (change index, package name)
+        removed: set[int] = set()  # changes whose outcome is "not installed"
+        for i, change in enumerate(changes):
+            try:
+                name = names[i] = _name_of(change)
+            except ApplyError as exc:
+                results[i] = exc
+                continue
+            after = change.after or {}
+            if change.action is Action.NOOP:
+                results[i] = self.stored({**_absent(name), **(change.before or {})})
+            elif change.action is Action.DELETE or after.get("ensure", "present") == "absent":
+                removed.add(i)
+                if change.before is None or change.before.get("ensure") != "absent":
+                    removals.append((i, name))
+            else:
+                version = after.get("version")
+                installs.append((i, f"{name}={version}" if version else name))
+                old = (change.before or change.prior or {}).get("name")
+                if change.action is Action.REPLACE and isinstance(old, str) and old != name:
+                    removals.append((i, old))
+
+        failed: set[int] = set()
+        if installs:
+            err = self._install(conn, list(dict.fromkeys(arg for _, arg in installs)))
+            if err is not None:
+                for i, _ in installs:
+                    results[i] = err
+                    failed.add(i)
+        # a REPLACE whose install failed keeps its old package
+        removals = [(i, name) for i, name in removals if i not in failed]
+        if removals:
+            err = self._remove(conn, list(dict.fromkeys(name for _, name in removals)))
+            if err is not None:
+                for i, _ in removals:
+                    results[i] = err
+                    failed.add(i)
+
+        done = [i for i in names if i not in failed and changes[i].action is not Action.NOOP]
+        if not done:
+            return results
+        found = self._query(conn, [names[i] for i in done])
+        for i in done:
+            name = names[i]
+            now = found.get(name) or _absent(name)
+            if i in removed:
+                if now["ensure"] != "absent":
+                    results[i] = ApplyError(f"{name} is still installed after apt-get remove")
+                else:
+                    results[i] = None if changes[i].action is Action.DELETE else self.stored(now)
+                continue
+            pinned = (changes[i].after or {}).get("version")
+            if now["ensure"] != "present":
+                results[i] = ApplyError(f"{name} is not installed after apt-get install")
+            elif pinned and now["version"] != pinned:
+                results[i] = ApplyError(f"{name}: version {now['version']} is installed, "
+                                        f"not the pinned {pinned}")
+            else:
+                results[i] = self.stored(now)
+        return results
+
+    def _install(self, conn: Connector, args: list[str]) -> ApplyError | None:
+        """One ``apt-get install`` of ``args``; when it fails because the package lists are
+        missing or stale, one ``apt-get update -q`` and a retry. Returns the failure, or None."""
+        res = conn.run([*_APT_INSTALL, *args], env=_APT_ENV)
+        if res.ok:
+            return None
+        output = res.stdout.decode("utf-8", "replace") + res.stderr.decode("utf-8", "replace")
+        if not any(marker in output for marker in _STALE_LISTS):
+            return _apt_error("apt-get install", res)
+        update = conn.run(list(_APT_UPDATE), env=_APT_ENV)
+        if not update.ok:
+            return _apt_error("apt-get update (after: " + _last_error(output) + ")", update)
+        res = conn.run([*_APT_INSTALL, *args], env=_APT_ENV)
+        return None if res.ok else _apt_error("apt-get install", res)
+
+    def _remove(self, conn: Connector, names: list[str]) -> ApplyError | None:
+        """One ``apt-get remove`` of ``names``. Returns the failure, or None."""
+        res = conn.run([*_APT_REMOVE, *names], env=_APT_ENV)
+        return None if res.ok else _apt_error("apt-get remove", res)
+
+
+def _last_error(output: str) -> str:
+    """apt's last ``E:`` line in ``output`` (or its last line)."""
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("E:")]
+    return (errors or lines or ["no output"])[-1]

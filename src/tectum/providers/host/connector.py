@@ -1,0 +1,354 @@
+"""Connectors: how host resources reach a host.
+
+A connector offers a few batched fact primitives (:meth:`Connector.stat_paths` reads many paths in
+one pass) and a small set of mutations (atomic file write, mkdir, chmod/chown, remove, symlink,
+run a command). Host resource types use only these, so the same resource code works on the local
+machine (:class:`LocalConnector`, in-process file I/O and ``subprocess`` without a shell) and over
+SSH. Like pyinfra's connectors, they sit behind one interface; unlike pyinfra there is no global
+"current host": the connector is passed explicitly.
+
+Every command and every mutation is recorded in :attr:`LocalConnector.log` (and appended as JSON
+lines to the file named by ``TECTUM_COMMAND_LOG`` when set), so tests can assert that a no-op run
+mutates nothing.
+"""
+
+from __future__ import annotations
+
+import grp
+import hashlib
+import json
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def text(self) -> str:
+        return self.stdout.decode("utf-8", "replace")
+
+    def error_text(self, limit: int = 600) -> str:
+        out = (self.stderr or self.stdout).decode("utf-8", "replace").strip()
+        return out[-limit:] if len(out) > limit else out
+
+
+@dataclass(frozen=True, slots=True)
+class PathFact:
+    """What is at a path (``lstat``; links are not followed).
+
+    ``kind`` is ``file``, ``directory``, ``symlink`` or ``other``; ``mode`` is four octal digits
+    (``"0644"``); ``sha256``/``content`` are filled for regular files when content was asked for.
+    """
+
+    kind: str
+    mode: str
+    owner: str
+    group: str
+    size: int
+    sha256: str | None = None
+    content: bytes | None = None
+    target: str | None = None
+
+
+class Connector(Protocol):
+    host: str
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        input: bytes | None = None,
+        mutating: bool = True,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        timeout: float | None = None,
+    ) -> CommandResult: ...
+
+    def stat_paths(self, paths: Sequence[str], *, content: bool = False) -> list[PathFact | None]: ...
+
+    def write_file(
+        self, path: str, data: bytes, *, mode: str | None, owner: str | None, group: str | None
+    ) -> None: ...
+
+    def set_attrs(
+        self, path: str, *, mode: str | None, owner: str | None, group: str | None
+    ) -> None: ...
+
+    def make_dir(
+        self, path: str, *, mode: str | None, owner: str | None, group: str | None
+    ) -> None: ...
+
+    def make_symlink(self, path: str, target: str) -> None: ...
+
+    def remove(self, path: str, *, recursive: bool = False) -> None: ...
+
+    def exists(self, path: str) -> bool: ...
+
+
+class ConnectorError(Exception):
+    """A mutation could not be carried out; the message says what and where."""
+
+
+class _Names:
+    """uid/gid ↔ name, cached for one run."""
+
+    def __init__(self) -> None:
+        self._users: dict[int, str] = {}
+        self._groups: dict[int, str] = {}
+
+    def user(self, uid: int) -> str:
+        name = self._users.get(uid)
+        if name is None:
+            try:
+                name = pwd.getpwuid(uid).pw_name
+            except KeyError:
+                name = str(uid)
+            self._users[uid] = name
+        return name
+
+    def group(self, gid: int) -> str:
+        name = self._groups.get(gid)
+        if name is None:
+            try:
+                name = grp.getgrgid(gid).gr_name
+            except KeyError:
+                name = str(gid)
+            self._groups[gid] = name
+        return name
+
+
+def _uid(owner: str) -> int:
+    if owner.isdigit():
+        return int(owner)
+    try:
+        return pwd.getpwnam(owner).pw_uid
+    except KeyError:
+        raise ConnectorError(f"user {owner!r} does not exist on this host") from None
+
+
+def _gid(group: str) -> int:
+    if group.isdigit():
+        return int(group)
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ConnectorError(f"group {group!r} does not exist on this host") from None
+
+
+class LocalConnector:
+    """The local machine, reached in-process. Thread-safe."""
+
+    host = "local"
+
+    def __init__(self, log_path: str | None = None) -> None:
+        self.log: list[dict[str, object]] = []
+        self._lock = threading.Lock()
+        self._names = _Names()
+        self._log_path = log_path if log_path is not None else os.environ.get("TECTUM_COMMAND_LOG")
+
+    # -- recording -----------------------------------------------------------------------
+    def _record(self, op: str, mutating: bool, **fields: object) -> None:
+        entry: dict[str, object] = {"op": op, "mutating": mutating, **fields}
+        with self._lock:
+            self.log.append(entry)
+
+    def close(self) -> None:
+        """Flush the command log to ``TECTUM_COMMAND_LOG`` (if set)."""
+        if self._log_path and self.log:
+            with open(self._log_path, "a", encoding="utf-8") as fh:
+                for entry in self.log:
+                    fh.write(json.dumps(entry) + "\n")
+        self.log = []
+
+    # -- commands ------------------------------------------------------------------------
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        input: bytes | None = None,
+        mutating: bool = True,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        timeout: float | None = None,
+    ) -> CommandResult:
+        argv = tuple(argv)
+        self._record("run", mutating, argv=list(argv))
+        full_env = dict(os.environ)
+        full_env.update({"LC_ALL": "C", "LANG": "C"})
+        if env:
+            full_env.update(env)
+        try:
+            proc = subprocess.run(
+                argv,
+                input=input,
+                capture_output=True,
+                env=full_env,
+                cwd=cwd,
+                timeout=timeout,
+                stdin=None if input is not None else subprocess.DEVNULL,
+                check=False,
+            )
+        except FileNotFoundError:
+            return CommandResult(argv, 127, b"", f"{argv[0]}: command not found".encode())
+        except subprocess.TimeoutExpired:
+            return CommandResult(argv, 124, b"", f"timed out after {timeout} s".encode())
+        return CommandResult(argv, proc.returncode, proc.stdout, proc.stderr)
+
+    # -- facts ---------------------------------------------------------------------------
+    def stat_paths(self, paths: Sequence[str], *, content: bool = False) -> list[PathFact | None]:
+        out: list[PathFact | None] = []
+        names = self._names
+        for path in paths:
+            try:
+                st = os.lstat(path)
+            except (FileNotFoundError, NotADirectoryError):
+                out.append(None)
+                continue
+            fmt = stat.S_IFMT(st.st_mode)
+            mode = format(stat.S_IMODE(st.st_mode), "04o")
+            owner, group = names.user(st.st_uid), names.group(st.st_gid)
+            if fmt == stat.S_IFREG:
+                data = sha = None
+                if content:
+                    with open(path, "rb") as fh:
+                        data = fh.read()
+                    sha = hashlib.sha256(data).hexdigest()
+                out.append(PathFact("file", mode, owner, group, st.st_size, sha, data))
+            elif fmt == stat.S_IFDIR:
+                out.append(PathFact("directory", mode, owner, group, st.st_size))
+            elif fmt == stat.S_IFLNK:
+                out.append(
+                    PathFact("symlink", mode, owner, group, st.st_size, target=os.readlink(path))
+                )
+            else:
+                out.append(PathFact("other", mode, owner, group, st.st_size))
+        return out
+
+    def exists(self, path: str) -> bool:
+        return os.path.lexists(path)
+
+    # -- mutations -----------------------------------------------------------------------
+    def write_file(
+        self, path: str, data: bytes, *, mode: str | None, owner: str | None, group: str | None
+    ) -> None:
+        self._record("write", True, path=path, bytes=len(data))
+        directory = os.path.dirname(path) or "."
+        if not os.path.isdir(directory):
+            raise ConnectorError(f"cannot write {path}: directory {directory} does not exist")
+        tmp = os.path.join(directory, f".{os.path.basename(path)}.tectum-{os.getpid()}-"
+                           f"{threading.get_ident()}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    n = os.write(fd, view)
+                    view = view[n:]
+                if mode is None:
+                    # keep the mode of the file being replaced, else the usual 0644
+                    try:
+                        cur = os.lstat(path)
+                        file_mode = stat.S_IMODE(cur.st_mode)
+                        if owner is None and group is None:
+                            os.fchown(fd, cur.st_uid, cur.st_gid)
+                    except FileNotFoundError:
+                        file_mode = 0o644
+                else:
+                    file_mode = int(mode, 8)
+                self._chown_fd(fd, owner, group)
+                os.fchmod(fd, file_mode)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except OSError as exc:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise ConnectorError(f"cannot write {path}: {exc.strerror or exc}") from None
+        except ConnectorError:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+
+    def _chown_fd(self, fd: int, owner: str | None, group: str | None) -> None:
+        if owner is None and group is None:
+            return
+        os.fchown(fd, _uid(owner) if owner else -1, _gid(group) if group else -1)
+
+    def set_attrs(
+        self, path: str, *, mode: str | None, owner: str | None, group: str | None
+    ) -> None:
+        self._record("set_attrs", True, path=path, mode=mode, owner=owner, group=group)
+        try:
+            if owner is not None or group is not None:
+                os.chown(path, _uid(owner) if owner else -1, _gid(group) if group else -1,
+                         follow_symlinks=False)
+            if mode is not None:
+                os.chmod(path, int(mode, 8))
+        except OSError as exc:
+            raise ConnectorError(f"cannot set attributes of {path}: {exc.strerror}") from None
+
+    def make_dir(
+        self, path: str, *, mode: str | None, owner: str | None, group: str | None
+    ) -> None:
+        self._record("mkdir", True, path=path)
+        try:
+            os.mkdir(path, int(mode, 8) if mode else 0o755)
+            if mode:
+                os.chmod(path, int(mode, 8))  # not subject to umask
+            if owner is not None or group is not None:
+                os.chown(path, _uid(owner) if owner else -1, _gid(group) if group else -1)
+        except FileExistsError:
+            raise ConnectorError(f"cannot create directory {path}: something is there") from None
+        except FileNotFoundError:
+            raise ConnectorError(
+                f"cannot create directory {path}: its parent does not exist"
+            ) from None
+        except OSError as exc:
+            raise ConnectorError(f"cannot create directory {path}: {exc.strerror}") from None
+
+    def make_symlink(self, path: str, target: str) -> None:
+        self._record("symlink", True, path=path, target=target)
+        tmp = f"{path}.tectum-{os.getpid()}-{threading.get_ident()}"
+        try:
+            os.symlink(target, tmp)
+            os.replace(tmp, path)
+        except OSError as exc:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise ConnectorError(f"cannot create symlink {path}: {exc.strerror}") from None
+
+    def remove(self, path: str, *, recursive: bool = False) -> None:
+        self._record("remove", True, path=path, recursive=recursive)
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                if recursive:
+                    shutil.rmtree(path)
+                else:
+                    os.rmdir(path)
+            else:
+                os.unlink(path)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise ConnectorError(f"cannot remove {path}: {exc.strerror}") from None

@@ -1,0 +1,303 @@
+"""``file``, ``directory`` and ``symlink``: paths on a host.
+
+All paths on a host are read in one pass (:meth:`Connector.stat_paths`). A file's content is
+compared by SHA-256; the plan shows a unified diff of the text. Writes are atomic (a temporary file
+in the same directory, then ``rename``), so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from tectum.plans.plan import Action, AttrChange, ResourceChange
+from tectum.providers.base import ApplyError, ResourceType
+from tectum.providers.host.connector import ConnectorError, PathFact
+from tectum.schema import Attr, Schema
+
+if TYPE_CHECKING:
+    from tectum.providers.host.connector import Connector
+
+
+def _abs_path(value: Any) -> str | None:
+    if not isinstance(value, str) or not value.startswith("/"):
+        return "must be an absolute path (starting with /)"
+    if "\x00" in value:
+        return "must not contain a NUL byte"
+    if value != "/" and value.endswith("/"):
+        return "must not end with /"
+    return None
+
+
+def _mode(value: Any) -> str | None:
+    text = format(value, "o") if isinstance(value, int) and not isinstance(value, bool) else value
+    if not isinstance(text, str) or not text.isdigit() or any(c not in "01234567" for c in text) \
+            or len(text.lstrip("0")) > 4:
+        return "must be an octal mode such as \"0644\" or 0o644"
+    return None
+
+
+def normalize_mode(value: Any) -> str | None:
+    """``0o644`` / ``"644"`` / ``"0644"`` → ``"0644"``."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return format(value, "04o")
+    text = str(value)
+    if text.startswith("${tectum:"):
+        return text
+    return format(int(text, 8), "04o")
+
+
+_OWNERSHIP = {
+    "mode": Attr((str, int), validate=_mode, description="permission bits, e.g. \"0644\""),
+    "owner": Attr(str, description="user name owning the object"),
+    "group": Attr(str, description="group name owning the object"),
+}
+
+
+def _ownership_of(fact: PathFact) -> dict[str, Any]:
+    return {"mode": fact.mode, "owner": fact.owner, "group": fact.group}
+
+
+class _PathType(ResourceType):
+    kind: str
+
+    def prepare(self, attrs: dict[str, Any], base_dir: str) -> dict[str, Any]:
+        out = super().prepare(attrs, base_dir)
+        if out.get("mode") is not None:
+            out["mode"] = normalize_mode(out["mode"])
+        return out
+
+    def _apply_ownership(self, conn: Connector, path: str, changes: list[AttrChange],
+                         after: dict[str, Any]) -> None:
+        names = {c.name for c in changes}
+        if names & {"mode", "owner", "group"}:
+            conn.set_attrs(
+                path,
+                mode=after.get("mode") if "mode" in names else None,
+                owner=after.get("owner") if "owner" in names else None,
+                group=after.get("group") if "group" in names else None,
+            )
+
+    def describe(self, attrs: dict[str, Any]) -> str:
+        return str(attrs.get("path", ""))
+
+
+class FileType(_PathType):
+    """A regular file with ``content`` (or a Jinja2 ``template`` rendered with ``vars``)."""
+
+    name = "file"
+    kind = "file"
+    schema = Schema({
+        "path": Attr(str, required=True, identity=True, force_new=True, validate=_abs_path,
+                     description="absolute path of the file"),
+        "content": Attr(str, description="the file's text"),
+        "template": Attr(str, description="a Jinja2 template file, relative to the stack"),
+        "vars": Attr(dict, description="variables for the template"),
+        **_OWNERSHIP,
+        "content_sha256": Attr(str, computed=True, description="SHA-256 of the content"),
+    })
+    stored_computed = ("content_sha256",)
+
+    def check(self, attrs: dict[str, Any]) -> list[str]:
+        problems = []
+        if "content" in attrs and "template" in attrs:
+            problems.append("Set either content or template, not both.")
+        if "content" not in attrs and "template" not in attrs:
+            problems.append("Set content (the file's text) or template (a Jinja2 file).")
+        if "vars" in attrs and "template" not in attrs:
+            problems.append("vars is only used with template.")
+        return problems
+
+    def prepare(self, attrs: dict[str, Any], base_dir: str) -> dict[str, Any]:
+        out = super().prepare(attrs, base_dir)
+        template = out.pop("template", None)
+        tvars = out.pop("vars", None) or {}
+        if template is not None:
+            from tectum.providers.host.templates import render
+
+            out["content"] = render(os.path.join(base_dir, template), tvars)
+        content = out.get("content")
+        if isinstance(content, str) and "${tectum:" not in content:
+            out["content_sha256"] = hashlib.sha256(content.encode()).hexdigest()
+        return out
+
+    def read(self, conn: Connector, objects: Sequence[dict[str, Any]]
+             ) -> list[dict[str, Any] | None]:
+        facts = conn.stat_paths([o["path"] for o in objects], content=True)
+        out: list[dict[str, Any] | None] = []
+        for obj, fact in zip(objects, facts, strict=True):
+            if fact is None:
+                out.append(None)
+            elif fact.kind != "file":
+                out.append({"path": obj["path"], "_kind": fact.kind, **_ownership_of(fact)})
+            else:
+                out.append({"path": obj["path"], "content_sha256": fact.sha256,
+                            "_content": fact.content, **_ownership_of(fact)})
+        return out
+
+    def diff(self, desired: dict[str, Any], observed: dict[str, Any]) -> list[AttrChange]:
+        out: list[AttrChange] = []
+        if observed.get("_kind"):
+            return [AttrChange("kind", observed["_kind"], "file", force_new=True)]
+        if desired.get("content_sha256") != observed.get("content_sha256"):
+            old = observed.get("_content")
+            out.append(AttrChange("content", _text(old), desired.get("content")))
+        for key in ("mode", "owner", "group"):
+            want = desired.get(key)
+            if want is not None and want != observed.get(key):
+                out.append(AttrChange(key, observed.get(key), want))
+        return out
+
+    def stored(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        out = super().stored(attrs)
+        out.pop("content", None)
+        out.pop("template", None)
+        out.pop("vars", None)
+        return out
+
+    def apply(self, conn: Connector, change: ResourceChange) -> dict[str, Any] | None:
+        path = (change.after or change.before or change.prior or {}).get("path")
+        assert isinstance(path, str)
+        try:
+            if change.action is Action.DELETE:
+                conn.remove(path)
+                return None
+            after = dict(change.after or {})
+            content = after.get("content")
+            if content is None:
+                raise ApplyError(f"{path}: no content to write")
+            names = {c.name for c in change.changes}
+            if change.action is Action.REPLACE and change.before is not None \
+                    and change.before.get("path") != path:
+                conn.remove(str(change.before["path"]))
+            if change.action in (Action.CREATE, Action.REPLACE) or "content" in names:
+                if "kind" in names:
+                    conn.remove(path, recursive=False)
+                conn.write_file(path, content.encode(), mode=after.get("mode"),
+                                owner=after.get("owner"), group=after.get("group"))
+            else:
+                self._apply_ownership(conn, path, change.changes, after)
+        except ConnectorError as exc:
+            raise ApplyError(str(exc)) from None
+        after["content_sha256"] = hashlib.sha256(content.encode()).hexdigest()
+        observed = change.before or {}
+        for key in ("mode", "owner", "group"):
+            if after.get(key) is None and observed.get(key) is not None:
+                after[key] = observed[key]
+        return self.stored(after)
+
+
+def _text(data: bytes | None) -> str | None:
+    if data is None:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"(binary, {len(data)} bytes)"
+
+
+class DirectoryType(_PathType):
+    """A directory. Deleting it removes it with its contents (the plan says so)."""
+
+    name = "directory"
+    kind = "directory"
+    schema = Schema({
+        "path": Attr(str, required=True, identity=True, force_new=True, validate=_abs_path,
+                     description="absolute path of the directory"),
+        **_OWNERSHIP,
+    })
+
+    def read(self, conn: Connector, objects: Sequence[dict[str, Any]]
+             ) -> list[dict[str, Any] | None]:
+        facts = conn.stat_paths([o["path"] for o in objects])
+        out: list[dict[str, Any] | None] = []
+        for obj, fact in zip(objects, facts, strict=True):
+            if fact is None:
+                out.append(None)
+            else:
+                entry = {"path": obj["path"], **_ownership_of(fact)}
+                if fact.kind != "directory":
+                    entry["_kind"] = fact.kind
+                out.append(entry)
+        return out
+
+    def diff(self, desired: dict[str, Any], observed: dict[str, Any]) -> list[AttrChange]:
+        if observed.get("_kind"):
+            return [AttrChange("kind", observed["_kind"], "directory", force_new=True)]
+        return super().diff(desired, observed)
+
+    def apply(self, conn: Connector, change: ResourceChange) -> dict[str, Any] | None:
+        path = (change.after or change.before or change.prior or {}).get("path")
+        assert isinstance(path, str)
+        try:
+            if change.action is Action.DELETE:
+                conn.remove(path, recursive=True)
+                return None
+            after = dict(change.after or {})
+            if change.action in (Action.CREATE, Action.REPLACE):
+                if change.action is Action.REPLACE and change.before is not None:
+                    conn.remove(str(change.before["path"]), recursive=True)
+                conn.make_dir(path, mode=after.get("mode"), owner=after.get("owner"),
+                              group=after.get("group"))
+            else:
+                self._apply_ownership(conn, path, change.changes, after)
+        except ConnectorError as exc:
+            raise ApplyError(str(exc)) from None
+        observed = change.before or {}
+        for key in ("mode", "owner", "group"):
+            if after.get(key) is None and observed.get(key) is not None:
+                after[key] = observed[key]
+        return self.stored(after)
+
+
+class SymlinkType(_PathType):
+    """A symbolic link at ``path`` pointing to ``target`` (replaced atomically)."""
+
+    name = "symlink"
+    kind = "symlink"
+    schema = Schema({
+        "path": Attr(str, required=True, identity=True, force_new=True, validate=_abs_path,
+                     description="absolute path of the link"),
+        "target": Attr(str, required=True, description="what the link points to"),
+    })
+
+    def read(self, conn: Connector, objects: Sequence[dict[str, Any]]
+             ) -> list[dict[str, Any] | None]:
+        facts = conn.stat_paths([o["path"] for o in objects])
+        out: list[dict[str, Any] | None] = []
+        for obj, fact in zip(objects, facts, strict=True):
+            if fact is None:
+                out.append(None)
+            elif fact.kind != "symlink":
+                out.append({"path": obj["path"], "_kind": fact.kind})
+            else:
+                out.append({"path": obj["path"], "target": fact.target})
+        return out
+
+    def diff(self, desired: dict[str, Any], observed: dict[str, Any]) -> list[AttrChange]:
+        if observed.get("_kind"):
+            return [AttrChange("kind", observed["_kind"], "symlink", force_new=True)]
+        return super().diff(desired, observed)
+
+    def apply(self, conn: Connector, change: ResourceChange) -> dict[str, Any] | None:
+        path = (change.after or change.before or change.prior or {}).get("path")
+        assert isinstance(path, str)
+        try:
+            if change.action is Action.DELETE:
+                conn.remove(path)
+                return None
+            after = dict(change.after or {})
+            if change.before is not None and change.before.get("_kind") == "directory":
+                raise ApplyError(f"{path} is a directory; tectum does not replace a directory "
+                                 "with a symlink. Remove it by hand or manage it as a directory.")
+            if change.action is Action.REPLACE and change.before is not None \
+                    and change.before.get("path") not in (None, path):
+                conn.remove(str(change.before["path"]))
+            conn.make_symlink(path, str(after["target"]))
+        except ConnectorError as exc:
+            raise ApplyError(str(exc)) from None
+        return self.stored(after)

@@ -1,0 +1,281 @@
+"""``service``: a daemon's run state (``running``) and boot-time start (``enabled``).
+
+Shapes (attribute dicts):
+
+* desired: ``{"name": "nginx", "running": True | False | None, "enabled": True | False | None}``
+  — None (unset) leaves that aspect alone.
+* observed (:meth:`ServiceType.read`): ``{"name", "running": bool, "enabled": bool}``, or None
+  when the host has no such service (no ``/etc/init.d/NAME`` script, or no systemd unit). Absent
+  is not an error at plan time: a ``package`` in the same apply may install it.
+* stored (what :meth:`ServiceType.apply` returns): ``{"name", "running", "enabled"}`` as found on
+  the host after the change.
+
+``restart_on`` / ``reload_on`` are not attributes: the engine turns them into
+``change.triggered`` (``"restart"`` or ``"reload"``) and ``change.triggers`` (the upstream
+addresses), possibly on an ``UPDATE`` with no attribute changes.
+
+Two init systems are supported, chosen once per :meth:`~ServiceType.read` /
+:meth:`~ServiceType.apply` by whether ``/run/systemd/system`` exists on the host (the test
+``sd_booted()`` and Debian's ``service`` wrapper use):
+
+* **systemd**: ``systemctl show`` (one call for all units) for ``LoadState`` / ``ActiveState`` /
+  ``UnitFileState``; ``systemctl start|stop|restart|reload|enable|disable``.
+* **System V init** (containers, minimal hosts): ``service NAME status`` (exit 0 running, 3 not
+  running — LSB init-script actions; any other non-zero counts as not running),
+  ``service NAME start|stop|restart|reload``; enabled = an ``S??NAME`` link in
+  ``/etc/rc2.d`` … ``/etc/rc5.d``; ``update-rc.d NAME defaults`` (no links yet) or
+  ``update-rc.d NAME enable`` / ``update-rc.d NAME disable``. ``invoke-rc.d`` is never used:
+  ``policy-rc.d`` can block it while it still exits 0.
+
+The apply order follows Puppet's ``service`` type: ``enabled`` first, then ``running``; a
+triggered restart/reload (Puppet's ``refresh``) happens only when the service is running and was
+not just started or stopped by this change. A start or restart is verified by polling the status
+for up to :data:`VERIFY_SECONDS`.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from tectum.plans.plan import Action, ResourceChange
+from tectum.providers.base import ApplyError, ResourceType
+from tectum.schema import Attr, Schema
+
+if TYPE_CHECKING:
+    from tectum.providers.host.connector import CommandResult, Connector
+
+_NAME_RE = re.compile(r"[A-Za-z0-9@._-]+")
+#: How long a start / restart / reload / stop gets to show in the status.
+VERIFY_SECONDS = 5.0
+_POLL_INTERVAL = 0.1
+#: An init script's ``status`` that hangs must not hang the whole refresh.
+_READ_TIMEOUT = 120.0
+_SYSTEMD_MARK = "/run/systemd/system"
+_UNIT_SUFFIXES = (".service", ".socket", ".timer", ".path", ".mount", ".target")
+# `systemctl is-enabled` exits 0 for these UnitFileStates
+_SYSTEMD_ENABLED = frozenset(
+    {"enabled", "enabled-runtime", "static", "indirect", "generated", "alias", "transient"}
+)
+_SYSTEMD_RUNNING = frozenset({"active", "reloading", "activating"})
+
+# System V reader: names come in as positional arguments ("$@"), never as script text.
+# Prints one line per name: NAME <TAB> exists(0/1) <TAB> status rc <TAB> enabled(0/1) <TAB>
+# has rc links(0/1).
+_SYSV_READ = r"""
+PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+for n in "$@"; do
+  if [ ! -f "/etc/init.d/$n" ]; then printf '%s\t0\t0\t0\t0\n' "$n"; continue; fi
+  service "$n" status >/dev/null 2>&1 </dev/null; rc=$?
+  enabled=0; links=0
+  for d in /etc/rc0.d /etc/rc1.d /etc/rc2.d /etc/rc3.d /etc/rc4.d /etc/rc5.d /etc/rc6.d \
+           /etc/rcS.d; do
+    for l in "$d"/[SK][0-9][0-9]"$n"; do
+      if [ -e "$l" ] || [ -L "$l" ]; then
+        links=1
+        case "$l" in
+          /etc/rc[2345].d/S*) enabled=1 ;;
+        esac
+      fi
+    done
+  done
+  printf '%s\t1\t%s\t%s\t%s\n' "$n" "$rc" "$enabled" "$links"
+done
+"""
+
+
+def _valid_name(value: Any) -> str | None:
+    if (not isinstance(value, str) or not _NAME_RE.fullmatch(value) or value.startswith("-")
+            or set(value) == {"."}):
+        return ("must be a service name: letters, digits, '@', '.', '_' and '-', "
+                "not starting with '-'")
+    return None
+
+
+def _unit(name: str) -> str:
+    return name if name.endswith(_UNIT_SUFFIXES) else f"{name}.service"
+
+
+def _tail(result: CommandResult) -> str:
+    text = result.error_text(600)
+    return text or f"exit {result.returncode}, no output"
+
+
+class ServiceType(ResourceType):
+    """A system service (systemd unit or System V init script) on a host."""
+
+    name = "service"
+    schema = Schema({
+        "name": Attr(str, required=True, identity=True, force_new=True, validate=_valid_name,
+                     description="service name (init script in /etc/init.d, or systemd unit)"),
+        "running": Attr(bool, description="whether it should be running now; unset: leave it"),
+        "enabled": Attr(bool, description="whether it should start at boot; unset: leave it"),
+    })
+
+    def describe(self, attrs: dict[str, Any]) -> str:
+        return str(attrs.get("name", ""))
+
+    # -- refresh -------------------------------------------------------------------------
+    def read(
+        self, conn: Connector, objects: Sequence[dict[str, Any]]
+    ) -> list[dict[str, Any] | None]:
+        """Read every service with one command (non-mutating): ``systemctl show`` for all
+        units, or one ``sh -c`` script over all init scripts.
+
+        Returns per object ``{"name", "running", "enabled"}`` (plus the transient ``_links``:
+        whether System V rc links exist at all) or None when the service does not exist.
+        Raises :class:`ApplyError` when the status command itself cannot run.
+        """
+        names = [str(o["name"]) for o in objects]
+        if not names:
+            return []
+        found = self._read(conn, names, self._systemd(conn))
+        return [found.get(n) for n in names]
+
+    @staticmethod
+    def _systemd(conn: Connector) -> bool:
+        """Whether the host runs systemd (``sd_booted()``: ``/run/systemd/system`` exists)."""
+        return conn.exists(_SYSTEMD_MARK)
+
+    def _read(
+        self, conn: Connector, names: Sequence[str], systemd: bool
+    ) -> dict[str, dict[str, Any] | None]:
+        unique = list(dict.fromkeys(names))
+        return self._read_systemd(conn, unique) if systemd else self._read_sysv(conn, unique)
+
+    def _read_sysv(self, conn: Connector, names: list[str]) -> dict[str, dict[str, Any] | None]:
+        res = conn.run(["sh", "-c", _SYSV_READ, "sh", *names], mutating=False,
+                       timeout=_READ_TIMEOUT)
+        if not res.ok:
+            raise ApplyError(f"cannot read services: {_tail(res)}")
+        out: dict[str, dict[str, Any] | None] = {}
+        for line in res.text().splitlines():
+            parts = line.split("\t")
+            if len(parts) != 5:
+                continue
+            name, exists, rc, enabled, links = parts
+            out[name] = None if exists != "1" else {
+                "name": name, "running": rc == "0", "enabled": enabled == "1",
+                "_links": links == "1",
+            }
+        missing = [n for n in names if n not in out]
+        if missing:
+            raise ApplyError(f"cannot read services {', '.join(missing)}: no status reported")
+        return out
+
+    def _read_systemd(
+        self, conn: Connector, names: list[str]
+    ) -> dict[str, dict[str, Any] | None]:
+        res = conn.run(
+            ["systemctl", "show", "--no-pager",
+             "--property=LoadState,ActiveState,UnitFileState", "--", *(_unit(n) for n in names)],
+            mutating=False,
+            timeout=_READ_TIMEOUT,
+        )
+        if not res.ok:
+            raise ApplyError(f"cannot read services: systemctl show failed: {_tail(res)}")
+        # One block of KEY=VALUE lines per unit, in argument order, separated by blank lines.
+        blocks: list[dict[str, str]] = [{}]
+        for line in res.text().splitlines():
+            if not line.strip():
+                if blocks[-1]:
+                    blocks.append({})
+                continue
+            key, _, value = line.partition("=")
+            blocks[-1][key] = value
+        blocks = [b for b in blocks if b]
+        if len(blocks) != len(names):
+            raise ApplyError(f"cannot read services: systemctl show gave {len(blocks)} "
+                             f"answers for {len(names)} units")
+        out: dict[str, dict[str, Any] | None] = {}
+        for name, props in zip(names, blocks, strict=True):
+            if props.get("LoadState") in ("not-found", "error", "bad-setting", ""):
+                out[name] = None
+                continue
+            out[name] = {
+                "name": name,
+                "running": props.get("ActiveState") in _SYSTEMD_RUNNING,
+                "enabled": props.get("UnitFileState") in _SYSTEMD_ENABLED,
+            }
+        return out
+
+    # -- apply ---------------------------------------------------------------------------
+    def apply(self, conn: Connector, change: ResourceChange) -> dict[str, Any] | None:
+        """Carry out ``change`` on the service as it is *now* (re-read first).
+
+        ``DELETE``: nothing happens, the service is left as it is and only forgotten; returns
+        None. ``CREATE`` / ``UPDATE`` / ``REPLACE``: set ``enabled`` when managed and different;
+        start when ``running=True`` and stopped, stop when ``running=False`` and running;
+        otherwise, when running, restart or reload if ``change.triggered`` says so. Returns the
+        stored ``{"name", "running", "enabled"}`` re-read afterwards.
+
+        Raises :class:`ApplyError` when the service does not exist, when a command fails (with
+        its output's tail) or when the service is not running within :data:`VERIFY_SECONDS`
+        after a start / restart / reload (or still running after a stop).
+        """
+        if change.action is Action.DELETE:
+            return None
+        after = change.after or {}
+        name = str(after.get("name") or (change.before or change.prior or {}).get("name"))
+        systemd = self._systemd(conn)
+        cur = self._read(conn, [name], systemd).get(name)
+        if cur is None:
+            where = f"unit {_unit(name)}" if systemd else f"init script /etc/init.d/{name}"
+            raise ApplyError(f"service {name} does not exist on {conn.host} (no {where})")
+
+        want_enabled = after.get("enabled")
+        if want_enabled is not None and want_enabled != cur["enabled"]:
+            self._set_enabled(conn, name, bool(want_enabled), systemd, bool(cur.get("_links")))
+
+        want_running = after.get("running")
+        if want_running is True and not cur["running"]:
+            self._control(conn, name, "start", systemd)
+        elif want_running is False and cur["running"]:
+            self._control(conn, name, "stop", systemd)
+        elif cur["running"] and change.triggered in ("restart", "reload"):
+            self._control(conn, name, str(change.triggered), systemd)
+
+        now = self._read(conn, [name], systemd).get(name)
+        if now is None:
+            raise ApplyError(f"service {name} disappeared while it was being changed")
+        if want_enabled is not None and now["enabled"] != want_enabled:
+            raise ApplyError(f"service {name} is still {'dis' if want_enabled else 'en'}abled "
+                             "after changing it")
+        return self.stored(now)
+
+    def _set_enabled(
+        self, conn: Connector, name: str, enabled: bool, systemd: bool, links: bool
+    ) -> None:
+        if systemd:
+            argv = ["systemctl", "enable" if enabled else "disable", "--", _unit(name)]
+        elif enabled:
+            # `defaults` creates the links from the script's LSB header but does nothing when
+            # links exist (e.g. after `disable`); `enable` turns existing K links back into S.
+            argv = ["update-rc.d", name, "enable" if links else "defaults"]
+        else:
+            argv = ["update-rc.d", name, "disable"]
+        res = conn.run(argv)
+        if not res.ok:
+            raise ApplyError(f"{' '.join(argv)} failed: {_tail(res)}")
+
+    def _control(self, conn: Connector, name: str, verb: str, systemd: bool) -> None:
+        """Run ``verb`` (start/stop/restart/reload), then poll until the status agrees."""
+        argv = (["systemctl", verb, "--", _unit(name)] if systemd
+                else ["service", name, verb])
+        res = conn.run(argv)
+        if not res.ok:
+            raise ApplyError(f"{' '.join(argv)} failed: {_tail(res)}")
+        want = verb != "stop"
+        deadline = time.monotonic() + VERIFY_SECONDS
+        while True:
+            now = self._read(conn, [name], systemd).get(name)
+            if now is not None and now["running"] == want:
+                return
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(_POLL_INTERVAL)
+        state = "not running" if want else "still running"
+        raise ApplyError(f"service {name} is {state} {VERIFY_SECONDS:g} s after "
+                         f"{' '.join(argv)}: {_tail(res)}")

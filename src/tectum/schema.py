@@ -1,0 +1,91 @@
+"""Attribute schemas of resource types.
+
+Each resource type declares its attributes with :class:`Attr` flags, following Terraform's
+provider schema: ``required`` / optional (with a ``default``), ``computed`` (set by the provider,
+never by the user), ``sensitive`` (masked in output), ``force_new`` (a change replaces the object:
+Terraform's ``RequiresReplace``) and ``identity`` (the attributes that find the object in the world:
+a path, a package or user name).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+MISSING: Any = object()
+
+# A validator returns None when the value is acceptable, else a sentence saying what is wrong.
+Validator = Callable[[Any], "str | None"]
+
+
+@dataclass(frozen=True, slots=True)
+class Attr:
+    type: type | tuple[type, ...] = str
+    required: bool = False
+    default: Any = MISSING
+    computed: bool = False
+    sensitive: bool = False
+    force_new: bool = False
+    identity: bool = False
+    choices: tuple[Any, ...] | None = None
+    validate: Validator | None = None
+    description: str = ""
+
+    @property
+    def type_name(self) -> str:
+        types = self.type if isinstance(self.type, tuple) else (self.type,)
+        return " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in types)
+
+    def check(self, value: Any) -> str | None:
+        """Return None if ``value`` fits this attribute, else what is wrong (a sentence part).
+
+        Token strings (references) are accepted for any type: they are checked once resolved.
+        """
+        if isinstance(value, str) and "${tectum:" in value:
+            # holds references: checked again once resolved at plan time
+            if str in (self.type if isinstance(self.type, tuple) else (self.type,)):
+                return None
+            if value.startswith("${tectum:") and value.endswith("}"):
+                return None
+        types = self.type if isinstance(self.type, tuple) else (self.type,)
+        ok = isinstance(value, types) and not (
+            isinstance(value, bool) and bool not in types and int in types
+        )
+        if not ok:
+            return f"expected {self.type_name}, got {_describe(value)}"
+        if self.choices is not None and value not in self.choices:
+            allowed = ", ".join(repr(c) for c in self.choices)
+            return f"expected one of {allowed}, got {value!r}"
+        if self.validate is not None:
+            return self.validate(value)
+        return None
+
+
+_TYPE_NAMES = {str: "string", int: "integer", bool: "boolean", float: "number", list: "list",
+               dict: "mapping"}
+
+
+def _describe(value: Any) -> str:
+    name = _TYPE_NAMES.get(type(value), type(value).__name__)
+    text = repr(value)
+    if len(text) > 40:
+        text = text[:37] + "..."
+    return f"{name} {text}"
+
+
+@dataclass(frozen=True)
+class Schema:
+    attrs: Mapping[str, Attr] = field(default_factory=dict)
+
+    @property
+    def identity(self) -> tuple[str, ...]:
+        return tuple(k for k, a in self.attrs.items() if a.identity)
+
+    @property
+    def settable(self) -> tuple[str, ...]:
+        return tuple(k for k, a in self.attrs.items() if not a.computed)
+
+    @property
+    def sensitive(self) -> frozenset[str]:
+        return frozenset(k for k, a in self.attrs.items() if a.sensitive)

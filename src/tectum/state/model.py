@@ -1,0 +1,132 @@
+"""The state document.
+
+A JSON document, versioned (``format_version``), identified by ``lineage`` (a UUID fixed when the
+state is first created) and ``serial`` (incremented by every apply that changes it) — Terraform's
+state file conventions. Each resource record holds the attributes the provider returned after the
+last apply, the addresses it depended on (used to order its deletion once it leaves the stack),
+and where it was declared.
+
+Older formats are upgraded in place by one function per version (:data:`UPGRADES`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+FORMAT_VERSION = 1
+
+
+class StateError(ValueError):
+    """A state document is malformed; the message says which part."""
+
+
+@dataclass(slots=True)
+class ResourceRecord:
+    address: str
+    type: str
+    attributes: dict[str, Any]
+    dependencies: list[str] = field(default_factory=list)
+    source: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"address": self.address, "type": self.type,
+                               "attributes": self.attributes}
+        if self.dependencies:
+            out["dependencies"] = self.dependencies
+        if self.source:
+            out["source"] = self.source
+        return out
+
+    @classmethod
+    def from_json(cls, data: Any) -> ResourceRecord:
+        if not isinstance(data, dict):
+            raise StateError("a resource entry is not an object")
+        try:
+            address, rtype, attrs = data["address"], data["type"], data["attributes"]
+        except KeyError as exc:
+            raise StateError(f"a resource entry has no {exc.args[0]!r}") from None
+        if not isinstance(address, str) or not isinstance(rtype, str) \
+                or not isinstance(attrs, dict):
+            raise StateError(f"resource entry {address!r} has fields of the wrong type")
+        deps = data.get("dependencies", [])
+        if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
+            raise StateError(f"resource {address}: dependencies must be a list of addresses")
+        source = data.get("source")
+        return cls(address, rtype, attrs, list(deps), source if isinstance(source, str) else None)
+
+
+@dataclass(slots=True)
+class State:
+    lineage: str
+    serial: int = 0
+    resources: dict[str, ResourceRecord] = field(default_factory=dict)
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tectum_version: str = ""
+
+    @classmethod
+    def new(cls) -> State:
+        return cls(lineage=str(uuid.uuid4()))
+
+    def copy(self) -> State:
+        return State(self.lineage, self.serial, dict(self.resources),
+                     {k: dict(v) for k, v in self.outputs.items()}, self.tectum_version)
+
+    def to_json(self) -> dict[str, Any]:
+        from tectum import __version__
+
+        return {
+            "format_version": FORMAT_VERSION,
+            "tectum_version": __version__,
+            "serial": self.serial,
+            "lineage": self.lineage,
+            "resources": [r.to_json() for r in sorted(self.resources.values(),
+                                                      key=lambda r: r.address)],
+            "outputs": self.outputs,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> State:
+        """Build a state from a decoded document (any supported format version).
+
+        Raises :class:`StateError` for a document that is not a tectum state."""
+        if not isinstance(data, dict):
+            raise StateError("the document is not a JSON object")
+        version = data.get("format_version")
+        if not isinstance(version, int):
+            raise StateError("the document has no format_version: it is not a tectum state")
+        if version > FORMAT_VERSION:
+            raise StateError(
+                f"format_version {version} is newer than this tectum understands "
+                f"({FORMAT_VERSION}); upgrade tectum"
+            )
+        while version < FORMAT_VERSION:
+            upgrade = UPGRADES.get(version)
+            if upgrade is None:
+                raise StateError(f"format_version {version} is not supported")
+            data = upgrade(data)
+            version = data["format_version"]
+        serial, lineage = data.get("serial"), data.get("lineage")
+        if not isinstance(serial, int) or serial < 0:
+            raise StateError("serial must be a non-negative integer")
+        if not isinstance(lineage, str) or not lineage:
+            raise StateError("lineage must be a non-empty string")
+        resources_raw = data.get("resources", [])
+        if not isinstance(resources_raw, list):
+            raise StateError("resources must be a list")
+        resources: dict[str, ResourceRecord] = {}
+        for entry in resources_raw:
+            rec = ResourceRecord.from_json(entry)
+            if rec.address in resources:
+                raise StateError(f"resource {rec.address} appears twice")
+            resources[rec.address] = rec
+        outputs = data.get("outputs", {})
+        if not isinstance(outputs, dict) or not all(isinstance(v, dict) for v in outputs.values()):
+            raise StateError("outputs must be an object of objects")
+        return cls(lineage, serial, resources, dict(outputs), str(data.get("tectum_version", "")))
+
+
+#: format_version N → function that turns a version-N document into version N+1
+UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
