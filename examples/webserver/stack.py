@@ -6,6 +6,7 @@ from tectum.host import Directory, File, Package, Service
 port = var("port", int, default=8080, description="port nginx listens on")
 root = var("root", str, default="/srv/tectum-www", description="document root")
 greeting = var("greeting", str, default="Hello from tectum")
+site_name = var("site_name", str, default="tectum", description="file name of the nginx site")
 
 nginx = Package("nginx")
 www = Directory("www", path=root, mode="0755")
@@ -17,7 +18,7 @@ index = File(
 )
 site = File(
     "site",
-    path="/etc/nginx/sites-enabled/tectum",
+    path=f"/etc/nginx/sites-enabled/{site_name}",
     template="templates/site.conf.j2",
     vars={"port": port, "root": www.path},
     mode="0644",

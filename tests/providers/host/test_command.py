@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -239,6 +240,18 @@ def test_argv_list_is_passed_byte_exact(rt: CommandType, conn: LocalConnector, t
     assert not marker.exists()
 
 
+def test_echo_with_shell_metacharacters_runs_no_shell(rt: CommandType, conn: LocalConnector
+                                                      ) -> None:
+    marker = f"/tmp/tectum_marker_{secrets.token_hex(3)}"
+    try:
+        _, stored = converge(rt, conn, {"command": ["/bin/echo", f"a; touch {marker}"]})
+        assert stored is not None and stored["exit_code"] == 0
+        assert not os.path.exists(marker)
+    finally:
+        if os.path.lexists(marker):
+            os.unlink(marker)
+
+
 def test_environment_and_cwd(rt: CommandType, conn: LocalConnector, tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
@@ -290,6 +303,21 @@ def test_describe(rt: CommandType) -> None:
     assert len(rt.describe({"command": "y" * 100})) == 60
 
 
-def test_no_marker_left_behind() -> None:
-    # the brief's example path must never be created by these tests
-    assert not os.path.exists("/tmp/MARKER")
+def test_read_many_objects(rt: CommandType, conn: LocalConnector, tmp_path: Path) -> None:
+    there = tmp_path / "there"
+    there.touch()
+    objects: list[dict[str, Any]] = [
+        {"command": "a"},
+        {"command": "b", "creates": str(there)},
+        {"command": "c", "creates": str(tmp_path / "missing")},
+        {"command": "d", "unless": "true"},
+        {"command": "e", "creates": str(tmp_path / "missing"), "unless": ["/bin/false"]},
+        # a record from state: echoed back as found, so nothing shows as drift
+        {"command": ["f"], "cwd": "/", "environment": {"A": "1"}, "creates": None,
+         "unless": None, "exit_code": 0},
+    ]
+    found = rt.read(conn, objects)
+    assert [o["_guard"] if o else "?" for o in found] == [None, True, False, True, False, None]
+    assert found[5] == {**objects[5], "_guard": None}
+    assert [e["argv"] for e in conn.log] == [["/bin/sh", "-c", "true"], ["/bin/false"]]
+    assert mutations(conn) == []

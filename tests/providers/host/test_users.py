@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import subprocess
 from collections.abc import Iterator
 from typing import Any
@@ -51,6 +52,9 @@ class Accounts:
             subprocess.run(["userdel", "-r", "--", name], capture_output=True, check=False)
             # the private group useradd made, if userdel left it
             subprocess.run(["groupdel", "--", name], capture_output=True, check=False)
+            # homes a test moved away from (usermod -d does not move them) or left behind
+            for home in (f"/home/{name}", f"/home/{name}-new", f"/var/lib/{name}"):
+                shutil.rmtree(home, ignore_errors=True)
         for name in self.groups:
             subprocess.run(["groupdel", "--", name], capture_output=True, check=False)
 
@@ -140,7 +144,8 @@ def test_user_create_then_noop(accounts: Accounts, conn: LocalConnector) -> None
     assert stored["ensure"] == "present"
     assert stored["remove_home"] is False
     assert name in (getent("group", extra) or [""])[3].split(",")
-    assert [e["argv"][-2:] for e in mutations(conn)] == [["--", name]]
+    assert [e["argv"] for e in mutations(conn)] == [[
+        "useradd", "-G", extra, "-s", "/bin/sh", "-c", "Tectum Test", "-m", "--", name]]
 
     assert_noop(rt, attrs, stored)
 

@@ -19,7 +19,8 @@ vector with no shell (arguments are passed byte-exact: ``;``, ``$`` or quotes ar
 ``environment`` is added to the connector's environment (which sets ``LC_ALL=C``).
 
 Shapes: :meth:`CommandType.read` returns ``{"command", "_guard": True | False | None}`` per object
-(``None``: no guard, or a guard that is not known before apply; ``_guard_detail`` says why);
+(``None``: no guard, or a guard that is not known before apply; ``_guard_detail`` says why),
+plus the object's own ``creates``/``unless``/``cwd``/``environment``/``exit_code`` when given;
 :meth:`CommandType.apply` returns ``{"command", "creates", "unless", "cwd", "environment",
 "exit_code"}``. A failed run raises :class:`~tectum.providers.base.ApplyError` with the exit code
 and the tail of the command's output.
@@ -42,6 +43,9 @@ if TYPE_CHECKING:
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 #: attributes whose change makes an unguarded command run again (Terraform: ``triggers_replace``)
 _RERUN_ON = ("command", "cwd", "environment")
+#: read() echoes these from the object it is given: a command has no state in the world that
+#: could drift, so what was recorded is what is "found"
+_ECHOED = ("command", "creates", "unless", "cwd", "environment", "exit_code")
 #: the ``after`` of the ``run`` change when the command will run
 PENDING = "pending"
 #: the ``after`` of the ``run`` change when the guard can only be evaluated during apply
@@ -165,9 +169,12 @@ class CommandType(ResourceType):
     def read(self, conn: Connector, objects: Sequence[dict[str, Any]]
              ) -> list[dict[str, Any] | None]:
         """Evaluate every object's guard: all ``creates`` paths in one ``stat_paths`` call, then
-        each remaining ``unless`` command (read-only, ``mutating=False``)."""
-        out: list[dict[str, Any]] = [{"command": o.get("command"), "_guard": None}
-                                     for o in objects]
+        each remaining ``unless`` command (read-only, ``mutating=False``). The stored attributes
+        present in each object are echoed back (nothing about a command can drift)."""
+        out: list[dict[str, Any]] = [
+            {**{k: o[k] for k in _ECHOED if k in o}, "command": o.get("command"), "_guard": None}
+            for o in objects
+        ]
         pending: list[int] = []
         paths: list[str] = []
         for i, obj in enumerate(objects):

@@ -29,8 +29,10 @@ Two init systems are supported, chosen once per :meth:`~ServiceType.read` /
 
 The apply order follows Puppet's ``service`` type: ``enabled`` first, then ``running``; a
 triggered restart/reload (Puppet's ``refresh``) happens only when the service is running and was
-not just started or stopped by this change. A start or restart is verified by polling the status
-for up to :data:`VERIFY_SECONDS`.
+not just started or stopped by this change. A start, restart or reload is verified by polling the
+status for up to :data:`VERIFY_SECONDS`; the service must still be running
+:data:`SETTLE_SECONDS` after the command, which catches a daemon that forks and then dies on a
+bad configuration.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ if TYPE_CHECKING:
 _NAME_RE = re.compile(r"[A-Za-z0-9@._-]+")
 #: How long a start / restart / reload / stop gets to show in the status.
 VERIFY_SECONDS = 5.0
+#: How long a started / restarted / reloaded service must keep running to count as started.
+SETTLE_SECONDS = 0.5
 _POLL_INTERVAL = 0.1
 #: An init script's ``status`` that hangs must not hang the whole refresh.
 _READ_TIMEOUT = 120.0
@@ -268,12 +272,17 @@ class ServiceType(ResourceType):
         if not res.ok:
             raise ApplyError(f"{' '.join(argv)} failed: {_tail(res)}")
         want = verb != "stop"
-        deadline = time.monotonic() + VERIFY_SECONDS
+        began = time.monotonic()
+        deadline = began + VERIFY_SECONDS
+        # A daemon that forks and then dies on bad configuration looks "running" for a moment:
+        # a start is only believed once the status still says running SETTLE_SECONDS later.
+        settled = began + (SETTLE_SECONDS if want else 0.0)
         while True:
             now = self._read(conn, [name], systemd).get(name)
-            if now is not None and now["running"] == want:
+            at = time.monotonic()
+            if now is not None and now["running"] == want and at >= settled:
                 return
-            if time.monotonic() >= deadline:
+            if at >= deadline:
                 break
             time.sleep(_POLL_INTERVAL)
         state = "not running" if want else "still running"

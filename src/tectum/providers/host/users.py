@@ -126,19 +126,24 @@ class _Group:
     members: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
 class _Accounts:
-    users: dict[str, _Passwd]
-    groups: dict[str, _Group]
+    """Users and groups by name, with the gid → name and member → groups indexes built once."""
+
+    def __init__(self, users: dict[str, _Passwd], groups: dict[str, _Group]) -> None:
+        self.users = users
+        self.groups = groups
+        self._gid_names: dict[int, str] = {}
+        self._member_of: dict[str, list[str]] = {}
+        for group in groups.values():
+            self._gid_names.setdefault(group.gid, group.name)
+            for member in group.members:
+                self._member_of.setdefault(member, []).append(group.name)
 
     def group_name(self, gid: int) -> str:
-        for group in self.groups.values():
-            if group.gid == gid:
-                return group.name
-        return str(gid)
+        return self._gid_names.get(gid, str(gid))
 
     def supplementary(self, user: str) -> list[str]:
-        return sorted(g.name for g in self.groups.values() if user in g.members)
+        return sorted(set(self._member_of.get(user, ())))
 
 
 _SEPARATOR = "-"  # a line no passwd/group entry can be (entries always hold ':')
@@ -146,17 +151,19 @@ _SEPARATOR = "-"  # a line no passwd/group entry can be (entries always hold ':'
 
 def _read_accounts(conn: Connector, *, users: bool) -> _Accounts:
     """All accounts in one read-only command (``getent`` also sees NSS sources beyond files;
-    the first entry for a name wins, as with ``getent NAME``)."""
+    the first entry for a name wins, as with ``getent NAME``). Raises :class:`ApplyError` when
+    the command fails."""
     script = ("getent passwd && echo " + _SEPARATOR + " && getent group") if users \
         else "getent group"
     result = conn.run(["/bin/sh", "-c", script], mutating=False)
-    if not result.ok:
+    lines = result.text().splitlines()
+    if not result.ok or (users and _SEPARATOR not in lines):
         raise ApplyError(f"cannot read accounts on {conn.host}: `{script}` exited with code "
                          f"{result.returncode}: {result.error_text()}")
-    text = result.text()
-    passwd_text, group_text = text.split("\n" + _SEPARATOR + "\n", 1) if users else ("", text)
+    cut = lines.index(_SEPARATOR) if users else 0
+    passwd_lines, group_lines = lines[:cut], lines[cut + 1 if users else 0:]
     passwd: dict[str, _Passwd] = {}
-    for line in passwd_text.splitlines():
+    for line in passwd_lines:
         fields = line.split(":")
         if len(fields) != 7 or fields[0] in passwd:
             continue
@@ -166,7 +173,7 @@ def _read_accounts(conn: Connector, *, users: bool) -> _Accounts:
         except ValueError:
             continue
     groups: dict[str, _Group] = {}
-    for line in group_text.splitlines():
+    for line in group_lines:
         fields = line.split(":")
         if len(fields) != 4 or fields[0] in groups:
             continue
