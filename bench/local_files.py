@@ -260,7 +260,7 @@ def print_report(summary: dict[str, Any], reps: int) -> None:
         target = f"<={row['target']:.1f}x" if row["target"] is not None else ""
         result = "" if row["pass"] is None else ("PASS" if row["pass"] else "FAIL")
         print(f"{row['n']:>6}  {row['scenario']:<8}  {row['median_s']:>9.3f}  "
-              f"{row['ratio']:>7.2f}x  {target:>7}  {result}")
+              f"{row['ratio']:>7.2f}x  {target:>7}  {result}".rstrip())
     if summary["linearity"]:
         print("\nGrowth (median at larger N / median at smaller N; linear = size ratio):")
         head = (f"{'scenario':<8}  {'N':>11}  {'growth':>7}  {'excess':>7}  "

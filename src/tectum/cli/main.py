@@ -17,8 +17,8 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from tectum.diagnostics import Diagnostic, DiagnosticError
 from tectum.cli.views import View
+from tectum.diagnostics import Diagnostic, DiagnosticError
 
 F = TypeVar("F", bound=Callable[..., Any])
 

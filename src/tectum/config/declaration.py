@@ -22,7 +22,7 @@ from types import FrameType, TracebackType
 from typing import Any, ClassVar
 
 from tectum.addrs import ResourceAddress, valid_name
-from tectum.diagnostics import Diagnostic, Diagnostics, DiagnosticError, SourceLocation
+from tectum.diagnostics import Diagnostic, DiagnosticError, Diagnostics, SourceLocation
 from tectum.schema import MISSING, Schema
 from tectum.values import Ref, to_tokens
 

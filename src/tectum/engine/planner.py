@@ -18,7 +18,7 @@ from typing import Any
 
 from tectum.addrs import ResourceAddress
 from tectum.config.declaration import Declaration, Stack
-from tectum.diagnostics import Diagnostic, Diagnostics, DiagnosticError, SourceLocation
+from tectum.diagnostics import Diagnostic, DiagnosticError, Diagnostics, SourceLocation
 from tectum.graph.dag import Graph, find_cycles
 from tectum.plans.plan import Action, Plan, ResourceChange
 from tectum.providers.base import ResourceType
@@ -69,8 +69,8 @@ def build_graph(stack: Stack) -> tuple[Graph, Diagnostics]:
         ident = rtype.identity(decl.attrs)
         if all(isinstance(v, str) and is_known(v) for v in ident) and ident:
             family = "path" if decl.type in PATH_TYPES else decl.type
-            key = (family, decl.address.host, *ident)
-            other = identities.get(key)
+            ident_key = (family, decl.address.host, *ident)
+            other = identities.get(ident_key)
             if other is not None:
                 diags.append(Diagnostic.error(
                     "Object managed twice",
@@ -81,7 +81,7 @@ def build_graph(stack: Stack) -> tuple[Graph, Diagnostics]:
                     source=decl.source,
                 ))
             else:
-                identities[key] = decl
+                identities[ident_key] = decl
     for address, decl in decls.items():
         targets: list[tuple[str, str]] = []
         for ref_addr, attr in sorted(refs_in(decl.attrs)):
@@ -201,18 +201,18 @@ class Planner:
         if not destroy:
             by_ident: dict[tuple[Any, ...], str] = {}
             for a in orphans:
-                rec = prior_records[a]
-                rt = registry.get(rec.type)
+                old = prior_records[a]
+                rt = registry.get(old.type)
                 if rt is not None:
                     host = ResourceAddress.parse(a).host
-                    by_ident[(rec.type, host, *rt.identity(rec.attributes))] = a
+                    by_ident[(old.type, host, *rt.identity(old.attributes))] = a
             for address, want in desired.items():
                 if address in prior_records:
                     continue
                 decl = decls[address]
-                key = (decl.type, decl.address.host, *_rtype(decl.type).identity(want))
-                if key in by_ident:
-                    moved[address] = by_ident.pop(key)
+                ident_key = (decl.type, decl.address.host, *_rtype(decl.type).identity(want))
+                if ident_key in by_ident:
+                    moved[address] = by_ident.pop(ident_key)
             orphans = [a for a in orphans if a not in moved.values()]
 
         # 3. refresh: one read per (host, type)
@@ -223,9 +223,9 @@ class Planner:
             if all(is_known(v) for v in rt.identity(want)):
                 batches.setdefault((decl.address.host, decl.type), []).append((address, want))
         for address in orphans:
-            rec = prior_records[address]
+            gone = prior_records[address]
             host = ResourceAddress.parse(address).host
-            batches.setdefault((host, rec.type), []).append((address, rec.attributes))
+            batches.setdefault((host, gone.type), []).append((address, gone.attributes))
         observed: dict[str, dict[str, Any] | None] = {}
         for (host, type_name), items in batches.items():
             rt = registry.get(type_name)
@@ -294,13 +294,12 @@ class Planner:
                     change.display["before_content"] = obs["_content"]
                 if prior is not None and obs is not None:
                     change.drift = _drift(rt, prior, rt.stored(obs))
-                elif prior is not None and obs is None and rec is not None \
-                        and prior_addr == address:
+                elif prior is not None and obs is None and prior_addr == address:
                     change.drift = ["deleted"]
                 if prior_addr != address:
                     change.note = f"moved from {prior_addr}"
-                for key, kind in (("restart_on", "restart"), ("reload_on", "reload")):
-                    fired = [d for d in decl.watches.get(key, ())
+                for watch, kind in (("restart_on", "restart"), ("reload_on", "reload")):
+                    fired = [d for d in decl.watches.get(watch, ())
                              if changes[d].action is not Action.NOOP]
                     if fired and change.triggered is None \
                             and change.action in (Action.NOOP, Action.UPDATE):
@@ -313,21 +312,21 @@ class Planner:
         # deletions, in reverse dependency order (recorded dependencies)
         orphan_set = set(orphans)
         for address in orphans:
-            rec = prior_records[address]
+            orphan = prior_records[address]
             obs = observed.get(address)
-            rt = registry.get(rec.type)
+            rt = registry.get(orphan.type)
             dependents = sorted(
                 a for a in orphan_set
                 if address in prior_records[a].dependencies and a != address)
             change = ResourceChange(
                 address=address,
-                type=rec.type,
+                type=orphan.type,
                 action=Action.DELETE,
                 before=rt.stored(obs) if rt is not None and obs is not None else None,
                 after=None,
                 dependencies=dependents,
-                prior=rec.attributes,
-                source=rec.source,
+                prior=orphan.attributes,
+                source=orphan.source,
             )
             if obs is None:
                 change.note = "already gone; only removed from state"

@@ -51,8 +51,8 @@ class ResourceChange:
     ``before`` is the object as read from the world (storable attributes) or None when absent;
     ``after`` the desired attributes (None for delete); ``prior`` the state record before this run
     (None when the resource was not in state). ``triggers`` names upstream resources whose change
-    causes ``triggered`` (``"restart"`` or ``"reload"``); ``drift`` lists attributes changed outside tectum since the
-    last apply (prev-run state vs refreshed object).
+    causes ``triggered`` (``"restart"`` or ``"reload"``); ``drift`` lists attributes changed
+    outside tectum since the last apply (prev-run state vs refreshed object).
     """
 
     address: str

@@ -79,7 +79,9 @@ class Connector(Protocol):
         timeout: float | None = None,
     ) -> CommandResult: ...
 
-    def stat_paths(self, paths: Sequence[str], *, content: bool = False) -> list[PathFact | None]: ...
+    def stat_paths(
+        self, paths: Sequence[str], *, content: bool = False
+    ) -> list[PathFact | None]: ...
 
     def write_file(
         self, path: str, data: bytes, *, mode: str | None, owner: str | None, group: str | None

@@ -222,7 +222,9 @@ class ServiceType(ResourceType):
         if change.action is Action.DELETE:
             return None
         after = change.after or {}
-        name = str(after.get("name") or (change.before or change.prior or {}).get("name"))
+        name = after.get("name") or (change.before or change.prior or {}).get("name")
+        if not isinstance(name, str):
+            raise ApplyError(f"{change.address}: no service name in the change")
         systemd = self._systemd(conn)
         cur = self._read(conn, [name], systemd).get(name)
         if cur is None:
@@ -286,5 +288,13 @@ class ServiceType(ResourceType):
                 break
             time.sleep(_POLL_INTERVAL)
         state = "not running" if want else "still running"
+        said = res.error_text(400) or self._status_text(conn, name, systemd)
         raise ApplyError(f"service {name} is {state} {VERIFY_SECONDS:g} s after "
-                         f"{' '.join(argv)}: {_tail(res)}")
+                         f"{' '.join(argv)}" + (f": {said}" if said else ""))
+
+    @staticmethod
+    def _status_text(conn: Connector, name: str, systemd: bool) -> str:
+        """What the status command says (for an error message); read-only."""
+        argv = (["systemctl", "status", "--no-pager", "--lines=5", "--", _unit(name)] if systemd
+                else ["service", name, "status"])
+        return conn.run(argv, mutating=False, timeout=_READ_TIMEOUT).error_text(400)
