@@ -9,7 +9,8 @@ repetition, this runs whole ``tectum apply --auto-approve`` processes:
 
 Side by side, in the same run and on the same files, it times the *floor*: a bare Python process
 (same interpreter, same flags) that only stats, reads and SHA-256-hashes those files — the work
-any tool must do to know the files are right.
+any tool must do to know the files are right (timed twice per repetition: after the first
+apply and after the repair).
 
 Targets (from the issue): no-op within 2.5x the floor, first apply and repair within 4x the floor,
 and cost growing (at most) linearly with the number of files. Wall times are medians over
@@ -102,10 +103,15 @@ class SizeResult:
 
 
 class Bench:
-    def __init__(self, workdir: str, verbose: bool) -> None:
+    def __init__(self, workdir: str, verbose: bool, src: str | None = None) -> None:
         self.workdir = workdir
         self.verbose = verbose
         self.env = {k: v for k, v in os.environ.items() if k != "TECTUM_COMMAND_LOG"}
+        if src is not None:
+            # measure the tectum package under SRC (e.g. a snapshot of a commit) instead of
+            # the installed one: PYTHONPATH comes before the editable install's .pth entry
+            self.env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (os.path.abspath(src), self.env.get("PYTHONPATH")) if p)
 
     # -- setup --------------------------------------------------------------------------
     def paths(self, n: int) -> tuple[str, str]:
@@ -197,11 +203,12 @@ class Bench:
             self.damage(n, seed=rep)
             t_repair = self.apply(n, "repair")
             self.check_files(n, "repair")
-            for key, value in (("floor", t_floor), ("first", t_first), ("noop", t_noop),
-                               ("repair", t_repair)):
+            t_floor2 = self.floor(n)
+            for key, value in (("floor", t_floor), ("floor", t_floor2), ("first", t_first),
+                               ("noop", t_noop), ("repair", t_repair)):
                 res.times[key].append(value)
             if self.verbose:
-                print(f"  n={n} rep {rep + 1}/{reps}: floor {t_floor:.3f}s  first "
+                print(f"  n={n} rep {rep + 1}/{reps}: floor {t_floor:.3f}/{t_floor2:.3f}s  first "
                       f"{t_first:.3f}s  noop {t_noop:.3f}s  repair {t_repair:.3f}s",
                       file=sys.stderr, flush=True)
         return res
@@ -278,6 +285,9 @@ def print_report(summary: dict[str, Any], reps: int) -> None:
             print(f"{e['scenario']:<8}  {span:>11}  {e['growth']:>6.2f}x  {excess_s:>7}  "
                   f"{marginal_s:>8}  {result}")
         print("\nexcess = growth of (tectum - floor); ms/file = marginal cost per added file.")
+    before, after = summary["loadavg"]["before"], summary["loadavg"]["after"]
+    print(f"\nload average (1 min) before {before[0]:.2f}, after {after[0]:.2f} "
+          f"(other work on the machine skews absolute times; ratios less so)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -287,6 +297,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="comma-separated numbers of files (default 500,2000)")
     parser.add_argument("--json", dest="json_path", metavar="FILE",
                         help="also write the results as JSON to FILE")
+    parser.add_argument("--src", metavar="DIR",
+                        help="import tectum from DIR (put first on PYTHONPATH), e.g. a "
+                        "snapshot made with `git archive HEAD src | tar -x -C /tmp/snap`")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("-q", "--quiet", action="store_true", help="no per-repetition lines")
     args = parser.parse_args(argv)
@@ -295,7 +308,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"need --reps >= 1 and sizes >= {N_DELETE + N_CHANGE}")
 
     workdir = tempfile.mkdtemp(prefix="tectum-bench-")
-    bench = Bench(workdir, verbose=not args.quiet)
+    bench = Bench(workdir, verbose=not args.quiet, src=args.src)
+    load_before = os.getloadavg()
     try:
         bench.warm_up()
         results = []
@@ -307,11 +321,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     summary = summarize(results)
+    summary["loadavg"] = {"before": load_before, "after": os.getloadavg()}
     print_report(summary, args.reps)
     if args.json_path:
         doc = {"benchmark": "local_files", "reps": args.reps, "sizes": sizes,
                "python": platform.python_version(), "executable": sys.executable,
-               "cpus": os.cpu_count(), "targets": TARGETS, **summary}
+               "cpus": os.cpu_count(), "src": args.src, "targets": TARGETS, **summary}
         with open(args.json_path, "w", encoding="utf-8") as fh:
             json.dump(doc, fh, indent=2)
     ok = all(r["pass"] is not False for r in summary["rows"]) and \

@@ -185,8 +185,11 @@ def test_walk_outcomes_and_order(case: tuple[dict[str, set[str]], set[str], int,
             assert exc is None and value == f"value of {node}"
 
 
+GroupCase = tuple[dict[str, set[str]], set[str], int, dict[str, str | None]]
+
+
 @st.composite
-def group_cases(draw: st.DrawFn) -> tuple[dict[str, set[str]], set[str], int, dict[str, str | None]]:
+def group_cases(draw: st.DrawFn) -> GroupCase:
     deps = draw(dags(max_nodes=30))
     nodes = sorted(deps)
     failing = set(draw(st.lists(st.sampled_from(nodes), unique=True, max_size=4))) \
@@ -198,8 +201,7 @@ def group_cases(draw: st.DrawFn) -> tuple[dict[str, set[str]], set[str], int, di
 
 @WALK_SETTINGS
 @given(group_cases())
-def test_walk_batches_only_same_key_ready_nodes(
-        case: tuple[dict[str, set[str]], set[str], int, dict[str, str | None]]) -> None:
+def test_walk_batches_only_same_key_ready_nodes(case: GroupCase) -> None:
     deps, failing, parallelism, keys = case
     rec = Recorder(failing, delay=0.0002)
 
