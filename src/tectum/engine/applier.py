@@ -77,8 +77,9 @@ def apply_plan(
         values: dict[str, Any] = {}
         for change in batch:
             if change.action is Action.NOOP:
-                values[change.address] = change.before if change.before is not None \
-                    else change.prior
+                # what the read saw, over what state knew (keeps unobservable attributes)
+                values[change.address] = {**(change.prior or {}), **(change.before or {})} \
+                    if change.before is not None or change.prior is not None else None
                 continue
             if change.after is not None and not is_known(change.after):
                 rt = registry.get(change.type)

@@ -361,7 +361,8 @@ class Planner:
 def _drift(rt: ResourceType, prior: dict[str, Any], now: dict[str, Any]) -> list[str]:
     out = []
     for key, was in prior.items():
-        if key in now and now[key] != was and (key in rt.schema.attrs):
+        if key in now and now[key] != was and key in rt.schema.attrs \
+                and key not in rt.unobserved:
             out.append("content" if key == "content_sha256" else key)
     return out
 

@@ -37,6 +37,10 @@ class ResourceType(ABC):
     stored_computed: ClassVar[tuple[str, ...]] = ()
     #: True when :meth:`apply_batch` groups several changes into one operation
     batches: ClassVar[bool] = False
+    #: attributes a read cannot observe in the world (e.g. a command's text): never reported
+    #: as drift; a no-op keeps their value from prior state (as Terraform keeps
+    #: unobservable attributes)
+    unobserved: ClassVar[frozenset[str]] = frozenset()
 
     # -- configuration -------------------------------------------------------------------
     def check(self, attrs: dict[str, Any]) -> list[str]:

@@ -95,6 +95,32 @@ def test_reruns_when_command_changes(rt: CommandType, conn: LocalConnector, tmp_
     assert change.action is Action.NOOP
 
 
+def test_noop_record_still_says_what_ran(rt: CommandType, conn: LocalConnector, tmp_path: Path
+                                         ) -> None:
+    """The applier records ``stored(observed)`` for a no-op resource: the next plan must still
+    be a no-op, and a changed command must still re-run."""
+    out = tmp_path / "out"
+    attrs = {"command": f"echo x >> {out}", "cwd": str(tmp_path), "environment": {"A": "1"}}
+    _, stored = converge(rt, conn, attrs)
+    change, observed = plan(rt, conn, attrs, stored)
+    assert change.action is Action.NOOP
+    record = rt.stored(observed)
+    assert plan(rt, conn, attrs, record)[0].action is Action.NOOP
+    assert plan(rt, conn, {**attrs, "command": "true"}, record)[0].action is Action.REPLACE
+
+
+def test_dropping_a_guard_runs_once(rt: CommandType, conn: LocalConnector, tmp_path: Path
+                                    ) -> None:
+    out = tmp_path / "out"
+    attrs: dict[str, Any] = {"command": f"echo x >> {out}", "unless": "true"}
+    change, observed = plan(rt, conn, attrs)
+    assert change.action is Action.NOOP  # the guard held: never ran
+    del attrs["unless"]
+    action, stored = converge(rt, conn, attrs, rt.stored(observed))
+    assert action is Action.REPLACE and lines(out) == ["x"]
+    assert converge(rt, conn, attrs, stored)[0] is Action.NOOP
+
+
 def test_delete_runs_nothing(rt: CommandType, conn: LocalConnector, tmp_path: Path) -> None:
     out = tmp_path / "out"
     _, stored = converge(rt, conn, {"command": f"echo x >> {out}"})

@@ -240,6 +240,21 @@ def test_user_delete_removed_from_stack(accounts: Accounts, conn: LocalConnector
     delete(rt, conn, stored)
 
 
+def test_user_noop_record_keeps_remove_home(accounts: Accounts, conn: LocalConnector) -> None:
+    """The applier records ``stored(observed)`` for a no-op resource; a later delete must still
+    know to remove the home."""
+    rt = UserType()
+    name = accounts.user()
+    attrs = {"name": name, "remove_home": True}
+    converge(rt, conn, attrs)
+    observed = rt.read(conn, [rt.prepare(attrs, "/tmp")])[0]
+    assert observed is not None
+    record = rt.stored(observed)
+    assert record["remove_home"] is True
+    delete(rt, conn, record)
+    assert not os.path.exists(f"/home/{name}")
+
+
 def test_user_system_without_home(accounts: Accounts, conn: LocalConnector) -> None:
     rt = UserType()
     name = accounts.user()

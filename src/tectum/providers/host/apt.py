@@ -14,10 +14,12 @@ batched too (:attr:`PackageType.batches`): all installs on a host become one ``a
 and all removals one ``apt-get remove``, so dependency resolution runs once and dpkg's lock is
 taken once. The conventions follow Ansible's ``apt`` module: ``DEBIAN_FRONTEND=noninteractive``,
 ``--force-confdef``/``--force-confold`` (keep locally changed configuration files),
-``--allow-downgrades`` for a pinned version lower than the installed one, and one
-``apt-get update`` retry when the package lists are missing or stale. A pinned version is passed
-as ``name=version`` and compared with the installed version as an exact string (epoch included
-when the archive's version has one); without a pin the installed version is never compared.
+``--allow-downgrades`` for a pinned version lower than the installed one (Ansible's
+``allow_downgrade``). When apt cannot find a package or version, the lists may be missing or
+stale: tectum runs ``apt-get update`` once and retries, instead of updating on every run.
+A pinned version is passed as ``name=version`` and compared with the installed version as an
+exact string (epoch included when the archive's version has one); without a pin the installed
+version is never compared.
 
 ``apt-get remove`` removes packages that depend on a removed package too, as apt always does;
 configuration files are kept (``remove``, not ``purge``). On a host without systemd (or where
@@ -61,8 +63,7 @@ _APT_UPDATE = ("apt-get", "update", "-q")
 _APT_ENV = {"DEBIAN_FRONTEND": "noninteractive", "APT_LISTCHANGES_FRONTEND": "none"}
 
 # apt's messages when the package lists are missing or older than the archive; one
-# ``apt-get update`` and a retry fixes these (Ansible's apt module does the same with
-# ``update_cache_retries``).
+# ``apt-get update`` and a retry fixes these (apt's own hint: "maybe run apt-get update").
 _STALE_LISTS = (
     "Unable to locate package",
     "has no installation candidate",

@@ -41,11 +41,11 @@ if TYPE_CHECKING:
     from tectum.providers.host.connector import CommandResult, Connector
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-#: attributes whose change makes an unguarded command run again (Terraform: ``triggers_replace``)
-_RERUN_ON = ("command", "cwd", "environment")
-#: read() echoes these from the object it is given: a command has no state in the world that
-#: could drift, so what was recorded is what is "found"
-_ECHOED = ("command", "creates", "unless", "cwd", "environment", "exit_code")
+#: attributes whose change makes an unguarded command run again (Terraform: ``triggers_replace``);
+#: ``creates``/``unless`` count so that dropping a guard that always held runs the command once
+_RERUN_ON = ("command", "cwd", "environment", "creates", "unless")
+#: what is kept in state
+_STORED = ("command", "creates", "unless", "cwd", "environment", "exit_code")
 #: the ``after`` of the ``run`` change when the command will run
 PENDING = "pending"
 #: the ``after`` of the ``run`` change when the guard can only be evaluated during apply
@@ -124,6 +124,7 @@ class CommandType(ResourceType):
     """A command run on a host; see the module docstring for when it runs."""
 
     name = "command"
+    unobserved = frozenset(_STORED)
     schema = Schema({
         "command": Attr((str, list), required=True, validate=_valid_command,
                         description="a shell string (/bin/sh -c) or an argument list"),
@@ -169,10 +170,13 @@ class CommandType(ResourceType):
     def read(self, conn: Connector, objects: Sequence[dict[str, Any]]
              ) -> list[dict[str, Any] | None]:
         """Evaluate every object's guard: all ``creates`` paths in one ``stat_paths`` call, then
-        each remaining ``unless`` command (read-only, ``mutating=False``). The stored attributes
-        present in each object are echoed back (nothing about a command can drift)."""
+        each remaining ``unless`` command (read-only, ``mutating=False``).
+
+        The stored attributes present in each object are echoed back: nothing about a command
+        can be observed in the world, and the applier records the read result as the state of a
+        no-op resource, so the record must still say what ran."""
         out: list[dict[str, Any]] = [
-            {**{k: o[k] for k in _ECHOED if k in o}, "command": o.get("command"), "_guard": None}
+            {**{k: o[k] for k in _STORED if k in o}, "command": o.get("command"), "_guard": None}
             for o in objects
         ]
         pending: list[int] = []
@@ -206,9 +210,8 @@ class CommandType(ResourceType):
     ) -> tuple[Action, list[AttrChange]]:
         """Guarded: the guard holds → NOOP; else CREATE (not in state) or UPDATE, with a
         ``run`` change (before: why, after: ``"pending"``). Unguarded: not in state → CREATE
-        (run once); ``command``/``cwd``/``environment`` changed since the last run → REPLACE
-        (run again); a prior record without ``exit_code`` (it never ran) → UPDATE; else NOOP.
-        """
+        (run once); ``command``/``cwd``/``environment`` (or a guard it had) changed since the
+        last run → REPLACE (run again); else NOOP."""
         if _has_guard(desired):
             guard = (observed or {}).get("_guard")
             detail = (observed or {}).get("_guard_detail")
@@ -232,8 +235,6 @@ class CommandType(ResourceType):
         ]
         if changes:
             return Action.REPLACE, changes
-        if "exit_code" not in prior or prior["exit_code"] is None:
-            return Action.UPDATE, [AttrChange("run", "never ran", PENDING)]
         return Action.NOOP, []
 
     def _create_changes(self, desired: dict[str, Any]) -> list[AttrChange]:
@@ -241,8 +242,9 @@ class CommandType(ResourceType):
                 for k in self.managed(desired) if k != "timeout"]
 
     def stored(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        keep = ("command", "creates", "unless", "cwd", "environment", "exit_code")
-        return {k: attrs.get(k) for k in keep}
+        """The state record: ``command``, ``creates``, ``unless``, ``cwd``, ``environment`` and
+        ``exit_code`` as far as ``attrs`` holds them (not ``timeout``: it never re-runs)."""
+        return {k: attrs[k] for k in _STORED if k in attrs}
 
     # -- apply ---------------------------------------------------------------------------
     def apply(self, conn: Connector, change: ResourceChange) -> dict[str, Any] | None:
@@ -260,7 +262,7 @@ class CommandType(ResourceType):
         if any(c.name == "run" and c.after == PENDING_GUARD for c in change.changes):
             holds, _ = _guard_holds(conn, after, check_creates=True)
             if holds:
-                return self.stored({**after, "exit_code": None})
+                return self._record(after, None)
         timeout = after.get("timeout") or self.schema.attrs["timeout"].default
         cwd = after.get("cwd")
         try:
@@ -279,7 +281,10 @@ class CommandType(ResourceType):
         if creates is not None and not conn.exists(str(creates)):
             raise ApplyError(f"command {self.describe(after)!r} succeeded but did not create "
                              f"{creates}; without it the command would run on every apply")
-        return self.stored({**after, "exit_code": result.returncode})
+        return self._record(after, result.returncode)
+
+    def _record(self, after: dict[str, Any], exit_code: int | None) -> dict[str, Any]:
+        return {**{k: after.get(k) for k in _STORED}, "exit_code": exit_code}
 
 
 def _guard_holds(conn: Connector, obj: dict[str, Any], *, check_creates: bool

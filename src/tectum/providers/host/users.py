@@ -17,7 +17,8 @@ Read result shapes (never None, so the plan can tell "absent" from "not read"):
 
 * user: ``{"name", "ensure": "present", "uid", "group", "groups", "home", "shell", "comment"}``
   (``group`` is the primary group's name, ``groups`` the sorted supplementary group names), or
-  ``{"name", "ensure": "absent"}``.
+  ``{"name", "ensure": "absent"}``; plus the object's own ``remove_home`` when it holds one
+  (not observable, but a later delete needs it in state).
 * group: ``{"name", "ensure": "present", "gid"}`` or ``{"name", "ensure": "absent"}``.
 
 Failures raise :class:`~tectum.providers.base.ApplyError` with the tool's exit code and the tail
@@ -336,6 +337,7 @@ class UserType(_AccountType):
     """
 
     name = "user"
+    unobserved = frozenset({"remove_home", "create_home", "system"})
     compared = ("uid", "group", "groups", "home", "shell", "comment")
     schema = Schema({
         "name": Attr(str, required=True, identity=True, force_new=True,
@@ -356,11 +358,20 @@ class UserType(_AccountType):
 
     def read(self, conn: Connector, objects: Sequence[dict[str, Any]]
              ) -> list[dict[str, Any] | None]:
-        """Every user in one read-only command; see the module docstring for the shapes."""
+        """Every user in one read-only command; see the module docstring for the shapes.
+        ``remove_home`` is echoed from the object when it holds one."""
         if not objects:
             return []
         accounts = _read_accounts(conn, users=True)
-        return [_user_facts(str(o["name"]), accounts) for o in objects]
+        out: list[dict[str, Any] | None] = []
+        for obj in objects:
+            facts = _user_facts(str(obj["name"]), accounts)
+            if obj.get("remove_home") is not None:
+                # not observable, but needed in state for a later delete; the applier records
+                # the read result as the state of a no-op resource
+                facts["remove_home"] = obj["remove_home"]
+            out.append(facts)
+        return out
 
     def apply(self, conn: Connector, change: ResourceChange) -> dict[str, Any] | None:
         """CREATE → ``useradd``; UPDATE → ``usermod`` with the planned changes (or ``userdel``
@@ -460,6 +471,7 @@ class GroupType(_AccountType):
     """
 
     name = "group"
+    unobserved = frozenset({"system"})
     compared = ("gid",)
     schema = Schema({
         "name": Attr(str, required=True, identity=True, force_new=True,
