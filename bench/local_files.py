@@ -10,15 +10,22 @@ repetition, this runs whole ``tectum apply --auto-approve`` processes:
 Side by side, in the same run and on the same files, it times the *floor*: a bare Python process
 (same interpreter, same flags) that only stats, reads and SHA-256-hashes those files — the work
 any tool must do to know the files are right (timed twice per repetition: after the first
-apply and after the repair).
+apply and after the repair). For reading first-apply times it also times a bare process that
+only creates the N files (not a target: file creation cost depends on the machine).
 
 Targets (from the issue): no-op within 2.5x the floor, first apply and repair within 4x the floor,
 and cost growing (at most) linearly with the number of files. Wall times are medians over
 ``--reps`` repetitions (at least 5 by default).
 
+Every process gets the caller's environment minus the settings in ``DROPPED_ENV`` (e.g.
+``PYTHONDONTWRITEBYTECODE``, which would make tectum recompile its modules in every run); a
+warm-up cycle first caches bytecode.
+
 Usage::
 
     python bench/local_files.py [--reps 5] [--sizes 500,2000] [--json results.json]
+
+Exit status: 0 when every target is met, 1 when one is missed (or a run failed).
 """
 
 from __future__ import annotations
@@ -43,6 +50,9 @@ N_DELETE = 50
 N_CHANGE = 50
 TARGETS = {"noop": 2.5, "first": 4.0, "repair": 4.0}  # max ratio to the floor
 SCENARIOS = ("first", "noop", "repair")
+DROPPED_ENV = ("TECTUM_COMMAND_LOG", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED",
+               "PYTHONPROFILEIMPORTTIME", "PYTHONDEVMODE", "PYTHONTRACEMALLOC", "PYTHONMALLOC",
+               "PYTHONMALLOCSTATS", "PYTHONINSPECT", "PYTHONVERBOSE")
 LINEAR_TOLERANCE = 1.10  # growth may exceed the size ratio by 10% (measurement noise)
 
 # The content of file i: distinct per file, ~300 bytes. The same source is written into the
@@ -82,6 +92,24 @@ for i in range(n):
 """
 
 
+# Not a target, for reading first-apply times: a bare process that creates the same N files the
+# way tectum does (10 directories; each file written to a temporary name, chmod, rename).
+WRITE_FLOOR_CODE = CONTENT_SRC + """
+import os, sys
+root, n, n_dirs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for j in range(n_dirs):
+    os.mkdir(f"{root}/d{j}", 0o755)
+for i in range(n):
+    d = f"{root}/d{i % n_dirs}"
+    tmp = f"{d}/.f{i}.txt.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, content(i).encode())
+    os.fchmod(fd, 0o644)
+    os.close(fd)
+    os.replace(tmp, f"{d}/f{i}.txt")
+"""
+
+
 def _content_fn() -> Callable[[int], str]:
     namespace: dict[str, Any] = {}
     exec(CONTENT_SRC, namespace)
@@ -92,21 +120,33 @@ def _content_fn() -> Callable[[int], str]:
 content = _content_fn()
 
 
+@dataclass(frozen=True)
+class Timing:
+    wall: float  # seconds, whole process
+    cpu: float  # user + system seconds of the process (less sensitive to other load)
+
+
 @dataclass
 class SizeResult:
     n: int
-    times: dict[str, list[float]] = field(default_factory=lambda: {
-        "floor": [], "first": [], "noop": [], "repair": []})
+    times: dict[str, list[Timing]] = field(default_factory=lambda: {
+        "floor": [], "wfloor": [], "first": [], "noop": [], "repair": []})
 
     def median(self, key: str) -> float:
-        return statistics.median(self.times[key])
+        return statistics.median(t.wall for t in self.times[key])
+
+    def median_cpu(self, key: str) -> float:
+        return statistics.median(t.cpu for t in self.times[key])
 
 
 class Bench:
     def __init__(self, workdir: str, verbose: bool, src: str | None = None) -> None:
         self.workdir = workdir
         self.verbose = verbose
-        self.env = {k: v for k, v in os.environ.items() if k != "TECTUM_COMMAND_LOG"}
+        # a user's ordinary environment: no command log, and none of the Python settings that
+        # change start-up or I/O cost (PYTHONDONTWRITEBYTECODE would recompile every module of
+        # tectum in every run; PYTHONUNBUFFERED makes each output line a write)
+        self.env = {k: v for k, v in os.environ.items() if k not in DROPPED_ENV}
         if src is not None:
             # measure the tectum package under SRC (e.g. a snapshot of a commit) instead of
             # the installed one: PYTHONPATH comes before the editable install's .pth entry
@@ -138,25 +178,41 @@ class Bench:
         return f"{target}/d{i % N_DIRS}/f{i}.txt"
 
     # -- timed processes ------------------------------------------------------------------
-    def _run(self, argv: Sequence[str], what: str) -> float:
+    def _run(self, argv: Sequence[str], what: str) -> Timing:
         start = time.perf_counter()
-        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, env=self.env, check=False)
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, env=self.env)
+        assert proc.stderr is not None
+        err = proc.stderr.read()  # until the process exits (and closes it)
+        proc.stderr.close()
+        _, status, usage = os.wait4(proc.pid, 0)
         elapsed = time.perf_counter() - start
-        if proc.returncode != 0:
-            sys.stderr.write(proc.stderr.decode("utf-8", "replace"))
-            raise SystemExit(f"{what} failed with exit code {proc.returncode}")
-        return elapsed
+        proc.returncode = code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            sys.stderr.write(err.decode("utf-8", "replace"))
+            raise SystemExit(f"{what} failed with exit code {code}")
+        return Timing(elapsed, usage.ru_utime + usage.ru_stime)
 
-    def apply(self, n: int, what: str) -> float:
+    def apply(self, n: int, what: str) -> Timing:
         project, _ = self.paths(n)
         return self._run([sys.executable, "-m", "tectum", "apply", "--auto-approve", project],
                          f"tectum apply ({what}, {n} files)")
 
-    def floor(self, n: int) -> float:
+    def floor(self, n: int) -> Timing:
         _, target = self.paths(n)
         return self._run([sys.executable, "-c", FLOOR_CODE, target, str(n), str(N_DIRS)],
                          f"floor ({n} files)")
+
+    def write_floor(self, n: int) -> Timing:
+        """Time WRITE_FLOOR_CODE into a fresh scratch directory (removed afterwards)."""
+        scratch = os.path.join(self.workdir, f"wfloor-{n}")
+        shutil.rmtree(scratch, ignore_errors=True)
+        os.makedirs(scratch)
+        try:
+            return self._run([sys.executable, "-c", WRITE_FLOOR_CODE, scratch, str(n),
+                              str(N_DIRS)], f"write floor ({n} files)")
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
     # -- checks (untimed) -------------------------------------------------------------------
     def check_files(self, n: int, what: str) -> dict[str, int]:
@@ -193,6 +249,7 @@ class Bench:
         self.write_project(n)
         res = SizeResult(n)
         for rep in range(reps):
+            t_wfloor = self.write_floor(n)
             self.reset(n)
             t_first = self.apply(n, "first apply")
             before = self.check_files(n, "first apply")
@@ -204,12 +261,13 @@ class Bench:
             t_repair = self.apply(n, "repair")
             self.check_files(n, "repair")
             t_floor2 = self.floor(n)
-            for key, value in (("floor", t_floor), ("floor", t_floor2), ("first", t_first),
-                               ("noop", t_noop), ("repair", t_repair)):
+            for key, value in (("floor", t_floor), ("floor", t_floor2), ("wfloor", t_wfloor),
+                               ("first", t_first), ("noop", t_noop), ("repair", t_repair)):
                 res.times[key].append(value)
             if self.verbose:
-                print(f"  n={n} rep {rep + 1}/{reps}: floor {t_floor:.3f}/{t_floor2:.3f}s  first "
-                      f"{t_first:.3f}s  noop {t_noop:.3f}s  repair {t_repair:.3f}s",
+                print(f"  n={n} rep {rep + 1}/{reps} (wall s): floor {t_floor.wall:.3f}/"
+                      f"{t_floor2.wall:.3f}  write floor {t_wfloor.wall:.3f}  first "
+                      f"{t_first.wall:.3f}  noop {t_noop.wall:.3f}  repair {t_repair.wall:.3f}",
                       file=sys.stderr, flush=True)
         return res
 
@@ -227,15 +285,17 @@ class Bench:
 def summarize(results: list[SizeResult]) -> dict[str, Any]:
     rows = []
     for r in results:
-        floor = r.median("floor")
-        rows.append({"n": r.n, "scenario": "floor", "median_s": floor, "ratio": 1.0,
-                     "target": None, "pass": None, "times_s": r.times["floor"]})
-        for s in SCENARIOS:
-            med = r.median(s)
-            ratio = med / floor
-            rows.append({"n": r.n, "scenario": s, "median_s": med, "ratio": ratio,
-                         "target": TARGETS[s], "pass": ratio <= TARGETS[s],
-                         "times_s": r.times[s]})
+        floor, floor_cpu = r.median("floor"), r.median_cpu("floor")
+        for s in ("floor", *SCENARIOS):
+            med, cpu = r.median(s), r.median_cpu(s)
+            target = TARGETS.get(s)
+            rows.append({
+                "n": r.n, "scenario": s, "median_s": med, "ratio": med / floor,
+                "median_cpu_s": cpu, "cpu_ratio": cpu / floor_cpu, "target": target,
+                "pass": None if target is None else med / floor <= target,
+                "times_s": [t.wall for t in r.times[s]],
+                "cpu_times_s": [t.cpu for t in r.times[s]],
+            })
     linear = []
     base = results[0] if results else None
     for r in results[1:]:
@@ -243,51 +303,64 @@ def summarize(results: list[SizeResult]) -> dict[str, Any]:
         size_ratio = r.n / base.n
         for s in ("floor", *SCENARIOS):
             growth = r.median(s) / base.median(s)
-            entry: dict[str, Any] = {"scenario": s, "from_n": base.n, "to_n": r.n,
-                                     "size_ratio": size_ratio, "growth": growth}
+            entry: dict[str, Any] = {
+                "scenario": s, "from_n": base.n, "to_n": r.n, "size_ratio": size_ratio,
+                "growth": growth, "cpu_growth": r.median_cpu(s) / base.median_cpu(s),
+                "marginal_ms_per_file": 1000 * (r.median(s) - base.median(s)) / (r.n - base.n),
+            }
             if s != "floor":
-                # tectum's own cost above the floor, per file added
+                # growth of tectum's own cost above the floor
                 extra_base = base.median(s) - base.median("floor")
                 extra = r.median(s) - r.median("floor")
                 entry["excess_growth"] = extra / extra_base if extra_base > 0 else None
-                entry["marginal_ms_per_file"] = \
-                    1000 * (r.median(s) - base.median(s)) / (r.n - base.n)
                 entry["pass"] = growth <= size_ratio * LINEAR_TOLERANCE
             linear.append(entry)
-    return {"rows": rows, "linearity": linear}
+    writes = [{"n": r.n, "write_floor_s": r.median("wfloor"),
+               "write_floor_cpu_s": r.median_cpu("wfloor"),
+               "first_over_write_floor": r.median("first") / r.median("wfloor")}
+              for r in results]
+    return {"rows": rows, "linearity": linear, "write_floor": writes}
 
 
 def print_report(summary: dict[str, Any], reps: int) -> None:
-    print(f"\ntectum local-files benchmark — whole-process wall time, median of {reps} runs")
+    print(f"\ntectum local-files benchmark — whole-process time, median of {reps} runs "
+          "(floor: 2 per run)")
     print(f"python {platform.python_version()} ({sys.executable}), {os.cpu_count()} CPUs\n")
-    head = f"{'N':>6}  {'scenario':<8}  {'median s':>9}  {'x floor':>8}  {'target':>7}  result"
+    head = (f"{'N':>6}  {'scenario':<8}  {'wall s':>7}  {'x floor':>8}  {'target':>7}  "
+            f"{'result':<6}  {'cpu s':>6}  {'cpu x floor':>11}")
     print(head)
     print("-" * len(head))
     for row in summary["rows"]:
         target = f"<={row['target']:.1f}x" if row["target"] is not None else ""
         result = "" if row["pass"] is None else ("PASS" if row["pass"] else "FAIL")
-        print(f"{row['n']:>6}  {row['scenario']:<8}  {row['median_s']:>9.3f}  "
-              f"{row['ratio']:>7.2f}x  {target:>7}  {result}".rstrip())
+        print(f"{row['n']:>6}  {row['scenario']:<8}  {row['median_s']:>7.3f}  "
+              f"{row['ratio']:>7.2f}x  {target:>7}  {result:<6}  {row['median_cpu_s']:>6.3f}  "
+              f"{row['cpu_ratio']:>10.2f}x")
     if summary["linearity"]:
-        print("\nGrowth (median at larger N / median at smaller N; linear = size ratio):")
-        head = (f"{'scenario':<8}  {'N':>11}  {'growth':>7}  {'excess':>7}  "
-                f"{'ms/file':>8}  result")
+        print("\nGrowth with N (median at larger N / at smaller N; linear = the size ratio):")
+        head = (f"{'scenario':<8}  {'N':>11}  {'wall':>6}  {'cpu':>6}  {'excess':>6}  "
+                f"{'ms/file':>7}  result")
         print(head)
         print("-" * len(head))
         for e in summary["linearity"]:
             span = f"{e['from_n']}->{e['to_n']}"
             excess = e.get("excess_growth")
             excess_s = f"{excess:.2f}x" if excess is not None else ""
-            marginal = e.get("marginal_ms_per_file")
-            marginal_s = f"{marginal:.3f}" if marginal is not None else ""
             result = "" if "pass" not in e else (
-                f"{'PASS' if e['pass'] else 'FAIL'} (<= {e['size_ratio'] * LINEAR_TOLERANCE:.2f}x)")
-            print(f"{e['scenario']:<8}  {span:>11}  {e['growth']:>6.2f}x  {excess_s:>7}  "
-                  f"{marginal_s:>8}  {result}")
-        print("\nexcess = growth of (tectum - floor); ms/file = marginal cost per added file.")
+                f"{'PASS' if e['pass'] else 'FAIL'} (wall <= "
+                f"{e['size_ratio'] * LINEAR_TOLERANCE:.2f}x)")
+            print(f"{e['scenario']:<8}  {span:>11}  {e['growth']:>5.2f}x  "
+                  f"{e['cpu_growth']:>5.2f}x  {excess_s:>6}  {e['marginal_ms_per_file']:>7.3f}  "
+                  f"{result}".rstrip())
+        print("\nexcess = growth of (tectum - floor) wall time; ms/file = marginal wall time per "
+              "added file.")
+    print("\nNot a target — a bare process that only creates the N files (atomic writes) takes:")
+    for w in summary["write_floor"]:
+        print(f"  N={w['n']}: {w['write_floor_s']:.3f} s wall ({w['write_floor_cpu_s']:.3f} s "
+              f"cpu); tectum's first apply is {w['first_over_write_floor']:.2f}x that")
     before, after = summary["loadavg"]["before"], summary["loadavg"]["after"]
-    print(f"\nload average (1 min) before {before[0]:.2f}, after {after[0]:.2f} "
-          f"(other work on the machine skews absolute times; ratios less so)")
+    print(f"load average (1 min): {before[0]:.2f} before, {after[0]:.2f} after. Other work on "
+          "the machine inflates wall times; cpu s (user + system of the process) much less.")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

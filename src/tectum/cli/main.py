@@ -83,11 +83,14 @@ def cli(ctx: click.Context, no_color: bool) -> None:
 def validate(obj: Ctx, directory: str, variables: tuple[str, ...],
              var_files: tuple[str, ...]) -> None:
     """Check the stack: evaluation, attributes, references, cycles. Touches nothing."""
-    from tectum.engine.planner import build_graph
+    from tectum.engine.planner import Resolver, build_graph
+    from tectum.state.model import State
 
     session = _session(directory, variables, var_files)
     stack = session.evaluate()
-    _, diags = build_graph(stack)
+    graph, diags = build_graph(stack)
+    if not diags.has_errors:
+        diags.extend(Resolver(stack, State.new()).resolve_all(graph.order()))
     obj.view.diagnostics(session.warnings)
     if diags.has_errors:
         obj.view.diagnostics(diags)
@@ -200,10 +203,10 @@ def _print_outputs(view: View, outputs: dict[str, Any]) -> None:
 def apply(obj: Ctx, target: str, variables: tuple[str, ...], var_files: tuple[str, ...],
           auto_approve: bool, parallelism: int) -> None:
     """Apply the stack in DIRECTORY, or exactly the saved plan in PLANFILE."""
-    from tectum.plans.planfile import is_plan_file, read_plan
+    from tectum.plans.planfile import read_plan
 
     view = obj.view
-    if is_plan_file(target):
+    if os.path.isfile(target):
         saved, project_dir = read_plan(target)
         session = _session(project_dir)
         try:
@@ -264,9 +267,9 @@ def destroy(obj: Ctx, directory: str, variables: tuple[str, ...], var_files: tup
 @click.pass_obj
 def show(obj: Ctx, target: str, as_json: bool) -> None:
     """Show the state of DIRECTORY, or the saved plan PLANFILE."""
-    from tectum.plans.planfile import is_plan_file, read_plan
+    from tectum.plans.planfile import read_plan
 
-    if is_plan_file(target):
+    if os.path.isfile(target):
         saved, _ = read_plan(target)
         if as_json:
             click.echo(json.dumps(saved.to_json(), indent=2))

@@ -257,7 +257,8 @@ class Resource:
 
         rtype = registry.get(self.type_name)
         assert rtype is not None
-        for problem in rtype.check(values):
+        given = {k: v for k, v in attrs.items() if k in schema.attrs and v is not None}
+        for problem in rtype.check(given):
             diags.append(Diagnostic.error("Invalid resource configuration", problem,
                                           address=address, source=source))
         decl = Declaration(
@@ -347,15 +348,17 @@ def _convert(value: Any, typ: Any) -> Any:
         if text.lower() in _BOOL_TEXT:
             return _BOOL_TEXT[text.lower()]
         raise ValueError(f"expected true or false, got {value!r}")
-    if origin is int:
-        return int(text)
-    if origin is float:
-        return float(text)
-    if origin in (list, dict):
-        parsed = json.loads(text)
-        if not isinstance(parsed, origin):
-            raise ValueError(f"expected a JSON {origin.__name__}, got {value!r}")
-        return parsed
+    parsers: dict[Any, Any] = {int: int, float: float, list: json.loads, dict: json.loads}
+    names = {int: "an integer", float: "a number", list: "a JSON list (e.g. [\"a\", \"b\"])",
+             dict: "a JSON object (e.g. {\"k\": \"v\"})"}
+    if origin in parsers:
+        try:
+            parsed = parsers[origin](text)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, origin):
+            return parsed
+        raise ValueError(f"expected {names[origin]}, got {value!r}")
     raise ValueError(f"cannot convert {value!r} to {typ!r}")
 
 

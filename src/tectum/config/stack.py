@@ -8,6 +8,7 @@ file and line: a syntax error, an exception raised while evaluating, a bad decla
 from __future__ import annotations
 
 import os
+import re
 import sys
 import traceback
 from collections.abc import Mapping
@@ -68,9 +69,33 @@ def _user_error(exc: BaseException, root: str, path: str) -> Diagnostic:
     user = [f for f in frames if f.filename.startswith(root + os.sep) or f.filename == path]
     where = user[-1] if user else (frames[-1] if frames else None)
     source = SourceLocation(where.filename, where.lineno or 0) if where else SourceLocation(path)
+    unknown = _unknown_type(exc)
+    if unknown is not None:
+        import tectum.host
+
+        return Diagnostic.error(
+            "Unknown resource type",
+            f"tectum.host has no resource type {unknown!r}. Resource types: "
+            f"{', '.join(tectum.host.__all__)}.",
+            source=source,
+        )
     line = f" (in: {where.line.strip()})" if where and where.line else ""
+    message = str(exc).rstrip(".")
     return Diagnostic.error(
         "Error evaluating stack",
-        f"{type(exc).__name__}: {exc}{line}. Fix the stack and run the command again.",
+        f"{type(exc).__name__}: {message}{line}. Fix the stack and run the command again.",
         source=source,
     )
+
+
+def _unknown_type(exc: BaseException) -> str | None:
+    """The name in ``from tectum.host import Nope`` / ``tectum.host.Nope``, else None."""
+    if isinstance(exc, ImportError) and exc.name == "tectum.host":
+        m = re.search(r"cannot import name '([^']+)'", str(exc))
+        return m[1] if m else None
+    if isinstance(exc, AttributeError) and getattr(exc, "obj", None) is not None:
+        import tectum.host
+
+        if exc.obj is tectum.host:
+            return str(exc.name)
+    return None

@@ -46,15 +46,14 @@ def _rtype(name: str) -> ResourceType:
 
 
 def build_graph(stack: Stack) -> tuple[Graph, Diagnostics]:
-    """The dependency graph of the declarations, with diagnostics for unknown references,
-    cycles and two resources claiming the same object."""
+    """The dependency graph of the declarations, with diagnostics for unknown references
+    and cycles."""
     diags = Diagnostics()
     graph = Graph()
     decls = stack.resources
     dir_paths: dict[str, str] = {}
     users: dict[str, str] = {}
     groups: dict[str, str] = {}
-    identities: dict[tuple[Any, ...], Declaration] = {}
     for address, decl in decls.items():
         graph.add(address)
         path = decl.attrs.get("path")
@@ -65,23 +64,6 @@ def build_graph(stack: Stack) -> tuple[Graph, Diagnostics]:
             users[name] = address
         if decl.type == "group" and isinstance(name, str):
             groups[name] = address
-        rtype = _rtype(decl.type)
-        ident = rtype.identity(decl.attrs)
-        if all(isinstance(v, str) and is_known(v) for v in ident) and ident:
-            family = "path" if decl.type in PATH_TYPES else decl.type
-            ident_key = (family, decl.address.host, *ident)
-            other = identities.get(ident_key)
-            if other is not None:
-                diags.append(Diagnostic.error(
-                    "Object managed twice",
-                    f"{decl.address} and {other.address} (declared at {other.source}) both "
-                    f"manage {' '.join(str(v) for v in ident)}. One object can have only one "
-                    "resource; remove or merge one of them.",
-                    address=str(decl.address),
-                    source=decl.source,
-                ))
-            else:
-                identities[ident_key] = decl
     for address, decl in decls.items():
         targets: list[tuple[str, str]] = []
         for ref_addr, attr in sorted(refs_in(decl.attrs)):
@@ -139,6 +121,94 @@ def build_graph(stack: Stack) -> tuple[Graph, Diagnostics]:
     return graph, diags
 
 
+class Resolver:
+    """Resolves references and prepares the desired attributes of every declaration.
+
+    A configured attribute of another resource is known now; a computed one comes from state
+    (``computed_refs`` records who used which, so the planner can make it unknown when that
+    resource changes)."""
+
+    def __init__(self, stack: Stack, state: State) -> None:
+        self.decls = stack.resources
+        self.prior = state.resources
+        self.desired: dict[str, dict[str, Any]] = {}
+        self.computed_refs: dict[str, set[str]] = {}
+        self.current = [""]
+
+    def lookup(self, address: str, attr: str) -> Any:
+        rtype = _rtype(self.decls[address].type)
+        spec = rtype.schema.attrs.get(attr)
+        if spec is not None and spec.computed:
+            self.computed_refs.setdefault(self.current[0], set()).add(address)
+            value = self.desired.get(address, {}).get(attr)
+            if value is not None and is_known(value):
+                return value
+            rec = self.prior.get(address)
+            if rec is not None and attr in rec.attributes:
+                return rec.attributes[attr]
+            return UNKNOWN
+        return self.desired.get(address, {}).get(attr)
+
+    def resolve_all(self, order: list[str]) -> Diagnostics:
+        """Resolve and prepare every declaration in ``order`` (dependencies first); returns
+        diagnostics for bad values, templates that fail, and objects claimed twice."""
+        diags = Diagnostics()
+        for address in order:
+            decl = self.decls[address]
+            self.current[0] = address
+            rtype = _rtype(decl.type)
+            try:
+                attrs = resolve(decl.attrs, self.lookup)
+                problems = [
+                    f"Attribute {k!r}: {p}." for k, v in attrs.items()
+                    if (spec := rtype.schema.attrs.get(k)) is not None and is_known(v)
+                    and (p := spec.check(v)) is not None
+                ]
+                if problems:
+                    diags.append(Diagnostic.error(
+                        "Invalid attribute value", " ".join(problems),
+                        address=address, source=decl.source))
+                    continue
+                self.desired[address] = rtype.prepare(attrs, decl.base_dir)
+            except (ValueError, TypeError) as exc:
+                diags.append(Diagnostic.error(
+                    "Invalid resource configuration", _sentence(str(exc)),
+                    address=address, source=decl.source))
+        diags.extend(self.check_identities())
+        return diags
+
+    def check_identities(self) -> Diagnostics:
+        """Two resources may not manage one object (a path, a package, a user)."""
+        diags = Diagnostics()
+        seen: dict[tuple[Any, ...], Declaration] = {}
+        for address, want in self.desired.items():
+            decl = self.decls[address]
+            ident = _rtype(decl.type).identity(want)
+            if not ident or not all(isinstance(v, str) and is_known(v) for v in ident):
+                continue
+            family = "path" if decl.type in PATH_TYPES else decl.type
+            key = (family, decl.address.host,
+                   *(os.path.normpath(v) if family == "path" else v for v in ident))
+            other = seen.get(key)
+            if other is None:
+                seen[key] = decl
+                continue
+            diags.append(Diagnostic.error(
+                "Object managed twice",
+                f"{decl.address} and {other.address} (declared at {other.source}) both "
+                f"manage {' '.join(str(v) for v in ident)}. One object can have only one "
+                "resource; remove or merge one of them.",
+                address=str(decl.address),
+                source=decl.source,
+            ))
+        return diags
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
 class Planner:
     def __init__(self, connector: Callable[[str | None], Connector]) -> None:
         self.connector = connector
@@ -153,47 +223,14 @@ class Planner:
         prior_records = state.resources
 
         # 2. resolve and prepare desired attributes
-        desired: dict[str, dict[str, Any]] = {}
-        computed_refs: dict[str, set[str]] = {}
-
-        def lookup_config(address: str, attr: str) -> Any:
-            rtype = _rtype(decls[address].type)
-            spec = rtype.schema.attrs.get(attr)
-            if spec is not None and spec.computed:
-                computed_refs.setdefault(current[0], set()).add(address)
-                value = desired.get(address, {}).get(attr)
-                if value is not None and is_known(value):
-                    return value
-                rec = prior_records.get(address)
-                if rec is not None and attr in rec.attributes:
-                    return rec.attributes[attr]
-                return UNKNOWN
-            return desired.get(address, {}).get(attr)
-
-        current = [""]
+        resolver = Resolver(stack, state)
         if not destroy:
-            for address in order:
-                decl = decls[address]
-                current[0] = address
-                rtype = _rtype(decl.type)
-                try:
-                    attrs = resolve(decl.attrs, lookup_config)
-                    problems = [
-                        f"Attribute {k!r}: {p}." for k, v in attrs.items()
-                        if (spec := rtype.schema.attrs.get(k)) is not None and is_known(v)
-                        and (p := spec.check(v)) is not None
-                    ]
-                    if problems:
-                        diags.append(Diagnostic.error(
-                            "Invalid attribute value", " ".join(problems),
-                            address=address, source=decl.source))
-                        continue
-                    desired[address] = rtype.prepare(attrs, decl.base_dir)
-                except (ValueError, TypeError) as exc:
-                    diags.append(Diagnostic.error(
-                        "Invalid resource configuration", f"{exc}.",
-                        address=address, source=decl.source))
+            diags.extend(resolver.resolve_all(order))
             diags.raise_if_errors()
+        desired = resolver.desired
+        computed_refs = resolver.computed_refs
+        lookup_config = resolver.lookup
+        current = resolver.current
 
         # orphans: in state, not in the stack (or everything when destroying)
         orphans = [a for a in prior_records if destroy or a not in decls]
@@ -293,7 +330,7 @@ class Planner:
                 if obs is not None and "_content" in obs:
                     change.display["before_content"] = obs["_content"]
                 if prior is not None and obs is not None:
-                    change.drift = _drift(rt, prior, rt.stored(obs))
+                    change.drift = _drift(rt, prior, rt.stored(obs), want)
                 elif prior is not None and obs is None and prior_addr == address:
                     change.drift = ["deleted"]
                 if prior_addr != address:
@@ -301,8 +338,8 @@ class Planner:
                 for watch, kind in (("restart_on", "restart"), ("reload_on", "reload")):
                     fired = [d for d in decl.watches.get(watch, ())
                              if changes[d].action is not Action.NOOP]
-                    if fired and change.triggered is None \
-                            and change.action in (Action.NOOP, Action.UPDATE):
+                    if fired and change.triggered is None and change.action in (
+                            Action.NOOP, Action.UPDATE, Action.CREATE):
                         change.triggers = fired
                         change.triggered = kind
                         if change.action is Action.NOOP:
@@ -358,11 +395,13 @@ class Planner:
         return PlanResult(plan, graph, diags)
 
 
-def _drift(rt: ResourceType, prior: dict[str, Any], now: dict[str, Any]) -> list[str]:
+def _drift(rt: ResourceType, prior: dict[str, Any], now: dict[str, Any],
+           desired: dict[str, Any]) -> list[str]:
+    """Attributes the configuration manages whose value changed since the last apply."""
     out = []
     for key, was in prior.items():
         if key in now and now[key] != was and key in rt.schema.attrs \
-                and key not in rt.unobserved:
+                and key not in rt.unobserved and desired.get(key) is not None:
             out.append("content" if key == "content_sha256" else key)
     return out
 

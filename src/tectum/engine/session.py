@@ -107,7 +107,7 @@ class Session:
 
     def check_fresh(self, plan: Plan, state: State, origin: str) -> None:
         """Refuse a saved plan made from another state (lineage) or an older one (serial)."""
-        if plan.lineage != state.lineage and state.serial > 0:
+        if plan.serial > 0 and state.serial > 0 and plan.lineage != state.lineage:
             raise DiagnosticError(Diagnostic.error(
                 "Saved plan is for another state",
                 f"{origin} was made for state lineage {plan.lineage}, but workspace "

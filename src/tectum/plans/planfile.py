@@ -34,17 +34,6 @@ def write_plan(path: str, plan: Plan, project_root: str) -> None:
     os.replace(tmp, path)
 
 
-def is_plan_file(path: str) -> bool:
-    if not os.path.isfile(path):
-        return False
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(32)
-    except OSError:
-        return False
-    return head.lstrip().startswith(b'{"tectum_plan"')
-
-
 def read_plan(path: str) -> tuple[Plan, str]:
     """Read a plan file; returns the plan and the project directory it was made for.
     Raises :class:`DiagnosticError` for a file that is not a valid, unaltered plan."""

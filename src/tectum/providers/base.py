@@ -28,6 +28,10 @@ class ApplyError(Exception):
     """A resource's apply failed; the message is shown to the user as the failure reason."""
 
 
+class ReadError(Exception):
+    """Reading objects failed (refresh); the planner reports it as a diagnostic."""
+
+
 class ResourceType(ABC):
     """One resource type (``file``, ``package``...). Instances are stateless singletons."""
 

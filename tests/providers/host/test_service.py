@@ -318,6 +318,22 @@ def test_triggered_restart(rt: ServiceType, svc: Svc) -> None:
     assert svc.running() and svc.serves()
 
 
+def test_triggered_restart_on_create_restarts_a_service_already_running(
+        rt: ServiceType, svc: Svc) -> None:
+    """Planned absent, but started during the apply (a systemd host starts what apt installs)
+    before its configuration file was written: the trigger restarts it."""
+    pid = start(svc)
+    change = ResourceChange(address="host.local.service.x", type="service",
+                            action=Action.CREATE, before=None,
+                            after={"name": svc.name, "running": True},
+                            changes=[AttrChange("running", None, True)],
+                            triggered="restart", triggers=["host.local.file.conf"])
+    conn = LocalConnector()
+    assert rt.apply(conn, change) == {"name": svc.name, "running": True, "enabled": False}
+    assert ["service", svc.name, "restart"] in commands(conn, mutating=True)
+    assert svc.pid() not in (None, pid)
+
+
 def test_triggered_reload(rt: ServiceType, svc: Svc) -> None:
     pid = start(svc)
     conn = LocalConnector()

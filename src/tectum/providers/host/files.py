@@ -291,7 +291,7 @@ class SymlinkType(_PathType):
                 conn.remove(path)
                 return None
             after = dict(change.after or {})
-            if change.before is not None and change.before.get("_kind") == "directory":
+            if any(c.name == "kind" and c.before == "directory" for c in change.changes):
                 raise ApplyError(f"{path} is a directory; tectum does not replace a directory "
                                  "with a symlink. Remove it by hand or manage it as a directory.")
             if change.action is Action.REPLACE and change.before is not None \
