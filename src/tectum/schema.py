@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 MISSING: Any = object()
@@ -78,14 +79,14 @@ def _describe(value: Any) -> str:
 class Schema:
     attrs: Mapping[str, Attr] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def identity(self) -> tuple[str, ...]:
         return tuple(k for k, a in self.attrs.items() if a.identity)
 
-    @property
+    @cached_property
     def settable(self) -> tuple[str, ...]:
         return tuple(k for k, a in self.attrs.items() if not a.computed)
 
-    @property
+    @cached_property
     def sensitive(self) -> frozenset[str]:
         return frozenset(k for k, a in self.attrs.items() if a.sensitive)

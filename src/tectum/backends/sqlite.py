@@ -7,25 +7,28 @@ journal of the current run and the workspace locks.
   journal onto the last version, and the next apply folds it into a new version.
 * ``synchronous=NORMAL`` in WAL mode: a commit survives the process being killed; on power loss
   the database stays consistent and may lose the last commits (SQLite's documented trade-off).
-* The lock is a row per workspace, taken inside ``BEGIN IMMEDIATE``; a row left by a process that
-  no longer runs on this machine is recognised as stale and taken over.
+* The lock is an exclusive ``flock`` on ``<state file>.<workspace>.lock``, which also holds the
+  holder's details (id, operation, who, pid, version, time) as JSON. The kernel releases it when
+  the holder dies, however it dies, so a killed run never leaves a lock behind; the details it
+  left are reported as taken over. A plan that changes nothing never writes to the database.
 """
 
 from __future__ import annotations
 
-import getpass
+import fcntl
 import json
 import os
-import socket
+import pwd
 import sqlite3
 import time
-import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from tectum.diagnostics import Diagnostic, DiagnosticError, SourceLocation
 from tectum.state.model import ResourceRecord, State, StateError
 
+_SCHEMA_VERSION = 1
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS states (
     workspace TEXT NOT NULL,
@@ -44,16 +47,6 @@ CREATE TABLE IF NOT EXISTS journal (
     address TEXT NOT NULL,
     action TEXT NOT NULL,
     record TEXT,
-    created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS locks (
-    workspace TEXT PRIMARY KEY,
-    id TEXT NOT NULL,
-    operation TEXT NOT NULL,
-    who TEXT NOT NULL,
-    host TEXT NOT NULL,
-    pid INTEGER NOT NULL,
-    version TEXT NOT NULL,
     created_at REAL NOT NULL
 );
 """
@@ -77,20 +70,23 @@ class LockInfo:
 
 def _author() -> str:
     try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
+        user = pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
         user = str(os.getuid())
-    return f"{user}@{socket.gethostname()}"
+    return f"{user}@{os.uname().nodename}"
 
 
-def _pid_alive(pid: int) -> bool:
+def _lock_json(info: LockInfo) -> dict[str, Any]:
+    return {"id": info.id, "operation": info.operation, "who": info.who, "host": info.host,
+            "pid": info.pid, "version": info.version, "created_at": info.created_at}
+
+
+def _read_lock_info(fd: int) -> LockInfo | None:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        data = json.loads(os.pread(fd, 65536, 0) or b"null")
+        return LockInfo(**data) if isinstance(data, dict) else None
+    except (ValueError, TypeError, OSError):
+        return None
 
 
 class SQLiteBackend:
@@ -100,6 +96,8 @@ class SQLiteBackend:
         self.path = path
         self.workspace = workspace
         self._db: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
+        self._lock_id: str | None = None
 
     # -- connection ----------------------------------------------------------------------
     def _corrupt(self, detail: str) -> DiagnosticError:
@@ -118,9 +116,11 @@ class SQLiteBackend:
             try:
                 db = sqlite3.connect(self.path, timeout=10, isolation_level=None,
                                      check_same_thread=False)
-                db.execute("PRAGMA journal_mode=WAL")
+                if db.execute("PRAGMA user_version").fetchone()[0] != _SCHEMA_VERSION:
+                    db.execute("PRAGMA journal_mode=WAL")
+                    db.executescript(_SCHEMA)
+                    db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
                 db.execute("PRAGMA synchronous=NORMAL")
-                db.executescript(_SCHEMA)
             except sqlite3.DatabaseError as exc:
                 raise self._corrupt(str(exc)) from None
             self._db = db
@@ -132,59 +132,61 @@ class SQLiteBackend:
             self._db = None
 
     # -- lock ------------------------------------------------------------------------------
+    @property
+    def lock_path(self) -> str:
+        return f"{self.path}.{self.workspace}.lock"
+
     def lock(self, operation: str) -> tuple[LockInfo, str | None]:
-        """Take the workspace lock. Returns the lock and, when a stale lock was taken over, a
-        warning sentence. Raises :class:`DiagnosticError` naming the holder when it is held."""
+        """Take the workspace lock. Returns the lock and, when the previous holder died without
+        releasing it, a warning sentence. Raises :class:`DiagnosticError` naming the holder when
+        another process holds it."""
         from tectum import __version__
 
-        info = LockInfo(str(uuid.uuid4()), operation, _author(), socket.gethostname(),
+        info = LockInfo(os.urandom(16).hex(), operation, _author(), os.uname().nodename,
                         os.getpid(), __version__, time.time())
-        warning = None
-        db = self.db
+        os.makedirs(os.path.dirname(self.lock_path) or ".", exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                row = db.execute(
-                    "SELECT id, operation, who, host, pid, version, created_at FROM locks "
-                    "WHERE workspace = ?", (self.workspace,)).fetchone()
-                if row is not None:
-                    held = LockInfo(*row)
-                    if held.host == info.host and not _pid_alive(held.pid):
-                        warning = (f"Took over a stale lock left by a process that no longer "
-                                   f"runs ({held.describe()}).")
-                    else:
-                        db.execute("ROLLBACK")
-                        raise DiagnosticError(Diagnostic.error(
-                            "State is locked",
-                            f"Workspace {self.workspace!r} is locked: {held.describe()}. Wait "
-                            "for that run to finish. If it is dead, release the lock with "
-                            f"`tectum force-unlock {held.id}`.",
-                        ))
-                db.execute(
-                    "INSERT OR REPLACE INTO locks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (self.workspace, info.id, info.operation, info.who, info.host, info.pid,
-                     info.version, info.created_at))
-                db.execute("COMMIT")
-            except DiagnosticError:
-                raise
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
-        except sqlite3.DatabaseError as exc:
-            raise self._corrupt(str(exc)) from None
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            held = _read_lock_info(fd)
+            os.close(fd)
+            who = held.describe() if held else "details unavailable"
+            raise DiagnosticError(Diagnostic.error(
+                "State is locked",
+                f"Workspace {self.workspace!r} is locked by another run: {who}. Wait for that "
+                "run to finish; tectum releases the lock when it ends, even when it is killed.",
+            )) from None
+        previous = _read_lock_info(fd)
+        warning = None
+        if previous is not None:
+            warning = ("The previous run did not finish cleanly and left its lock "
+                       f"({previous.describe()}); the lock was taken over.")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(_lock_json(info)).encode(), 0)
+        self._lock_fd = fd
+        self._lock_id = info.id
         return info, warning
 
     def unlock(self, lock_id: str) -> bool:
-        cur = self.db.execute("DELETE FROM locks WHERE workspace = ? AND id = ?",
-                              (self.workspace, lock_id))
-        return cur.rowcount > 0
+        fd = self._lock_fd
+        if fd is None or lock_id != self._lock_id:
+            return False
+        os.ftruncate(fd, 0)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+        self._lock_fd = None
+        return True
 
     def lock_info(self) -> LockInfo | None:
-        row = self.db.execute(
-            "SELECT id, operation, who, host, pid, version, created_at FROM locks "
-            "WHERE workspace = ?", (self.workspace,)).fetchone()
-        return LockInfo(*row) if row else None
+        try:
+            fd = os.open(self.lock_path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        try:
+            return _read_lock_info(fd)
+        finally:
+            os.close(fd)
 
     # -- state -------------------------------------------------------------------------------
     def read(self) -> State:
@@ -228,14 +230,24 @@ class SQLiteBackend:
                               (self.workspace,)).fetchone()
         return int(row[0])
 
-    def record(self, base_serial: int, address: str, action: str,
-               record: ResourceRecord | None) -> None:
-        """Commit one finished resource to the journal (durable when this returns)."""
-        self.db.execute(
-            "INSERT INTO journal (workspace, base_serial, address, action, record, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (self.workspace, base_serial, address, action,
-             json.dumps(record.to_json()) if record is not None else None, time.time()))
+    def record(self, base_serial: int,
+               entries: Sequence[tuple[str, str, ResourceRecord | None]]) -> None:
+        """Commit finished resources — ``(address, action, record or None)`` — to the journal
+        in one transaction (durable against a killed process when this returns)."""
+        now = time.time()
+        db = self.db
+        db.execute("BEGIN")
+        try:
+            db.executemany(
+                "INSERT INTO journal (workspace, base_serial, address, action, record, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                [(self.workspace, base_serial, address, action,
+                  json.dumps(rec.to_json()) if rec is not None else None, now)
+                 for address, action, rec in entries])
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     def write(self, state: State, operation: str) -> int:
         """Store ``state`` as a new version (serial + 1) and clear the journal. Returns the new

@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
-import traceback
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
@@ -179,9 +177,12 @@ def _run_apply(obj: Ctx, session: Any, plan: Any, state: Any, parallelism: int) 
         view.out("State records everything that was done; fix the failures and run apply "
                  "again.", err=True)
         sys.exit(1)
-    view.out(view.style(
-        f"\nApply complete! Resources: {c['add']} added, {c['change']} changed, "
-        f"{c['replace']} replaced, {c['destroy']} destroyed.", fg="green", bold=True))
+    if plan.destroy:
+        text = f"\nDestroy complete! Resources: {c['destroy']} destroyed."
+    else:
+        text = (f"\nApply complete! Resources: {c['add']} added, {c['change']} changed, "
+                f"{c['replace']} replaced, {c['destroy']} destroyed.")
+    view.out(view.style(text, fg="green", bold=True))
     _print_outputs(view, result.state.outputs)
 
 
@@ -420,6 +421,9 @@ def main() -> None:
     except SystemExit:
         raise
     except Exception as exc:  # noqa: BLE001 - a bug: say so without a traceback
+        import tempfile
+        import traceback
+
         fd, path = tempfile.mkstemp(prefix="tectum-crash-", suffix=".log")
         with os.fdopen(fd, "w") as fh:
             traceback.print_exc(file=fh)

@@ -6,7 +6,6 @@ Colour is used only on a terminal (click strips it otherwise) and never with ``-
 
 from __future__ import annotations
 
-import difflib
 import json
 from typing import Any
 
@@ -25,9 +24,13 @@ MAX_DIFF_LINES = 200
 class View:
     def __init__(self, color: bool | None = None) -> None:
         self.color = color
+        self._buffer: list[str] | None = None
 
     def out(self, text: str = "", *, err: bool = False) -> None:
-        click.echo(text, err=err, color=self.color)
+        if self._buffer is not None and not err:
+            self._buffer.append(text)
+        else:
+            click.echo(text, err=err, color=self.color)
 
     def style(self, text: str, **kw: Any) -> str:
         return text if self.color is False else click.style(text, **kw)
@@ -55,6 +58,15 @@ class View:
 
     # -- plan ----------------------------------------------------------------------------------
     def plan(self, plan: Plan) -> None:
+        """Render the plan (written in one piece: thousands of lines are one write)."""
+        self._buffer = []
+        try:
+            self._plan(plan)
+        finally:
+            text, self._buffer = "\n".join(self._buffer), None
+            click.echo(text, color=self.color)
+
+    def _plan(self, plan: Plan) -> None:
         shown = [c for c in plan.changes if c.action is not Action.NOOP or c.state_only]
         drifted = [c for c in plan.changes if c.drift and c.action is not Action.DELETE]
         if drifted:
@@ -144,6 +156,8 @@ class View:
             return
         if after is None:
             return
+        import difflib
+
         path = str((change.after or {}).get("path", change.address))
         diff = list(difflib.unified_diff(
             before.splitlines(), after.splitlines(), f"{path} (now)", f"{path} (planned)",

@@ -95,6 +95,7 @@ class Stack:
         self.values: dict[str, Any] = {}
         self.diagnostics = Diagnostics()
         self._token: contextvars.Token[Stack | None] | None = None
+        self._dirs: dict[str, str] = {}
 
     def __enter__(self) -> Stack:
         self._token = _current.set(self)
@@ -109,6 +110,15 @@ class Stack:
         if self._token is not None:
             _current.reset(self._token)
             self._token = None
+
+    def base_dir_of(self, filename: str) -> str:
+        """The directory of a declaring file (templates are relative to it)."""
+        found = self._dirs.get(filename)
+        if found is None:
+            found = os.path.dirname(os.path.abspath(filename)) \
+                if os.path.exists(filename) else self.base_dir
+            self._dirs[filename] = found
+        return found
 
     def finish(self) -> None:
         """Checks that need the whole stack: undeclared variable inputs."""
@@ -177,9 +187,13 @@ class Resource:
         ignore_changes: list[str] | tuple[str, ...] = (),
         **attrs: Any,
     ) -> None:
+        from tectum.providers.registry import registry
+
         source = caller_location()
         stack = current_stack(f"{type(self).__name__}({label!r})")
-        schema = self.type_schema()
+        rtype = registry.get(self.type_name)
+        assert rtype is not None, self.type_name
+        schema = rtype.schema
         ok_label = isinstance(label, str) and valid_name(label)
         addr = ResourceAddress(self.type_name, label if ok_label else "invalid")
         address = str(addr)
@@ -253,10 +267,6 @@ class Resource:
                     address=address,
                     source=source,
                 ))
-        from tectum.providers.registry import registry
-
-        rtype = registry.get(self.type_name)
-        assert rtype is not None
         given = {k: v for k, v in attrs.items() if k in schema.attrs and v is not None}
         for problem in rtype.check(given):
             diags.append(Diagnostic.error("Invalid resource configuration", problem,
@@ -266,8 +276,7 @@ class Resource:
             type=self.type_name,
             attrs=values,
             source=source,
-            base_dir=os.path.dirname(os.path.abspath(source.filename))
-            if os.path.exists(source.filename) else stack.base_dir,
+            base_dir=stack.base_dir_of(source.filename),
             depends_on=self._addresses(depends_on, "depends_on", address, source, diags),
             watches=watches,
             ignore_changes=list(ignore_changes),

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import sys
-import traceback
 from collections.abc import Mapping
 
 from tectum.config.declaration import Stack, VarInput
@@ -65,6 +64,8 @@ def evaluate(project: Project, inputs: Mapping[str, VarInput]) -> Stack:
 
 
 def _user_error(exc: BaseException, root: str, path: str) -> Diagnostic:
+    import traceback
+
     frames = traceback.extract_tb(exc.__traceback__)
     user = [f for f in frames if f.filename.startswith(root + os.sep) or f.filename == path]
     where = user[-1] if user else (frames[-1] if frames else None)

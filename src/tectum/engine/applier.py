@@ -21,10 +21,11 @@ from tectum.providers.registry import registry
 from tectum.state.model import ResourceRecord, State
 from tectum.values import UNKNOWN, is_known, resolve
 
+JournalEntry = tuple[str, str, "ResourceRecord | None"]  # address, action, record
+
 
 class Journal(Protocol):
-    def record(self, base_serial: int, address: str, action: str,
-               record: ResourceRecord | None) -> None: ...
+    def record(self, base_serial: int, entries: Sequence[JournalEntry]) -> None: ...
 
 
 @dataclass
@@ -63,6 +64,7 @@ def apply_plan(
     base_serial = state.serial
     out = ApplyResult(new_state)
     counts = {"add": 0, "change": 0, "replace": 0, "destroy": 0}
+    pending: list[JournalEntry] = []
 
     def lookup(address: str, attr: str) -> Any:
         attrs = results.get(address)
@@ -143,20 +145,27 @@ def apply_plan(
                 new_state.resources.pop(moved_from, None)
             return
         rec = _set_record(new_state, change, value)
-        journal.record(base_serial, address, change.action.value, rec)
+        pending.append((address, change.action.value, rec))
         if moved_from:
             new_state.resources.pop(moved_from, None)
-            journal.record(base_serial, moved_from, "delete", None)
+            pending.append((moved_from, "delete", None))
         out.applied.append(address)
-        key = {Action.CREATE: "add", Action.UPDATE: "change", Action.REPLACE: "replace",
-               Action.DELETE: "destroy"}[change.action]
-        counts[key] += 1
+        counts[_COUNT_KEYS[change.action]] += 1
         if on_event:
             on_event("done", change, None)
 
+    def flush() -> None:
+        if pending:
+            journal.record(base_serial, pending)
+            pending.clear()
+
     deps = {c.address: {d for d in c.dependencies if d in changes} for c in plan.changes}
-    walked = walk(deps, visit, parallelism=parallelism, group=group, on_result=on_result,
-                  should_stop=should_stop)
+    try:
+        walked = walk(deps, visit, parallelism=parallelism, group=group,
+                      inline=lambda a: changes[a].action is Action.NOOP,
+                      on_result=on_result, on_round=flush, should_stop=should_stop)
+    finally:
+        flush()
     for address, cause in walked.skipped.items():
         reason = f"upstream {cause} failed" if cause in walked.failed else \
             f"upstream {cause} was not applied"
@@ -178,6 +187,10 @@ def apply_plan(
     else:
         new_state.outputs = {}
     return out
+
+
+_COUNT_KEYS = {Action.CREATE: "add", Action.UPDATE: "change", Action.REPLACE: "replace",
+               Action.DELETE: "destroy"}
 
 
 def _set_record(state: State, change: ResourceChange, value: dict[str, Any] | None

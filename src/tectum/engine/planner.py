@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import graphlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -108,7 +109,12 @@ def build_graph(stack: Stack) -> tuple[Graph, Diagnostics]:
         for target in auto:
             if target != address and address not in graph.ancestors_of(target):
                 graph.connect(address, target)
-    for cycle in find_cycles(graph.deps):
+    try:
+        graph.order()
+        cycles = []
+    except graphlib.CycleError:
+        cycles = find_cycles(graph.deps)
+    for cycle in cycles:
         members = " → ".join([*cycle, cycle[0]])
         where = "; ".join(f"{m} at {decls[m].source}" for m in cycle if m in decls)
         diags.append(Diagnostic.error(
@@ -159,9 +165,11 @@ class Resolver:
             rtype = _rtype(decl.type)
             try:
                 attrs = resolve(decl.attrs, self.lookup)
+                # values that held references are checked now that they are resolved
                 problems = [
                     f"Attribute {k!r}: {p}." for k, v in attrs.items()
-                    if (spec := rtype.schema.attrs.get(k)) is not None and is_known(v)
+                    if not is_known(decl.attrs[k]) and is_known(v)
+                    and (spec := rtype.schema.attrs.get(k)) is not None
                     and (p := spec.check(v)) is not None
                 ]
                 if problems:

@@ -9,10 +9,13 @@ that fails makes every node downstream of it *skipped* without running (Terrafor
 from __future__ import annotations
 
 import graphlib
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 
 class Graph:
@@ -165,16 +168,24 @@ def walk(
     *,
     parallelism: int = 10,
     group: Callable[[str], str | None] | None = None,
+    inline: Callable[[str], bool] | None = None,
     on_result: Callable[[str, Any, BaseException | None], None] | None = None,
+    on_round: Callable[[], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> WalkResult:
     """Visit every node after its dependencies, up to ``parallelism`` visits at once.
 
     ``visit(nodes)`` is called with one node, or with several ready nodes that ``group`` maps to
     the same non-None key (batching: e.g. all ready package installs at once); it returns one
-    result per node — an exception instance there means that node failed. ``on_result`` is
-    called in the walking thread, in completion order (used to persist state after each node).
+    result per node — an exception instance there means that node failed. Nodes for which
+    ``inline`` is true are visited at once in the walking thread (cheap work, e.g. no-ops).
+    ``on_result`` is called in the walking thread, in completion order; ``on_round`` after each
+    round of completions (used to make results durable together). When ``should_stop()`` turns
+    true no new visit starts; running ones finish; the rest is reported ``not_started`` or
+    skipped.
     """
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
     sorter = graphlib.TopologicalSorter(deps)
     sorter.prepare()
     dependents: dict[str, set[str]] = {n: set() for n in deps}
@@ -182,21 +193,13 @@ def walk(
         for d in ds:
             dependents.setdefault(d, set()).add(node)
     result = WalkResult()
-    blocked: dict[str, str] = {}  # node -> failed root cause
+    blocked: dict[str, str] = {}  # node -> failed (or never started) root cause
     running: dict[Future[Sequence[Any]], list[str]] = {}
-    ready: list[str] = []
+    queue: deque[list[str]] = deque()
+    stopping = False
+    limit = max(1, parallelism)
 
-    def settle(node: str, value: Any, exc: BaseException | None) -> None:
-        if exc is not None:
-            result.failed[node] = exc
-            _block_downstream(node, node)
-        else:
-            result.done[node] = value
-        if on_result is not None:
-            on_result(node, value, exc)
-        sorter.done(node)
-
-    def _block_downstream(node: str, cause: str) -> None:
+    def block_downstream(node: str, cause: str) -> None:
         todo = list(dependents.get(node, ()))
         while todo:
             n = todo.pop()
@@ -204,58 +207,84 @@ def walk(
                 blocked[n] = cause
                 todo.extend(dependents.get(n, ()))
 
-    with ThreadPoolExecutor(max_workers=max(1, parallelism)) as pool:
-        while sorter.is_active():
-            ready.extend(sorter.get_ready())
-            stopping = should_stop is not None and should_stop()
-            # skipped nodes complete at once so their own dependents become ready (and skipped)
-            while True:
-                skip = [n for n in ready if n in blocked]
-                if not skip:
-                    break
-                for n in skip:
-                    ready.remove(n)
+    def settle(node: str, value: Any, exc: BaseException | None) -> None:
+        if exc is not None:
+            result.failed[node] = exc
+            block_downstream(node, node)
+        else:
+            result.done[node] = value
+        if on_result is not None:
+            on_result(node, value, exc)
+        sorter.done(node)
+
+    def settle_batch(batch: Sequence[str], values: Sequence[Any]) -> None:
+        for n, v in zip(batch, values, strict=True):
+            if isinstance(v, BaseException):
+                settle(n, None, v)
+            else:
+                settle(n, v, None)
+
+    def drain_ready() -> None:
+        """Move newly ready nodes into the queue (skipping blocked ones, running inline ones),
+        until no more become ready without a visit."""
+        buckets: dict[str, list[str]] = {}
+        while True:
+            new = sorter.get_ready()
+            if not new:
+                break
+            for n in new:
+                if n in blocked:
                     result.skipped[n] = blocked[n]
                     sorter.done(n)
-                ready.extend(sorter.get_ready())
-            if stopping:
-                result.not_started.extend(ready)
-                for n in ready:
-                    _block_downstream(n, n)
+                elif stopping:
+                    result.not_started.append(n)
+                    block_downstream(n, n)
                     sorter.done(n)
-                ready.clear()
-                if not running:
-                    # mark everything left as not started
-                    ready.extend(sorter.get_ready())
-                    if not ready:
-                        break
-                    continue
-            while ready and len(running) < max(1, parallelism):
-                first = ready.pop(0)
-                batch = [first]
-                key = group(first) if group else None
-                if key is not None:
-                    same = [n for n in ready if group is not None and group(n) == key]
-                    for n in same:
-                        ready.remove(n)
-                    batch.extend(same)
+                elif inline is not None and inline(n):
+                    try:
+                        settle_batch([n], visit([n]))
+                    except Exception as exc:  # noqa: BLE001 - a visit that raised fails
+                        settle(n, None, exc)
+                else:
+                    key = group(n) if group is not None else None
+                    if key is None:
+                        queue.append([n])
+                    else:
+                        buckets.setdefault(key, []).append(n)
+        queue.extend(buckets.values())
+
+    with ThreadPoolExecutor(max_workers=limit) as pool:
+        while True:
+            drain_ready()
+            if should_stop is not None and not stopping and should_stop():
+                stopping = True
+            if stopping:
+                while queue:
+                    for n in queue.popleft():
+                        result.not_started.append(n)
+                        block_downstream(n, n)
+                        sorter.done(n)
+                drain_ready()
+            while queue and len(running) < limit:
+                batch = queue.popleft()
                 running[pool.submit(visit, batch)] = batch
             if not running:
-                if ready:
-                    continue
                 break
             finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
             for fut in finished:
                 batch = running.pop(fut)
                 try:
                     values = fut.result()
-                except BaseException as exc:  # noqa: BLE001 - a visit that raised fails its batch
+                except Exception as exc:  # noqa: BLE001 - a visit that raised fails its batch
                     for n in batch:
                         settle(n, None, exc)
                     continue
-                for n, v in zip(batch, values, strict=True):
-                    if isinstance(v, BaseException):
-                        settle(n, None, v)
-                    else:
-                        settle(n, v, None)
+                settle_batch(batch, values)
+            if on_round is not None:
+                on_round()
+    # whatever is left behind a never-started node
+    for n in deps:
+        if n not in result.done and n not in result.failed and n not in result.skipped \
+                and n not in result.not_started:
+            result.skipped[n] = blocked.get(n, n)
     return result

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from tectum.plans.plan import Action, AttrChange, ResourceChange
@@ -111,8 +112,12 @@ class ResourceType(ABC):
 
     def stored(self, attrs: dict[str, Any]) -> dict[str, Any]:
         """The part of ``attrs`` kept in state."""
-        keep = set(self.schema.settable) | set(self.stored_computed)
-        return {k: v for k, v in attrs.items() if k in keep and not k.startswith("_")}
+        keep = self._keep
+        return {k: v for k, v in attrs.items() if k in keep}
+
+    @cached_property
+    def _keep(self) -> frozenset[str]:
+        return frozenset(self.schema.settable) | frozenset(self.stored_computed)
 
     def describe(self, attrs: dict[str, Any]) -> str:
         """A short label for plan output (a path, a package name)."""

@@ -11,7 +11,6 @@ Older formats are upgraded in place by one function per version (:data:`UPGRADES
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,6 +67,8 @@ class State:
 
     @classmethod
     def new(cls) -> State:
+        import uuid
+
         return cls(lineage=str(uuid.uuid4()))
 
     def copy(self) -> State:

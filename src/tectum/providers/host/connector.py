@@ -21,7 +21,6 @@ import os
 import pwd
 import shutil
 import stat
-import subprocess
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -188,6 +187,8 @@ class LocalConnector:
         cwd: str | None = None,
         timeout: float | None = None,
     ) -> CommandResult:
+        import subprocess
+
         argv = tuple(argv)
         self._record("run", mutating, argv=list(argv))
         full_env = dict(os.environ)
@@ -250,12 +251,14 @@ class LocalConnector:
     ) -> None:
         self._record("write", True, path=path, bytes=len(data))
         directory = os.path.dirname(path) or "."
-        if not os.path.isdir(directory):
-            raise ConnectorError(f"cannot write {path}: directory {directory} does not exist")
         tmp = os.path.join(directory, f".{os.path.basename(path)}.tectum-{os.getpid()}-"
                            f"{threading.get_ident()}")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            except (FileNotFoundError, NotADirectoryError):
+                raise ConnectorError(
+                    f"cannot write {path}: directory {directory} does not exist") from None
             try:
                 view = memoryview(data)
                 while view:
