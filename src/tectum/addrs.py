@@ -8,7 +8,7 @@ round-trip (Terraform's ``addrs`` package has the same contract).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _ADDR_RE = re.compile(
@@ -20,8 +20,7 @@ class AddressError(ValueError):
     """A string is not a valid address; the message says which form is expected."""
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class ResourceAddress:
+class ResourceAddress(NamedTuple):
     type: str
     name: str
     host: str | None = None

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
 class Severity(enum.Enum):
@@ -23,8 +23,7 @@ class Severity(enum.Enum):
     WARNING = "warning"
 
 
-@dataclass(frozen=True, slots=True)
-class SourceLocation:
+class SourceLocation(NamedTuple):
     """A place in a user's file: ``filename`` as given, ``line`` 1-based (0 = unknown)."""
 
     filename: str
@@ -34,8 +33,7 @@ class SourceLocation:
         return f"{self.filename}:{self.line}" if self.line else self.filename
 
 
-@dataclass(frozen=True, slots=True)
-class Diagnostic:
+class Diagnostic(NamedTuple):
     severity: Severity
     summary: str
     detail: str = ""

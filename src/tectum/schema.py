@@ -10,9 +10,7 @@ a path, a package or user name).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from functools import cached_property
-from typing import Any
+from typing import Any, NamedTuple
 
 MISSING: Any = object()
 
@@ -20,8 +18,7 @@ MISSING: Any = object()
 Validator = Callable[[Any], "str | None"]
 
 
-@dataclass(frozen=True, slots=True)
-class Attr:
+class Attr(NamedTuple):
     type: type | tuple[type, ...] = str
     required: bool = False
     default: Any = MISSING
@@ -75,18 +72,14 @@ def _describe(value: Any) -> str:
     return f"{name} {text}"
 
 
-@dataclass(frozen=True)
 class Schema:
-    attrs: Mapping[str, Attr] = field(default_factory=dict)
+    """The attributes of a resource type, by name; ``identity``, ``settable`` (not computed)
+    and ``sensitive`` name subsets of them."""
 
-    @cached_property
-    def identity(self) -> tuple[str, ...]:
-        return tuple(k for k, a in self.attrs.items() if a.identity)
+    __slots__ = ("attrs", "identity", "settable", "sensitive")
 
-    @cached_property
-    def settable(self) -> tuple[str, ...]:
-        return tuple(k for k, a in self.attrs.items() if not a.computed)
-
-    @cached_property
-    def sensitive(self) -> frozenset[str]:
-        return frozenset(k for k, a in self.attrs.items() if a.sensitive)
+    def __init__(self, attrs: Mapping[str, Attr] | None = None) -> None:
+        self.attrs: Mapping[str, Attr] = dict(attrs or {})
+        self.identity = tuple(k for k, a in self.attrs.items() if a.identity)
+        self.settable = tuple(k for k, a in self.attrs.items() if not a.computed)
+        self.sensitive = frozenset(k for k, a in self.attrs.items() if a.sensitive)

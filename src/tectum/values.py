@@ -86,17 +86,6 @@ class Ref:
         return hash((self.address, self.attr))
 
 
-def to_tokens(value: Any) -> Any:
-    """Replace every :class:`Ref` inside ``value`` (lists, tuples, dicts) by its token string."""
-    if isinstance(value, Ref):
-        return str(value)
-    if isinstance(value, list | tuple):
-        return [to_tokens(v) for v in value]
-    if isinstance(value, dict):
-        return {k: to_tokens(v) for k, v in value.items()}
-    return value
-
-
 def refs_in(value: Any) -> set[tuple[str, str]]:
     """Every (address, attr) referenced by tokens inside ``value``."""
     found: set[tuple[str, str]] = set()

@@ -22,8 +22,7 @@ import pwd
 import sqlite3
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from tectum.diagnostics import Diagnostic, DiagnosticError, SourceLocation
 from tectum.state.model import ResourceRecord, State, StateError
@@ -52,8 +51,7 @@ CREATE TABLE IF NOT EXISTS journal (
 """
 
 
-@dataclass(frozen=True, slots=True)
-class LockInfo:
+class LockInfo(NamedTuple):
     id: str
     operation: str
     who: str
@@ -74,11 +72,6 @@ def _author() -> str:
     except KeyError:
         user = str(os.getuid())
     return f"{user}@{os.uname().nodename}"
-
-
-def _lock_json(info: LockInfo) -> dict[str, Any]:
-    return {"id": info.id, "operation": info.operation, "who": info.who, "host": info.host,
-            "pid": info.pid, "version": info.version, "created_at": info.created_at}
 
 
 def _read_lock_info(fd: int) -> LockInfo | None:
@@ -163,7 +156,7 @@ class SQLiteBackend:
             warning = ("The previous run did not finish cleanly and left its lock "
                        f"({previous.describe()}); the lock was taken over.")
         os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(_lock_json(info)).encode(), 0)
+        os.pwrite(fd, json.dumps(info._asdict()).encode(), 0)
         self._lock_fd = fd
         self._lock_id = info.id
         return info, warning

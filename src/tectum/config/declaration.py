@@ -17,14 +17,13 @@ import json
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from types import FrameType, TracebackType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from tectum.addrs import ResourceAddress, valid_name
 from tectum.diagnostics import Diagnostic, DiagnosticError, Diagnostics, SourceLocation
 from tectum.schema import MISSING, Schema
-from tectum.values import Ref, to_tokens
+from tectum.values import Ref
 
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _current: contextvars.ContextVar[Stack | None] = contextvars.ContextVar("tectum_stack",
@@ -41,8 +40,7 @@ def caller_location(depth: int = 2) -> SourceLocation:
     return SourceLocation(frame.f_code.co_filename, frame.f_lineno)
 
 
-@dataclass(slots=True)
-class Declaration:
+class Declaration(NamedTuple):
     """One declared resource: attributes may hold reference tokens."""
 
     address: ResourceAddress
@@ -50,13 +48,12 @@ class Declaration:
     attrs: dict[str, Any]
     source: SourceLocation
     base_dir: str
-    depends_on: list[str] = field(default_factory=list)
-    watches: dict[str, list[str]] = field(default_factory=dict)
-    ignore_changes: list[str] = field(default_factory=list)
+    depends_on: list[str]
+    watches: dict[str, list[str]]
+    ignore_changes: list[str]
 
 
-@dataclass(slots=True)
-class OutputDecl:
+class OutputDecl(NamedTuple):
     name: str
     value: Any
     sensitive: bool
@@ -64,8 +61,7 @@ class OutputDecl:
     source: SourceLocation
 
 
-@dataclass(slots=True)
-class VariableDecl:
+class VariableDecl(NamedTuple):
     name: str
     type: Any
     default: Any
@@ -74,8 +70,7 @@ class VariableDecl:
     source: SourceLocation
 
 
-@dataclass(frozen=True, slots=True)
-class VarInput:
+class VarInput(NamedTuple):
     """A value given for a variable, and where it came from (for diagnostics)."""
 
     value: Any
@@ -236,7 +231,7 @@ class Resource:
                 continue
             if value is None:
                 continue
-            value = to_tokens(_handles_to_refs(value))
+            value = _declared_value(value)
             problem = attr.check(value)
             if problem is not None:
                 diags.append(Diagnostic.error(
@@ -325,16 +320,21 @@ class Resource:
         return f"<{self._decl.address}>"
 
 
-def _handles_to_refs(value: Any) -> Any:
+def _declared_value(value: Any) -> Any:
+    """A value as declared: references become tokens; a resource handle is an error."""
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    if isinstance(value, Ref):
+        return str(value)
     if isinstance(value, Resource):
         raise TypeError(
             f"a resource ({value.address}) cannot be an attribute value; use one of its "
             "attributes, e.g. .path"
         )
     if isinstance(value, list | tuple):
-        return [_handles_to_refs(v) for v in value]
+        return [_declared_value(v) for v in value]
     if isinstance(value, dict):
-        return {k: _handles_to_refs(v) for k, v in value.items()}
+        return {k: _declared_value(v) for k, v in value.items()}
     return value
 
 
@@ -435,5 +435,5 @@ def output(name: str, value: Any, *, sensitive: bool = False, description: str =
             source=source,
         ))
         return
-    stack.outputs[name] = OutputDecl(name, to_tokens(_handles_to_refs(value)), sensitive,
+    stack.outputs[name] = OutputDecl(name, _declared_value(value), sensitive,
                                      description, source)

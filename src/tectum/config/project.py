@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from typing import Any
 
 from tectum.diagnostics import Diagnostic, DiagnosticError, SourceLocation
@@ -25,12 +24,17 @@ PROJECT_FILE = "tectum.toml"
 STACK_FILE = "stack.py"
 
 
-@dataclass(slots=True)
 class Project:
-    root: str
-    name: str
-    vars: dict[str, Any] = field(default_factory=dict)
-    state: dict[str, Any] = field(default_factory=dict)
+    """A loaded project: its ``root`` directory, ``name``, ``vars`` and ``state`` tables."""
+
+    __slots__ = ("root", "name", "vars", "state")
+
+    def __init__(self, root: str, name: str, vars: dict[str, Any] | None = None,
+                 state: dict[str, Any] | None = None) -> None:
+        self.root = root
+        self.name = name
+        self.vars: dict[str, Any] = vars if vars is not None else {}
+        self.state: dict[str, Any] = state if state is not None else {}
 
     @property
     def stack_file(self) -> str:

@@ -1,16 +1,17 @@
 """The applier: executes a :class:`~tectum.plans.Plan` and never re-decides it.
 
 Changes run in dependency order, up to ``parallelism`` at once; ready changes of a type that
-batches (apt packages) run as one operation. After each finished change its new state record is
-committed to the backend's journal (so a killed run loses nothing done); at the end the state is
-stored as a new version. A failed change skips everything downstream of it; independent changes
-go on (Terraform's walk semantics).
+batches (apt packages) run as one operation. Each finished change's new state record is
+committed to the backend's journal within :data:`JOURNAL_INTERVAL` seconds (the changes finished
+meanwhile share one transaction: one per change would cost more than the change), so a killed run
+keeps what it did; at the end the state is stored as a new version. A failed change skips
+everything downstream of it; independent changes go on (Terraform's walk semantics).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tectum.graph.dag import walk
@@ -28,13 +29,18 @@ class Journal(Protocol):
     def record(self, base_serial: int, entries: Sequence[JournalEntry]) -> None: ...
 
 
-@dataclass
 class ApplyResult:
-    state: State
-    applied: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
-    skipped: dict[str, str] = field(default_factory=dict)
-    counts: dict[str, int] = field(default_factory=dict)
+    """The new ``state``; addresses ``applied``; ``failed`` and ``skipped`` with reasons;
+    ``counts`` per kind (add, change, replace, destroy)."""
+
+    __slots__ = ("state", "applied", "failed", "skipped", "counts")
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+        self.applied: list[str] = []
+        self.failed: dict[str, str] = {}
+        self.skipped: dict[str, str] = {}
+        self.counts: dict[str, int] = {}
 
     @property
     def ok(self) -> bool:
@@ -154,16 +160,21 @@ def apply_plan(
         if on_event:
             on_event("done", change, None)
 
-    def flush() -> None:
-        if pending:
+    last_flush = [time.monotonic()]
+
+    def flush(force: bool = True) -> None:
+        now = time.monotonic()
+        if pending and (force or now - last_flush[0] >= JOURNAL_INTERVAL):
             journal.record(base_serial, pending)
             pending.clear()
+            last_flush[0] = now
 
     deps = {c.address: {d for d in c.dependencies if d in changes} for c in plan.changes}
     try:
         walked = walk(deps, visit, parallelism=parallelism, group=group,
                       inline=lambda a: changes[a].action is Action.NOOP,
-                      on_result=on_result, on_round=flush, should_stop=should_stop)
+                      on_result=on_result, on_round=lambda: flush(force=False),
+                      should_stop=should_stop)
     finally:
         flush()
     for address, cause in walked.skipped.items():
@@ -188,6 +199,10 @@ def apply_plan(
         new_state.outputs = {}
     return out
 
+
+#: seconds at most between a change finishing and its journal record being committed; one
+#: transaction then holds every change finished meanwhile (issue target: durable within 1 s)
+JOURNAL_INTERVAL = 0.2
 
 _COUNT_KEYS = {Action.CREATE: "add", Action.UPDATE: "change", Action.REPLACE: "replace",
                Action.DELETE: "destroy"}

@@ -14,8 +14,7 @@ from __future__ import annotations
 import graphlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from tectum.addrs import ResourceAddress
 from tectum.config.declaration import Declaration, Stack
@@ -31,8 +30,7 @@ from tectum.values import UNKNOWN, is_known, refs_in, resolve
 PATH_TYPES = ("file", "directory", "symlink")
 
 
-@dataclass
-class PlanResult:
+class PlanResult(NamedTuple):
     plan: Plan
     graph: Graph
     diagnostics: Diagnostics

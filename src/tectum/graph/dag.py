@@ -11,7 +11,6 @@ from __future__ import annotations
 import graphlib
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -151,15 +150,17 @@ def _cycle_order(comp: list[str], deps: dict[str, set[str]]) -> list[str]:
     return order
 
 
-@dataclass
 class WalkResult:
     """``done``: node → value returned; ``failed``: node → exception; ``skipped``: node → the
     failed upstream node that caused the skip; ``not_started``: nodes never reached (stop)."""
 
-    done: dict[str, Any] = field(default_factory=dict)
-    failed: dict[str, BaseException] = field(default_factory=dict)
-    skipped: dict[str, str] = field(default_factory=dict)
-    not_started: list[str] = field(default_factory=list)
+    __slots__ = ("done", "failed", "skipped", "not_started")
+
+    def __init__(self) -> None:
+        self.done: dict[str, Any] = {}
+        self.failed: dict[str, BaseException] = {}
+        self.skipped: dict[str, str] = {}
+        self.not_started: list[str] = []
 
 
 def walk(

@@ -8,8 +8,7 @@ re-deciding at apply time as a source of bugs). Values in ``after`` may still ho
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class Action(enum.Enum):
@@ -33,8 +32,7 @@ _SYMBOLS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class AttrChange:
+class AttrChange(NamedTuple):
     """One attribute's change: ``before`` → ``after`` (``after`` may hold tokens)."""
 
     name: str
@@ -44,7 +42,6 @@ class AttrChange:
     sensitive: bool = False
 
 
-@dataclass(slots=True)
 class ResourceChange:
     """What the plan decided for one resource instance.
 
@@ -55,21 +52,43 @@ class ResourceChange:
     outside tectum since the last apply (prev-run state vs refreshed object).
     """
 
-    address: str
-    type: str
-    action: Action
-    before: dict[str, Any] | None
-    after: dict[str, Any] | None
-    changes: list[AttrChange] = field(default_factory=list)
-    triggers: list[str] = field(default_factory=list)
-    triggered: str | None = None
-    drift: list[str] = field(default_factory=list)
-    dependencies: list[str] = field(default_factory=list)
-    prior: dict[str, Any] | None = None
-    source: str | None = None
-    note: str | None = None
-    # Transient display data (e.g. old file content for a unified diff); not saved in plan files.
-    display: dict[str, Any] = field(default_factory=dict)
+    __slots__ = ("address", "type", "action", "before", "after", "changes", "triggers",
+                 "triggered", "drift", "dependencies", "prior", "source", "note", "display")
+
+    def __init__(
+        self,
+        address: str,
+        type: str,
+        action: Action,
+        before: dict[str, Any] | None,
+        after: dict[str, Any] | None,
+        changes: list[AttrChange] | None = None,
+        triggers: list[str] | None = None,
+        triggered: str | None = None,
+        drift: list[str] | None = None,
+        dependencies: list[str] | None = None,
+        prior: dict[str, Any] | None = None,
+        source: str | None = None,
+        note: str | None = None,
+    ) -> None:
+        self.address = address
+        self.type = type
+        self.action = action
+        self.before = before
+        self.after = after
+        self.changes: list[AttrChange] = changes if changes is not None else []
+        self.triggers: list[str] = triggers if triggers is not None else []
+        self.triggered = triggered
+        self.drift: list[str] = drift if drift is not None else []
+        self.dependencies: list[str] = dependencies if dependencies is not None else []
+        self.prior = prior
+        self.source = source
+        self.note = note
+        # transient display data (e.g. old file content); not saved in plan files
+        self.display: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"<ResourceChange {self.action.value} {self.address}>"
 
     @property
     def moved_from(self) -> str | None:
@@ -124,26 +143,31 @@ class ResourceChange:
         )
 
 
-@dataclass(slots=True)
-class OutputChange:
-    name: str
-    before: Any
-    after: Any
-    sensitive: bool = False
-
-
-@dataclass(slots=True)
 class Plan:
     """Every decision of one run. ``lineage``/``serial`` identify the state it was made from."""
 
-    changes: list[ResourceChange]
-    outputs: dict[str, Any]
-    output_sensitive: dict[str, bool]
-    lineage: str | None
-    serial: int
-    destroy: bool = False
-    workspace: str = "default"
-    variables: dict[str, Any] = field(default_factory=dict)
+    __slots__ = ("changes", "outputs", "output_sensitive", "lineage", "serial", "destroy",
+                 "workspace", "variables")
+
+    def __init__(
+        self,
+        changes: list[ResourceChange],
+        outputs: dict[str, Any],
+        output_sensitive: dict[str, bool],
+        lineage: str | None,
+        serial: int,
+        destroy: bool = False,
+        workspace: str = "default",
+        variables: dict[str, Any] | None = None,
+    ) -> None:
+        self.changes = changes
+        self.outputs = outputs
+        self.output_sensitive = output_sensitive
+        self.lineage = lineage
+        self.serial = serial
+        self.destroy = destroy
+        self.workspace = workspace
+        self.variables: dict[str, Any] = variables if variables is not None else {}
 
     def counts(self) -> dict[str, int]:
         counts = {"add": 0, "change": 0, "replace": 0, "destroy": 0, "adopt": 0, "move": 0}

@@ -11,9 +11,8 @@ Older formats are upgraded in place by one function per version (:data:`UPGRADES
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 FORMAT_VERSION = 1
 
@@ -22,19 +21,20 @@ class StateError(ValueError):
     """A state document is malformed; the message says which part."""
 
 
-@dataclass(slots=True)
-class ResourceRecord:
+class ResourceRecord(NamedTuple):
+    """One managed object in state (replaced, never changed in place)."""
+
     address: str
     type: str
     attributes: dict[str, Any]
-    dependencies: list[str] = field(default_factory=list)
+    dependencies: Sequence[str] = ()
     source: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"address": self.address, "type": self.type,
                                "attributes": self.attributes}
         if self.dependencies:
-            out["dependencies"] = self.dependencies
+            out["dependencies"] = list(self.dependencies)
         if self.source:
             out["source"] = self.source
         return out
@@ -57,13 +57,28 @@ class ResourceRecord:
         return cls(address, rtype, attrs, list(deps), source if isinstance(source, str) else None)
 
 
-@dataclass(slots=True)
 class State:
-    lineage: str
-    serial: int = 0
-    resources: dict[str, ResourceRecord] = field(default_factory=dict)
-    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    tectum_version: str = ""
+    """The state document in memory: ``resources`` by address, ``outputs`` by name."""
+
+    __slots__ = ("lineage", "serial", "resources", "outputs", "tectum_version")
+
+    def __init__(
+        self,
+        lineage: str,
+        serial: int = 0,
+        resources: dict[str, ResourceRecord] | None = None,
+        outputs: dict[str, dict[str, Any]] | None = None,
+        tectum_version: str = "",
+    ) -> None:
+        self.lineage = lineage
+        self.serial = serial
+        self.resources: dict[str, ResourceRecord] = resources if resources is not None else {}
+        self.outputs: dict[str, dict[str, Any]] = outputs if outputs is not None else {}
+        self.tectum_version = tectum_version
+
+    def __repr__(self) -> str:
+        return f"<State lineage={self.lineage} serial={self.serial} " \
+               f"resources={len(self.resources)}>"
 
     @classmethod
     def new(cls) -> State:

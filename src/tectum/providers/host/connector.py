@@ -23,12 +23,10 @@ import shutil
 import stat
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 
-@dataclass(frozen=True, slots=True)
-class CommandResult:
+class CommandResult(NamedTuple):
     argv: tuple[str, ...]
     returncode: int
     stdout: bytes
@@ -46,8 +44,7 @@ class CommandResult:
         return out[-limit:] if len(out) > limit else out
 
 
-@dataclass(frozen=True, slots=True)
-class PathFact:
+class PathFact(NamedTuple):
     """What is at a path (``lstat``; links are not followed).
 
     ``kind`` is ``file``, ``directory``, ``symlink`` or ``other``; ``mode`` is four octal digits

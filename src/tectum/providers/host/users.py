@@ -31,8 +31,7 @@ import re
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from tectum.plans.plan import Action, AttrChange, ResourceChange
 from tectum.providers.base import ApplyError, ResourceType
@@ -110,8 +109,7 @@ _ENSURE = Attr(str, default="present", choices=("present", "absent"),
 
 # -- reading -------------------------------------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
-class _Passwd:
+class _Passwd(NamedTuple):
     name: str
     uid: int
     gid: int
@@ -120,8 +118,7 @@ class _Passwd:
     shell: str
 
 
-@dataclass(frozen=True, slots=True)
-class _Group:
+class _Group(NamedTuple):
     name: str
     gid: int
     members: tuple[str, ...]
