@@ -1,24 +1,24 @@
 """``tectum`` commands (Terraform's conventions: ``plan``, ``apply``, ``destroy``, ``show``,
 ``state list|show``, ``output``, ``graph``, ``validate``).
 
-Exit codes: 0 success; 1 error (a diagnostic was printed); ``plan --detailed-exitcode``: 0 no
-changes, 1 error, 2 changes present.
+Exit codes: 0 success; 1 error (a diagnostic was printed); 2 a command line that cannot be
+parsed; ``plan --detailed-exitcode``: 0 no changes, 1 error, 2 changes present.
+
+Parsing is the standard library's :mod:`argparse` (light to import: start-up time is part of
+every run). Options that Terraform spells with one dash keep it: ``-var``, ``-var-file``, ``-out``.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
 from collections.abc import Callable
-from typing import Any, NoReturn, TypeVar
-
-import click
+from typing import Any, NoReturn
 
 from tectum.cli.views import View
 from tectum.diagnostics import Diagnostic, DiagnosticError
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Ctx:
@@ -43,21 +43,6 @@ def _parse_vars(items: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-def _var_options(f: F) -> F:
-    f = click.option("-var", "variables", multiple=True, metavar="NAME=VALUE",
-                     help="Set a variable (repeatable).")(f)
-    f = click.option("-var-file", "var_files", multiple=True, metavar="FILE",
-                     type=click.Path(dir_okay=False),
-                     help="Variables from a TOML file (repeatable).")(f)
-    return f
-
-
-def _parallelism(f: F) -> F:
-    return click.option("--parallelism", default=10, show_default=True,
-                        type=click.IntRange(1, 1000),
-                        help="How many resource operations may run at once.")(f)
-
-
 def _session(directory: str, variables: tuple[str, ...] = (), var_files: tuple[str, ...] = ()
              ) -> Any:
     from tectum.engine.session import Session
@@ -65,19 +50,6 @@ def _session(directory: str, variables: tuple[str, ...] = (), var_files: tuple[s
     return Session(directory, variables=_parse_vars(variables), var_files=var_files)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--no-color", is_flag=True, help="Plain output without colour.")
-@click.version_option(package_name="tectum", prog_name="tectum")
-@click.pass_context
-def cli(ctx: click.Context, no_color: bool) -> None:
-    """tectum: infrastructure as code in Python — plan, apply, state, drift."""
-    ctx.obj = Ctx(False if no_color or os.environ.get("NO_COLOR") else None)
-
-
-@cli.command()
-@click.argument("directory", default=".", type=click.Path(file_okay=False))
-@_var_options
-@click.pass_obj
 def validate(obj: Ctx, directory: str, variables: tuple[str, ...],
              var_files: tuple[str, ...]) -> None:
     """Check the stack: evaluation, attributes, references, cycles. Touches nothing."""
@@ -113,16 +85,6 @@ def _empty_stack(session: Any) -> Any:
     return Stack(session.project.root)
 
 
-@cli.command()
-@click.argument("directory", default=".", type=click.Path(file_okay=False))
-@_var_options
-@click.option("-out", "out", type=click.Path(dir_okay=False), help="Save the plan to FILE.")
-@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
-@click.option("--detailed-exitcode", is_flag=True,
-              help="Exit 0 with no changes, 2 with changes, 1 on error.")
-@click.option("--destroy", is_flag=True, help="Plan to destroy everything in state.")
-@_parallelism
-@click.pass_obj
 def plan(obj: Ctx, directory: str, variables: tuple[str, ...], var_files: tuple[str, ...],
          out: str | None, as_json: bool, detailed_exitcode: bool, destroy: bool,
          parallelism: int) -> None:
@@ -136,7 +98,7 @@ def plan(obj: Ctx, directory: str, variables: tuple[str, ...], var_files: tuple[
         session.close()
     p = result.plan
     if as_json:
-        click.echo(json.dumps(p.to_json(), indent=2, sort_keys=False))
+        obj.view.out(json.dumps(p.to_json(), indent=2))
     else:
         obj.view.plan(p)
     if out:
@@ -195,12 +157,6 @@ def _print_outputs(view: View, outputs: dict[str, Any]) -> None:
         view.out(f"{name} = {value}")
 
 
-@cli.command()
-@click.argument("target", default=".", type=click.Path())
-@_var_options
-@click.option("--auto-approve", is_flag=True, help="Apply without asking.")
-@_parallelism
-@click.pass_obj
 def apply(obj: Ctx, target: str, variables: tuple[str, ...], var_files: tuple[str, ...],
           auto_approve: bool, parallelism: int) -> None:
     """Apply the stack in DIRECTORY, or exactly the saved plan in PLANFILE."""
@@ -250,22 +206,12 @@ def _apply_dir(obj: Ctx, directory: str, variables: tuple[str, ...], var_files: 
         session.close()
 
 
-@cli.command()
-@click.argument("directory", default=".", type=click.Path(file_okay=False))
-@_var_options
-@click.option("--auto-approve", is_flag=True, help="Destroy without asking.")
-@_parallelism
-@click.pass_obj
 def destroy(obj: Ctx, directory: str, variables: tuple[str, ...], var_files: tuple[str, ...],
             auto_approve: bool, parallelism: int) -> None:
     """Delete every object in state, in reverse dependency order."""
     _apply_dir(obj, directory, variables, var_files, auto_approve, parallelism, destroy=True)
 
 
-@cli.command()
-@click.argument("target", default=".", type=click.Path())
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-@click.pass_obj
 def show(obj: Ctx, target: str, as_json: bool) -> None:
     """Show the state of DIRECTORY, or the saved plan PLANFILE."""
     from tectum.plans.planfile import read_plan
@@ -273,7 +219,7 @@ def show(obj: Ctx, target: str, as_json: bool) -> None:
     if os.path.isfile(target):
         saved, _ = read_plan(target)
         if as_json:
-            click.echo(json.dumps(saved.to_json(), indent=2))
+            obj.view.out(json.dumps(saved.to_json(), indent=2))
         else:
             obj.view.plan(saved)
         return
@@ -283,7 +229,7 @@ def show(obj: Ctx, target: str, as_json: bool) -> None:
     finally:
         session.close()
     if as_json:
-        click.echo(json.dumps(state.to_json(), indent=2))
+        obj.view.out(json.dumps(state.to_json(), indent=2))
         return
     if not state.resources:
         obj.view.out("The state is empty: nothing is managed yet.")
@@ -301,14 +247,6 @@ def _show_record(view: View, rec: Any) -> None:
     view.out()
 
 
-@cli.group()
-def state() -> None:
-    """Inspect the state."""
-
-
-@state.command("list")
-@click.argument("directory", default=".", type=click.Path(file_okay=False))
-@click.pass_obj
 def state_list(obj: Ctx, directory: str) -> None:
     """List the resource addresses in state."""
     session = _session(directory)
@@ -320,10 +258,6 @@ def state_list(obj: Ctx, directory: str) -> None:
         obj.view.out(address)
 
 
-@state.command("show")
-@click.argument("address")
-@click.argument("directory", default=".", type=click.Path(file_okay=False))
-@click.pass_obj
 def state_show(obj: Ctx, address: str, directory: str) -> None:
     """Show one resource's attributes in state."""
     from tectum.addrs import AddressError, ResourceAddress
@@ -345,13 +279,6 @@ def state_show(obj: Ctx, address: str, directory: str) -> None:
     _show_record(obj.view, rec)
 
 
-@cli.command()
-@click.argument("name", required=False)
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-@click.option("--raw", is_flag=True, help="Print a string value without quotes.")
-@click.option("--dir", "directory", default=".", type=click.Path(file_okay=False),
-              help="Project directory.")
-@click.pass_obj
 def output(obj: Ctx, name: str | None, as_json: bool, raw: bool, directory: str) -> None:
     """Show the outputs recorded by the last apply."""
     session = _session(directory)
@@ -374,7 +301,7 @@ def output(obj: Ctx, name: str | None, as_json: bool, raw: bool, directory: str)
             obj.view.out(json.dumps(entry["value"]))
         return
     if as_json:
-        click.echo(json.dumps({k: {"value": None if v.get("sensitive") else v["value"],
+        obj.view.out(json.dumps({k: {"value": None if v.get("sensitive") else v["value"],
                                    "sensitive": bool(v.get("sensitive"))}
                                for k, v in outputs.items()}, indent=2))
         return
@@ -383,10 +310,6 @@ def output(obj: Ctx, name: str | None, as_json: bool, raw: bool, directory: str)
         obj.view.out(f"{key} = {value}")
 
 
-@cli.command()
-@click.argument("directory", default=".", type=click.Path(file_okay=False))
-@_var_options
-@click.pass_obj
 def graph(obj: Ctx, directory: str, variables: tuple[str, ...],
           var_files: tuple[str, ...]) -> None:
     """Print the dependency graph in DOT (Graphviz)."""
@@ -398,26 +321,137 @@ def graph(obj: Ctx, directory: str, variables: tuple[str, ...],
     if diags.has_errors:
         obj.view.diagnostics(diags)
         sys.exit(1)
-    click.echo(g.to_dot(), nl=False)
+    sys.stdout.write(g.to_dot())
 
 
-def main() -> None:
+def _directory(p: argparse.ArgumentParser) -> None:
+    p.add_argument("directory", nargs="?", default=".", metavar="DIR",
+                   help="project directory (default: the current one)")
+
+
+def _var_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-var", dest="variables", action="append", default=[], metavar="NAME=VALUE",
+                   help="set a variable (repeatable)")
+    p.add_argument("-var-file", dest="var_files", action="append", default=[], metavar="FILE",
+                   help="variables from a TOML file (repeatable)")
+
+
+def _parallelism(p: argparse.ArgumentParser) -> None:
+    def bounded(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not 1 <= value <= 1000:
+            raise argparse.ArgumentTypeError(f"{value} is not between 1 and 1000")
+        return value
+
+    p.add_argument("--parallelism", type=bounded, default=10, metavar="N",
+                   help="how many resource operations may run at once (default: 10)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: one sub-command per operation, Terraform's names and flags."""
+    from tectum import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="tectum", allow_abbrev=False,
+        description="tectum: infrastructure as code in Python — plan, apply, state, drift.")
+    parser.add_argument("--no-color", action="store_true", help="plain output without colour")
+    parser.add_argument("--version", action="version", version=f"tectum, version {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, func: Callable[..., None],
+                sub: Any = commands) -> argparse.ArgumentParser:
+        doc = (func.__doc__ or "").strip()
+        p: argparse.ArgumentParser = sub.add_parser(
+            name, help=doc.splitlines()[0] if doc else None, description=doc,
+            allow_abbrev=False)
+        p.set_defaults(func=func)
+        return p
+
+    p = command("validate", validate)
+    _directory(p)
+    _var_options(p)
+
+    p = command("plan", plan)
+    _directory(p)
+    _var_options(p)
+    p.add_argument("-out", dest="out", metavar="FILE", help="save the plan to FILE")
+    p.add_argument("--json", dest="as_json", action="store_true", help="print the plan as JSON")
+    p.add_argument("--detailed-exitcode", action="store_true",
+                   help="exit 0 with no changes, 2 with changes, 1 on error")
+    p.add_argument("--destroy", action="store_true", help="plan to destroy everything in state")
+    _parallelism(p)
+
+    p = command("apply", apply)
+    p.add_argument("target", nargs="?", default=".", metavar="DIR|PLANFILE",
+                   help="project directory, or a saved plan (default: the current directory)")
+    _var_options(p)
+    p.add_argument("--auto-approve", action="store_true", help="apply without asking")
+    _parallelism(p)
+
+    p = command("destroy", destroy)
+    _directory(p)
+    _var_options(p)
+    p.add_argument("--auto-approve", action="store_true", help="destroy without asking")
+    _parallelism(p)
+
+    p = command("show", show)
+    p.add_argument("target", nargs="?", default=".", metavar="DIR|PLANFILE",
+                   help="project directory, or a saved plan (default: the current directory)")
+    p.add_argument("--json", dest="as_json", action="store_true", help="print as JSON")
+
+    state_parser = commands.add_parser("state", help="Inspect the state.",
+                                       description="Inspect the state.")
+    state_commands = state_parser.add_subparsers(dest="state_command", metavar="COMMAND",
+                                                 required=True)
+    p = command("list", state_list, state_commands)
+    _directory(p)
+    p = command("show", state_show, state_commands)
+    p.add_argument("address", help="a resource address, e.g. file.site")
+    _directory(p)
+
+    p = command("output", output)
+    p.add_argument("name", nargs="?", help="one output (default: all)")
+    p.add_argument("--json", dest="as_json", action="store_true", help="print as JSON")
+    p.add_argument("--raw", action="store_true", help="print a string value without quotes")
+    p.add_argument("--dir", dest="directory", default=".", metavar="DIR",
+                   help="project directory (default: the current one)")
+
+    p = command("graph", graph)
+    _directory(p)
+    _var_options(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the CLI; diagnostics → exit 1, never a traceback."""
     view = View(False if os.environ.get("NO_COLOR") else None)
     try:
-        cli(standalone_mode=False)
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if getattr(args, "func", None) is None:
+            parser.print_help()
+            sys.exit(0)
+        obj = Ctx(False if args.no_color or os.environ.get("NO_COLOR") else None)
+        view = obj.view
+        params = {k: v for k, v in vars(args).items()
+                  if k not in ("func", "command", "state_command", "no_color")}
+        for key in ("variables", "var_files"):
+            if key in params:
+                params[key] = tuple(params[key])
+        args.func(obj, **params)
     except DiagnosticError as exc:
         view.diagnostics(exc.diagnostics)
         sys.exit(1)
-    except click.exceptions.Abort:
-        view.out("\nAborted.", err=True)
-        sys.exit(1)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code if exc.exit_code != 1 else 1)
     except KeyboardInterrupt:
         view.out("\nInterrupted. State keeps everything that finished.", err=True)
         sys.exit(130)
+    except BrokenPipeError:
+        # the reader went away (e.g. `tectum plan | head`): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
     except SystemExit:
         raise
     except Exception as exc:  # noqa: BLE001 - a bug: say so without a traceback

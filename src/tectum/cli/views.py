@@ -1,15 +1,16 @@
 """Human-readable views. The engine never prints; these functions render its results.
 
 Plan symbols follow Terraform: ``+`` create, ``~`` update, ``-/+`` replace, ``-`` delete.
-Colour is used only on a terminal (click strips it otherwise) and never with ``--no-color``.
+Colour (ANSI) is used only on a terminal, and never with ``--no-color`` or ``NO_COLOR``
+(https://no-color.org).
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
-
-import click
+import re
+import sys
+from typing import Any, TextIO
 
 from tectum.diagnostics import Diagnostic, Severity
 from tectum.plans.plan import Action, AttrChange, Plan, ResourceChange
@@ -21,19 +22,54 @@ UNKNOWN_TEXT = "(known after apply)"
 MAX_DIFF_LINES = 200
 
 
+_ANSI_FG = {"red": 31, "green": 32, "yellow": 33, "magenta": 35}
+_ANSI_RE = re.compile(r"\033\[[0-9;]*m")
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
 class View:
+    """Writes to stdout/stderr. ``color``: None = on a terminal only, False = never."""
+
     def __init__(self, color: bool | None = None) -> None:
         self.color = color
         self._buffer: list[str] | None = None
+        self._tty: dict[int, bool] = {}
+
+    def _plain(self, stream: TextIO) -> bool:
+        if self.color is False:
+            return True
+        key = id(stream)
+        if key not in self._tty:
+            self._tty[key] = _isatty(stream)
+        return not self._tty[key]
 
     def out(self, text: str = "", *, err: bool = False) -> None:
         if self._buffer is not None and not err:
             self._buffer.append(text)
-        else:
-            click.echo(text, err=err, color=self.color)
+            return
+        stream = sys.stderr if err else sys.stdout
+        if "\033" in text and self._plain(stream):
+            text = _ANSI_RE.sub("", text)
+        stream.write(text + "\n")
+        stream.flush()
 
-    def style(self, text: str, **kw: Any) -> str:
-        return text if self.color is False else click.style(text, **kw)
+    def style(self, text: str, *, fg: str | None = None, bold: bool = False,
+              dim: bool = False) -> str:
+        """``text`` with ANSI colour/weight (removed on output that is not a terminal)."""
+        if self.color is False:
+            return text
+        codes = [str(_ANSI_FG[fg])] if fg else []
+        if bold:
+            codes.append("1")
+        if dim:
+            codes.append("2")
+        return f"\033[{';'.join(codes)}m{text}\033[0m" if codes else text
 
     # -- diagnostics -------------------------------------------------------------------------
     def diagnostic(self, d: Diagnostic) -> None:
@@ -64,7 +100,7 @@ class View:
             self._plan(plan)
         finally:
             text, self._buffer = "\n".join(self._buffer), None
-            click.echo(text, color=self.color)
+            self.out(text)
 
     def _plan(self, plan: Plan) -> None:
         shown = [c for c in plan.changes if c.action is not Action.NOOP or c.state_only]
