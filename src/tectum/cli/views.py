@@ -54,10 +54,12 @@ class View:
             self._buffer.append(text)
             return
         stream = sys.stderr if err else sys.stdout
-        if "\033" in text and self._plain(stream):
+        plain = self._plain(stream)
+        if "\033" in text and plain:
             text = _ANSI_RE.sub("", text)
         stream.write(text + "\n")
-        stream.flush()
+        if err or not plain:  # progress shows at once on a terminal; a pipe gets blocks
+            stream.flush()
 
     def style(self, text: str, *, fg: str | None = None, bold: bool = False,
               dim: bool = False) -> str:
