@@ -22,12 +22,13 @@ import pwd
 import sqlite3
 import time
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
+from tectum.backends.base import Intent, JournalEntry, LockInfo, VersionInfo
 from tectum.diagnostics import Diagnostic, DiagnosticError, SourceLocation
 from tectum.state.model import ResourceRecord, State, StateError
 
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS states (
     workspace TEXT NOT NULL,
@@ -37,6 +38,8 @@ CREATE TABLE IF NOT EXISTS states (
     author TEXT NOT NULL,
     operation TEXT NOT NULL,
     document TEXT NOT NULL,
+    revision TEXT,
+    desired TEXT,
     PRIMARY KEY (workspace, serial)
 );
 CREATE TABLE IF NOT EXISTS journal (
@@ -49,21 +52,6 @@ CREATE TABLE IF NOT EXISTS journal (
     created_at REAL NOT NULL
 );
 """
-
-
-class LockInfo(NamedTuple):
-    id: str
-    operation: str
-    who: str
-    host: str
-    pid: int
-    version: str
-    created_at: float
-
-    def describe(self) -> str:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.created_at))
-        return (f"ID {self.id}, operation {self.operation}, by {self.who} (pid {self.pid} on "
-                f"{self.host}), tectum {self.version}, since {when}")
 
 
 def _author() -> str:
@@ -109,9 +97,13 @@ class SQLiteBackend:
             try:
                 db = sqlite3.connect(self.path, timeout=10, isolation_level=None,
                                      check_same_thread=False)
-                if db.execute("PRAGMA user_version").fetchone()[0] != _SCHEMA_VERSION:
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                if version != _SCHEMA_VERSION:
                     db.execute("PRAGMA journal_mode=WAL")
                     db.executescript(_SCHEMA)
+                    if version == 1:  # 1 → 2: revision and desired state per version
+                        db.execute("ALTER TABLE states ADD COLUMN revision TEXT")
+                        db.execute("ALTER TABLE states ADD COLUMN desired TEXT")
                     db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
                 db.execute("PRAGMA synchronous=NORMAL")
             except sqlite3.DatabaseError as exc:
@@ -129,27 +121,38 @@ class SQLiteBackend:
     def lock_path(self) -> str:
         return f"{self.path}.{self.workspace}.lock"
 
-    def lock(self, operation: str) -> tuple[LockInfo, str | None]:
-        """Take the workspace lock. Returns the lock and, when the previous holder died without
-        releasing it, a warning sentence. Raises :class:`DiagnosticError` naming the holder when
-        another process holds it."""
+    def lock(self, operation: str, *, timeout: float = 0.0) -> tuple[LockInfo, str | None]:
+        """Take the workspace lock, waiting up to ``timeout`` seconds (backoff from 50 ms to
+        1 s). Returns the lock and, when the previous holder died without releasing it, a
+        warning sentence. Raises :class:`DiagnosticError` naming the holder when another process
+        still holds it."""
         from tectum import __version__
 
         info = LockInfo(os.urandom(16).hex(), operation, _author(), os.uname().nodename,
                         os.getpid(), __version__, time.time())
         os.makedirs(os.path.dirname(self.lock_path) or ".", exist_ok=True)
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            held = _read_lock_info(fd)
-            os.close(fd)
-            who = held.describe() if held else "details unavailable"
-            raise DiagnosticError(Diagnostic.error(
-                "State is locked",
-                f"Workspace {self.workspace!r} is locked by another run: {who}. Wait for that "
-                "run to finish; tectum releases the lock when it ends, even when it is killed.",
-            )) from None
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() + delay <= deadline:
+                    time.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+                    continue
+                held = _read_lock_info(fd)
+                os.close(fd)
+                who = held.describe() if held else "details unavailable"
+                waited = f" (waited {timeout:g} s)" if timeout else ""
+                raise DiagnosticError(Diagnostic.error(
+                    "State is locked",
+                    f"Workspace {self.workspace!r} is locked by another run{waited}: {who}. "
+                    "Wait for that run to finish (or pass --lock-timeout to wait); tectum "
+                    "releases the lock when a run ends, even when it is killed.",
+                )) from None
         previous = _read_lock_info(fd)
         warning = None
         if previous is not None:
@@ -170,6 +173,34 @@ class SQLiteBackend:
         os.close(fd)
         self._lock_fd = None
         return True
+
+    def force_unlock(self, lock_id: str) -> None:
+        """Release a lock left behind. With ``flock`` the kernel already releases the lock of a
+        dead process, so this only clears the holder's details; a lock whose holder still runs
+        cannot be taken from it (stop that run instead)."""
+        held = self.lock_info()
+        if held is None:
+            raise DiagnosticError(Diagnostic.error(
+                "Not locked", f"Workspace {self.workspace!r} is not locked; nothing to do."))
+        if held.id != lock_id:
+            raise DiagnosticError(Diagnostic.error(
+                "Lock ID mismatch",
+                f"The lock on workspace {self.workspace!r} has ID {held.id}, not {lock_id}. "
+                "Check the ID in the error that named the holder."))
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise DiagnosticError(Diagnostic.error(
+                    "Lock is in use",
+                    f"The lock {lock_id} is held by a run that is still going: "
+                    f"{held.describe()}. Stop that process (it releases the lock as it ends) "
+                    "rather than unlocking under it.")) from None
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
 
     def lock_info(self) -> LockInfo | None:
         try:
@@ -202,7 +233,8 @@ class SQLiteBackend:
                     ) from None
             for address, action, record in self.db.execute(
                     "SELECT address, action, record FROM journal WHERE workspace = ? "
-                    "AND base_serial = ? ORDER BY id", (self.workspace, state.serial)):
+                    "AND base_serial = ? AND action != 'intent' ORDER BY id",
+                    (self.workspace, state.serial)):
                 self._replay(state, address, action, record)
         except sqlite3.DatabaseError as exc:
             raise self._corrupt(str(exc)) from None
@@ -217,34 +249,63 @@ class SQLiteBackend:
         else:
             state.resources[address] = ResourceRecord.from_json(json.loads(record))
 
-    def pending(self) -> int:
-        """How many journal entries an interrupted run left (0 when none)."""
-        row = self.db.execute("SELECT COUNT(*) FROM journal WHERE workspace = ?",
+    def _latest_serial(self) -> int:
+        row = self.db.execute("SELECT MAX(serial) FROM states WHERE workspace = ?",
                               (self.workspace,)).fetchone()
-        return int(row[0])
+        return int(row[0]) if row and row[0] is not None else 0
 
-    def record(self, base_serial: int,
-               entries: Sequence[tuple[str, str, ResourceRecord | None]]) -> None:
-        """Commit finished resources — ``(address, action, record or None)`` — to the journal
-        in one transaction (durable against a killed process when this returns)."""
+    def intend(self, base_serial: int, intents: Sequence[Intent]) -> None:
+        """Commit what is about to be done (one transaction for all of them)."""
         now = time.time()
+        self._insert([(self.workspace, base_serial, i.address, "intent",
+                       json.dumps({"action": i.action, "type": i.type,
+                                   "identity": i.identity}), now) for i in intents])
+
+    def pending_intents(self) -> list[Intent]:
+        """Intents of an interrupted run that have no recorded result."""
+        try:
+            rows = self.db.execute(
+                "SELECT id, address, action, record FROM journal WHERE workspace = ? "
+                "AND base_serial = ? ORDER BY id",
+                (self.workspace, self._latest_serial())).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise self._corrupt(str(exc)) from None
+        open_intents: dict[str, Intent] = {}
+        for _, address, action, record in rows:
+            if action == "intent":
+                data = json.loads(record)
+                open_intents[address] = Intent(address, data["action"], data["type"],
+                                               data["identity"])
+            else:
+                open_intents.pop(address, None)
+        return list(open_intents.values())
+
+    def _insert(self, rows: list[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
         db = self.db
         db.execute("BEGIN")
         try:
             db.executemany(
                 "INSERT INTO journal (workspace, base_serial, address, action, record, "
-                "created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                [(self.workspace, base_serial, address, action,
-                  json.dumps(rec.to_json()) if rec is not None else None, now)
-                 for address, action, rec in entries])
+                "created_at) VALUES (?, ?, ?, ?, ?, ?)", rows)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
 
-    def write(self, state: State, operation: str) -> int:
-        """Store ``state`` as a new version (serial + 1) and clear the journal. Returns the new
-        serial."""
+    def record(self, base_serial: int, entries: Sequence[JournalEntry]) -> None:
+        """Commit finished resources — ``(address, action, record or None)`` — to the journal
+        in one transaction (durable against a killed process when this returns)."""
+        now = time.time()
+        self._insert([(self.workspace, base_serial, address, action,
+                       json.dumps(rec.to_json()) if rec is not None else None, now)
+                      for address, action, rec in entries])
+
+    def write(self, state: State, operation: str, *, revision: str | None = None,
+              desired: dict[str, Any] | None = None) -> int:
+        """Store ``state`` as a new version (serial + 1) with the configuration ``revision``
+        and the ``desired`` state it applied, and clear the journal. Returns the new serial."""
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -253,9 +314,10 @@ class SQLiteBackend:
             latest = row[0] if row and row[0] is not None else 0
             state.serial = max(state.serial, latest) + 1
             db.execute(
-                "INSERT INTO states VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO states VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (self.workspace, state.serial, state.lineage, time.time(), _author(), operation,
-                 json.dumps(state.to_json(), separators=(",", ":"))))
+                 json.dumps(state.to_json(), separators=(",", ":")), revision,
+                 json.dumps(desired, separators=(",", ":")) if desired is not None else None))
             db.execute("DELETE FROM journal WHERE workspace = ?", (self.workspace,))
             db.execute("COMMIT")
         except BaseException:
@@ -263,9 +325,58 @@ class SQLiteBackend:
             raise
         return state.serial
 
-    def history(self) -> list[dict[str, Any]]:
+    def push(self, state: State, *, force: bool = False) -> int:
+        """Store a state made elsewhere (``tectum state push``): refused for another lineage or
+        a lower serial than the latest, unless ``force``. Returns the new serial."""
+        latest = self._latest_serial()
+        if latest and not force:
+            current = self.read()
+            if state.lineage != current.lineage:
+                raise DiagnosticError(Diagnostic.error(
+                    "State lineage differs",
+                    f"The pushed state has lineage {state.lineage}; workspace "
+                    f"{self.workspace!r} has {current.lineage}. They are different histories; "
+                    "pass --force to replace it anyway."))
+            if state.serial < latest:
+                raise DiagnosticError(Diagnostic.error(
+                    "State serial is older",
+                    f"The pushed state has serial {state.serial}, lower than the stored "
+                    f"{latest}: it would undo later applies. Pull, or pass --force."))
+        return self.write(state, "push")
+
+    def read_version(self, serial: int) -> tuple[State, dict[str, Any] | None]:
+        row = self.db.execute(
+            "SELECT document, desired FROM states WHERE workspace = ? AND serial = ?",
+            (self.workspace, serial)).fetchone()
+        if row is None:
+            raise DiagnosticError(Diagnostic.error(
+                "No such state version",
+                f"Workspace {self.workspace!r} has no state version {serial}. "
+                "`tectum state history` lists the versions there are."))
+        try:
+            state = State.from_json(json.loads(row[0]))
+            desired = json.loads(row[1]) if row[1] else None
+        except (ValueError, StateError) as exc:
+            raise self._corrupt(f"state version {serial} is damaged ({exc})") from None
+        return state, desired
+
+    def history(self) -> list[VersionInfo]:
         rows = self.db.execute(
-            "SELECT serial, lineage, created_at, author, operation FROM states "
+            "SELECT serial, lineage, created_at, author, operation, revision FROM states "
             "WHERE workspace = ? ORDER BY serial", (self.workspace,)).fetchall()
-        return [{"serial": r[0], "lineage": r[1], "created_at": r[2], "author": r[3],
-                 "operation": r[4]} for r in rows]
+        return [VersionInfo(*r) for r in rows]
+
+    def workspaces(self) -> list[str]:
+        rows = self.db.execute("SELECT DISTINCT workspace FROM states").fetchall()
+        return sorted({"default", *(r[0] for r in rows)})
+
+    def delete_workspace(self, name: str) -> None:
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("DELETE FROM states WHERE workspace = ?", (name,))
+            db.execute("DELETE FROM journal WHERE workspace = ?", (name,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
