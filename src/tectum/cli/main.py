@@ -14,7 +14,8 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, NoReturn
 
 from tectum.cli.views import View
@@ -124,8 +125,16 @@ def _confirm(obj: Ctx, what: str) -> bool:
 
 def _run_apply(obj: Ctx, session: Any, plan: Any, state: Any, parallelism: int) -> None:
     view = obj.view
-    result = session.apply(plan, state, parallelism=parallelism, on_event=view.apply_event)
+    with _interruptible(view) as stopping:
+        result = session.apply(plan, state, parallelism=parallelism,
+                               on_event=view.apply_event, should_stop=stopping)
     c = result.counts
+    if stopping():
+        view.out(view.style(
+            f"\nInterrupted: {len(result.applied)} changes finished and are recorded in "
+            f"state; {len(result.skipped)} not started. Run apply again to finish.",
+            fg="yellow", bold=True), err=True)
+        sys.exit(1)
     if result.failed or result.skipped:
         view.out("")
         view.out(view.style(
@@ -146,6 +155,31 @@ def _run_apply(obj: Ctx, session: Any, plan: Any, state: Any, parallelism: int) 
                 f"{c['replace']} replaced, {c['destroy']} destroyed.")
     view.out(view.style(text, fg="green", bold=True))
     _print_outputs(view, result.state.outputs)
+
+
+@contextmanager
+def _interruptible(view: View) -> Iterator[Callable[[], bool]]:
+    """The first Ctrl-C (SIGINT) stops starting new work: what runs finishes, state is saved
+    and the lock released. A second one exits at once; the journal still says what was under
+    way, and the next plan reconciles it (Terraform's two-stage interrupt)."""
+    import signal
+
+    stop = [False]
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop[0]:
+            view.out("\nSecond interrupt: exiting now. The journal keeps what was under way; "
+                     "the next plan reads the world and reconciles it.", err=True)
+            os._exit(130)
+        stop[0] = True
+        view.out("\nInterrupt received: finishing the operations under way, then saving "
+                 "state. Press Ctrl-C again to exit at once.", err=True)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: stop[0]
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _print_outputs(view: View, outputs: dict[str, Any]) -> None:

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import graphlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from tectum.addrs import ResourceAddress
+from tectum.backends.base import Intent
 from tectum.config.declaration import Declaration, Stack
 from tectum.diagnostics import Diagnostic, DiagnosticError, Diagnostics, SourceLocation
 from tectum.graph.dag import Graph, find_cycles
@@ -24,7 +25,7 @@ from tectum.plans.plan import Action, Plan, ResourceChange
 from tectum.providers.base import ResourceType
 from tectum.providers.host.connector import Connector
 from tectum.providers.registry import registry
-from tectum.state.model import State
+from tectum.state.model import ResourceRecord, State
 from tectum.values import UNKNOWN, is_known, refs_in, resolve
 
 PATH_TYPES = ("file", "directory", "symlink")
@@ -220,13 +221,21 @@ class Planner:
         self.connector = connector
 
     def plan(self, stack: Stack, state: State, *, destroy: bool = False,
-             workspace: str = "default") -> PlanResult:
-        """Make the plan. Raises :class:`DiagnosticError` for configuration errors."""
+             workspace: str = "default", pending: Sequence[Intent] = ()) -> PlanResult:
+        """Make the plan. ``pending``: intents an interrupted run left without a result — their
+        objects are read like any other and adopted (in the configuration) or planned for
+        removal (not in it). Raises :class:`DiagnosticError` for configuration errors."""
         graph, diags = build_graph(stack)
         diags.raise_if_errors()
         decls = stack.resources
         order = graph.order()
-        prior_records = state.resources
+        prior_records = dict(state.resources)
+        interrupted: dict[str, Intent] = {i.address: i for i in pending}
+        for intent in pending:
+            if intent.address not in prior_records and (destroy or intent.address not in decls):
+                # the interrupted run may have made this object: find it by its identity
+                prior_records[intent.address] = ResourceRecord(
+                    intent.address, intent.type, dict(intent.identity))
 
         # 2. resolve and prepare desired attributes
         resolver = Resolver(stack, state)
@@ -332,6 +341,7 @@ class Planner:
                     dependencies=sorted(graph.deps.get(address, ())),
                     prior=prior,
                     source=str(decl.source),
+                    watches=decl.watches,
                 )
                 if obs is not None and "_content" in obs:
                     change.display["before_content"] = obs["_content"]
@@ -371,7 +381,12 @@ class Planner:
                 prior=orphan.attributes,
                 source=orphan.source,
             )
-            if obs is None:
+            if address in interrupted and address not in state.resources:
+                if obs is None:
+                    continue  # the interrupted run never made it: nothing to clean up
+                change.note = (f"left by an interrupted run ({interrupted[address].action}); "
+                               "not in the configuration, so it is removed")
+            elif obs is None:
                 change.note = "already gone; only removed from state"
             changes[address] = change
 
@@ -392,8 +407,19 @@ class Planner:
                     f"Output {name!r} refers to {ref}, which is not declared in this stack.",
                     source=stack.outputs[name].source))
             diags.raise_if_errors()
+        for address, intent in interrupted.items():
+            pending_change = changes.get(address)
+            if pending_change is None or pending_change.note is not None \
+                    or address not in decls or pending_change.action is Action.CREATE:
+                continue  # (a create still to do: the interrupted run never made it)
+            if pending_change.state_only:
+                pending_change.note = ("adopted: made by an interrupted run, matches the "
+                                       "configuration")
+            else:
+                pending_change.note = (f"an interrupted run was doing {intent.action}; planned "
+                                       "from what is there now")
         ordered = [changes[a] for a in order if a in changes] + \
-            [changes[a] for a in orphans]
+            [changes[a] for a in orphans if a in changes]
         plan = Plan(changes=ordered, outputs=outputs, output_sensitive=sensitive,
                     lineage=state.lineage, serial=state.serial, destroy=destroy,
                     workspace=workspace,

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from tectum.backends.base import Intent
 from tectum.backends.sqlite import SQLiteBackend
 from tectum.config.declaration import Stack, VarInput
 from tectum.config.project import Project, load_project, read_var_file
@@ -17,9 +18,51 @@ from tectum.config.stack import evaluate
 from tectum.diagnostics import Diagnostic, DiagnosticError, Diagnostics
 from tectum.engine.applier import ApplyResult, Event, apply_plan
 from tectum.engine.planner import Planner, PlanResult
-from tectum.plans.plan import Plan
+from tectum.plans.plan import Action, Plan
 from tectum.providers.host.connector import Connector, LocalConnector
 from tectum.state.model import State
+
+
+def intents_of(plan: Plan) -> list[Intent]:
+    """One intent per change that mutates, with the attributes that find its object."""
+    from tectum.providers.registry import registry
+
+    out = []
+    for c in plan.changes:
+        if c.action is Action.NOOP:
+            continue
+        rt = registry.get(c.type)
+        attrs = c.after or c.before or c.prior or {}
+        keys = rt.schema.identity if rt is not None else ()
+        out.append(Intent(c.address, c.action.value, c.type, {k: attrs.get(k) for k in keys}))
+    return out
+
+
+def desired_of(plan: Plan) -> dict[str, Any]:
+    """The desired state a plan applies, kept with the state version it makes: enough to plan
+    a return to it later (``tectum rollback``) without the code that declared it."""
+    return {
+        "resources": {
+            c.address: {"type": c.type, "attrs": c.after, "dependencies": c.dependencies,
+                        "watches": c.watches, "source": c.source}
+            for c in plan.changes if c.after is not None
+        },
+        "outputs": plan.outputs,
+        "output_sensitive": plan.output_sensitive,
+    }
+
+
+def git_revision(root: str) -> str | None:
+    """``git describe --always --dirty`` of the project, or None outside a git work tree."""
+    import subprocess
+
+    try:
+        proc = subprocess.run(["git", "-C", root, "describe", "--always", "--dirty",
+                               "--abbrev=12"], capture_output=True, text=True, timeout=10,
+                              check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout.strip() or None if proc.returncode == 0 else None
 
 
 class Session:
@@ -101,7 +144,8 @@ class Session:
 
     def plan(self, stack: Stack, state: State, *, destroy: bool = False) -> PlanResult:
         result = Planner(self.connector).plan(stack, state, destroy=destroy,
-                                              workspace=self.workspace)
+                                              workspace=self.workspace,
+                                              pending=self.backend.pending_intents())
         self.warnings.extend(d for d in result.diagnostics if d.severity.value == "warning")
         return result
 
@@ -134,10 +178,14 @@ class Session:
         at the end (also when some resources failed)."""
         if state.serial == 0 and plan.lineage:
             state.lineage = plan.lineage
+        # the journal first says what is about to happen (one transaction for the plan)
+        self.backend.intend(state.serial, intents_of(plan))
         result = apply_plan(plan, state, self.connector, self.backend,
                             parallelism=parallelism, on_event=on_event,
                             should_stop=should_stop)
-        self.backend.write(result.state, "destroy" if plan.destroy else "apply")
+        self.backend.write(result.state, "destroy" if plan.destroy else "apply",
+                           revision=git_revision(self.project.root),
+                           desired=None if plan.destroy else desired_of(plan))
         return result
 
     def outputs(self) -> dict[str, Any]:

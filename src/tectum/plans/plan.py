@@ -53,7 +53,8 @@ class ResourceChange:
     """
 
     __slots__ = ("address", "type", "action", "before", "after", "changes", "triggers",
-                 "triggered", "drift", "dependencies", "prior", "source", "note", "display")
+                 "triggered", "drift", "dependencies", "prior", "source", "note", "display",
+                 "watches")
 
     def __init__(
         self,
@@ -70,6 +71,7 @@ class ResourceChange:
         prior: dict[str, Any] | None = None,
         source: str | None = None,
         note: str | None = None,
+        watches: dict[str, list[str]] | None = None,
     ) -> None:
         self.address = address
         self.type = type
@@ -84,6 +86,8 @@ class ResourceChange:
         self.prior = prior
         self.source = source
         self.note = note
+        #: restart_on / reload_on addresses of the declaration (kept for rollback)
+        self.watches: dict[str, list[str]] = watches if watches is not None else {}
         # transient display data (e.g. old file content); not saved in plan files
         self.display: dict[str, Any] = {}
 
@@ -122,6 +126,7 @@ class ResourceChange:
             "prior": self.prior,
             "source": self.source,
             "note": self.note,
+            "watches": self.watches,
         }
 
     @classmethod
@@ -140,6 +145,7 @@ class ResourceChange:
             prior=data.get("prior"),
             source=data.get("source"),
             note=data.get("note"),
+            watches=dict(data.get("watches") or {}),
         )
 
 
