@@ -23,8 +23,9 @@ from tectum.diagnostics import Diagnostic, DiagnosticError
 
 
 class Ctx:
-    def __init__(self, color: bool | None) -> None:
+    def __init__(self, color: bool | None, lock_timeout: float = 0.0) -> None:
         self.view = View(color)
+        self.lock_timeout = lock_timeout
 
 
 def _fail(view: View, diag: Diagnostic) -> NoReturn:
@@ -44,11 +45,23 @@ def _parse_vars(items: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-def _session(directory: str, variables: tuple[str, ...] = (), var_files: tuple[str, ...] = ()
-             ) -> Any:
+def _session(directory: str, variables: tuple[str, ...] = (), var_files: tuple[str, ...] = (),
+             lock_timeout: float = 0.0) -> Any:
     from tectum.engine.session import Session
 
-    return Session(directory, variables=_parse_vars(variables), var_files=var_files)
+    return Session(directory, variables=_parse_vars(variables), var_files=var_files,
+                   lock_timeout=lock_timeout)
+
+
+def _duration(text: str) -> float:
+    """``30s``, ``5m``, ``1h``, ``500ms`` or plain seconds (Terraform's -lock-timeout)."""
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    for suffix in ("ms", "s", "m", "h"):
+        if text.endswith(suffix) and text[: -len(suffix)].replace(".", "", 1).isdigit():
+            return float(text[: -len(suffix)]) * units[suffix]
+    if text.replace(".", "", 1).isdigit():
+        return float(text)
+    raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 30s, 5m or 500ms")
 
 
 def validate(obj: Ctx, directory: str, variables: tuple[str, ...],
@@ -92,7 +105,7 @@ def plan(obj: Ctx, directory: str, variables: tuple[str, ...], var_files: tuple[
     """Show what apply would change, attribute by attribute."""
     from tectum.plans.planfile import write_plan
 
-    session = _session(directory, variables, var_files)
+    session = _session(directory, variables, var_files, obj.lock_timeout)
     try:
         result, _ = _make_plan(obj, session, destroy)
     finally:
@@ -199,7 +212,7 @@ def apply(obj: Ctx, target: str, variables: tuple[str, ...], var_files: tuple[st
     view = obj.view
     if os.path.isfile(target):
         saved, project_dir = read_plan(target)
-        session = _session(project_dir)
+        session = _session(project_dir, lock_timeout=obj.lock_timeout)
         try:
             with session.locked("apply"):
                 state = session.read_state()
@@ -217,7 +230,7 @@ def apply(obj: Ctx, target: str, variables: tuple[str, ...], var_files: tuple[st
 def _apply_dir(obj: Ctx, directory: str, variables: tuple[str, ...], var_files: tuple[str, ...],
                auto_approve: bool, parallelism: int, *, destroy: bool) -> None:
     view = obj.view
-    session = _session(directory, variables, var_files)
+    session = _session(directory, variables, var_files, obj.lock_timeout)
     try:
         stack = session.evaluate() if not destroy else _empty_stack(session)
         with session.locked("destroy" if destroy else "apply"):
@@ -292,25 +305,330 @@ def state_list(obj: Ctx, directory: str) -> None:
         obj.view.out(address)
 
 
-def state_show(obj: Ctx, address: str, directory: str) -> None:
-    """Show one resource's attributes in state."""
+def state_show(obj: Ctx, address: str | None, directory: str, version: int | None) -> None:
+    """Show one resource's attributes in state, or the whole state (of version N)."""
     from tectum.addrs import AddressError, ResourceAddress
 
+    if address is not None:
+        try:
+            ResourceAddress.parse(address)
+        except AddressError as exc:
+            _fail(obj.view, Diagnostic.error("Invalid address", str(exc)))
+    session = _session(directory)
     try:
-        ResourceAddress.parse(address)
-    except AddressError as exc:
-        _fail(obj.view, Diagnostic.error("Invalid address", str(exc)))
+        st = session.read_state() if version is None else session.backend.read_version(version)[0]
+    finally:
+        session.close()
+    if address is None:
+        obj.view.out(obj.view.style(f"State version {st.serial} (lineage {st.lineage})",
+                                    bold=True))
+        obj.view.out()
+        for rec in sorted(st.resources.values(), key=lambda r: r.address):
+            _show_record(obj.view, rec)
+        _print_outputs(obj.view, st.outputs)
+        return
+    rec = st.resources.get(address)
+    if rec is None:
+        where = f"state version {version}" if version is not None else "state"
+        _fail(obj.view, Diagnostic.error(
+            "No such resource in state",
+            f"{address} is not in {where}. `tectum state list` shows what is.",
+            address=address))
+    _show_record(obj.view, rec)
+
+
+def state_history(obj: Ctx, directory: str) -> None:
+    """List the stored state versions: serial, time, author, operation, config revision."""
+    import time
+
+    session = _session(directory)
+    try:
+        versions = session.backend.history()
+    finally:
+        session.close()
+    if not versions:
+        obj.view.out(f"No state versions yet in workspace {session.workspace!r}.")
+        return
+    obj.view.out(f"{'SERIAL':>6}  {'TIME':19}  {'AUTHOR':24}  {'OPERATION':9}  REVISION")
+    for v in versions:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v.created_at))
+        obj.view.out(f"{v.serial:>6}  {when:19}  {v.author[:24]:24}  {v.operation:9}  "
+                     f"{v.revision or '-'}")
+
+
+def state_diff(obj: Ctx, old: int, new: int, directory: str) -> None:
+    """Show what differs between state versions OLD and NEW, resource by resource."""
+    session = _session(directory)
+    try:
+        a, _ = session.backend.read_version(old)
+        b, _ = session.backend.read_version(new)
+    finally:
+        session.close()
+    view = obj.view
+    same = True
+    for address in sorted(set(a.resources) | set(b.resources)):
+        ra, rb = a.resources.get(address), b.resources.get(address)
+        if ra is None and rb is not None:
+            view.out(view.style(f"+ {address}", fg="green"))
+        elif rb is None and ra is not None:
+            view.out(view.style(f"- {address}", fg="red"))
+        elif ra is not None and rb is not None and ra.attributes != rb.attributes:
+            view.out(view.style(f"~ {address}", fg="yellow"))
+            for key in sorted(set(ra.attributes) | set(rb.attributes)):
+                va, vb = ra.attributes.get(key), rb.attributes.get(key)
+                if va != vb:
+                    view.out(f"    {key}: {json.dumps(va)} → {json.dumps(vb)}")
+        else:
+            continue
+        same = False
+    if same:
+        view.out(f"State versions {old} and {new} manage the same objects with the same "
+                 "attributes.")
+
+
+def state_pull(obj: Ctx, directory: str) -> None:
+    """Print the current state document as JSON (to save or inspect)."""
     session = _session(directory)
     try:
         st = session.read_state()
     finally:
         session.close()
-    rec = st.resources.get(address)
-    if rec is None:
+    obj.view.out(json.dumps(st.to_json(), indent=2))
+
+
+def state_push(obj: Ctx, file: str, directory: str, force: bool) -> None:
+    """Store a state document from FILE as the workspace's new version (refused for another
+    lineage or an older serial unless --force)."""
+    from tectum.state.model import State, StateError
+
+    try:
+        with open(file, encoding="utf-8") as fh:
+            doc = json.load(fh)
+        pushed = State.from_json(doc)
+    except (OSError, ValueError, StateError) as exc:
         _fail(obj.view, Diagnostic.error(
-            "No such resource in state",
-            f"{address} is not in state. `tectum state list` shows what is.", address=address))
-    _show_record(obj.view, rec)
+            "Invalid state file",
+            f"{file} is not a tectum state document: {exc}. `tectum state pull` writes one."))
+    session = _session(directory, lock_timeout=obj.lock_timeout)
+    try:
+        with session.locked("push"):
+            serial = session.backend.push(pushed, force=force)
+    finally:
+        session.close()
+    obj.view.out(f"Pushed: the state is now version {serial}.")
+
+
+def force_unlock(obj: Ctx, lock_id: str, directory: str) -> None:
+    """Release a workspace lock left behind by a run that died (give the lock's ID)."""
+    session = _session(directory)
+    try:
+        session.backend.force_unlock(lock_id)
+    finally:
+        session.close()
+    obj.view.out(f"Lock {lock_id} released. Workspace {session.workspace!r} is unlocked.")
+
+
+def refresh(obj: Ctx, directory: str, variables: tuple[str, ...],
+            var_files: tuple[str, ...]) -> None:
+    """Read every managed object and update state to match it; report changes made outside
+    tectum."""
+    view = obj.view
+    session = _session(directory, variables, var_files, obj.lock_timeout)
+    try:
+        stack = session.evaluate()
+        with session.locked("refresh"):
+            state = session.read_state()
+            new, drifts = session.refresh(state, stack)
+            _show_drift(view, drifts)
+            if drifts:
+                serial = session.backend.write(new, "refresh")
+                view.out(f"\nState updated to version {serial}.")
+    finally:
+        session.close()
+
+
+def _show_drift(view: View, drifts: list[Any]) -> None:
+    if not drifts:
+        view.out(view.style("No drift.", fg="green", bold=True)
+                 + " Every managed object is as the last apply left it.")
+        return
+    view.out(view.style("Objects changed outside of tectum:", bold=True))
+    for d in drifts:
+        if d.status == "deleted":
+            view.out(view.style(f"  - {d.address}: deleted", fg="red"))
+            continue
+        view.out(view.style(f"  ~ {d.address}:", fg="yellow"))
+        for name, was, now in d.attributes:
+            if name == "content_sha256":
+                view.out(f"      content: changed (sha256 {str(was)[:12]}… → {str(now)[:12]}…)")
+            else:
+                view.out(f"      {name}: {json.dumps(was)} → {json.dumps(now)}")
+
+
+def drift(obj: Ctx, directory: str, variables: tuple[str, ...], var_files: tuple[str, ...],
+          as_json: bool, detailed_exitcode: bool) -> None:
+    """Report drift: what changed outside tectum since the last apply, per resource and
+    attribute, apart from changes the configuration asks for. Changes nothing."""
+    session = _session(directory, variables, var_files, obj.lock_timeout)
+    try:
+        stack = session.evaluate()
+        with session.locked("drift"):
+            _, drifts = session.refresh(session.read_state(), stack)
+    finally:
+        session.close()
+    if as_json:
+        obj.view.out(json.dumps({"drift": [
+            {"address": d.address, "type": d.type, "status": d.status,
+             "attributes": [{"name": n, "recorded": a, "found": b}
+                            for n, a, b in d.attributes]}
+            for d in drifts]}, indent=2))
+    else:
+        _show_drift(obj.view, drifts)
+    if detailed_exitcode and drifts:
+        sys.exit(2)
+
+
+def import_(obj: Ctx, address: str, ident: str, directory: str, variables: tuple[str, ...],
+            var_files: tuple[str, ...]) -> None:
+    """Bring an existing object (a path, a package or user name...) under management as
+    ADDRESS, which the stack declares. The next plan shows only differences from the code."""
+    session = _session(directory, variables, var_files, obj.lock_timeout)
+    try:
+        stack = session.evaluate()
+        with session.locked("import"):
+            state = session.read_state()
+            new = session.import_object(stack, state, address, ident)
+            session.backend.write(new, "import")
+    finally:
+        session.close()
+    obj.view.out(obj.view.style("Import successful!", fg="green", bold=True)
+                 + f" {ident} is now managed as {address}. Run `tectum plan` to see how it "
+                 "differs from the configuration.")
+
+
+def rollback(obj: Ctx, to: int, directory: str, out: str | None, auto_approve: bool,
+             parallelism: int) -> None:
+    """Plan (and apply, after approval) a return of the managed objects to what state version
+    N applied — from the desired state kept with that version, not from the code."""
+    from tectum.plans.planfile import write_plan
+
+    view = obj.view
+    session = _session(directory, lock_timeout=obj.lock_timeout)
+    try:
+        stack, _ = session.rollback_stack(to)
+        with session.locked("rollback"):
+            state = session.read_state()
+            result = session.plan(stack, state)
+            view.diagnostics(session.warnings)
+            p = result.plan
+            view.out(f"Rolling back to state version {to}.\n")
+            view.plan(p)
+            for warning in _irreversible(p):
+                view.diagnostic(Diagnostic.warning("Change cannot be fully reversed", warning))
+            if out:
+                write_plan(out, p, session.project.root)
+                view.out(f"\nSaved the rollback plan to {out}. Apply it with "
+                         f"`tectum apply {out}`.")
+                return
+            if not p.has_changes:
+                return
+            if not auto_approve and not _confirm(obj, f"roll back to version {to}"):
+                view.out("\nRollback cancelled.")
+                sys.exit(1)
+            view.out("")
+            _run_apply(obj, session, p, state, parallelism)
+    finally:
+        session.close()
+
+
+def _irreversible(plan: Any) -> list[str]:
+    """Sentences about changes a rollback cannot undo completely."""
+    from tectum.plans.plan import Action
+
+    out = []
+    for c in plan.changes:
+        if c.action is Action.DELETE and c.type == "directory":
+            out.append(f"{c.address}: the directory is deleted with everything in it; files "
+                       "not managed by tectum are not restored later.")
+        elif c.action is Action.DELETE and c.type == "user" and (c.prior or {}).get(
+                "remove_home"):
+            out.append(f"{c.address}: the user's home directory is removed with the user.")
+        elif c.type == "command" and c.action is not Action.NOOP:
+            out.append(f"{c.address}: a command runs again; what it did is not undone.")
+        elif c.action is Action.DELETE and c.type == "package":
+            out.append(f"{c.address}: removing the package keeps its configuration files.")
+    return out
+
+
+def workspace(obj: Ctx, action: str, name: str | None, directory: str) -> None:
+    """Workspaces: separate states of one project (list, new NAME, select NAME, delete NAME)."""
+    from tectum.addrs import valid_name
+    from tectum.engine.session import WORKSPACE_FILE
+
+    session = _session(directory)
+    try:
+        existing = session.backend.workspaces()
+        marker = os.path.join(session.project.data_dir, WORKSPACE_FILE)
+        if action == "list":
+            for ws in existing:
+                obj.view.out(("* " if ws == session.workspace else "  ") + ws)
+            return
+        if not name:
+            _fail(obj.view, Diagnostic.error(
+                "Missing workspace name", f"`tectum workspace {action}` needs a NAME."))
+        if not valid_name(name):
+            _fail(obj.view, Diagnostic.error(
+                "Invalid workspace name",
+                f"{name!r}: use letters, digits, '_' and '-', starting with a letter."))
+        if action == "new":
+            if name in existing:
+                _fail(obj.view, Diagnostic.error(
+                    "Workspace exists", f"Workspace {name!r} already exists; select it with "
+                    f"`tectum workspace select {name}`."))
+        elif action == "select":
+            if name not in existing:
+                _fail(obj.view, Diagnostic.error(
+                    "No such workspace", f"Workspace {name!r} does not exist. "
+                    f"`tectum workspace new {name}` makes it."))
+        elif action == "delete":
+            if name == "default" or name == session.workspace:
+                _fail(obj.view, Diagnostic.error(
+                    "Cannot delete workspace",
+                    f"Workspace {name!r} is {'the default' if name == 'default' else 'selected'}"
+                    "; select another one first."))
+            if name not in existing:
+                _fail(obj.view, Diagnostic.error("No such workspace",
+                                                 f"Workspace {name!r} does not exist."))
+            from tectum.backends.sqlite import SQLiteBackend
+
+            other = SQLiteBackend(session.project.state_path, name)
+            try:
+                if other.read().resources:
+                    _fail(obj.view, Diagnostic.error(
+                        "Workspace is not empty",
+                        f"Workspace {name!r} still manages objects. Destroy them first "
+                        f"(select it, then `tectum destroy`)."))
+            finally:
+                other.close()
+            session.backend.delete_workspace(name)
+            obj.view.out(f"Deleted workspace {name!r}.")
+            return
+        if action == "new":
+            from tectum.backends.sqlite import SQLiteBackend
+            from tectum.state.model import State
+
+            created = SQLiteBackend(session.project.state_path, name)
+            try:
+                created.write(State.new(), "workspace")
+            finally:
+                created.close()
+        os.makedirs(session.project.data_dir, exist_ok=True)
+        with open(marker, "w", encoding="utf-8") as fh:
+            fh.write(name + "\n")
+        verb = "Created and switched to" if action == "new" else "Switched to"
+        obj.view.out(f"{verb} workspace {name!r}.")
+    finally:
+        session.close()
 
 
 def output(obj: Ctx, name: str | None, as_json: bool, raw: bool, directory: str) -> None:
@@ -370,6 +688,11 @@ def _var_options(p: argparse.ArgumentParser) -> None:
                    help="variables from a TOML file (repeatable)")
 
 
+def _lock_timeout(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lock-timeout", type=_duration, default=0.0, metavar="DURATION",
+                   help="wait this long for the state lock, e.g. 30s or 5m (default: 0)")
+
+
 def _parallelism(p: argparse.ArgumentParser) -> None:
     def bounded(text: str) -> int:
         try:
@@ -417,6 +740,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exit 0 with no changes, 2 with changes, 1 on error")
     p.add_argument("--destroy", action="store_true", help="plan to destroy everything in state")
     _parallelism(p)
+    _lock_timeout(p)
 
     p = command("apply", apply)
     p.add_argument("target", nargs="?", default=".", metavar="DIR|PLANFILE",
@@ -424,12 +748,14 @@ def build_parser() -> argparse.ArgumentParser:
     _var_options(p)
     p.add_argument("--auto-approve", action="store_true", help="apply without asking")
     _parallelism(p)
+    _lock_timeout(p)
 
     p = command("destroy", destroy)
     _directory(p)
     _var_options(p)
     p.add_argument("--auto-approve", action="store_true", help="destroy without asking")
     _parallelism(p)
+    _lock_timeout(p)
 
     p = command("show", show)
     p.add_argument("target", nargs="?", default=".", metavar="DIR|PLANFILE",
@@ -443,8 +769,63 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("list", state_list, state_commands)
     _directory(p)
     p = command("show", state_show, state_commands)
-    p.add_argument("address", help="a resource address, e.g. file.site")
+    p.add_argument("address", nargs="?", help="a resource address, e.g. file.site "
+                   "(default: the whole state)")
     _directory(p)
+    p.add_argument("--version", type=int, metavar="N", help="show state version N")
+    p = command("history", state_history, state_commands)
+    _directory(p)
+    p = command("diff", state_diff, state_commands)
+    p.add_argument("old", type=int, metavar="N", help="a state version")
+    p.add_argument("new", type=int, metavar="M", help="a later state version")
+    _directory(p)
+    p = command("pull", state_pull, state_commands)
+    _directory(p)
+    p = command("push", state_push, state_commands)
+    p.add_argument("file", metavar="FILE", help="a state document (from `state pull`)")
+    _directory(p)
+    p.add_argument("--force", action="store_true",
+                   help="push even for another lineage or an older serial")
+    _lock_timeout(p)
+
+    p = command("refresh", refresh)
+    _directory(p)
+    _var_options(p)
+    _lock_timeout(p)
+
+    p = command("drift", drift)
+    _directory(p)
+    _var_options(p)
+    p.add_argument("--json", dest="as_json", action="store_true", help="print as JSON")
+    p.add_argument("--detailed-exitcode", action="store_true",
+                   help="exit 0 without drift, 2 with drift, 1 on error")
+    _lock_timeout(p)
+
+    p = command("import", import_)
+    p.add_argument("address", help="the declared resource to import into, e.g. file.site")
+    p.add_argument("ident", metavar="ID", help="the object: a path, a package or user name")
+    _directory(p)
+    _var_options(p)
+    _lock_timeout(p)
+
+    p = command("rollback", rollback)
+    p.add_argument("--to", type=int, required=True, metavar="N",
+                   help="the state version to return to")
+    _directory(p)
+    p.add_argument("-out", dest="out", metavar="FILE", help="save the plan instead of applying")
+    p.add_argument("--auto-approve", action="store_true", help="apply without asking")
+    _parallelism(p)
+    _lock_timeout(p)
+
+    p = command("force-unlock", force_unlock)
+    p.add_argument("lock_id", metavar="ID", help="the lock's ID (from the error naming it)")
+    _directory(p)
+
+    p = command("workspace", workspace)
+    p.add_argument("action", choices=("list", "new", "select", "delete"))
+    p.add_argument("name", nargs="?", help="workspace name")
+    p.add_argument("--dir", dest="directory", default=".", metavar="DIR",
+                   help="project directory (default: the current one)")
 
     p = command("output", output)
     p.add_argument("name", nargs="?", help="one output (default: all)")
@@ -468,10 +849,11 @@ def main(argv: list[str] | None = None) -> None:
         if getattr(args, "func", None) is None:
             parser.print_help()
             sys.exit(0)
-        obj = Ctx(False if args.no_color or os.environ.get("NO_COLOR") else None)
+        obj = Ctx(False if args.no_color or os.environ.get("NO_COLOR") else None,
+                  getattr(args, "lock_timeout", 0.0))
         view = obj.view
         params = {k: v for k, v in vars(args).items()
-                  if k not in ("func", "command", "state_command", "no_color")}
+                  if k not in ("func", "command", "state_command", "no_color", "lock_timeout")}
         for key in ("variables", "var_files"):
             if key in params:
                 params[key] = tuple(params[key])

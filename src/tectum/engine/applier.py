@@ -86,8 +86,7 @@ def apply_plan(
         for change in batch:
             if change.action is Action.NOOP:
                 # what the read saw, over what state knew (keeps unobservable attributes)
-                values[change.address] = {**(change.prior or {}), **(change.before or {})} \
-                    if change.before is not None or change.prior is not None else None
+                values[change.address] = _noop_record(change)
                 continue
             if change.after is not None and not is_known(change.after):
                 rt = registry.get(change.type)
@@ -203,6 +202,20 @@ def apply_plan(
 #: seconds at most between a change finishing and its journal record being committed; one
 #: transaction then holds every change finished meanwhile (issue target: durable within 1 s)
 JOURNAL_INTERVAL = 0.2
+
+def _noop_record(change: ResourceChange) -> dict[str, Any] | None:
+    """What state keeps for an unchanged object: the prior record refreshed with what was read,
+    limited to attributes state already held or the configuration manages (so state does not
+    grow attributes nobody manages); an adopted object keeps all that was read."""
+    before, prior = change.before, change.prior
+    if before is None:
+        return prior
+    if prior is None:
+        return before
+    after = change.after or {}
+    return {**prior, **{k: v for k, v in before.items()
+                        if k in prior or after.get(k) is not None}}
+
 
 _COUNT_KEYS = {Action.CREATE: "add", Action.UPDATE: "change", Action.REPLACE: "replace",
                Action.DELETE: "destroy"}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 from tectum.backends.base import Intent
 from tectum.backends.sqlite import SQLiteBackend
@@ -20,7 +20,33 @@ from tectum.engine.applier import ApplyResult, Event, apply_plan
 from tectum.engine.planner import Planner, PlanResult
 from tectum.plans.plan import Action, Plan
 from tectum.providers.host.connector import Connector, LocalConnector
-from tectum.state.model import State
+from tectum.state.model import ResourceRecord, State
+
+
+class Drift(NamedTuple):
+    """An object changed outside tectum: ``status`` is ``changed`` (with ``attributes`` as
+    (name, recorded, found)) or ``deleted``."""
+
+    address: str
+    type: str
+    status: str
+    attributes: list[tuple[str, Any, Any]]
+
+
+WORKSPACE_FILE = "workspace"
+
+
+def current_workspace(project: Project) -> str:
+    """``TECTUM_WORKSPACE``, else the one selected with ``tectum workspace select`` (kept in
+    ``.tectum/workspace``, as Terraform keeps ``.terraform/environment``), else ``default``."""
+    env = os.environ.get("TECTUM_WORKSPACE")
+    if env:
+        return env
+    try:
+        with open(os.path.join(project.data_dir, WORKSPACE_FILE), encoding="utf-8") as fh:
+            return fh.read().strip() or "default"
+    except OSError:
+        return "default"
 
 
 def intents_of(plan: Plan) -> list[Intent]:
@@ -74,10 +100,12 @@ class Session:
         *,
         variables: Mapping[str, str] | None = None,
         var_files: Sequence[str] = (),
-        workspace: str = "default",
+        workspace: str | None = None,
+        lock_timeout: float = 0.0,
     ) -> None:
         self.project: Project = load_project(directory)
-        self.workspace = workspace
+        self.workspace = workspace or current_workspace(self.project)
+        self.lock_timeout = lock_timeout
         self.warnings = Diagnostics()
         self._cli_vars = dict(variables or {})
         self._var_files = list(var_files)
@@ -130,7 +158,7 @@ class Session:
 
     @contextmanager
     def locked(self, operation: str) -> Iterator[None]:
-        info, warning = self.backend.lock(operation)
+        info, warning = self.backend.lock(operation, timeout=self.lock_timeout)
         if warning:
             self.warnings.append(Diagnostic.warning("Stale lock taken over", warning))
         try:
@@ -187,6 +215,125 @@ class Session:
                            revision=git_revision(self.project.root),
                            desired=None if plan.destroy else desired_of(plan))
         return result
+
+    # -- refresh, drift, import, rollback ------------------------------------------------------
+    def refresh(self, state: State, stack: Stack | None = None) -> tuple[State, list[Drift]]:
+        """Read every object in state (one batch per type) and return the refreshed state and
+        what changed outside tectum since the last apply (Terraform's prev-run vs prior
+        state). Objects that are gone leave state, as ``terraform refresh`` does. Attributes
+        in a resource's ``ignore_changes`` (from ``stack``) are not reported."""
+        from tectum.addrs import ResourceAddress
+        from tectum.providers.registry import registry
+
+        ignored: dict[str, set[str]] = {}
+        if stack is not None:
+            ignored = {a: set(d.ignore_changes) for a, d in stack.resources.items()}
+        new = state.copy()
+        drifts: list[Drift] = []
+        batches: dict[tuple[str | None, str], list[ResourceRecord]] = {}
+        for rec in state.resources.values():
+            host = ResourceAddress.parse(rec.address).host
+            batches.setdefault((host, rec.type), []).append(rec)
+        for (host, type_name), recs in batches.items():
+            rt = registry.get(type_name)
+            if rt is None:
+                raise DiagnosticError(Diagnostic.error(
+                    "Unknown resource type",
+                    f"State holds {recs[0].address} of type {type_name!r}, which no provider "
+                    "offers.", address=recs[0].address))
+            found = rt.read(self.connector(host), [r.attributes for r in recs])
+            for rec, obs in zip(recs, found, strict=True):
+                if obs is None:
+                    drifts.append(Drift(rec.address, rec.type, "deleted", []))
+                    del new.resources[rec.address]
+                    continue
+                now = rt.stored(obs)
+                changed = [
+                    (k, v, now[k]) for k, v in rec.attributes.items()
+                    if k in now and now[k] != v and k not in rt.unobserved
+                    and k not in ignored.get(rec.address, ())
+                ]
+                if changed:
+                    drifts.append(Drift(rec.address, rec.type, "changed", changed))
+                new.resources[rec.address] = rec._replace(
+                    attributes={**rec.attributes, **now})
+        return new, drifts
+
+    def import_object(self, stack: Stack, state: State, address: str, ident: str) -> State:
+        """Bring an existing object under management as ``address`` (declared in the stack):
+        ``ident`` is its identity (a path, a package or user name). Returns the new state;
+        raises :class:`DiagnosticError` when the address is unknown, already managed, or no
+        such object exists."""
+        from tectum.addrs import ResourceAddress
+        from tectum.providers.registry import registry
+
+        decl = stack.resources.get(address)
+        if decl is None:
+            raise DiagnosticError(Diagnostic.error(
+                "Import to an undeclared resource",
+                f"{address} is not declared in the stack. Declare it first (its attributes "
+                "as you want them), then import the existing object into it.",
+                address=address))
+        if address in state.resources:
+            raise DiagnosticError(Diagnostic.error(
+                "Resource already managed",
+                f"{address} is already in state. Use `tectum state show {address}` to see it.",
+                address=address, source=decl.source))
+        rt = registry.get(decl.type)
+        assert rt is not None
+        keys = rt.schema.identity
+        obj = {keys[0]: ident} if keys else {}
+        obs = rt.read(self.connector(ResourceAddress.parse(address).host), [obj])[0]
+        exists = obs is not None and obs.get("ensure", "present") != "absent" \
+            and not obs.get("_kind")
+        if not exists:
+            raise DiagnosticError(Diagnostic.error(
+                "Cannot import non-existent object",
+                f"No {decl.type} {ident!r} exists on the host, so there is nothing to import "
+                f"into {address}. Check the ID, or let apply create it.",
+                address=address, source=decl.source))
+        assert obs is not None
+        new = state.copy()
+        new.resources[address] = ResourceRecord(address, decl.type, rt.stored(obs),
+                                                [], str(decl.source))
+        return new
+
+    def rollback_stack(self, serial: int) -> tuple[Stack, State]:
+        """A stack that declares what state version ``serial`` applied (from the desired state
+        kept with it; the code of that version is not needed), and that version."""
+        from tectum.addrs import ResourceAddress
+        from tectum.config.declaration import Declaration, OutputDecl
+        from tectum.diagnostics import SourceLocation
+
+        version, desired = self.backend.read_version(serial)
+        if desired is None:
+            raise DiagnosticError(Diagnostic.error(
+                "No desired state recorded",
+                f"State version {serial} was written by a {self._operation_of(serial)} and "
+                "holds no desired state to return to. `tectum state history` shows the "
+                "versions written by apply."))
+        stack = Stack(self.project.root)
+        for address, entry in desired.get("resources", {}).items():
+            src = entry.get("source") or ""
+            name, _, line = src.rpartition(":")
+            stack.resources[address] = Declaration(
+                address=ResourceAddress.parse(address), type=entry["type"],
+                attrs=dict(entry["attrs"]),
+                source=SourceLocation(name, int(line)) if line.isdigit()
+                else SourceLocation(src or f"state version {serial}"),
+                base_dir=self.project.root, depends_on=list(entry.get("dependencies", [])),
+                watches=dict(entry.get("watches", {})), ignore_changes=[])
+        for name, value in desired.get("outputs", {}).items():
+            stack.outputs[name] = OutputDecl(
+                name, value, bool(desired.get("output_sensitive", {}).get(name)), "",
+                SourceLocation(f"state version {serial}"))
+        return stack, version
+
+    def _operation_of(self, serial: int) -> str:
+        for v in self.backend.history():
+            if v.serial == serial:
+                return v.operation
+        return "run"
 
     def outputs(self) -> dict[str, Any]:
         return self.read_state().outputs

@@ -1,0 +1,164 @@
+"""A private PostgreSQL cluster for the backend tests.
+
+``postgres_dsn`` (session): ``initdb`` as the ``postgres`` user into a temporary directory, a
+server on a free 127.0.0.1 port with its socket inside that directory, one database
+``tectum_test``; stopped (``pg_ctl stop -m immediate``, then the postmaster's pid is checked and
+killed if it lingers) and the directory removed when the session ends.
+
+``pg_dsn`` (per test): a fresh database on that cluster, dropped ``WITH (FORCE)`` afterwards, so
+tests (and the workspaces they list) never see each other.
+
+PostgreSQL must be installed (Debian: ``apt-get install postgresql``; binaries under
+``/usr/lib/postgresql/VERSION/bin``): without it the fixture fails rather than skips — CI
+installs it, and a silently skipped backend would hide its bugs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import itertools
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+def _pg_bindir() -> Path:
+    found = [Path(p).parent for p in glob.glob("/usr/lib/postgresql/*/bin/initdb")]
+
+    def version(p: Path) -> tuple[int, ...]:
+        try:
+            return tuple(int(part) for part in p.parent.name.split("."))
+        except ValueError:
+            return (0,)
+
+    if not found:
+        pytest.fail(
+            "PostgreSQL is not installed: no /usr/lib/postgresql/*/bin/initdb. The PostgreSQL "
+            "backend tests need a local server; install it with `apt-get install postgresql` "
+            "(.ci/run does).", pytrace=False)
+    return max(found, key=version)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class _Cluster:
+    def __init__(self, bindir: Path) -> None:
+        self.bindir = bindir
+        self.root = Path(tempfile.mkdtemp(prefix="tectum-pg-"))
+        self.data = self.root / "data"
+        self.log = self.root / "server.log"
+        self.port = 0
+        # initdb and the server refuse to run as root: run them as postgres, in a directory
+        # that user owns. Run as whoever we are when that is not root.
+        self.prefix: list[str] = []
+        if os.geteuid() == 0:
+            try:
+                pw = pwd.getpwnam("postgres")
+            except KeyError:
+                pytest.fail("PostgreSQL is installed but there is no `postgres` user to run "
+                            "initdb as.", pytrace=False)
+            os.chown(self.root, pw.pw_uid, pw.pw_gid)
+            self.prefix = ["runuser", "-u", "postgres", "--"]
+
+    def run(self, *args: str, timeout: float = 60) -> None:
+        proc = subprocess.run([*self.prefix, *args], cwd=self.root, capture_output=True,
+                              text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        if proc.returncode != 0:
+            log = self.log.read_text(errors="replace") if self.log.exists() else ""
+            raise RuntimeError(f"{' '.join(args)} failed ({proc.returncode}):\n"
+                               f"{proc.stdout}{proc.stderr}\n{log}")
+
+    def start(self) -> None:
+        self.run(str(self.bindir / "initdb"), "-D", str(self.data), "-A", "trust",
+                 "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync")
+        for attempt in itertools.count(1):
+            self.port = _free_port()
+            opts = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
+                    "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
+            try:
+                self.run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l",
+                         str(self.log), "-o", opts, "-w", "-t", "30", "start")
+                break
+            except RuntimeError:
+                if attempt >= 3:  # the port may have been taken between probe and start
+                    raise
+        self.run(str(self.bindir / "createdb"), "-h", "127.0.0.1", "-p", str(self.port),
+                 "-U", "postgres", "tectum_test")
+
+    def _postmaster_pid(self) -> int | None:
+        try:
+            return int((self.data / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return None
+
+    def stop(self) -> None:
+        pid = self._postmaster_pid()
+        if pid is not None:
+            with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
+                self.run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m",
+                         "immediate", "-w", "-t", "20", "stop", timeout=30)
+            deadline = time.monotonic() + 10
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if _alive(pid):  # by its id, never by name
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie is not running; postmaster is not our child, so it would not linger as one
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    """DSN of a private PostgreSQL cluster's ``tectum_test`` database (session-wide)."""
+    cluster = _Cluster(_pg_bindir())
+    try:
+        cluster.start()
+        yield f"host=127.0.0.1 port={cluster.port} user=postgres dbname=tectum_test"
+    finally:
+        cluster.stop()
+
+
+_db_numbers = itertools.count(1)
+
+
+@pytest.fixture
+def pg_dsn(postgres_dsn: str) -> Iterator[str]:
+    """DSN of a fresh database of its own for one test (dropped after it)."""
+    import psycopg
+
+    name = f"t{os.getpid()}_{next(_db_numbers)}"
+    with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield postgres_dsn.replace("dbname=tectum_test", f"dbname={name}")
+    finally:
+        with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

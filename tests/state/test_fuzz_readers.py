@@ -1,0 +1,842 @@
+"""Fuzzing the readers of files tectum does not control: every malformed input gives a
+diagnostic, never a traceback.
+
+* ``State.from_json`` returns a well-formed :class:`State` or raises :class:`StateError`.
+* ``SQLiteBackend.read`` / ``read_version`` on a database whose stored document (or journal) is
+  damaged return a well-formed state or raise :class:`DiagnosticError` "Unreadable state" naming
+  the file.
+* ``read_plan`` returns a well-formed ``(Plan, project)`` or raises :class:`DiagnosticError`
+  "Invalid plan file" naming the file — also for a payload whose checksum was recomputed after
+  it was damaged (the structure is checked, not only the bytes).
+* The CLI (``apply PLANFILE``, ``show``, ``state list``, ``output``) exits 1 on such files with
+  a diagnostic, never a traceback nor an "Internal error".
+
+Inputs are arbitrary bytes, arbitrary JSON values and mutations of valid documents (keys dropped
+or added, values of the wrong type, wrong nesting, huge and negative numbers, duplicates, odd
+unicode).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import os
+import shutil
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tectum.backends.sqlite import SQLiteBackend
+from tectum.diagnostics import DiagnosticError
+from tectum.plans.plan import Action, AttrChange, Plan, ResourceChange
+from tectum.plans.planfile import read_plan, write_plan
+from tectum.state.model import ResourceRecord, State, StateError
+
+FUZZ = settings(max_examples=150, deadline=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ_SMALL = settings(FUZZ, max_examples=60)
+FUZZ_CLI = settings(FUZZ, max_examples=12)
+
+#: nesting deeper than the JSON decoder's recursion limit (RecursionError, not ValueError)
+DEEP = 100_000
+
+
+# -- JSON values -----------------------------------------------------------------------------
+
+ODD_TEXT = st.sampled_from([
+    "", " ", "\x00", "\n", "\u202e", "\ufeff", "e\u0301", "\U0001f600", "\ud800", "\udfff",
+    "a" * 2000, "file.www", "file.", ".", "file.www[0]", "null", "1", "-1", "true", "{}",
+    "directory.www", "create", "no-op", "replace ", "CREATE",
+])
+JSON_TEXT = st.text(max_size=12) | ODD_TEXT
+#: huge and boundary integers (10**4000 still has fewer digits than int→str's 4300-digit limit)
+SPECIAL_NUMBERS = st.sampled_from([
+    0, -1, -(2**31), 2**31, 2**63, -(2**63) - 1, 2**64, 10**100, -(10**100), 10**4000,
+    -(10**4000), 0.5, -0.0, 1e308, float("inf"), float("-inf"), float("nan"),
+])
+JSON_SCALARS = (st.none() | st.booleans() | st.integers() | st.floats() | SPECIAL_NUMBERS
+                | JSON_TEXT)
+JSON_VALUES = st.recursive(
+    JSON_SCALARS,
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(JSON_TEXT, kids, max_size=4),
+    max_leaves=16,
+)
+
+
+def dumps(value: Any) -> bytes:
+    """JSON bytes as Python writes them (NaN/Infinity allowed, lone surrogates escaped)."""
+    return json.dumps(value).encode()
+
+
+# -- mutations of a valid document -----------------------------------------------------------
+
+Path_ = tuple[Any, ...]
+
+
+def _paths(doc: Any, prefix: Path_ = ()) -> Iterator[Path_]:
+    yield prefix
+    if isinstance(doc, dict):
+        for key, value in doc.items():
+            yield from _paths(value, (*prefix, key))
+    elif isinstance(doc, list):
+        for index, value in enumerate(doc):
+            yield from _paths(value, (*prefix, index))
+
+
+def _get(doc: Any, path: Path_) -> Any:
+    for part in path:
+        doc = doc[part]
+    return doc
+
+
+def _set(doc: Any, path: Path_, value: Any) -> Any:
+    if not path:
+        return value
+    _get(doc, path[:-1])[path[-1]] = value
+    return doc
+
+
+MUTATIONS = ("drop", "replace", "replace", "wrap_list", "wrap_dict", "duplicate", "add_key",
+             "stringify", "negate", "empty", "number")
+
+
+def mutate(draw: Callable[..., Any], doc: Any) -> Any:
+    """One random change somewhere in ``doc`` (a path chosen among all of its values)."""
+    path = draw(st.sampled_from(list(_paths(doc))))
+    op = draw(st.sampled_from(MUTATIONS))
+    target = _get(doc, path)
+    if op == "drop":
+        if not path:
+            return draw(JSON_VALUES)
+        del _get(doc, path[:-1])[path[-1]]
+        return doc
+    if op == "replace":
+        return _set(doc, path, draw(JSON_VALUES))
+    if op == "wrap_list":
+        return _set(doc, path, [target])
+    if op == "wrap_dict":
+        return _set(doc, path, {draw(JSON_TEXT): target})
+    if op == "duplicate":
+        if isinstance(target, list) and target:
+            target.append(copy.deepcopy(draw(st.sampled_from(target))))
+            return doc
+        return _set(doc, path, [target, copy.deepcopy(target)])
+    if op == "add_key":
+        if isinstance(target, dict):
+            target[draw(JSON_TEXT)] = draw(JSON_VALUES)
+            return doc
+        return _set(doc, path, draw(JSON_VALUES))
+    if op == "stringify":
+        return _set(doc, path, json.dumps(target))
+    if op == "negate":
+        if isinstance(target, int | float) and not isinstance(target, bool):
+            return _set(doc, path, -target - 1)
+        return _set(doc, path, not target)
+    if op == "empty":
+        return _set(doc, path, type(target)() if isinstance(target, dict | list | str) else 0)
+    return _set(doc, path, draw(SPECIAL_NUMBERS))
+
+
+@st.composite
+def mutations_of(draw: Callable[..., Any], make: Callable[[], Any], most: int = 3) -> Any:
+    doc = make()
+    for _ in range(draw(st.integers(1, most))):
+        doc = mutate(draw, doc)
+    return doc
+
+
+# -- a valid state document ------------------------------------------------------------------
+
+LINEAGE = "0b6f2a52-2d0e-4f38-9a4b-5b1f7e0c9d11"
+
+
+def valid_state_doc() -> dict[str, Any]:
+    return {
+        "format_version": 1,
+        "tectum_version": "0.1.0",
+        "serial": 3,
+        "lineage": LINEAGE,
+        "resources": [
+            {"address": "directory.www", "type": "directory",
+             "attributes": {"path": "/srv/www", "mode": "0755", "owner": None},
+             "source": "/p/stack.py:3"},
+            {"address": "file.index", "type": "file",
+             "attributes": {"path": "/srv/www/index.html", "content": "hi\n",
+                            "tags": ["a", 1, {"b": [True, None, 2.5]}]},
+             "dependencies": ["directory.www"], "source": "/p/stack.py:4"},
+        ],
+        "outputs": {"url": {"value": "http://localhost/", "sensitive": False},
+                    "secret": {"value": "s3cret", "sensitive": True}},
+    }
+
+
+def assert_well_formed_state(state: Any) -> None:
+    """What the rest of tectum relies on when it gets a State."""
+    assert isinstance(state, State), state
+    assert isinstance(state.lineage, str) and state.lineage
+    assert isinstance(state.serial, int) and state.serial >= 0
+    assert isinstance(state.resources, dict)
+    for address, rec in state.resources.items():
+        assert isinstance(rec, ResourceRecord)
+        assert rec.address == address and isinstance(address, str)
+        assert isinstance(rec.type, str)
+        assert isinstance(rec.attributes, dict)
+        assert all(isinstance(d, str) for d in rec.dependencies)
+        assert rec.source is None or isinstance(rec.source, str)
+    assert isinstance(state.outputs, dict)
+    assert all(isinstance(k, str) and isinstance(v, dict) for k, v in state.outputs.items())
+    assert isinstance(state.tectum_version, str)
+
+
+def check_state_from_json(doc: Any) -> None:
+    try:
+        state = State.from_json(doc)
+    except StateError as exc:
+        assert str(exc)
+        return
+    assert_well_formed_state(state)
+
+
+STATE_CASES = {
+    "not an object": [valid_state_doc()],
+    "empty object": {},
+    "negative serial": {**valid_state_doc(), "serial": -1},
+    "huge negative serial": {**valid_state_doc(), "serial": -(10**4000)},
+    "huge serial": {**valid_state_doc(), "serial": 10**4000},
+    "float serial": {**valid_state_doc(), "serial": 3.0},
+    "string serial": {**valid_state_doc(), "serial": "3"},
+    "newer format": {**valid_state_doc(), "format_version": 2},
+    "huge format": {**valid_state_doc(), "format_version": 10**4000},
+    "old format": {**valid_state_doc(), "format_version": 0},
+    "negative format": {**valid_state_doc(), "format_version": -(10**4000)},
+    "string format": {**valid_state_doc(), "format_version": "1"},
+    "float format": {**valid_state_doc(), "format_version": 1.0},
+    "no lineage": {k: v for k, v in valid_state_doc().items() if k != "lineage"},
+    "empty lineage": {**valid_state_doc(), "lineage": ""},
+    "resources object": {**valid_state_doc(), "resources": {"file.index": {}}},
+    "resources string": {**valid_state_doc(), "resources": "file.index"},
+    "resource null": {**valid_state_doc(), "resources": [None]},
+    "resource without type": {**valid_state_doc(),
+                              "resources": [{"address": "a.b", "attributes": {}}]},
+    "resource address int": {**valid_state_doc(),
+                             "resources": [{"address": 10**4000, "type": "x",
+                                            "attributes": {}}]},
+    "resource attributes list": {**valid_state_doc(),
+                                 "resources": [{"address": "a.b", "type": "a",
+                                                "attributes": [["k", "v"]]}]},
+    "dependencies string": {**valid_state_doc(),
+                            "resources": [{"address": "a.b", "type": "a", "attributes": {},
+                                           "dependencies": "a.c"}]},
+    "dependencies nested": {**valid_state_doc(),
+                            "resources": [{"address": "a.b", "type": "a", "attributes": {},
+                                           "dependencies": [["a.c"]]}]},
+    "duplicate addresses": {**valid_state_doc(),
+                            "resources": valid_state_doc()["resources"] * 2},
+    "outputs list": {**valid_state_doc(), "outputs": [{"value": 1}]},
+    "output not an object": {**valid_state_doc(), "outputs": {"x": 1}},
+    "odd unicode address": {**valid_state_doc(),
+                            "resources": [{"address": "\ud800\u202e\x00", "type": "\ufeff",
+                                           "attributes": {"\udfff": "\ud800"}}]},
+}
+
+
+@pytest.mark.parametrize("doc", list(STATE_CASES.values()), ids=list(STATE_CASES))
+def test_state_from_json_known_cases(doc: Any) -> None:
+    check_state_from_json(doc)
+
+
+def test_state_from_json_accepts_the_valid_document() -> None:
+    state = State.from_json(valid_state_doc())
+    assert_well_formed_state(state)
+    assert sorted(state.resources) == ["directory.www", "file.index"]
+
+
+@FUZZ
+@given(JSON_VALUES)
+def test_state_from_json_arbitrary_json(doc: Any) -> None:
+    check_state_from_json(doc)
+
+
+@FUZZ
+@given(st.dictionaries(st.sampled_from(list(valid_state_doc())) | JSON_TEXT, JSON_VALUES,
+                       max_size=7))
+def test_state_from_json_objects_with_state_keys(doc: dict[str, Any]) -> None:
+    check_state_from_json({"format_version": 1, **doc})
+
+
+@FUZZ
+@given(mutations_of(valid_state_doc))
+def test_state_from_json_mutated_document(doc: Any) -> None:
+    check_state_from_json(doc)
+
+
+# -- the SQLite backend ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A state database with one valid version (serial 1) in workspace "default"."""
+    path = tmp_path_factory.mktemp("template") / "state.db"
+    backend = SQLiteBackend(str(path))
+    try:
+        backend.write(State.from_json(valid_state_doc()), "apply")
+    finally:
+        backend.close()
+    assert not Path(f"{path}-wal").exists()
+    return path
+
+
+_counter = itertools.count()
+
+
+def fresh_db(template: Path) -> Path:
+    """A copy of the template database in a directory of its own."""
+    root = template.parent.parent / f"db{next(_counter)}"
+    root.mkdir()
+    path = root / "state.db"
+    shutil.copyfile(template, path)
+    return path
+
+
+def store_document(path: Path, document: bytes, storage: str) -> None:
+    """Overwrite ``states.document`` of every version: as a BLOB, as TEXT (decoded when it is
+    UTF-8) or as TEXT holding the raw bytes (possibly invalid UTF-8)."""
+    if storage == "blob":
+        value: Any = document
+        sql = "UPDATE states SET document = ?"
+    elif storage == "text":
+        try:
+            value = document.decode()
+            sql = "UPDATE states SET document = ?"
+        except UnicodeDecodeError:
+            value = document
+            sql = "UPDATE states SET document = CAST(? AS TEXT)"
+    else:
+        value = document
+        sql = "UPDATE states SET document = CAST(? AS TEXT)"
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute(sql, (value,))
+
+
+def assert_unreadable_state(exc: DiagnosticError, path: Path) -> None:
+    diags = list(exc.diagnostics)
+    assert [d.summary for d in diags] == ["Unreadable state"], diags
+    assert str(path) in diags[0].detail, diags[0]
+
+
+def check_backend(path: Path) -> None:
+    """``read`` and ``read_version(1)`` give a well-formed state or "Unreadable state"."""
+    backend = SQLiteBackend(str(path))
+    try:
+        try:
+            state = backend.read()
+        except DiagnosticError as exc:
+            assert_unreadable_state(exc, path)
+        else:
+            assert_well_formed_state(state)
+        try:
+            state, _ = backend.read_version(1)
+        except DiagnosticError as exc:
+            assert_unreadable_state(exc, path)
+        else:
+            assert_well_formed_state(state)
+    finally:
+        backend.close()
+
+
+STORAGE = st.sampled_from(["blob", "text", "raw-text"])
+
+
+def _truncations(doc: bytes) -> st.SearchStrategy[bytes]:
+    return st.integers(0, len(doc) - 1).map(lambda n: doc[:n])
+
+
+VALID_STATE_BYTES = dumps(valid_state_doc())
+STATE_BYTES = st.one_of(
+    st.binary(max_size=64),
+    JSON_VALUES.map(dumps),
+    mutations_of(valid_state_doc).map(dumps),
+    _truncations(VALID_STATE_BYTES),
+    st.sampled_from([
+        b"", b"\xff\xfe\x00", b"\xef\xbb\xbf" + VALID_STATE_BYTES,
+        VALID_STATE_BYTES.decode().encode("utf-16"), VALID_STATE_BYTES + b"garbage",
+        VALID_STATE_BYTES.replace(b'"serial": 3', b'"serial": ' + b"9" * 5000),
+        VALID_STATE_BYTES.replace(b'"serial": 3', b'"serial": 1e999'),
+        b"NaN", b'{"format_version": Infinity}', b"\x00" * 16,
+    ]),
+)
+
+
+@FUZZ
+@given(document=STATE_BYTES, storage=STORAGE)
+def test_sqlite_backend_read_damaged_document(template_db: Path, document: bytes,
+                                              storage: str) -> None:
+    path = fresh_db(template_db)
+    store_document(path, document, storage)
+    check_backend(path)
+
+
+@pytest.mark.parametrize("document", [
+    b"[" * DEEP + b"]" * DEEP,
+    b'{"a":' * DEEP + b"1" + b"}" * DEEP,
+    VALID_STATE_BYTES.replace(b'"owner": null', b'"owner": ' + b"[" * DEEP + b"]" * DEEP),
+], ids=["deep list", "deep object", "deep attribute in a valid state"])
+def test_sqlite_backend_read_deeply_nested_document(template_db: Path, document: bytes) -> None:
+    path = fresh_db(template_db)
+    store_document(path, document, "text")
+    check_backend(path)
+
+
+def test_sqlite_backend_read_not_a_database(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    path.write_bytes(b"this is not an SQLite database" * 100)
+    with pytest.raises(DiagnosticError) as info:
+        SQLiteBackend(str(path)).read()
+    assert_unreadable_state(info.value, path)
+
+
+def _valid_record() -> dict[str, Any]:
+    return {"address": "file.extra", "type": "file", "attributes": {"path": "/x"}}
+
+
+JOURNAL_RECORDS = st.one_of(
+    st.none(),
+    st.binary(max_size=32).map(lambda b: b.decode("latin-1")),
+    JSON_VALUES.map(json.dumps),
+    mutations_of(_valid_record).map(json.dumps),
+    st.just("[" * DEEP + "]" * DEEP),
+)
+
+
+@FUZZ_SMALL
+@given(action=st.sampled_from(["create", "update", "replace", "delete", "outputs", "noop"]),
+       record=JOURNAL_RECORDS)
+def test_sqlite_backend_read_damaged_journal(template_db: Path, action: str,
+                                             record: str | None) -> None:
+    """A run killed mid-apply leaves journal rows that the next read replays: a damaged row
+    is "Unreadable state" too, and never leaves a malformed state behind."""
+    path = fresh_db(template_db)
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute("INSERT INTO journal (workspace, base_serial, address, action, record, "
+                   "created_at) VALUES ('default', 1, 'file.extra', ?, ?, 0)", (action, record))
+    check_backend(path)
+
+
+# -- plan files ------------------------------------------------------------------------------
+
+def valid_plan() -> Plan:
+    after_www = {"path": "/srv/www", "mode": "0755"}
+    after_index = {"path": "/srv/www/index.html", "content": "hello\n"}
+    changes = [
+        ResourceChange("directory.www", "directory", Action.CREATE, None, after_www,
+                       [AttrChange("path", None, "/srv/www"), AttrChange("mode", None, "0755")],
+                       source="/p/stack.py:3"),
+        ResourceChange("file.index", "file", Action.UPDATE,
+                       {"path": "/srv/www/index.html", "content": "old\n"}, after_index,
+                       [AttrChange("content", "old\n", "hello\n", sensitive=True)],
+                       drift=["content"], dependencies=["directory.www"],
+                       prior={"path": "/srv/www/index.html", "content": "old\n"},
+                       source="/p/stack.py:4"),
+        ResourceChange("file.conf", "file", Action.REPLACE, {"path": "/etc/a"},
+                       {"path": "/etc/b"}, [AttrChange("path", "/etc/a", "/etc/b", True)],
+                       triggers=["file.index"], triggered="restart",
+                       prior={"path": "/etc/a"}),
+        ResourceChange("file.old", "file", Action.DELETE, {"path": "/srv/old"}, None,
+                       prior={"path": "/srv/old"}),
+        ResourceChange("file.moved", "file", Action.NOOP, {"path": "/m"}, {"path": "/m"},
+                       prior={"path": "/m"}, note="moved from file.before"),
+    ]
+    return Plan(changes, {"url": "http://localhost/"}, {"url": False}, LINEAGE, 3,
+                workspace="default", variables={"port": 8080})
+
+
+@pytest.fixture(scope="module")
+def plan_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("plans")
+
+
+@pytest.fixture(scope="module")
+def valid_plan_doc(plan_dir: Path) -> dict[str, Any]:
+    """The JSON document ``write_plan`` writes for :func:`valid_plan`."""
+    path = plan_dir / "valid.plan"
+    write_plan(str(path), valid_plan(), "/p")
+    doc: dict[str, Any] = json.loads(path.read_bytes())
+    return doc
+
+
+def _canonical(payload: Any) -> bytes:
+    return json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+
+
+def with_checksum(payload: Any) -> dict[str, Any]:
+    """A plan document whose checksum matches ``payload`` (as ``write_plan`` computes it)."""
+    return {"tectum_plan": 1, "checksum": hashlib.sha256(_canonical(payload)).hexdigest(),
+            "payload": payload}
+
+
+def _well_typed_str_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def assert_well_formed_plan(plan: Any, project: Any) -> None:
+    """What ``show``, ``apply`` and the views rely on when ``read_plan`` returns."""
+    assert isinstance(project, str)
+    assert isinstance(plan, Plan)
+    assert isinstance(plan.changes, list)
+    for c in plan.changes:
+        assert isinstance(c, ResourceChange)
+        where = f"resource change {c.address!r}"
+        assert isinstance(c.address, str), where
+        assert isinstance(c.type, str), where
+        assert isinstance(c.action, Action), where
+        for name in ("before", "after", "prior"):
+            value = getattr(c, name)
+            assert value is None or isinstance(value, dict), f"{where}: {name} = {value!r}"
+        assert isinstance(c.changes, list), where
+        for a in c.changes:
+            assert isinstance(a, AttrChange), where
+            assert isinstance(a.name, str), f"{where}: attribute change {a!r}"
+            assert isinstance(a.force_new, bool) and isinstance(a.sensitive, bool), a
+        for name in ("triggers", "drift", "dependencies"):
+            assert _well_typed_str_list(getattr(c, name)), f"{where}: {name}"
+        for name in ("triggered", "source", "note"):
+            value = getattr(c, name)
+            assert value is None or isinstance(value, str), f"{where}: {name} = {value!r}"
+        watches = getattr(c, "watches", {})
+        assert isinstance(watches, dict), where
+        assert all(isinstance(k, str) and _well_typed_str_list(v)
+                   for k, v in watches.items()), f"{where}: watches = {watches!r}"
+    assert isinstance(plan.outputs, dict)
+    assert all(isinstance(k, str) for k in plan.outputs)
+    assert isinstance(plan.output_sensitive, dict)
+    assert all(isinstance(k, str) and isinstance(v, bool)
+               for k, v in plan.output_sensitive.items())
+    assert plan.lineage is None or isinstance(plan.lineage, str)
+    assert isinstance(plan.serial, int)
+    assert isinstance(plan.destroy, bool)
+    assert isinstance(plan.workspace, str)
+    assert isinstance(plan.variables, dict)
+    json.dumps(plan.to_json())  # `show --json` and the next `plan -out` write it back
+
+
+def check_read_plan(path: Path) -> None:
+    try:
+        plan, project = read_plan(str(path))
+    except DiagnosticError as exc:
+        diags = list(exc.diagnostics)
+        assert [d.summary for d in diags] == ["Invalid plan file"], diags
+        assert str(path) in diags[0].detail, diags[0]
+        return
+    assert_well_formed_plan(plan, project)
+
+
+def write_and_check(path: Path, data: bytes) -> None:
+    path.write_bytes(data)
+    check_read_plan(path)
+
+
+def test_read_plan_accepts_the_valid_file(plan_dir: Path, valid_plan_doc: dict[str, Any]
+                                          ) -> None:
+    plan, project = read_plan(str(plan_dir / "valid.plan"))
+    assert_well_formed_plan(plan, project)
+    assert project == "/p"
+    assert [c.action for c in plan.changes] == [c.action for c in valid_plan().changes]
+
+
+def test_read_plan_missing_file_and_directory(plan_dir: Path) -> None:
+    check_read_plan(plan_dir / "does-not-exist.plan")
+    check_read_plan(plan_dir)
+
+
+@FUZZ
+@given(data=st.binary(max_size=200))
+def test_read_plan_arbitrary_bytes(plan_dir: Path, data: bytes) -> None:
+    write_and_check(plan_dir / "bytes.plan", data)
+
+
+@FUZZ
+@given(doc=JSON_VALUES)
+def test_read_plan_arbitrary_json(plan_dir: Path, doc: Any) -> None:
+    write_and_check(plan_dir / "json.plan", dumps(doc))
+
+
+@FUZZ
+@given(payload=JSON_VALUES | st.fixed_dictionaries(
+    {"plan": JSON_VALUES | st.dictionaries(
+        st.sampled_from(list(valid_plan().to_json())) | JSON_TEXT, JSON_VALUES, max_size=9),
+     "project": JSON_VALUES}))
+def test_read_plan_arbitrary_payload_with_checksum(plan_dir: Path, payload: Any) -> None:
+    """A correct checksum over a payload that is not a plan: still only "Invalid plan file"."""
+    write_and_check(plan_dir / "payload.plan", dumps(with_checksum(payload)))
+
+
+@FUZZ
+@given(data=st.data(), recompute=st.booleans())
+def test_read_plan_mutated_file(plan_dir: Path, valid_plan_doc: dict[str, Any],
+                                data: st.DataObject, recompute: bool) -> None:
+    """A valid plan file changed somewhere in its payload; with ``recompute`` the checksum is
+    made to match again, so the structural checks are what must catch it."""
+    payload = data.draw(mutations_of(lambda: copy.deepcopy(valid_plan_doc["payload"])),
+                        label="payload")
+    doc = with_checksum(payload) if recompute else {**valid_plan_doc, "payload": payload}
+    write_and_check(plan_dir / "mutated.plan", dumps(doc))
+
+
+@FUZZ
+@given(data=st.data())
+def test_read_plan_mutated_envelope(plan_dir: Path, valid_plan_doc: dict[str, Any],
+                                    data: st.DataObject) -> None:
+    doc = data.draw(mutations_of(lambda: copy.deepcopy(valid_plan_doc)), label="doc")
+    write_and_check(plan_dir / "envelope.plan", dumps(doc))
+
+
+@FUZZ_SMALL
+@given(data=st.data())
+def test_read_plan_truncated_file(plan_dir: Path, valid_plan_doc: dict[str, Any],
+                                  data: st.DataObject) -> None:
+    raw = dumps(valid_plan_doc)
+    write_and_check(plan_dir / "truncated.plan", data.draw(_truncations(raw), label="bytes"))
+
+
+def _plan_case(edit: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], bytes]:
+    def make(valid: dict[str, Any]) -> bytes:
+        payload = copy.deepcopy(valid["payload"])
+        edit(payload)
+        return dumps(with_checksum(payload))
+    return make
+
+
+def _rc(**fields: Any) -> Callable[[dict[str, Any]], None]:
+    """Edit the first resource change (a field set to ... is deleted)."""
+    def edit(payload: dict[str, Any]) -> None:
+        rc = payload["plan"]["resource_changes"][0]
+        for key, value in fields.items():
+            if value is ...:
+                del rc[key]
+            else:
+                rc[key] = value
+    return edit
+
+
+def _plan_field(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def edit(payload: dict[str, Any]) -> None:
+        payload["plan"][key] = value
+    return edit
+
+
+#: structurally wrong payloads with a correct checksum; each must be "Invalid plan file"
+PLAN_CASES: dict[str, Callable[[dict[str, Any]], bytes]] = {
+    "serial infinity": _plan_case(_plan_field("serial", float("inf"))),
+    "serial -infinity": _plan_case(_plan_field("serial", float("-inf"))),
+    "serial NaN": _plan_case(_plan_field("serial", float("nan"))),
+    "serial string": _plan_case(_plan_field("serial", "three")),
+    "serial list": _plan_case(_plan_field("serial", [3])),
+    "resource_changes object": _plan_case(_plan_field("resource_changes", {"a": {}})),
+    "resource_changes string": _plan_case(_plan_field("resource_changes", "abc")),
+    "resource change null": _plan_case(_plan_field("resource_changes", [None])),
+    "resource change without address": _plan_case(_rc(address=...)),
+    "resource change without action": _plan_case(_rc(action=...)),
+    "unknown action": _plan_case(_rc(action="explode")),
+    "action list": _plan_case(_rc(action=["create"])),
+    "address int": _plan_case(_rc(address=5)),
+    "address null": _plan_case(_rc(address=None)),
+    "type object": _plan_case(_rc(type={"file": 1})),
+    "after list": _plan_case(_rc(after=[1, 2])),
+    "before string": _plan_case(_rc(before="x")),
+    "prior int": _plan_case(_rc(prior=1)),
+    "changes entry int": _plan_case(_rc(changes=[5])),
+    "changes entry unknown key": _plan_case(_rc(changes=[{"name": "a", "before": 1,
+                                                          "after": 2, "bogus": 1}])),
+    "changes entry name int": _plan_case(_rc(changes=[{"name": 5, "before": 1, "after": 2}])),
+    "changes string": _plan_case(_rc(changes="path")),
+    "dependencies string": _plan_case(_rc(dependencies="directory.www")),
+    "dependencies ints": _plan_case(_rc(dependencies=[1, 2])),
+    "drift ints": _plan_case(_rc(drift=[1])),
+    "triggers object": _plan_case(_rc(triggers={"a": 1})),
+    "note int": _plan_case(_rc(note=7)),
+    "watches list": _plan_case(_rc(watches=[["a", "b"]])),
+    "outputs list of pairs": _plan_case(_plan_field("outputs", [["a", 1]])),
+    "outputs int": _plan_case(_plan_field("outputs", 5)),
+    "output_sensitive string": _plan_case(_plan_field("output_sensitive", {"url": "no"})),
+    "variables list": _plan_case(_plan_field("variables", [1])),
+    "lineage int": _plan_case(_plan_field("lineage", 5)),
+    "plan list": _plan_case(lambda p: p.update(plan=[])),
+    "project missing": _plan_case(lambda p: p.pop("project")),
+    "project object": _plan_case(lambda p: p.update(project={"dir": "/p"})),
+    "deeply nested payload": lambda valid: (
+        b'{"tectum_plan":1,"checksum":"0","payload":' + b"[" * DEEP + b"]" * DEEP + b"}"),
+    "deeply nested file": lambda valid: b"[" * DEEP + b"]" * DEEP,
+}
+
+
+@pytest.mark.parametrize("make", list(PLAN_CASES.values()), ids=list(PLAN_CASES))
+def test_read_plan_known_cases(plan_dir: Path, valid_plan_doc: dict[str, Any],
+                               make: Callable[[dict[str, Any]], bytes]) -> None:
+    path = plan_dir / "case.plan"
+    path.write_bytes(make(valid_plan_doc))
+    with pytest.raises(DiagnosticError) as info:
+        read_plan(str(path))
+    diags = list(info.value.diagnostics)
+    assert [d.summary for d in diags] == ["Invalid plan file"], diags
+    assert str(path) in diags[0].detail
+
+
+# -- end to end through the CLI --------------------------------------------------------------
+
+STACK = """\
+from tectum.host import Directory, File
+
+www = Directory("www", path="{out}/www")
+index = File("index", path=f"{{www.path}}/index.html", content="hello\\n")
+"""
+
+
+@pytest.fixture
+def cli_project(tmp_path: Path, tectum: Callable[..., Any]) -> Path:
+    """A project whose state database holds one valid version; crash logs go to tmp_path."""
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "stack.py").write_text(STACK.format(out=tmp_path / "out"))
+    backend = SQLiteBackend(str(root / ".tectum" / "state.db"))
+    try:
+        backend.write(State.from_json(valid_state_doc()), "apply")
+    finally:
+        backend.close()
+    return root
+
+
+def run_cli(tectum: Callable[..., Any], root: Path, *args: str) -> Any:
+    return tectum(*args, cwd=root, env={"TMPDIR": str(root.parent)})
+
+
+def expect_diagnostic(result: Any, summary: str) -> None:
+    out = result.output
+    assert result.returncode == 1, f"exit code {result.returncode}, want 1:\n{out}"
+    assert "Traceback" not in out, out
+    assert "Internal error" not in out, out
+    assert f"Error: {summary}" in out, out
+
+
+@pytest.mark.parametrize("name, data", [
+    ("bytes", b"\x00\xff\xfe garbage \x80"),
+    ("json", b'{"tectum_plan": 1, "payload": {}, "checksum": "00"}'),
+    ("checksummed", dumps(with_checksum({"plan": {"resource_changes": [{"action": "create"}],
+                                                  "serial": 0}, "project": "."}))),
+    ("infinite serial", dumps(with_checksum({"plan": {"resource_changes": [],
+                                                      "serial": float("inf")},
+                                             "project": "."}))),
+    ("deep", b"[" * DEEP + b"]" * DEEP),
+])
+@pytest.mark.parametrize("command", ["apply", "show"])
+def test_cli_garbage_plan_file(cli_project: Path, tectum: Callable[..., Any], command: str,
+                               name: str, data: bytes) -> None:
+    plan = cli_project.parent / f"{name}.plan"
+    plan.write_bytes(data)
+    args = [command, str(plan)] + (["--auto-approve"] if command == "apply" else [])
+    expect_diagnostic(run_cli(tectum, cli_project, *args), "Invalid plan file")
+
+
+@pytest.fixture(scope="module")
+def cli_plan_doc(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A plan file made by `tectum plan -out` for a project with nothing applied."""
+    from tests.conftest import run_tectum
+
+    tmp = tmp_path_factory.mktemp("cli-plan")
+    root = tmp / "proj"
+    root.mkdir()
+    (root / "stack.py").write_text(STACK.format(out=tmp / "out"))
+    result = run_tectum("plan", "-out", str(tmp / "made.plan"), cwd=root,
+                        env={"TMPDIR": str(tmp)})
+    assert result.returncode == 0, result.output
+    doc: dict[str, Any] = json.loads((tmp / "made.plan").read_bytes())
+    return doc
+
+
+@FUZZ_CLI
+@given(data=st.data())
+def test_cli_show_mutated_plan_with_checksum(tmp_path_factory: pytest.TempPathFactory,
+                                             cli_plan_doc: dict[str, Any],
+                                             data: st.DataObject) -> None:
+    """`tectum show PLANFILE` on a re-checksummed, damaged plan: shown, or a diagnostic."""
+    from tests.conftest import run_tectum
+
+    payload = data.draw(mutations_of(lambda: copy.deepcopy(cli_plan_doc["payload"])),
+                        label="payload")
+    tmp = tmp_path_factory.mktemp("show")
+    plan = tmp / "mutated.plan"
+    plan.write_bytes(dumps(with_checksum(payload)))
+    result = run_tectum("show", str(plan), cwd=tmp, env={"TMPDIR": str(tmp)})
+    out = result.output
+    assert result.returncode in (0, 1), out
+    assert "Traceback" not in out, out
+    assert "Internal error" not in out, out
+    if result.returncode == 1:
+        assert "Error: Invalid plan file" in out, out
+
+
+@pytest.mark.parametrize("document", [
+    b"not json",
+    b"",
+    dumps([1, 2, 3]),
+    dumps({**valid_state_doc(), "serial": -1}),
+    dumps({**valid_state_doc(), "resources": valid_state_doc()["resources"] * 2}),
+    dumps({**valid_state_doc(), "format_version": 99}),
+    b"[" * DEEP + b"]" * DEEP,
+], ids=["not json", "empty", "list", "negative serial", "duplicates", "newer format", "deep"])
+@pytest.mark.parametrize("command", [("state", "list"), ("show",), ("output",),
+                                     ("plan",)], ids=" ".join)
+def test_cli_corrupt_state_document(cli_project: Path, tectum: Callable[..., Any],
+                                    command: tuple[str, ...], document: bytes) -> None:
+    store_document(cli_project / ".tectum" / "state.db", document, "text")
+    expect_diagnostic(run_cli(tectum, cli_project, *command), "Unreadable state")
+
+
+@pytest.mark.parametrize("command", [("state", "list"), ("show",), ("output",)], ids=" ".join)
+def test_cli_state_db_not_a_database(cli_project: Path, tectum: Callable[..., Any],
+                                     command: tuple[str, ...]) -> None:
+    (cli_project / ".tectum" / "state.db").write_bytes(b"\x00garbage" * 512)
+    expect_diagnostic(run_cli(tectum, cli_project, *command), "Unreadable state")
+
+
+@pytest.mark.parametrize("document", [
+    dumps({**valid_state_doc(), "outputs": {"url": {}}}),
+    dumps({**valid_state_doc(), "outputs": {"url": {"sensitive": "yes"}}}),
+], ids=["output without value", "output without value, sensitive string"])
+def test_cli_output_with_malformed_output_entry(cli_project: Path, tectum: Callable[..., Any],
+                                                document: bytes) -> None:
+    """State.from_json accepts any object as an output entry; `tectum output` must not crash
+    on one without a "value" (a diagnostic, or printing it as null, are both fine)."""
+    store_document(cli_project / ".tectum" / "state.db", document, "text")
+    for args in (("output",), ("output", "url"), ("output", "--json"), ("show",)):
+        result = run_cli(tectum, cli_project, *args)
+        assert "Traceback" not in result.output, result.output
+        assert "Internal error" not in result.output, (args, result.output)
+        assert result.returncode in (0, 1), result.output
+
+
+def test_cli_state_with_surrogate_address(cli_project: Path, tectum: Callable[..., Any]) -> None:
+    """JSON may escape a lone surrogate ("\\ud800"); printing it must not crash the CLI."""
+    doc = valid_state_doc()
+    doc["resources"][0]["address"] = "directory.\ud800"
+    store_document(cli_project / ".tectum" / "state.db", dumps(doc), "text")
+    for args in (("state", "list"), ("show",)):
+        result = run_cli(tectum, cli_project, *args)
+        assert "Traceback" not in result.output, result.output
+        assert "Internal error" not in result.output, (args, result.output)
+        assert result.returncode in (0, 1), result.output
+
+
+def test_cli_lists_a_valid_state(cli_project: Path, tectum: Callable[..., Any]) -> None:
+    """Sanity check of the harness: a valid state is listed, exit 0, no crash log written."""
+    result = run_cli(tectum, cli_project, "state", "list")
+    assert result.returncode == 0, result.output
+    assert result.stdout.split() == ["directory.www", "file.index"]
+    assert not list(cli_project.parent.glob("tectum-crash-*"))
+    assert os.path.isdir(cli_project / ".tectum")
