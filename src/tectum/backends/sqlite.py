@@ -228,8 +228,10 @@ class SQLiteBackend:
                     state = State.from_json(json.loads(row[1]))
                 except (ValueError, StateError) as exc:
                     raise self._corrupt(
-                        f"state version {row[0]} is damaged ({exc}); earlier versions are "
-                        "kept in the same file"
+                        f"state version {row[0]} is damaged ({exc}). Earlier versions are kept "
+                        "in the same file: `tectum state history` lists them, and "
+                        "`tectum state show --version N --json > s.json` then "
+                        "`tectum state push --force s.json` restores one"
                     ) from None
             for address, action, record in self.db.execute(
                     "SELECT address, action, record FROM journal WHERE workspace = ? "

@@ -84,11 +84,11 @@ def validate(obj: Ctx, directory: str, variables: tuple[str, ...],
                  + f" The configuration is valid ({n} resource{'s' if n != 1 else ''}).")
 
 
-def _make_plan(obj: Ctx, session: Any, destroy: bool) -> Any:
+def _make_plan(obj: Ctx, session: Any, destroy: bool, refresh: bool = True) -> Any:
     stack = session.evaluate() if not destroy else _empty_stack(session)
     with session.locked("plan"):
         state = session.read_state()
-        result = session.plan(stack, state, destroy=destroy)
+        result = session.plan(stack, state, destroy=destroy, refresh=refresh)
     obj.view.diagnostics(session.warnings)
     return result, state
 
@@ -101,13 +101,13 @@ def _empty_stack(session: Any) -> Any:
 
 def plan(obj: Ctx, directory: str, variables: tuple[str, ...], var_files: tuple[str, ...],
          out: str | None, as_json: bool, detailed_exitcode: bool, destroy: bool,
-         parallelism: int) -> None:
+         parallelism: int, refresh: str = "true") -> None:
     """Show what apply would change, attribute by attribute."""
     from tectum.plans.planfile import write_plan
 
     session = _session(directory, variables, var_files, obj.lock_timeout)
     try:
-        result, _ = _make_plan(obj, session, destroy)
+        result, _ = _make_plan(obj, session, destroy, refresh == "true")
     finally:
         session.close()
     p = result.plan
@@ -305,7 +305,8 @@ def state_list(obj: Ctx, directory: str) -> None:
         obj.view.out(address)
 
 
-def state_show(obj: Ctx, address: str | None, directory: str, version: int | None) -> None:
+def state_show(obj: Ctx, address: str | None, directory: str, version: int | None,
+               as_json: bool) -> None:
     """Show one resource's attributes in state, or the whole state (of version N)."""
     from tectum.addrs import AddressError, ResourceAddress
 
@@ -319,6 +320,9 @@ def state_show(obj: Ctx, address: str | None, directory: str, version: int | Non
         st = session.read_state() if version is None else session.backend.read_version(version)[0]
     finally:
         session.close()
+    if address is None and as_json:
+        obj.view.out(json.dumps(st.to_json(), indent=2))
+        return
     if address is None:
         obj.view.out(obj.view.style(f"State version {st.serial} (lineage {st.lineage})",
                                     bold=True))
@@ -739,6 +743,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detailed-exitcode", action="store_true",
                    help="exit 0 with no changes, 2 with changes, 1 on error")
     p.add_argument("--destroy", action="store_true", help="plan to destroy everything in state")
+    p.add_argument("-refresh", choices=("true", "false"), default="true",
+                   help="-refresh=false plans from state alone, reading nothing")
     _parallelism(p)
     _lock_timeout(p)
 
@@ -773,6 +779,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the whole state)")
     _directory(p)
     p.add_argument("--version", type=int, metavar="N", help="show state version N")
+    p.add_argument("--json", dest="as_json", action="store_true",
+                   help="the whole state document as JSON (to `state push` an earlier version)")
     p = command("history", state_history, state_commands)
     _directory(p)
     p = command("diff", state_diff, state_commands)

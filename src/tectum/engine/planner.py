@@ -221,7 +221,8 @@ class Planner:
         self.connector = connector
 
     def plan(self, stack: Stack, state: State, *, destroy: bool = False,
-             workspace: str = "default", pending: Sequence[Intent] = ()) -> PlanResult:
+             workspace: str = "default", pending: Sequence[Intent] = (),
+             refresh: bool = True) -> PlanResult:
         """Make the plan. ``pending``: intents an interrupted run left without a result — their
         objects are read like any other and adopted (in the configuration) or planned for
         removal (not in it). Raises :class:`DiagnosticError` for configuration errors."""
@@ -279,6 +280,13 @@ class Planner:
             host = ResourceAddress.parse(address).host
             batches.setdefault((host, gone.type), []).append((address, gone.attributes))
         observed: dict[str, dict[str, Any] | None] = {}
+        if not refresh:
+            # -refresh=false: trust state as the world (Terraform's flag), read nothing
+            for items in batches.values():
+                for address, _ in items:
+                    rec = prior_records.get(moved.get(address, address))
+                    observed[address] = dict(rec.attributes) if rec is not None else None
+            batches = {}
         for (host, type_name), items in batches.items():
             rt = registry.get(type_name)
             if rt is None:

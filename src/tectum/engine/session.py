@@ -170,10 +170,12 @@ class Session:
     def read_state(self) -> State:
         return self.backend.read()
 
-    def plan(self, stack: Stack, state: State, *, destroy: bool = False) -> PlanResult:
+    def plan(self, stack: Stack, state: State, *, destroy: bool = False,
+             refresh: bool = True) -> PlanResult:
         result = Planner(self.connector).plan(stack, state, destroy=destroy,
                                               workspace=self.workspace,
-                                              pending=self.backend.pending_intents())
+                                              pending=self.backend.pending_intents(),
+                                              refresh=refresh)
         self.warnings.extend(d for d in result.diagnostics if d.severity.value == "warning")
         return result
 
