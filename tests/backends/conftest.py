@@ -1,9 +1,10 @@
 """A private PostgreSQL cluster for the backend tests.
 
 ``postgres_dsn`` (session): ``initdb`` as the ``postgres`` user into a temporary directory, a
-server on a free 127.0.0.1 port with its socket inside that directory, one database
-``tectum_test``; stopped (``pg_ctl stop -m immediate``, then the postmaster's pid is checked and
-killed if it lingers) and the directory removed when the session ends.
+server on a free 127.0.0.1 port with its socket inside that directory (run as a child of the
+test process, so that it is reaped here), one database ``tectum_test``; stopped with
+``pg_ctl stop -m immediate`` (SIGKILL by pid if it lingers) and the directory removed when the
+session ends.
 
 ``pg_dsn`` (per test): a fresh database on that cluster, dropped ``WITH (FORCE)`` afterwards, so
 tests (and the workspaces they list) never see each other.
@@ -62,6 +63,7 @@ class _Cluster:
         self.data = self.root / "data"
         self.log = self.root / "server.log"
         self.port = 0
+        self.server: subprocess.Popen[bytes] | None = None
         # initdb and the server refuse to run as root: run them as postgres, in a directory
         # that user owns. Run as whoever we are when that is not root.
         self.prefix: list[str] = []
@@ -87,17 +89,51 @@ class _Cluster:
                  "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync")
         for attempt in itertools.count(1):
             self.port = _free_port()
-            opts = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
-                    "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
             try:
-                self.run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l",
-                         str(self.log), "-o", opts, "-w", "-t", "30", "start")
+                self._start_server()
                 break
             except RuntimeError:
+                self._stop_server()
                 if attempt >= 3:  # the port may have been taken between probe and start
                     raise
         self.run(str(self.bindir / "createdb"), "-h", "127.0.0.1", "-p", str(self.port),
                  "-U", "postgres", "tectum_test")
+
+    def _start_server(self) -> None:
+        # The postmaster runs as our own child (under runuser) rather than daemonized by
+        # `pg_ctl start`: then we reap it ourselves when it stops, instead of leaving a zombie
+        # for PID 1 to collect (this machine's init does so only about a second later).
+        with open(self.log, "ab") as log:
+            self.server = subprocess.Popen(
+                [*self.prefix, str(self.bindir / "postgres"), "-D", str(self.data),
+                 "-p", str(self.port), "-k", str(self.root), "-c", "listen_addresses=127.0.0.1",
+                 "-c", "fsync=off", "-c", "synchronous_commit=off",
+                 "-c", "full_page_writes=off"],
+                cwd=self.root, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        deadline = time.monotonic() + 30
+        while True:
+            ready = subprocess.run(
+                [str(self.bindir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p",
+                 str(self.port), "-t", "1"], stdin=subprocess.DEVNULL).returncode == 0
+            if ready and self._postmaster_pid() == self._server_pid():
+                return
+            if self.server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("postgres did not start:\n"
+                                   + self.log.read_text(errors="replace"))
+            time.sleep(0.05)
+
+    def _server_pid(self) -> int | None:
+        """The postmaster: our child, or runuser's child when we are root."""
+        if self.server is None:
+            return None
+        if not self.prefix:
+            return self.server.pid
+        try:
+            with open(f"/proc/{self.server.pid}/task/{self.server.pid}/children") as f:
+                children = f.read().split()
+        except OSError:
+            return None
+        return int(children[0]) if children else None
 
     def _postmaster_pid(self) -> int | None:
         try:
@@ -105,34 +141,29 @@ class _Cluster:
         except (OSError, ValueError):
             return None
 
-    def stop(self) -> None:
-        pid = self._postmaster_pid()
-        if pid is not None:
+    def _stop_server(self) -> None:
+        server, self.server = self.server, None
+        if server is None or server.poll() is not None:
+            return
+        if self._postmaster_pid() is not None:
             with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
                 self.run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m",
                          "immediate", "-w", "-t", "20", "stop", timeout=30)
-            deadline = time.monotonic() + 10
-            while _alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if _alive(pid):  # by its id, never by name
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # by process id, never by name
+            pid = self._postmaster_pid()
+            if pid is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-        shutil.rmtree(self.root, ignore_errors=True)
+            server.kill()
+            server.wait(timeout=10)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie is not running; postmaster is not our child, so it would not linger as one
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
+    def stop(self) -> None:
+        try:
+            self._stop_server()
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

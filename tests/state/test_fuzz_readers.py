@@ -282,7 +282,7 @@ def test_state_from_json_mutated_document(doc: Any) -> None:
 
 @pytest.fixture(scope="module")
 def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A state database with one valid version (serial 1) in workspace "default"."""
+    """A state database with one valid version in workspace "default"."""
     path = tmp_path_factory.mktemp("template") / "state.db"
     backend = SQLiteBackend(str(path))
     try:
@@ -332,7 +332,8 @@ def assert_unreadable_state(exc: DiagnosticError, path: Path) -> None:
 
 
 def check_backend(path: Path) -> None:
-    """``read`` and ``read_version(1)`` give a well-formed state or "Unreadable state"."""
+    """``read`` and ``read_version`` (of the latest version) give a well-formed state or
+    "Unreadable state"."""
     backend = SQLiteBackend(str(path))
     try:
         try:
@@ -341,8 +342,10 @@ def check_backend(path: Path) -> None:
             assert_unreadable_state(exc, path)
         else:
             assert_well_formed_state(state)
+        with closing(sqlite3.connect(path)) as db:
+            (serial,) = db.execute("SELECT MAX(serial) FROM states").fetchone()
         try:
-            state, _ = backend.read_version(1)
+            state, _ = backend.read_version(serial)
         except DiagnosticError as exc:
             assert_unreadable_state(exc, path)
         else:
@@ -411,8 +414,15 @@ JOURNAL_RECORDS = st.one_of(
     st.binary(max_size=32).map(lambda b: b.decode("latin-1")),
     JSON_VALUES.map(json.dumps),
     mutations_of(_valid_record).map(json.dumps),
-    st.just("[" * DEEP + "]" * DEEP),
 )
+
+
+def insert_journal_row(path: Path, action: str, record: str | None) -> None:
+    """A finished-resource row on top of the latest version, as a killed apply leaves it."""
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute("INSERT INTO journal (workspace, base_serial, address, action, record, "
+                   "created_at) SELECT 'default', MAX(serial), 'file.extra', ?, ?, 0 FROM states",
+                   (action, record))
 
 
 @FUZZ_SMALL
@@ -423,10 +433,51 @@ def test_sqlite_backend_read_damaged_journal(template_db: Path, action: str,
     """A run killed mid-apply leaves journal rows that the next read replays: a damaged row
     is "Unreadable state" too, and never leaves a malformed state behind."""
     path = fresh_db(template_db)
-    with closing(sqlite3.connect(path)) as db, db:
-        db.execute("INSERT INTO journal (workspace, base_serial, address, action, record, "
-                   "created_at) VALUES ('default', 1, 'file.extra', ?, ?, 0)", (action, record))
+    insert_journal_row(path, action, record)
     check_backend(path)
+
+
+@pytest.mark.parametrize("action, record", [
+    ("create", ""),
+    ("create", "null"),
+    ("create", "{}"),
+    ("create", "[" * DEEP + "]" * DEEP),
+    ("outputs", "null"),
+    ("outputs", '{"url": 1}'),
+], ids=["empty", "null", "no address", "deep", "outputs null", "output not an object"])
+def test_sqlite_backend_read_damaged_journal_cases(template_db: Path, action: str,
+                                                   record: str) -> None:
+    path = fresh_db(template_db)
+    insert_journal_row(path, action, record)
+    check_backend(path)
+
+
+def _valid_intent() -> dict[str, Any]:
+    return {"action": "create", "type": "file", "identity": {"path": "/srv/new"}}
+
+
+@FUZZ_SMALL
+@given(record=st.one_of(st.none(), st.text(max_size=16), JSON_VALUES.map(json.dumps),
+                        mutations_of(_valid_intent).map(json.dumps)))
+def test_sqlite_backend_pending_intents_damaged(template_db: Path, record: str | None) -> None:
+    """The intents a killed apply left (read by the next plan to adopt what it made): a
+    damaged one is "Unreadable state", and those returned are well-formed."""
+    from tectum.backends.base import Intent
+
+    path = fresh_db(template_db)
+    insert_journal_row(path, "intent", record)
+    backend = SQLiteBackend(str(path))
+    try:
+        intents = backend.pending_intents()
+    except DiagnosticError as exc:
+        assert_unreadable_state(exc, path)
+        return
+    finally:
+        backend.close()
+    for intent in intents:
+        assert isinstance(intent, Intent)
+        assert isinstance(intent.action, str) and isinstance(intent.type, str), intent
+        assert isinstance(intent.identity, dict), intent
 
 
 # -- plan files ------------------------------------------------------------------------------
@@ -733,7 +784,7 @@ def expect_diagnostic(result: Any, summary: str) -> None:
                                                       "serial": float("inf")},
                                              "project": "."}))),
     ("deep", b"[" * DEEP + b"]" * DEEP),
-])
+], ids=["bytes", "json", "checksummed", "infinite serial", "deep"])
 @pytest.mark.parametrize("command", ["apply", "show"])
 def test_cli_garbage_plan_file(cli_project: Path, tectum: Callable[..., Any], command: str,
                                name: str, data: bytes) -> None:
@@ -781,21 +832,89 @@ def test_cli_show_mutated_plan_with_checksum(tmp_path_factory: pytest.TempPathFa
         assert "Error: Invalid plan file" in out, out
 
 
+@pytest.mark.parametrize("field, value", [
+    ("after", [1, 2]), ("drift", [1]), ("note", 7), ("address", None), ("triggers", "abc"),
+])
+@pytest.mark.parametrize("command", ["show", "apply"])
+def test_cli_checksummed_plan_with_wrong_types(tmp_path: Path, tectum: Callable[..., Any],
+                                               cli_plan_doc: dict[str, Any], command: str,
+                                               field: str, value: Any) -> None:
+    """A plan file with a valid checksum whose resource change has a field of the wrong type
+    is refused as "Invalid plan file" before anything renders or applies it."""
+    payload = copy.deepcopy(cli_plan_doc["payload"])
+    payload["plan"]["resource_changes"][0][field] = value
+    plan = tmp_path / "typed.plan"
+    plan.write_bytes(dumps(with_checksum(payload)))
+    args = [command, str(plan)] + (["--auto-approve"] if command == "apply" else [])
+    result = tectum(*args, cwd=tmp_path, env={"TMPDIR": str(tmp_path)})
+    expect_diagnostic(result, "Invalid plan file")
+
+
+#: "{serial}" stands for the serial of the one version in a `cli_project`
+STATE_COMMANDS = [("state", "list"), ("show",), ("output",), ("plan",), ("state", "pull"),
+                  ("state", "show", "--version", "{serial}"),
+                  ("state", "diff", "{serial}", "{serial}")]
+
+
+def latest_serial(root: Path) -> str:
+    with closing(sqlite3.connect(root / ".tectum" / "state.db")) as db:
+        (serial,) = db.execute("SELECT MAX(serial) FROM states").fetchone()
+    return str(serial)
+
+
 @pytest.mark.parametrize("document", [
     b"not json",
-    b"",
+    b"\xff\xfe\x80 not UTF-8",
     dumps([1, 2, 3]),
     dumps({**valid_state_doc(), "serial": -1}),
-    dumps({**valid_state_doc(), "resources": valid_state_doc()["resources"] * 2}),
-    dumps({**valid_state_doc(), "format_version": 99}),
     b"[" * DEEP + b"]" * DEEP,
-], ids=["not json", "empty", "list", "negative serial", "duplicates", "newer format", "deep"])
-@pytest.mark.parametrize("command", [("state", "list"), ("show",), ("output",),
-                                     ("plan",)], ids=" ".join)
+], ids=["not json", "not utf-8", "list", "negative serial", "deep"])
+@pytest.mark.parametrize("command", STATE_COMMANDS, ids=" ".join)
 def test_cli_corrupt_state_document(cli_project: Path, tectum: Callable[..., Any],
                                     command: tuple[str, ...], document: bytes) -> None:
+    serial = latest_serial(cli_project)
     store_document(cli_project / ".tectum" / "state.db", document, "text")
-    expect_diagnostic(run_cli(tectum, cli_project, *command), "Unreadable state")
+    args = [arg.replace("{serial}", serial) for arg in command]
+    expect_diagnostic(run_cli(tectum, cli_project, *args), "Unreadable state")
+
+
+@pytest.mark.parametrize("document", [
+    b"",
+    dumps({**valid_state_doc(), "resources": valid_state_doc()["resources"] * 2}),
+    dumps({**valid_state_doc(), "format_version": 99}),
+    dumps({**valid_state_doc(), "outputs": {"url": "http://localhost/"}}),
+], ids=["empty", "duplicates", "newer format", "output not an object"])
+def test_cli_state_list_corrupt_state_document(cli_project: Path, tectum: Callable[..., Any],
+                                               document: bytes) -> None:
+    store_document(cli_project / ".tectum" / "state.db", document, "blob")
+    expect_diagnostic(run_cli(tectum, cli_project, "state", "list"), "Unreadable state")
+
+
+@pytest.mark.parametrize("action, record", [
+    ("intent", "null"), ("intent", "{}"), ("create", "[1]"), ("outputs", "[]"),
+], ids=["intent null", "intent without fields", "record not an object", "outputs list"])
+def test_cli_plan_damaged_journal(cli_project: Path, tectum: Callable[..., Any], action: str,
+                                  record: str) -> None:
+    insert_journal_row(cli_project / ".tectum" / "state.db", action, record)
+    expect_diagnostic(run_cli(tectum, cli_project, "plan"), "Unreadable state")
+
+
+@pytest.mark.parametrize("data", [
+    b"\x00\xff garbage",
+    b"[" * DEEP + b"]" * DEEP,
+    dumps([valid_state_doc()]),
+    dumps({**valid_state_doc(), "lineage": ""}),
+    dumps({**valid_state_doc(), "serial": 10**4000}).replace(b"1" + b"0" * 4000,
+                                                             b"1" + b"0" * 5000),
+], ids=["bytes", "deep", "list", "empty lineage", "5000-digit serial"])
+def test_cli_state_push_garbage_file(cli_project: Path, tectum: Callable[..., Any],
+                                     data: bytes) -> None:
+    pushed = cli_project.parent / "pushed.json"
+    pushed.write_bytes(data)
+    result = run_cli(tectum, cli_project, "state", "push", str(pushed))
+    expect_diagnostic(result, "Invalid state file")
+    assert run_cli(tectum, cli_project, "state", "list").stdout.split() == [
+        "directory.www", "file.index"]
 
 
 @pytest.mark.parametrize("command", [("state", "list"), ("show",), ("output",)], ids=" ".join)

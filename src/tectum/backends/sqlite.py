@@ -62,6 +62,29 @@ def _author() -> str:
     return f"{user}@{os.uname().nodename}"
 
 
+def _holder_details(fd: int) -> LockInfo | None:
+    """The details of the process holding the lock. The winner of a race writes them just after
+    it takes the lock, so wait briefly while the file is empty or still names a dead holder."""
+    host = os.uname().nodename
+    held = None
+    for _ in range(50):
+        held = _read_lock_info(fd)
+        if held is not None and (held.host != host or _pid_alive(held.pid)):
+            return held
+        time.sleep(0.01)
+    return held
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _read_lock_info(fd: int) -> LockInfo | None:
     try:
         data = json.loads(os.pread(fd, 65536, 0) or b"null")
@@ -112,6 +135,9 @@ class SQLiteBackend:
         return self._db
 
     def close(self) -> None:
+        """Close the database and release the lock if this object still holds it."""
+        if self._lock_fd is not None and self._lock_id is not None:
+            self.unlock(self._lock_id)
         if self._db is not None:
             self._db.close()
             self._db = None
@@ -139,11 +165,12 @@ class SQLiteBackend:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                if time.monotonic() + delay <= deadline:
-                    time.sleep(delay)
+                remaining = deadline - time.monotonic()
+                if remaining > 0:
+                    time.sleep(min(delay, remaining))
                     delay = min(delay * 2, 1.0)
                     continue
-                held = _read_lock_info(fd)
+                held = _holder_details(fd)
                 os.close(fd)
                 who = held.describe() if held else "details unavailable"
                 waited = f" (waited {timeout:g} s)" if timeout else ""
@@ -178,7 +205,10 @@ class SQLiteBackend:
         """Release a lock left behind. With ``flock`` the kernel already releases the lock of a
         dead process, so this only clears the holder's details; a lock whose holder still runs
         cannot be taken from it (stop that run instead)."""
-        held = self.lock_info()
+        held = None
+        if os.path.exists(self.lock_path):
+            with open(self.lock_path, "rb") as fh:
+                held = _read_lock_info(fh.fileno())
         if held is None:
             raise DiagnosticError(Diagnostic.error(
                 "Not locked", f"Workspace {self.workspace!r} is not locked; nothing to do."))
@@ -203,11 +233,21 @@ class SQLiteBackend:
             os.close(fd)
 
     def lock_info(self) -> LockInfo | None:
+        """The holder's details, or None when nobody holds the lock (a dead holder does not:
+        the kernel released its ``flock``)."""
         try:
             fd = os.open(self.lock_path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             return None
         try:
+            if self._lock_fd is None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    pass  # held: report the holder
+                else:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                    return None
             return _read_lock_info(fd)
         finally:
             os.close(fd)
@@ -217,8 +257,10 @@ class SQLiteBackend:
         """The latest state version with any unfinished run's journal replayed onto it.
 
         Raises :class:`DiagnosticError` when the database or the document is unreadable."""
+        db = self.db
         try:
-            row = self.db.execute(
+            db.execute("BEGIN")  # one snapshot for the version and its journal
+            row = db.execute(
                 "SELECT serial, document FROM states WHERE workspace = ? "
                 "ORDER BY serial DESC LIMIT 1", (self.workspace,)).fetchone()
             if row is None:
@@ -233,13 +275,20 @@ class SQLiteBackend:
                         "`tectum state show --version N --json > s.json` then "
                         "`tectum state push --force s.json` restores one"
                     ) from None
-            for address, action, record in self.db.execute(
+            for address, action, record in db.execute(
                     "SELECT address, action, record FROM journal WHERE workspace = ? "
                     "AND base_serial = ? AND action != 'intent' ORDER BY id",
                     (self.workspace, state.serial)):
-                self._replay(state, address, action, record)
+                try:
+                    self._replay(state, address, action, record)
+                except (ValueError, KeyError, TypeError, StateError) as exc:
+                    raise self._corrupt(
+                        f"the journal entry for {address} is damaged ({exc})") from None
         except sqlite3.DatabaseError as exc:
             raise self._corrupt(str(exc)) from None
+        finally:
+            if db.in_transaction:
+                db.execute("COMMIT")
         return state
 
     @staticmethod
@@ -275,9 +324,14 @@ class SQLiteBackend:
         open_intents: dict[str, Intent] = {}
         for _, address, action, record in rows:
             if action == "intent":
-                data = json.loads(record)
-                open_intents[address] = Intent(address, data["action"], data["type"],
-                                               data["identity"])
+                try:
+                    data = json.loads(record)
+                    intent = Intent(address, str(data["action"]), str(data["type"]),
+                                    dict(data["identity"]))
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise self._corrupt(
+                        f"the journal intent for {address} is damaged ({exc})") from None
+                open_intents[address] = intent
             else:
                 open_intents.pop(address, None)
         return list(open_intents.values())
@@ -306,45 +360,63 @@ class SQLiteBackend:
 
     def write(self, state: State, operation: str, *, revision: str | None = None,
               desired: dict[str, Any] | None = None) -> int:
-        """Store ``state`` as a new version (serial + 1) with the configuration ``revision``
-        and the ``desired`` state it applied, and clear the journal. Returns the new serial."""
+        """Store ``state`` as a new version (serial = latest + 1) with the configuration
+        ``revision`` and the ``desired`` state it applied, and clear the journal. Returns the
+        new serial."""
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
-            row = db.execute("SELECT MAX(serial) FROM states WHERE workspace = ?",
-                             (self.workspace,)).fetchone()
-            latest = row[0] if row and row[0] is not None else 0
-            state.serial = max(state.serial, latest) + 1
-            db.execute(
-                "INSERT INTO states VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (self.workspace, state.serial, state.lineage, time.time(), _author(), operation,
-                 json.dumps(state.to_json(), separators=(",", ":")), revision,
-                 json.dumps(desired, separators=(",", ":")) if desired is not None else None))
-            db.execute("DELETE FROM journal WHERE workspace = ?", (self.workspace,))
+            self._insert_version(state, operation, revision, desired)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
         return state.serial
 
+    def _insert_version(self, state: State, operation: str, revision: str | None,
+                        desired: dict[str, Any] | None) -> None:
+        db = self.db
+        state.serial = self._latest_serial() + 1
+        db.execute(
+            "INSERT INTO states VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (self.workspace, state.serial, state.lineage, time.time(), _author(), operation,
+             json.dumps(state.to_json(), separators=(",", ":")), revision,
+             json.dumps(desired, separators=(",", ":")) if desired is not None else None))
+        db.execute("DELETE FROM journal WHERE workspace = ?", (self.workspace,))
+
     def push(self, state: State, *, force: bool = False) -> int:
         """Store a state made elsewhere (``tectum state push``): refused for another lineage or
-        a lower serial than the latest, unless ``force``. Returns the new serial."""
-        latest = self._latest_serial()
-        if latest and not force:
-            current = self.read()
-            if state.lineage != current.lineage:
-                raise DiagnosticError(Diagnostic.error(
-                    "State lineage differs",
-                    f"The pushed state has lineage {state.lineage}; workspace "
-                    f"{self.workspace!r} has {current.lineage}. They are different histories; "
-                    "pass --force to replace it anyway."))
-            if state.serial < latest:
-                raise DiagnosticError(Diagnostic.error(
-                    "State serial is older",
-                    f"The pushed state has serial {state.serial}, lower than the stored "
-                    f"{latest}: it would undo later applies. Pull, or pass --force."))
-        return self.write(state, "push")
+        a lower serial than the latest, unless ``force``. Check and write are one transaction.
+        Returns the new serial."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            row = db.execute(
+                "SELECT serial, document FROM states WHERE workspace = ? "
+                "ORDER BY serial DESC LIMIT 1", (self.workspace,)).fetchone()
+            if row is not None and not force:
+                latest = int(row[0])
+                try:
+                    lineage = State.from_json(json.loads(row[1])).lineage
+                except (ValueError, StateError) as exc:
+                    raise self._corrupt(f"state version {latest} is damaged ({exc})") from None
+                if state.lineage != lineage:
+                    raise DiagnosticError(Diagnostic.error(
+                        "State lineage differs",
+                        f"The pushed state has lineage {state.lineage}; workspace "
+                        f"{self.workspace!r} has {lineage}. They are different histories; "
+                        "pass --force to replace it anyway."))
+                if state.serial < latest:
+                    raise DiagnosticError(Diagnostic.error(
+                        "State serial is older",
+                        f"The pushed state has serial {state.serial}, lower than the stored "
+                        f"{latest}: it would undo later applies. Pull, or pass --force."))
+            self._insert_version(state, "push", None, None)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return state.serial
 
     def read_version(self, serial: int) -> tuple[State, dict[str, Any] | None]:
         row = self.db.execute(

@@ -603,9 +603,7 @@ def workspace(obj: Ctx, action: str, name: str | None, directory: str) -> None:
             if name not in existing:
                 _fail(obj.view, Diagnostic.error("No such workspace",
                                                  f"Workspace {name!r} does not exist."))
-            from tectum.backends.sqlite import SQLiteBackend
-
-            other = SQLiteBackend(session.project.state_path, name)
+            other = session.backend_for(name)
             try:
                 if other.read().resources:
                     _fail(obj.view, Diagnostic.error(
@@ -618,10 +616,9 @@ def workspace(obj: Ctx, action: str, name: str | None, directory: str) -> None:
             obj.view.out(f"Deleted workspace {name!r}.")
             return
         if action == "new":
-            from tectum.backends.sqlite import SQLiteBackend
             from tectum.state.model import State
 
-            created = SQLiteBackend(session.project.state_path, name)
+            created = session.backend_for(name)
             try:
                 created.write(State.new(), "workspace")
             finally:

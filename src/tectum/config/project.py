@@ -11,6 +11,11 @@
     [state]
     backend = "sqlite"           # the embedded default
     path = ".tectum/state.db"    # relative to the project directory
+
+    [state]                      # or, for teams: PostgreSQL (advisory locks)
+    backend = "postgres"
+    conn_str = "host=db.example port=5432 dbname=tectum user=tectum"
+                                 # or TECTUM_PG_CONN_STR in the environment (it wins)
 """
 
 from __future__ import annotations
@@ -105,11 +110,20 @@ def load_project(directory: str) -> Project:
                 source=SourceLocation(cfg_path),
             ))
     backend = state.get("backend", "sqlite")
-    if backend != "sqlite":
+    if backend not in ("sqlite", "postgres"):
         raise DiagnosticError(Diagnostic.error(
             "Unsupported state backend",
-            f"[state] backend = {backend!r} in {cfg_path}: this version of tectum supports "
-            "\"sqlite\" (the embedded default).",
+            f"[state] backend = {backend!r} in {cfg_path}: tectum supports \"sqlite\" (the "
+            "embedded default) and \"postgres\".",
+            source=SourceLocation(cfg_path),
+        ))
+    if backend == "postgres" and not (state.get("conn_str")
+                                       or os.environ.get("TECTUM_PG_CONN_STR")):
+        raise DiagnosticError(Diagnostic.error(
+            "No PostgreSQL connection string",
+            f"[state] backend = \"postgres\" in {cfg_path} needs conn_str = \"host=... "
+            "dbname=...\" there, or the TECTUM_PG_CONN_STR environment variable (keep a "
+            "password out of the repository: use the environment or ~/.pgpass).",
             source=SourceLocation(cfg_path),
         ))
     return Project(root=root, name=str(project.get("name", os.path.basename(root))),

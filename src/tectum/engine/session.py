@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
-from tectum.backends.base import Intent
+from tectum.backends.base import Intent, StateBackend
 from tectum.backends.sqlite import SQLiteBackend
 from tectum.config.declaration import Stack, VarInput
 from tectum.config.project import Project, load_project, read_var_file
@@ -109,15 +109,25 @@ class Session:
         self.warnings = Diagnostics()
         self._cli_vars = dict(variables or {})
         self._var_files = list(var_files)
-        self._backend: SQLiteBackend | None = None
+        self._backend: StateBackend | None = None
         self._local: LocalConnector | None = None
 
     # -- pieces ----------------------------------------------------------------------------
     @property
-    def backend(self) -> SQLiteBackend:
+    def backend(self) -> StateBackend:
         if self._backend is None:
-            self._backend = SQLiteBackend(self.project.state_path, self.workspace)
+            self._backend = self.backend_for(self.workspace)
         return self._backend
+
+    def backend_for(self, workspace: str) -> StateBackend:
+        """The project's backend (``[state]`` in tectum.toml) for ``workspace``."""
+        state = self.project.state
+        if state.get("backend") == "postgres":
+            from tectum.backends.postgres import PostgresBackend
+
+            dsn = os.environ.get("TECTUM_PG_CONN_STR") or str(state.get("conn_str"))
+            return PostgresBackend(dsn, workspace)
+        return SQLiteBackend(self.project.state_path, workspace)
 
     def connector(self, host: str | None) -> Connector:
         if host not in (None, "local"):

@@ -1,0 +1,425 @@
+"""Interrupted and concurrent runs through the real CLI: Ctrl-C (SIGINT) once and twice,
+``kill -9`` at random moments, and two applies started together.
+
+After each interruption the state must parse, the next plan must complete, and one apply must
+leave the world and the state in agreement: every file that exists is in state and every file in
+state exists. Every stack manages only files under ``tmp_path``; every process a test starts
+runs in its own session and is killed with its children at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import pytest
+
+
+class Result(Protocol):
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str: ...
+
+
+HEADER = """\
+from tectum.host import Command, File
+
+W = {world!r}
+"""
+
+
+@dataclass
+class Proj:
+    root: Path
+    world: Path
+    logs: Path
+    tectum: Callable[..., Result]
+    started: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def write(self, body: str) -> None:
+        text = HEADER.format(world=str(self.world)) + textwrap.dedent(body)
+        (self.root / "stack.py").write_text(text)
+
+    def run(self, *args: str) -> Result:
+        return self.tectum(*args, cwd=self.root)
+
+    def ok(self, *args: str) -> Result:
+        res = self.run(*args)
+        assert res.returncode == 0, f"tectum {' '.join(args)} failed:\n{res.output}"
+        return res
+
+    def state_list(self) -> list[str]:
+        return self.ok("state", "list").stdout.split()
+
+    def state_paths(self) -> set[str]:
+        """The paths of the file resources in state (``state pull``)."""
+        doc = json.loads(self.ok("state", "pull").stdout)
+        return {r["attributes"]["path"] for r in doc["resources"] if r["type"] == "file"}
+
+    def serials(self) -> int:
+        lines = self.ok("state", "history").stdout.splitlines()
+        return max(0, len(lines) - 1) if lines and "SERIAL" in lines[0] else 0
+
+    def world_files(self) -> set[str]:
+        """Every file under ``world``, hidden ones (temporary files) included."""
+        return {str(p) for p in self.world.rglob("*") if not p.is_dir()}
+
+    def start(self, *args: str, name: str) -> subprocess.Popen[bytes]:
+        """``python -m tectum ARGS`` in the background (its own session), output to a log."""
+        env = dict(os.environ, NO_COLOR="1")
+        env.pop("TECTUM_WORKSPACE", None)
+        with open(self.logs / f"{name}.log", "wb") as fh:
+            proc = subprocess.Popen([sys.executable, "-m", "tectum", *args], cwd=self.root,
+                                    env=env, stdin=subprocess.DEVNULL, stdout=fh,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        self.started.append(proc)
+        return proc
+
+    def log(self, name: str) -> str:
+        return (self.logs / f"{name}.log").read_text(errors="replace")
+
+    def reap(self, proc: subprocess.Popen[bytes]) -> None:
+        """Kill what is left of ``proc``'s session (commands it started) once it has ended."""
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+@pytest.fixture(autouse=True)
+def _no_workspace_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TECTUM_WORKSPACE", raising=False)
+
+
+@pytest.fixture
+def proj(tmp_path: Path, tectum: Callable[..., Result]) -> Iterator[Proj]:
+    root, world, logs = tmp_path / "proj", tmp_path / "world", tmp_path / "logs"
+    for d in (root, world, logs):
+        d.mkdir()
+    p = Proj(root, world, logs, tectum)
+    yield p
+    for proc in p.started:
+        p.reap(proc)
+
+
+def sleeping_children(pid: int) -> list[int]:
+    """Children of ``pid`` (any of its threads) that are running ``sleep``."""
+    out = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return []
+    for tid in tasks:
+        try:
+            children = Path(f"/proc/{pid}/task/{tid}/children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            try:
+                if Path(f"/proc/{child}/comm").read_text().strip() == "sleep":
+                    out.append(int(child))
+            except OSError:
+                continue
+    return out
+
+
+def wait_until(cond: Callable[[], bool], proc: subprocess.Popen[bytes], what: str,
+               timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert proc.poll() is None, f"the run ended before {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.002)
+
+
+def lock_path(proj: Proj) -> Path:
+    return proj.root / ".tectum" / "state.db.default.lock"
+
+
+# -- Ctrl-C ---------------------------------------------------------------------------------------
+
+def many_files_stack(n: int, commands_at: tuple[int, ...], gen: str = "") -> str:
+    lines = []
+    for k in range(n):
+        if k in commands_at:
+            lines.append(f'Command("slow{k}", command=["sleep", "0.3"])')
+        lines.append(f'File("f{k}", path=f"{{W}}/f{k}.txt", content="{gen}{k}\\n")')
+    return "\n".join(lines) + "\n"
+
+
+def test_sigint_once_finishes_what_runs_saves_state_and_unlocks(proj: Proj) -> None:
+    n = 150
+    proj.write(many_files_stack(n, commands_at=(20, 40, 60, 80)))
+    run = proj.start("apply", "--auto-approve", "--parallelism", "2", name="apply")
+    # a command runs: the apply is under way, with much still to do
+    wait_until(lambda: bool(sleeping_children(run.pid)), run, "a command to run")
+    sent = time.monotonic()
+    run.send_signal(signal.SIGINT)
+    rc = run.wait(timeout=30)
+    took = time.monotonic() - sent
+    log = proj.log("apply")
+    assert rc == 1, log
+    assert "Interrupt received: finishing the operations under way" in log
+    m = re.search(r"Interrupted: (\d+) changes finished and are recorded in state; (\d+) not "
+                  r"started\. Run apply again to finish\.", log)
+    assert m, log
+    finished, not_started = int(m[1]), int(m[2])
+    assert not_started > 0 and finished + not_started == n + 4
+    assert took < 5, f"the interrupted run took {took:.1f} s to stop"
+    assert "Apply complete!" not in log
+
+    # the lock is released (and its holder's details cleared)
+    assert lock_path(proj).read_text() == ""
+    plan = proj.run("plan", "--detailed-exitcode")
+    assert plan.returncode == 2, plan.output
+    assert "State is locked" not in plan.output
+    assert "Stale lock" not in plan.output
+
+    # state holds exactly what finished
+    listed = proj.state_list()
+    assert len(listed) == finished
+    assert proj.state_paths() == proj.world_files()
+    assert proj.serials() == 1
+    assert f"Plan: {n + 4 - finished} to add, 0 to change" in plan.stdout
+
+    proj.ok("apply", "--auto-approve")
+    assert len(proj.state_list()) == n + 4
+    assert proj.state_paths() == proj.world_files()
+    assert len(proj.world_files()) == n
+    assert "No changes." in proj.ok("plan").stdout
+
+
+def test_sigint_twice_exits_at_once_and_the_next_plan_adopts(proj: Proj) -> None:
+    n = 300
+    # the first command holds one of the two slots for 0.3 s while the other writes files
+    proj.write(many_files_stack(n, commands_at=(0, 150)))
+    run = proj.start("apply", "--auto-approve", "--parallelism", "2", name="apply")
+    wait_until(lambda: any(proj.world.iterdir()), run, "the first file")
+    run.send_signal(signal.SIGINT)
+    time.sleep(0.01)
+    sent = time.monotonic()
+    run.send_signal(signal.SIGINT)
+    rc = run.wait(timeout=30)
+    took = time.monotonic() - sent
+    log = proj.log("apply")
+    assert rc == 130, log
+    assert "Second interrupt: exiting now." in log
+    assert took < 1.0, f"exiting took {took:.2f} s"
+    proj.reap(run)
+
+    # files made but not yet recorded: the journal has their intents only
+    made = proj.world_files()
+    recorded = {p for p in proj.state_paths()}
+    unrecorded = made - recorded
+    assert not recorded - made
+    assert unrecorded, "every file was recorded before the exit: nothing left to adopt"
+    assert not [p for p in made if Path(p).name.startswith(".")], made
+
+    plan = proj.run("plan")
+    assert plan.returncode == 0, plan.output
+    assert "State is locked" not in plan.output
+    assert f", {len(unrecorded)} to adopt." in plan.stdout, plan.stdout
+    assert plan.stdout.count("adopted: made by an interrupted run, matches the "
+                             "configuration") == len(unrecorded)
+
+    proj.ok("apply", "--auto-approve")
+    assert "No changes." in proj.ok("plan").stdout
+    assert len(proj.state_list()) == n + 2
+    assert proj.state_paths() == proj.world_files()
+    assert len(proj.world_files()) == n
+
+
+# -- kill -9 at random moments --------------------------------------------------------------------
+
+BASE_FILES = 200
+EXTRA_FILES = 30
+
+
+@dataclass
+class TrialStats:
+    killed_during_run: int = 0
+    finished_before_kill: int = 0
+    interrupted_leftovers_removed: int = 0
+    adopted: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def trial_stack(gen: int, keep_extra: bool, dropped: set[int]) -> tuple[str, dict[str, str]]:
+    """The stack of trial ``gen`` and the files it declares (path → content).
+
+    With the extra resources, two slow commands run one after the other and a third of the
+    files waits for each, so that file changes go on through most of the 0–1.5 s window."""
+    lines: list[str] = []
+    files: dict[str, str] = {}
+    after = ["", "", ""]
+    if keep_extra:
+        lines.append(f'a = Command("slow{gen}a", command=["sleep", "0.5"])')
+        lines.append(f'b = Command("slow{gen}b", command=["sleep", "0.5"], depends_on=[a])')
+        after = ["", ", depends_on=[a]", ", depends_on=[b]"]
+    for k in range(BASE_FILES):
+        if k in dropped:
+            continue
+        dep = after[k * 3 // BASE_FILES]
+        lines.append(f'File("b{k}", path=f"{{W}}/b{k}.txt", content="gen {gen} b{k}\\n"{dep})')
+        files[f"b{k}.txt"] = f"gen {gen} b{k}\n"
+    if keep_extra:
+        for j in range(EXTRA_FILES):
+            lines.append(f'File("x{gen}_{j}", path=f"{{W}}/x{gen}_{j}.txt", '
+                         f'content="x{gen}_{j}\\n"{after[j % 3]})')
+            files[f"x{gen}_{j}.txt"] = f"x{gen}_{j}\n"
+    return "\n".join(lines) + "\n", files
+
+
+def kill_trials(proj: Proj, trials: int, seed: int) -> TrialStats:
+    rng = random.Random(seed)
+    stats = TrialStats()
+    for gen in range(trials):
+        body, _ = trial_stack(gen, keep_extra=True, dropped=set())
+        proj.write(body)
+        run = proj.start("apply", "--auto-approve", "--parallelism", "2", name=f"kill{gen}")
+        delay = rng.uniform(0.0, 1.5)
+        time.sleep(delay)
+        if run.poll() is None:
+            os.kill(run.pid, signal.SIGKILL)
+            stats.killed_during_run += 1
+        else:
+            stats.finished_before_kill += 1
+        run.wait(timeout=30)
+        proj.reap(run)
+        where = f"trial {gen} (kill after {delay:.3f} s)"
+
+        # the state parses
+        res = proj.run("state", "list")
+        assert res.returncode == 0, f"{where}: state list failed:\n{res.output}"
+        listed = set(res.stdout.split())
+
+        # sometimes the code changes before the next run: the extra files and some base files go
+        drop = rng.random() < 0.5
+        dropped = set(rng.sample(range(BASE_FILES), 20)) if drop else set()
+        body, declared = trial_stack(gen, keep_extra=not drop, dropped=dropped)
+        proj.write(body)
+        leftovers = sorted(
+            f"file.x{gen}_{j}" for j in range(EXTRA_FILES)
+            if drop and f"file.x{gen}_{j}" not in listed
+            and (proj.world / f"x{gen}_{j}.txt").exists())
+
+        plan = proj.run("plan")
+        assert plan.returncode == 0, f"{where}: plan failed:\n{plan.output}"
+        assert "State is locked" not in plan.output, where
+        for address in leftovers:
+            assert re.search(rf"- {re.escape(address)} .*\n.*left by an interrupted run",
+                             plan.stdout) or \
+                re.search(rf"- {re.escape(address)}\b[^\n]*left by an interrupted run",
+                          plan.stdout), f"{where}: {address} not reported:\n{plan.stdout}"
+        if leftovers:
+            assert "left by an interrupted run" in plan.stdout, where
+            stats.interrupted_leftovers_removed += len(leftovers)
+        m = re.search(r", (\d+) to adopt", plan.stdout)
+        stats.adopted += int(m[1]) if m else 0
+
+        res = proj.run("apply", "--auto-approve")
+        assert res.returncode == 0, f"{where}: apply failed:\n{res.output}"
+
+        in_world = proj.world_files()
+        in_state = proj.state_paths()
+        temp = sorted(p for p in in_world if ".tectum-" in Path(p).name)
+        assert not temp, f"{where}: temporary files left behind by the killed run: {temp}"
+        assert in_world - in_state == set(), \
+            f"{where}: files on disk that state does not know: {sorted(in_world - in_state)}"
+        assert in_state - in_world == set(), \
+            f"{where}: files in state that do not exist: {sorted(in_state - in_world)}"
+        assert {str(proj.world / rel) for rel in declared} == in_world, where
+        for rel, text in declared.items():
+            assert (proj.world / rel).read_text() == text, f"{where}: {rel}"
+    return stats
+
+
+def test_kill_9_at_random_moments(proj: Proj) -> None:
+    stats = kill_trials(proj, trials=10, seed=1234)
+    assert stats.killed_during_run >= 5, stats
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_100_trials(proj: Proj) -> None:
+    stats = kill_trials(proj, trials=100, seed=20240601)
+    assert stats.killed_during_run >= 50, stats
+    assert stats.interrupted_leftovers_removed > 0, stats
+
+
+# -- two applies at once --------------------------------------------------------------------------
+
+def race_trials(proj: Proj, trials: int, seed: int) -> None:
+    rng = random.Random(seed)
+    proj.write('File("a", path=f"{W}/a.txt", content="start\\n")\n')
+    proj.ok("apply", "--auto-approve")
+    serials = proj.serials()
+    for gen in range(trials):
+        proj.write(f"""
+            File("a", path=f"{{W}}/a.txt", content="gen {gen}\\n")
+            Command("slow{gen}", command=["sleep", "1.{gen:03d}"])
+        """)
+        first = proj.start("apply", "--auto-approve", name=f"race{gen}a")
+        time.sleep(rng.uniform(0.0, 0.01))
+        second = proj.start("apply", "--auto-approve", name=f"race{gen}b")
+        codes = (first.wait(timeout=60), second.wait(timeout=60))
+        logs = (proj.log(f"race{gen}a"), proj.log(f"race{gen}b"))
+        where = f"trial {gen}: exit codes {codes}\n--- first:\n{logs[0]}\n--- second:\n{logs[1]}"
+        assert sorted(codes) == [0, 1], where
+        winner, loser = (first, second) if codes[0] == 0 else (second, first)
+        win_log, lose_log = (logs[0], logs[1]) if codes[0] == 0 else (logs[1], logs[0])
+        assert "Apply complete!" in win_log, where
+        assert "Error: State is locked" in lose_log, where
+        assert f"pid {winner.pid} on" in lose_log, where
+        assert "created" not in lose_log and "tectum will perform" not in lose_log, where
+        serials += 1
+        assert proj.serials() == serials, where  # one new version: the winner's
+        assert (proj.world / "a.txt").read_text() == f"gen {gen}\n"
+        del loser
+    assert lock_path(proj).read_text() == ""
+    assert "No changes." in proj.ok("plan").stdout
+
+
+def test_two_applies_at_once(proj: Proj) -> None:
+    race_trials(proj, trials=5, seed=7)
+
+
+@pytest.mark.slow
+def test_two_applies_at_once_50_trials(proj: Proj) -> None:
+    race_trials(proj, trials=50, seed=77)
+
+
+def test_state_document_is_valid_json_after_a_kill(proj: Proj) -> None:
+    """A kill right after the lock is taken (before any change) leaves a state that reads, a
+    stale lock that is taken over with a warning, and nothing to reconcile."""
+    proj.write(many_files_stack(20, commands_at=(0,)))
+    run = proj.start("apply", "--auto-approve", name="apply")
+    wait_until(lambda: bool(sleeping_children(run.pid)), run, "the command")
+    os.kill(run.pid, signal.SIGKILL)
+    run.wait(timeout=30)
+    proj.reap(run)
+    held: dict[str, Any] = json.loads(lock_path(proj).read_text())
+    assert held["pid"] == run.pid
+    plan = proj.run("plan")
+    assert plan.returncode == 0, plan.output
+    assert "Stale lock taken over" in plan.output
+    assert f"pid {run.pid} on" in plan.output
+    proj.ok("apply", "--auto-approve")
+    assert proj.state_paths() == proj.world_files()
+    assert len(proj.world_files()) == 20
