@@ -8,8 +8,9 @@ diagnostic, never a traceback.
 * ``read_plan`` returns a well-formed ``(Plan, project)`` or raises :class:`DiagnosticError`
   "Invalid plan file" naming the file — also for a payload whose checksum was recomputed after
   it was damaged (the structure is checked, not only the bytes).
-* The CLI (``apply PLANFILE``, ``show``, ``state list``, ``output``) exits 1 on such files with
-  a diagnostic, never a traceback nor an "Internal error".
+* The CLI (``apply PLANFILE``, ``show``, ``plan``, ``output``, ``state list|pull|push|diff``,
+  ``state show --version``) exits 1 on such files with a diagnostic, never a traceback nor an
+  "Internal error".
 
 Inputs are arbitrary bytes, arbitrary JSON values and mutations of valid documents (keys dropped
 or added, values of the wrong type, wrong nesting, huge and negative numbers, duplicates, odd
@@ -834,7 +835,7 @@ def test_cli_show_mutated_plan_with_checksum(tmp_path_factory: pytest.TempPathFa
 
 @pytest.mark.parametrize("field, value", [
     ("after", [1, 2]), ("drift", [1]), ("note", 7), ("address", None), ("triggers", "abc"),
-])
+], ids=["after list", "drift ints", "note int", "address null", "triggers string"])
 @pytest.mark.parametrize("command", ["show", "apply"])
 def test_cli_checksummed_plan_with_wrong_types(tmp_path: Path, tectum: Callable[..., Any],
                                                cli_plan_doc: dict[str, Any], command: str,

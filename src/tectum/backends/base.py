@@ -8,7 +8,8 @@ the workspace lock. Every backend runs the same conformance suite
 
 Rules every backend keeps:
 
-* ``write`` stores a new version with ``serial`` = latest + 1 and clears the journal.
+* ``write`` stores a new version with ``serial`` = max(the state's serial, latest) + 1 (so
+  serials only grow, and a pushed state keeps a higher serial it had) and clears the journal.
 * ``push`` refuses another lineage, or a serial lower than the latest (Terraform's ``state push``
   rules), unless ``force``.
 * ``read`` returns the latest version with the journal's results replayed onto it (a run that

@@ -268,7 +268,7 @@ class SQLiteBackend:
             else:
                 try:
                     state = State.from_json(json.loads(row[1]))
-                except (ValueError, StateError) as exc:
+                except (ValueError, RecursionError, StateError) as exc:
                     raise self._corrupt(
                         f"state version {row[0]} is damaged ({exc}). Earlier versions are kept "
                         "in the same file: `tectum state history` lists them, and "
@@ -281,7 +281,7 @@ class SQLiteBackend:
                     (self.workspace, state.serial)):
                 try:
                     self._replay(state, address, action, record)
-                except (ValueError, KeyError, TypeError, StateError) as exc:
+                except (ValueError, KeyError, TypeError, RecursionError, StateError) as exc:
                     raise self._corrupt(
                         f"the journal entry for {address} is damaged ({exc})") from None
         except sqlite3.DatabaseError as exc:
@@ -294,11 +294,18 @@ class SQLiteBackend:
     @staticmethod
     def _replay(state: State, address: str, action: str, record: str | None) -> None:
         if action == "outputs" and record is not None:
-            state.outputs = json.loads(record)
+            outputs = json.loads(record)
+            if not isinstance(outputs, dict) or not all(isinstance(v, dict)
+                                                        for v in outputs.values()):
+                raise StateError("outputs must be an object of objects")
+            state.outputs = outputs
         elif record is None:
             state.resources.pop(address, None)
         else:
-            state.resources[address] = ResourceRecord.from_json(json.loads(record))
+            rec = ResourceRecord.from_json(json.loads(record))
+            if rec.address != address:
+                raise StateError(f"the record is for {rec.address}")
+            state.resources[address] = rec
 
     def _latest_serial(self) -> int:
         row = self.db.execute("SELECT MAX(serial) FROM states WHERE workspace = ?",
@@ -328,7 +335,7 @@ class SQLiteBackend:
                     data = json.loads(record)
                     intent = Intent(address, str(data["action"]), str(data["type"]),
                                     dict(data["identity"]))
-                except (ValueError, KeyError, TypeError) as exc:
+                except (ValueError, KeyError, TypeError, RecursionError) as exc:
                     raise self._corrupt(
                         f"the journal intent for {address} is damaged ({exc})") from None
                 open_intents[address] = intent
@@ -360,9 +367,9 @@ class SQLiteBackend:
 
     def write(self, state: State, operation: str, *, revision: str | None = None,
               desired: dict[str, Any] | None = None) -> int:
-        """Store ``state`` as a new version (serial = latest + 1) with the configuration
-        ``revision`` and the ``desired`` state it applied, and clear the journal. Returns the
-        new serial."""
+        """Store ``state`` as a new version (serial = max(its serial, latest) + 1) with the
+        configuration ``revision`` and the ``desired`` state it applied, and clear the journal.
+        Returns the new serial."""
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -376,7 +383,7 @@ class SQLiteBackend:
     def _insert_version(self, state: State, operation: str, revision: str | None,
                         desired: dict[str, Any] | None) -> None:
         db = self.db
-        state.serial = self._latest_serial() + 1
+        state.serial = max(state.serial, self._latest_serial()) + 1
         db.execute(
             "INSERT INTO states VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (self.workspace, state.serial, state.lineage, time.time(), _author(), operation,
@@ -398,7 +405,7 @@ class SQLiteBackend:
                 latest = int(row[0])
                 try:
                     lineage = State.from_json(json.loads(row[1])).lineage
-                except (ValueError, StateError) as exc:
+                except (ValueError, RecursionError, StateError) as exc:
                     raise self._corrupt(f"state version {latest} is damaged ({exc})") from None
                 if state.lineage != lineage:
                     raise DiagnosticError(Diagnostic.error(
@@ -419,9 +426,12 @@ class SQLiteBackend:
         return state.serial
 
     def read_version(self, serial: int) -> tuple[State, dict[str, Any] | None]:
-        row = self.db.execute(
-            "SELECT document, desired FROM states WHERE workspace = ? AND serial = ?",
-            (self.workspace, serial)).fetchone()
+        try:
+            row = self.db.execute(
+                "SELECT document, desired FROM states WHERE workspace = ? AND serial = ?",
+                (self.workspace, serial)).fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise self._corrupt(str(exc)) from None
         if row is None:
             raise DiagnosticError(Diagnostic.error(
                 "No such state version",
@@ -430,7 +440,7 @@ class SQLiteBackend:
         try:
             state = State.from_json(json.loads(row[0]))
             desired = json.loads(row[1]) if row[1] else None
-        except (ValueError, StateError) as exc:
+        except (ValueError, RecursionError, StateError) as exc:
             raise self._corrupt(f"state version {serial} is damaged ({exc})") from None
         return state, desired
 

@@ -409,7 +409,7 @@ def state_push(obj: Ctx, file: str, directory: str, force: bool) -> None:
         with open(file, encoding="utf-8") as fh:
             doc = json.load(fh)
         pushed = State.from_json(doc)
-    except (OSError, ValueError, StateError) as exc:
+    except (OSError, ValueError, RecursionError, StateError) as exc:
         _fail(obj.view, Diagnostic.error(
             "Invalid state file",
             f"{file} is not a tectum state document: {exc}. `tectum state pull` writes one."))
@@ -847,6 +847,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the CLI; diagnostics → exit 1, never a traceback."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
     view = View(False if os.environ.get("NO_COLOR") else None)
     try:
         parser = build_parser()

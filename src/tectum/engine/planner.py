@@ -354,7 +354,8 @@ class Planner:
                 if obs is not None and "_content" in obs:
                     change.display["before_content"] = obs["_content"]
                 if prior is not None and obs is not None:
-                    change.drift = _drift(rt, prior, rt.stored(obs), want)
+                    change.drift = [d for d in _drift(rt, prior, rt.stored(obs), want)
+                                    if d not in decl.ignore_changes]
                 elif prior is not None and obs is None and prior_addr == address:
                     change.drift = ["deleted"]
                 if prior_addr != address:

@@ -42,6 +42,39 @@ class AttrChange(NamedTuple):
     sensitive: bool = False
 
 
+def _str(data: Any, key: str, *, optional: bool = False) -> Any:
+    value = data.get(key) if optional else data[key]
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"{key} must be a string")
+    return value
+
+
+def _obj(data: Any, key: str, *, required: bool = False) -> Any:
+    value = data[key] if required else data.get(key)
+    if value is not None and not isinstance(value, dict):
+        raise ValueError(f"{key} must be an object or null")
+    return value
+
+
+def _strs(data: Any, key: str) -> list[str]:
+    value = data.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{key} must be a list of strings")
+    return list(value)
+
+
+def _attr_change(c: Any) -> AttrChange:
+    if not isinstance(c, dict):
+        raise ValueError("an attribute change is not an object")
+    a = AttrChange(**c)
+    if not isinstance(a.name, str) or not isinstance(a.force_new, bool) \
+            or not isinstance(a.sensitive, bool):
+        raise ValueError("an attribute change has fields of the wrong type")
+    return a
+
+
 class ResourceChange:
     """What the plan decided for one resource instance.
 
@@ -131,21 +164,31 @@ class ResourceChange:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ResourceChange:
+        if not isinstance(data, dict):
+            raise ValueError("a resource change is not an object")
+        changes = data.get("changes", [])
+        if not isinstance(changes, list):
+            raise ValueError("changes must be a list")
+        watches = data.get("watches") or {}
+        if not isinstance(watches, dict) or not all(
+                isinstance(v, list) and all(isinstance(x, str) for x in v)
+                for v in watches.values()):
+            raise ValueError("watches must map names to lists of addresses")
         return cls(
-            address=data["address"],
-            type=data["type"],
+            address=_str(data, "address"),
+            type=_str(data, "type"),
             action=Action(data["action"]),
-            before=data["before"],
-            after=data["after"],
-            changes=[AttrChange(**c) for c in data.get("changes", [])],
-            triggers=list(data.get("triggers", [])),
-            triggered=data.get("triggered"),
-            drift=list(data.get("drift", [])),
-            dependencies=list(data.get("dependencies", [])),
-            prior=data.get("prior"),
-            source=data.get("source"),
-            note=data.get("note"),
-            watches=dict(data.get("watches") or {}),
+            before=_obj(data, "before", required=True),
+            after=_obj(data, "after", required=True),
+            changes=[_attr_change(c) for c in changes],
+            triggers=_strs(data, "triggers"),
+            triggered=_str(data, "triggered", optional=True),
+            drift=_strs(data, "drift"),
+            dependencies=_strs(data, "dependencies"),
+            prior=_obj(data, "prior"),
+            source=_str(data, "source", optional=True),
+            note=_str(data, "note", optional=True),
+            watches=dict(watches),
         )
 
 
@@ -209,12 +252,25 @@ class Plan:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Plan:
+        if not isinstance(data, dict):
+            raise ValueError("the plan is not an object")
+        rcs = data["resource_changes"]
+        if not isinstance(rcs, list):
+            raise ValueError("resource_changes must be a list")
+        serial = data["serial"]
+        if not isinstance(serial, int) or isinstance(serial, bool):
+            raise ValueError("serial must be an integer")
+        for key in ("outputs", "output_sensitive", "variables"):
+            if not isinstance(data.get(key, {}), dict):
+                raise ValueError(f"{key} must be an object")
+        if not all(isinstance(v, bool) for v in data.get("output_sensitive", {}).values()):
+            raise ValueError("output_sensitive must map names to true/false")
         return cls(
-            changes=[ResourceChange.from_json(c) for c in data["resource_changes"]],
+            changes=[ResourceChange.from_json(c) for c in rcs],
             outputs=dict(data.get("outputs", {})),
             output_sensitive=dict(data.get("output_sensitive", {})),
-            lineage=data.get("lineage"),
-            serial=int(data["serial"]),
+            lineage=_str(data, "lineage", optional=True),
+            serial=serial,
             destroy=bool(data.get("destroy", False)),
             workspace=str(data.get("workspace", "default")),
             variables=dict(data.get("variables", {})),

@@ -49,7 +49,7 @@ def read_plan(path: str) -> tuple[Plan, str]:
             doc = json.loads(fh.read())
     except OSError as exc:
         raise bad(f"cannot be read ({exc.strerror})") from None
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):
         raise bad("is not a tectum plan (not valid JSON)") from None
     if not isinstance(doc, dict) or doc.get("tectum_plan") != FORMAT:
         raise bad("is not a tectum plan file of a format this version reads")
@@ -60,7 +60,9 @@ def read_plan(path: str) -> tuple[Plan, str]:
         raise bad("was altered after it was written (checksum mismatch)")
     try:
         plan = Plan.from_json(payload["plan"])
-        project = str(payload["project"])
-    except (KeyError, TypeError, ValueError) as exc:
+        project = payload["project"]
+        if not isinstance(project, str):
+            raise ValueError("project is not a string")
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise bad(f"is malformed ({exc})") from None
     return plan, project

@@ -139,7 +139,8 @@ class State:
                 raise StateError(f"resource {rec.address} appears twice")
             resources[rec.address] = rec
         outputs = data.get("outputs", {})
-        if not isinstance(outputs, dict) or not all(isinstance(v, dict) for v in outputs.values()):
+        if not isinstance(outputs, dict) or not all(isinstance(v, dict) and "value" in v
+                                                    for v in outputs.values()):
             raise StateError("outputs must be an object of objects")
         return cls(lineage, serial, resources, dict(outputs), str(data.get("tectum_version", "")))
 
