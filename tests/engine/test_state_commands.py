@@ -267,6 +267,24 @@ def test_state_diff(proj: Proj) -> None:
     assert "No such state version" in bad.output
 
 
+def test_state_diff_lists_only_attributes_that_changed(proj: Proj) -> None:
+    """Between two applies that changed only a file's content, the diff shows only the
+    content."""
+    proj.write("""
+        File("a", path=f"{W}/a.txt", content="a1\\n")
+    """)
+    proj.apply()
+    proj.write("""
+        File("a", path=f"{W}/a.txt", content="a2\\n")
+    """)
+    proj.apply()
+    out = proj.ok("state", "diff", "1", "2").stdout
+    assert out.splitlines() == [
+        "~ file.a",
+        f'    content_sha256: "{line_sha("a1")}" → "{line_sha("a2")}"',
+    ], out
+
+
 # -- pull / push --------------------------------------------------------------------------------
 
 def test_pull_then_push_and_the_push_rules(proj: Proj, tmp_path: Path) -> None:
@@ -726,17 +744,21 @@ def test_workspaces(proj: Proj) -> None:
 
 # -- the workspace lock --------------------------------------------------------------------------
 
-def popen_tectum(root: Path, *args: str, log: Path) -> subprocess.Popen[bytes]:
+def popen_tectum(root: Path, *args: str, log: Path,
+                 workspace: str | None = None) -> subprocess.Popen[bytes]:
     env = dict(os.environ, NO_COLOR="1")
     env.pop("TECTUM_WORKSPACE", None)
+    if workspace:
+        env["TECTUM_WORKSPACE"] = workspace
     with open(log, "wb") as fh:
         return subprocess.Popen([sys.executable, "-m", "tectum", *args], cwd=root, env=env,
                                 stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT)
 
 
-def wait_for_lock(root: Path, pid: int, timeout: float = 20.0) -> dict[str, Any]:
-    """The lock details once ``pid`` holds the default workspace's lock."""
-    path = root / ".tectum" / "state.db.default.lock"
+def wait_for_lock(root: Path, pid: int, timeout: float = 20.0,
+                  workspace: str = "default") -> dict[str, Any]:
+    """The lock details once ``pid`` holds the workspace's lock."""
+    path = root / ".tectum" / f"state.db.{workspace}.lock"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -798,3 +820,30 @@ def test_lock_refuses_a_second_run_and_lock_timeout_waits(proj: Proj, tmp_path: 
     assert proj.state_list() == ["command.slow", "file.a", "file.x"]
     assert [r["operation"] for r in proj.history()] == ["apply", "apply"]
     assert "No changes." in proj.ok("plan").stdout
+
+
+def test_workspace_delete_refused_while_a_run_holds_its_lock(proj: Proj, tmp_path: Path) -> None:
+    """Deleting a workspace must not pull its state from under a run that is applying in it."""
+    proj.write("""
+        File("a", path=f"{W}/staging.txt", content="s\\n")
+        Command("slow", command=["sleep", "3"])
+    """)
+    proj.ok("workspace", "new", "staging")
+    proj.ok("workspace", "select", "default")
+    run = popen_tectum(proj.root, "apply", "--auto-approve", log=tmp_path / "staging.log",
+                       workspace="staging")
+    try:
+        wait_for_lock(proj.root, run.pid, workspace="staging")
+        res = proj.run("workspace", "delete", "staging")
+        assert run.wait(timeout=30) == 0, (tmp_path / "staging.log").read_text()
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    staging = {"TECTUM_WORKSPACE": "staging"}
+    assert res.returncode == 1, f"deleted under a running apply:\n{res.output}\n" \
+        f"staging history now:\n{proj.ok('state', 'history', env=staging).stdout}"
+    assert "locked" in res.output
+    assert [r["serial"] for r in proj.history(env=staging)] == ["1", "2"]
+    assert proj.state_list(env=staging) == ["command.slow", "file.a"]
+    proj.ok("destroy", "--auto-approve", env=staging)

@@ -136,11 +136,13 @@ def _confirm(obj: Ctx, what: str) -> bool:
     return line.strip() == "yes"
 
 
-def _run_apply(obj: Ctx, session: Any, plan: Any, state: Any, parallelism: int) -> None:
+def _run_apply(obj: Ctx, session: Any, plan: Any, state: Any, parallelism: int,
+               operation: str | None = None) -> None:
     view = obj.view
     with _interruptible(view) as stopping:
         result = session.apply(plan, state, parallelism=parallelism,
-                               on_event=view.apply_event, should_stop=stopping)
+                               on_event=view.apply_event, should_stop=stopping,
+                               operation=operation)
     c = result.counts
     if stopping():
         view.out(view.style(
@@ -540,7 +542,7 @@ def rollback(obj: Ctx, to: int, directory: str, out: str | None, auto_approve: b
                 view.out("\nRollback cancelled.")
                 sys.exit(1)
             view.out("")
-            _run_apply(obj, session, p, state, parallelism)
+            _run_apply(obj, session, p, state, parallelism, operation="rollback")
     finally:
         session.close()
 
@@ -605,14 +607,16 @@ def workspace(obj: Ctx, action: str, name: str | None, directory: str) -> None:
                                                  f"Workspace {name!r} does not exist."))
             other = session.backend_for(name)
             try:
-                if other.read().resources:
+                held, _ = other.lock("workspace delete", timeout=obj.lock_timeout)
+                if other.read().resources or other.pending_intents():
                     _fail(obj.view, Diagnostic.error(
                         "Workspace is not empty",
                         f"Workspace {name!r} still manages objects. Destroy them first "
                         f"(select it, then `tectum destroy`)."))
+                other.delete_workspace(name)
+                other.unlock(held.id)
             finally:
                 other.close()
-            session.backend.delete_workspace(name)
             obj.view.out(f"Deleted workspace {name!r}.")
             return
         if action == "new":

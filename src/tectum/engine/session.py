@@ -213,17 +213,20 @@ class Session:
         parallelism: int = 10,
         on_event: Event | None = None,
         should_stop: Callable[[], bool] | None = None,
+        operation: str | None = None,
     ) -> ApplyResult:
         """Apply ``plan``; state is journaled after each resource and stored as a new version
         at the end (also when some resources failed)."""
         if state.serial == 0 and plan.lineage:
             state.lineage = plan.lineage
+        self._sweep_interrupted()
         # the journal first says what is about to happen (one transaction for the plan)
         self.backend.intend(state.serial, intents_of(plan))
         result = apply_plan(plan, state, self.connector, self.backend,
                             parallelism=parallelism, on_event=on_event,
                             should_stop=should_stop)
-        self.backend.write(result.state, "destroy" if plan.destroy else "apply",
+        self.backend.write(result.state,
+                           operation or ("destroy" if plan.destroy else "apply"),
                            revision=git_revision(self.project.root),
                            desired=None if plan.destroy else desired_of(plan))
         return result
@@ -346,6 +349,18 @@ class Session:
             if v.serial == serial:
                 return v.operation
         return "run"
+
+    def _sweep_interrupted(self) -> None:
+        """After a killed run: remove the temporary files its atomic writes left behind."""
+        from tectum.addrs import ResourceAddress
+
+        paths: dict[str | None, list[str]] = {}
+        for intent in self.backend.pending_intents():
+            path = intent.identity.get("path")
+            if isinstance(path, str):
+                paths.setdefault(ResourceAddress.parse(intent.address).host, []).append(path)
+        for host, items in paths.items():
+            self.connector(host).sweep_temp(items)
 
     def outputs(self) -> dict[str, Any]:
         return self.read_state().outputs

@@ -97,6 +97,18 @@ class Connector(Protocol):
 
     def exists(self, path: str) -> bool: ...
 
+    def sweep_temp(self, paths: Sequence[str]) -> list[str]: ...
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
 
 class ConnectorError(Exception):
     """A mutation could not be carried out; the message says what and where."""
@@ -241,6 +253,34 @@ class LocalConnector:
 
     def exists(self, path: str) -> bool:
         return os.path.lexists(path)
+
+    def sweep_temp(self, paths: Sequence[str]) -> list[str]:
+        """Remove the temporary files that atomic writes of ``paths`` left behind when their
+        process was killed (``.NAME.tectum-PID-…`` / ``NAME.tectum-PID-…`` whose PID no longer
+        runs). Returns what was removed. One directory listing per directory."""
+        wanted: dict[str, set[str]] = {}
+        for path in paths:
+            wanted.setdefault(os.path.dirname(path) or ".", set()).add(os.path.basename(path))
+        removed: list[str] = []
+        for directory, names in wanted.items():
+            try:
+                entries = os.listdir(directory)
+            except OSError:
+                continue
+            for entry in entries:
+                stem, sep, rest = entry.partition(".tectum-")
+                if not sep or stem.removeprefix(".") not in names:
+                    continue
+                pid = rest.split("-", 1)[0]
+                if pid.isdigit() and not _pid_alive(int(pid)):
+                    full = os.path.join(directory, entry)
+                    self._record("remove", True, path=full, recursive=False)
+                    try:
+                        os.unlink(full)
+                        removed.append(full)
+                    except OSError:
+                        pass
+        return removed
 
     # -- mutations -----------------------------------------------------------------------
     def write_file(

@@ -58,6 +58,23 @@ _OWNERSHIP = {
 }
 
 
+def _fill_ownership(conn: Connector, path: str, after: dict[str, Any],
+                    before: dict[str, Any] | None) -> None:
+    """State records mode/owner/group even when the configuration leaves them alone: from the
+    object as read, or (after a create) as it now is, so later versions differ only in what
+    really changed."""
+    missing = [k for k in ("mode", "owner", "group") if after.get(k) is None]
+    if not missing:
+        return
+    known = before or {}
+    if any(known.get(k) is None for k in missing):
+        fact = conn.stat_paths([path])[0]
+        known = _ownership_of(fact) if fact is not None else {}
+    for key in missing:
+        if known.get(key) is not None:
+            after[key] = known[key]
+
+
 def _ownership_of(fact: PathFact) -> dict[str, Any]:
     return {"mode": fact.mode, "owner": fact.owner, "group": fact.group}
 
@@ -184,10 +201,7 @@ class FileType(_PathType):
         except ConnectorError as exc:
             raise ApplyError(str(exc)) from None
         after["content_sha256"] = hashlib.sha256(content.encode()).hexdigest()
-        observed = change.before or {}
-        for key in ("mode", "owner", "group"):
-            if after.get(key) is None and observed.get(key) is not None:
-                after[key] = observed[key]
+        _fill_ownership(conn, path, after, change.before)
         return self.stored(after)
 
 
@@ -247,10 +261,7 @@ class DirectoryType(_PathType):
                 self._apply_ownership(conn, path, change.changes, after)
         except ConnectorError as exc:
             raise ApplyError(str(exc)) from None
-        observed = change.before or {}
-        for key in ("mode", "owner", "group"):
-            if after.get(key) is None and observed.get(key) is not None:
-                after[key] = observed[key]
+        _fill_ownership(conn, path, after, change.before)
         return self.stored(after)
 
 

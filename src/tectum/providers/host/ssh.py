@@ -1,0 +1,899 @@
+"""The SSH connector: one host reached over one reused SSH connection (asyncssh).
+
+:class:`SSHConnector` implements the same :class:`~tectum.providers.host.connector.Connector`
+contract as :class:`~tectum.providers.host.connector.LocalConnector` — the same facts, the same
+log entries, the same error texts — so every host resource type works unchanged on a remote host.
+
+How it works:
+
+* **One connection per host**, opened on first use and reused for every call (one SSH channel per
+  call, at most :data:`MAX_SESSIONS` at a time, below OpenSSH's ``MaxSessions``). asyncssh runs on
+  one event loop in a private daemon thread shared by all connectors; the public methods are
+  synchronous and thread-safe. A connection that dropped is opened again by the next call.
+* **Host keys are verified** against ``known_hosts`` (``~/.ssh/known_hosts`` by default). An
+  unknown key is refused (:class:`HostKeyUnknown`) unless ``trust_unknown`` (trust on first use,
+  for this connector's lifetime only: nothing is written); a key that differs from the recorded
+  one is always refused (:class:`HostKeyChanged`).
+* **No shell interpretation of data.** Every remote call is ``sh -c SCRIPT sh ARG...`` where the
+  script is a constant of this module and every argument (paths, contents' metadata, argv) is a
+  positional parameter quoted with :func:`shlex.quote`; file contents and path lists travel on
+  stdin. The target needs a POSIX ``sh``, GNU coreutils, findutils (``xargs``) and GNU tar
+  (>= 1.29) — a Debian ``minbase`` has all of them.
+* **One round trip per operation**: :meth:`SSHConnector.stat_paths` reads all paths with one
+  remote script (one ``stat`` over ``xargs -0`` for the metadata, one ``tar`` stream for the
+  contents), every mutation is one script. :attr:`SSHConnector.round_trips` counts them.
+* **become** wraps every call in ``sudo -S -p '' --``. The password is written on stdin before
+  anything else, followed by a random marker line; a preamble run by sudo skips the password line
+  if sudo did not read it (NOPASSWD, or already root) and announces the marker on stderr, so the
+  command's own stdin starts exactly after the marker. The password is never part of a command
+  line, of :attr:`SSHConnector.log` or of an error message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import io
+import json
+import os
+import re
+import secrets
+import shlex
+import stat
+import tarfile
+import threading
+import time
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple, TypeVar
+
+import asyncssh
+
+from tectum.providers.host.connector import CommandResult, ConnectorError, PathFact
+
+__all__ = [
+    "AuthenticationFailed",
+    "BecomeFailed",
+    "HostKeyChanged",
+    "HostKeyError",
+    "HostKeyUnknown",
+    "HostUnreachable",
+    "SSHConnector",
+]
+
+#: SSH channels open at once on one connection (OpenSSH's ``MaxSessions`` defaults to 10, and
+#: sshd frees a slot a little after the channel closed; a refused open is retried).
+MAX_SESSIONS = 6
+#: grace (s) between TERM and KILL when a command's ``timeout`` expires on the host
+_KILL_AFTER = 5
+#: extra seconds the client waits beyond a command's timeout before it gives up on the channel
+_BACKSTOP = 15.0
+
+_T = TypeVar("_T")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_FAIL = re.compile(rb"^tectum-fail:([a-z]+)$", re.MULTILINE)
+
+
+# -- errors ---------------------------------------------------------------------------------
+
+class HostUnreachable(ConnectorError):
+    """The host did not answer (refused, no route, timed out) or the connection was lost."""
+
+
+class AuthenticationFailed(ConnectorError):
+    """The host refused to let us log in."""
+
+
+class BecomeFailed(ConnectorError):
+    """``sudo`` refused (wrong or missing password, user not allowed)."""
+
+
+class HostKeyError(ConnectorError):
+    """The host's key could not be verified; nothing was sent to it."""
+
+    def __init__(self, message: str, *, host: str, address: str, fingerprint: str) -> None:
+        super().__init__(message)
+        self.host = host
+        self.address = address
+        self.fingerprint = fingerprint
+
+
+class HostKeyUnknown(HostKeyError):
+    """``known_hosts`` has no key for the host (and ``trust_unknown`` is off)."""
+
+
+class HostKeyChanged(HostKeyError):
+    """The host presented a key other than the one recorded: refused, always."""
+
+
+# -- the shared event loop ------------------------------------------------------------------
+
+class _SharedLoop:
+    """One asyncio loop in a daemon thread, shared by every connector that uses it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._users = 0
+
+    def acquire(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name="tectum-ssh",
+                                          daemon=True)
+                thread.start()
+                self._loop, self._thread = loop, thread
+            self._users += 1
+            return self._loop
+
+    def release(self) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users > 0 or self._loop is None or self._thread is None:
+                return
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        if not thread.is_alive():
+            loop.close()
+
+    def in_loop_thread(self) -> bool:
+        return self._thread is not None and threading.current_thread() is self._thread
+
+
+_LOOP = _SharedLoop()
+
+
+# -- remote scripts -------------------------------------------------------------------------
+# Each runs as ``sh -c SCRIPT sh ARG...``; on a handled failure it prints ``tectum-fail:KIND``
+# on stdout and exits 99, with the failing tool's message on stderr.
+
+_PRELUDE = """\
+LC_ALL=C; export LC_ALL
+fail() { printf 'tectum-fail:%s\\n' "$1"; exit 99; }
+"""
+
+# owner $o / group $g (may be empty) -> chown spec $spec; digits are ids (chown's "+N")
+_IDS = """\
+spec=
+case $o in
+  '') ;;
+  *[!0-9]*) id -u -- "$o" >/dev/null 2>&1 || fail nouser; spec=$o ;;
+  *) spec=+$o ;;
+esac
+case $g in
+  '') ;;
+  *[!0-9]*) getent group -- "$g" >/dev/null 2>&1 || fail nogroup; spec=$spec:$g ;;
+  *) spec=$spec:+$g ;;
+esac
+"""
+
+_RUN = """\
+if [ -n "$1" ]; then cd -- "$1" || exit 127; fi
+t=$2
+shift 2
+exec timeout -k {kill} "$t" env -- LC_ALL=C LANG=C "$@"
+""".replace("{kill}", str(_KILL_AFTER))
+
+_STAT_FORMAT = "%n\\0%f\\0%u\\0%g\\0%U\\0%G\\0%s\\0%N\\0"
+_STAT_FIELDS = 8
+
+_STAT = """\
+LC_ALL=C QUOTING_STYLE=literal; export LC_ALL QUOTING_STYLE
+xargs -0 -r stat --printf "$1" --
+rc=$?
+[ "$rc" -eq 0 ] || [ "$rc" -eq 123 ] || exit "$rc"
+exit 0
+"""
+
+_STAT_CONTENT = """\
+LC_ALL=C QUOTING_STYLE=literal; export LC_ALL QUOTING_STYLE
+umask 077
+t=$(mktemp -d) || exit 96
+trap 'rm -rf -- "$t"' EXIT
+cat > "$t/p" || exit 96
+xargs -0 -r stat --printf "$1" -- < "$t/p" > "$t/s"
+rc=$?
+[ "$rc" -eq 0 ] || [ "$rc" -eq 123 ] || exit "$rc"
+base64 -w0 < "$t/s" || exit 96
+echo
+tar -c -f - -P --no-recursion --hard-dereference --null --no-unquote --verbatim-files-from \
+    -T "$t/p"
+exit 0
+"""
+
+_WRITE = _PRELUDE + """\
+p=$1 d=$2 t=$3 m=$4 o=$5 g=$6
+[ -d "$d" ] || fail nodir
+""" + _IDS + """\
+if [ -d "$p" ] && [ ! -h "$p" ]; then fail isdir; fi
+bad() { rm -f -- "$t"; fail write; }
+(umask 077; set -C; exec cat > "$t") || bad
+if [ -z "$m" ]; then
+  if [ -e "$p" ] || [ -h "$p" ]; then
+    m=0$(stat -c %a -- "$p") || bad
+    if [ -z "$spec" ]; then spec=$(stat -c +%u:+%g -- "$p") || bad; fi
+  else
+    m=00644
+  fi
+fi
+if [ -n "$spec" ]; then chown -- "$spec" "$t" || bad; fi
+chmod -- "$m" "$t" || bad
+mv -fT -- "$t" "$p" || bad
+"""
+
+_SET_ATTRS = _PRELUDE + """\
+p=$1 m=$2 o=$3 g=$4
+""" + _IDS + """\
+if [ -n "$spec" ]; then chown -h -- "$spec" "$p" || fail attrs; fi
+if [ -n "$m" ]; then chmod -- "$m" "$p" || fail attrs; fi
+"""
+
+_MKDIR = _PRELUDE + """\
+p=$1 m=$2 o=$3 g=$4
+""" + _IDS + """\
+if [ -e "$p" ] || [ -h "$p" ]; then fail exists; fi
+if [ -n "$m" ]; then
+  (umask 077; mkdir -- "$p") || fail mkdir
+  chmod -- "$m" "$p" || fail mkdir
+else
+  (umask "$(printf %o "$(( $(umask) | 022 ))")"; mkdir -- "$p") || fail mkdir
+fi
+if [ -n "$spec" ]; then chown -- "$spec" "$p" || fail mkdir; fi
+"""
+
+_SYMLINK = _PRELUDE + """\
+p=$1 t=$2 target=$3
+if [ -d "$p" ] && [ ! -h "$p" ]; then fail isdir; fi
+ln -s -- "$target" "$t" || fail symlink
+mv -fT -- "$t" "$p" || { rm -f -- "$t"; fail symlink; }
+"""
+
+_REMOVE = _PRELUDE + """\
+p=$1 r=$2
+if [ -d "$p" ] && [ ! -h "$p" ]; then
+  if [ "$r" = 1 ]; then rm -rf -- "$p" || fail remove; else rmdir -- "$p" || fail remove; fi
+elif [ -e "$p" ] || [ -h "$p" ]; then
+  rm -f -- "$p" || fail remove
+else
+  rm -- "$p" || fail remove
+fi
+exit 0
+"""
+
+_EXISTS = """\
+if [ -e "$1" ] || [ -h "$1" ]; then exit 0; fi
+exit 1
+"""
+
+# stderr lines of stat/tar that only say a path is missing (or was in flux), not an error
+_BENIGN = (
+    b": No such file or directory",
+    b": Not a directory",
+    b"Exiting with failure status due to previous errors",
+    b": socket ignored",
+    b": file changed as we read it",
+    b": File removed before we read it",
+)
+
+
+class _Exec(NamedTuple):
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+    timed_out: bool
+
+
+def _strerror(stderr: bytes) -> str:
+    """The reason at the end of a coreutils/sh message (``mv: cannot ...: Permission denied``)."""
+    lines = [line for line in stderr.decode("utf-8", "replace").splitlines() if line.strip()]
+    if not lines:
+        return "failed"
+    return lines[-1].rsplit(": ", 1)[-1].strip()
+
+
+def _octal(mode: str | None) -> str:
+    """``"644"``/``"0644"`` → ``"00644"``: five digits, so GNU chmod sets (and clears) the
+    set-id bits of directories exactly as ``os.chmod`` does."""
+    if mode is None or mode == "":
+        return ""
+    return "0" + format(int(mode, 8), "04o")
+
+
+def _no_nul(value: str, what: str) -> str:
+    if "\x00" in value:
+        raise ValueError(f"embedded null byte in {what}")
+    return value
+
+
+class _Client(asyncssh.SSHClient):
+    """Judges the host key (asyncssh asks when it is not among the recorded ones)."""
+
+    def __init__(self, judge: Callable[[str, int, asyncssh.SSHKey], HostKeyError | None]
+                 ) -> None:
+        self._judge = judge
+        self.problem: HostKeyError | None = None
+        self.lost = False
+
+    def validate_host_public_key(self, host: str, addr: str, port: int,
+                                 key: asyncssh.SSHKey) -> bool:
+        self.problem = self._judge(addr, port, key)
+        return self.problem is None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+
+
+class SSHConnector:
+    """A host reached over SSH; see the module docstring. Thread-safe."""
+
+    def __init__(
+        self,
+        host: str,
+        address: str,
+        *,
+        port: int = 22,
+        user: str = "root",
+        key_path: str | os.PathLike[str] | None = None,
+        known_hosts: str | os.PathLike[str] | None = None,
+        trust_unknown: bool = False,
+        become: bool = False,
+        become_password: str | None = None,
+        connect_timeout: float = 10.0,
+        command_timeout: float = 600.0,
+        log_path: str | None = None,
+    ) -> None:
+        if become_password is not None and ("\n" in become_password or "\r" in become_password
+                                            or "\x00" in become_password):
+            raise ValueError("become_password must not contain a newline or NUL byte")
+        self.host = host
+        self.address = address
+        self.port = port
+        self.user = user
+        self.key_path = os.fspath(key_path) if key_path is not None else None
+        self.known_hosts = (os.fspath(known_hosts) if known_hosts is not None
+                            else str(Path("~", ".ssh", "known_hosts").expanduser()))
+        self.trust_unknown = trust_unknown
+        self.become = become
+        self._become_password = become_password
+        self.connect_timeout = connect_timeout
+        self.command_timeout = command_timeout
+        self.log: list[dict[str, object]] = []
+        #: remote commands run (one SSH channel each); connecting is not counted
+        self.round_trips = 0
+        #: channel opens refused by sshd for lack of a free session slot, and retried
+        self.session_retries = 0
+        #: connections opened (1, unless one dropped and was opened again)
+        self.connects = 0
+        #: SHA256 fingerprint of the host key of the current/last connection
+        self.host_key_fingerprint: str | None = None
+        #: set when an unknown key was trusted on first use (``trust_unknown``)
+        self.trusted_unknown_key: str | None = None
+        self._log_path = log_path if log_path is not None else os.environ.get("TECTUM_COMMAND_LOG")
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._conn: asyncssh.SSHClientConnection | None = None
+        self._client: _Client | None = None
+        self._connecting: asyncio.Lock | None = None
+        self._sessions: asyncio.Semaphore | None = None
+        self._tofu_key: asyncssh.SSHKey | None = None
+        self._marker = f"tectum-become-{secrets.token_hex(12)}"
+
+    def __repr__(self) -> str:
+        return (f"SSHConnector({self.host!r}, {self.address!r}, port={self.port}, "
+                f"user={self.user!r}, become={self.become})")
+
+    def __enter__(self) -> SSHConnector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- recording -----------------------------------------------------------------------
+    def _record(self, op: str, mutating: bool, **fields: object) -> None:
+        entry: dict[str, object] = {"op": op, "mutating": mutating, **fields}
+        with self._lock:
+            self.log.append(entry)
+
+    def close(self) -> None:
+        """Close the connection and flush the command log to ``TECTUM_COMMAND_LOG`` (if set).
+        The connector stays usable: a later call connects again."""
+        with self._lock:
+            loop, self._loop = self._loop, None
+        if loop is not None:
+            try:
+                fut = asyncio.run_coroutine_threadsafe(self._aclose(), loop)
+                with contextlib.suppress(Exception):
+                    fut.result(timeout=10)
+            finally:
+                _LOOP.release()
+        if self._log_path and self.log:
+            with open(self._log_path, "a", encoding="utf-8") as fh:
+                for entry in self.log:
+                    fh.write(json.dumps(entry) + "\n")
+        self.log = []
+
+    async def _aclose(self) -> None:
+        conn, self._conn = self._conn, None
+        self._client = None
+        self._connecting = None
+        self._sessions = None
+        if conn is not None:
+            conn.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.wait_closed(), 5)
+
+    # -- the loop and the connection -------------------------------------------------------
+    def _call(self, make: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
+        if _LOOP.in_loop_thread():
+            raise RuntimeError("SSHConnector methods are synchronous; do not call them from "
+                               "the connector's event loop")
+        with self._lock:
+            if self._loop is None:
+                self._loop = _LOOP.acquire()
+            loop = self._loop
+        fut = asyncio.run_coroutine_threadsafe(make(), loop)
+        try:
+            return fut.result()
+        except BaseException:
+            fut.cancel()
+            raise
+
+    def connect(self) -> None:
+        """Open the connection now (else the first call opens it); raises like any call."""
+        self._call(self._connection)
+
+    def _where(self) -> str:
+        return f"{self.host} ({self.address}:{self.port})"
+
+    def _judge_key(self, addr: str, port: int, key: asyncssh.SSHKey) -> HostKeyError | None:
+        """None to accept ``key`` (not among the recorded keys), else the error to raise."""
+        fingerprint = key.get_fingerprint("sha256")
+        alg = key.get_algorithm()
+        if self._tofu_key is not None:
+            if key == self._tofu_key:
+                return None
+            recorded = [self._tofu_key]
+            source = "the key trusted on first use earlier in this run"
+        else:
+            recorded = list(self._recorded_keys(addr, port))
+            source = self.known_hosts
+        if recorded:
+            prints = ", ".join(f"{k.get_algorithm()} {k.get_fingerprint('sha256')}"
+                               for k in recorded)
+            return HostKeyChanged(
+                f"the host key of {self._where()} has CHANGED: it presented {alg} key "
+                f"{fingerprint}, but {source} records {prints} for it. Someone may be "
+                f"intercepting the connection (man in the middle), or the host was "
+                f"reinstalled. Refusing to connect. If the change is expected, check the new "
+                f"fingerprint with the host's administrator, then replace the old entry "
+                f"(ssh-keygen -R {self.address} -f {self.known_hosts}) with the new key.",
+                host=self.host, address=self.address, fingerprint=fingerprint)
+        if self.trust_unknown:
+            self._tofu_key = key
+            self.trusted_unknown_key = fingerprint
+            return None
+        return HostKeyUnknown(
+            f"the host key of {self._where()} is unknown: it presented {alg} key "
+            f"{fingerprint}, and {self.known_hosts} has no key for {self.address}. Check that "
+            f"fingerprint with the host's administrator (on the host: ssh-keygen -lf "
+            f"/etc/ssh/ssh_host_*_key.pub), then add the key to {self.known_hosts} (e.g. "
+            f"ssh-keyscan -p {self.port} {self.address} >> {self.known_hosts}), or set "
+            f"trust_unknown to trust it on first use.",
+            host=self.host, address=self.address, fingerprint=fingerprint)
+
+    def _known(self) -> asyncssh.SSHKnownHosts:
+        try:
+            text = Path(self.known_hosts).read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            text = ""
+        except OSError as exc:
+            raise ConnectorError(f"cannot read known_hosts {self.known_hosts}: "
+                                 f"{exc.strerror or exc}") from None
+        try:
+            return asyncssh.import_known_hosts(text)
+        except (ValueError, asyncssh.KeyImportError) as exc:
+            raise ConnectorError(f"cannot parse known_hosts {self.known_hosts}: {exc}") from None
+
+    def _recorded_keys(self, addr: str, port: int) -> list[asyncssh.SSHKey]:
+        known = self._known()
+        found = asyncssh.match_known_hosts(known, self.address, addr,
+                                           None if port == 22 else port)
+        return list(found[0])
+
+    async def _connection(self) -> asyncssh.SSHClientConnection:
+        conn, client = self._conn, self._client
+        if conn is not None and client is not None and not client.lost:
+            return conn
+        if self._connecting is None:
+            self._connecting = asyncio.Lock()
+            self._sessions = asyncio.Semaphore(MAX_SESSIONS)
+        async with self._connecting:
+            conn, client = self._conn, self._client
+            if conn is not None and client is not None and not client.lost:
+                return conn
+            if conn is not None:
+                conn.close()
+            self._conn = self._client = None
+            conn, client = await self._open()
+            self._conn, self._client = conn, client
+            return conn
+
+    async def _open(self) -> tuple[asyncssh.SSHClientConnection, _Client]:
+        known = self._known()
+        # prefer the algorithms of the recorded keys (as OpenSSH does), then any other, so a
+        # host that lost its recorded key type still reaches the check (-> HostKeyChanged)
+        recorded = list(asyncssh.match_known_hosts(known, self.address, self.address,
+                                                   None if self.port == 22 else self.port)[0])
+        if self._tofu_key is not None:
+            recorded.append(self._tofu_key)
+        algs: list[str] = []
+        for key in recorded:
+            for alg in key.sig_algorithms:
+                if alg.decode() not in algs:
+                    algs.append(alg.decode())
+        for alg in asyncssh.public_key.get_default_public_key_algs():
+            if alg.decode() not in algs:
+                algs.append(alg.decode())
+        client = _Client(self._judge_key)
+        options: dict[str, Any] = {
+            "port": self.port,
+            "username": self.user,
+            "known_hosts": known,
+            "server_host_key_algs": algs,
+            "client_factory": lambda: client,
+            "config": None,
+            "password_auth": False,
+            "kbdint_auth": False,
+            "gss_auth": False,
+            "host_based_auth": False,
+            "x509_trusted_certs": None,
+            "keepalive_interval": 15,
+            "keepalive_count_max": 4,
+        }
+        if self.key_path is not None:
+            options["client_keys"] = [self.key_path]
+            options["agent_path"] = None
+        where = self._where()
+        try:
+            conn = await asyncio.wait_for(asyncssh.connect(self.address, **options),
+                                          self.connect_timeout)
+        except asyncssh.HostKeyNotVerifiable as exc:
+            if client.problem is not None:
+                raise client.problem from None
+            raise HostKeyError(f"the host key of {where} was refused: {exc.reason}",
+                               host=self.host, address=self.address, fingerprint="") from None
+        except TimeoutError:
+            raise HostUnreachable(f"cannot reach {where}: no answer within "
+                                  f"{self.connect_timeout:g} s") from None
+        except asyncssh.PermissionDenied as exc:
+            keys = self.key_path or "the default keys and agent"
+            raise AuthenticationFailed(f"cannot log in to {where} as {self.user} with "
+                                       f"{keys}: {exc.reason}") from None
+        except (asyncssh.ConnectionLost, asyncssh.ProtocolError) as exc:
+            raise HostUnreachable(f"cannot reach {where}: {exc.reason}") from None
+        except asyncssh.Error as exc:
+            raise ConnectorError(f"cannot connect to {where}: {exc.reason}") from None
+        except OSError as exc:
+            raise HostUnreachable(f"cannot reach {where}: {exc.strerror or exc}") from None
+        self.connects += 1
+        server_key = conn.get_server_host_key()
+        self.host_key_fingerprint = (server_key.get_fingerprint("sha256")
+                                     if server_key is not None else None)
+        return conn, client
+
+    # -- one remote call -----------------------------------------------------------------
+    def _command_line(self, script: str, args: Sequence[str]) -> bytes:
+        if self.become:
+            preamble = (
+                f"IFS= read -r _l || exit 125\n"
+                f"[ \"$_l\" = {self._marker} ] || {{ IFS= read -r _l && "
+                f"[ \"$_l\" = {self._marker} ]; }} || exit 125\n"
+                f"unset _l\nprintf '%s\\n' {self._marker} >&2\n"
+            )
+            sudo = ["sudo", "-n"] if self._become_password is None else ["sudo", "-S", "-p", ""]
+            argv = [*sudo, "--", "sh", "-c", preamble + script, "sh", *args]
+        else:
+            argv = ["sh", "-c", script, "sh", *args]
+        line = " ".join(shlex.quote(_no_nul(a, "an argument")) for a in argv)
+        return line.encode("utf-8", "surrogateescape")
+
+    def _exec(self, script: str, args: Sequence[str], stdin: bytes = b"",
+              timeout: float | None = None) -> _Exec:
+        """Run SCRIPT on the host (one round trip); become is applied here."""
+        command = self._command_line(script, args)
+        if self.become:
+            head = b"" if self._become_password is None else \
+                self._become_password.encode() + b"\n"
+            stdin = head + self._marker.encode() + b"\n" + stdin
+        limit = timeout if timeout is not None else self.command_timeout
+        result = self._call(lambda: self._aexec(command, stdin, limit))
+        if self.become and not result.timed_out:
+            mark = self._marker.encode() + b"\n"
+            at = result.stderr.find(mark)
+            if at < 0:
+                detail = result.stderr.decode("utf-8", "replace").strip()
+                detail = detail.replace(self._become_password or "\x00", "***")[-400:]
+                raise BecomeFailed(f"cannot become root with sudo on {self._where()} as "
+                                   f"{self.user}: {detail or f'exit code {result.returncode}'}")
+            result = result._replace(stderr=result.stderr[at + len(mark):])
+        return result
+
+    async def _aexec(self, command: bytes, stdin: bytes, timeout: float) -> _Exec:
+        conn = await self._connection()
+        assert self._sessions is not None
+        async with self._sessions:
+            proc = await self._open_session(conn, command)
+            self.round_trips += 1
+            feeder = asyncio.ensure_future(self._feed(proc, stdin))
+            try:
+                out, err = await asyncio.wait_for(
+                    asyncio.gather(proc.stdout.read(), proc.stderr.read()), timeout)
+                await asyncio.wait_for(proc.wait_closed(), max(timeout, 10.0))
+            except TimeoutError:
+                with contextlib.suppress(Exception):
+                    proc.kill()
+                proc.close()
+                return _Exec(124, b"", b"", True)
+            except (asyncssh.Error, OSError) as exc:
+                proc.close()
+                raise HostUnreachable(f"lost the connection to {self._where()}: "
+                                      f"{getattr(exc, 'reason', None) or exc}") from None
+            finally:
+                feeder.cancel()
+            code = proc.returncode
+            if code is None:
+                raise HostUnreachable(f"lost the connection to {self._where()} before the "
+                                      "command finished")
+            return _Exec(code, out, err, False)
+
+    async def _open_session(self, conn: asyncssh.SSHClientConnection, command: bytes
+                            ) -> asyncssh.SSHClientProcess[bytes]:
+        """Open a channel running COMMAND. sshd frees a session slot a moment after the
+        channel closed, so "no more sessions" (open failed) is retried: nothing ran yet."""
+        for attempt in range(40):
+            try:
+                proc: asyncssh.SSHClientProcess[bytes] = await asyncio.wait_for(
+                    conn.create_process(command, encoding=None), self.connect_timeout)
+                return proc
+            except TimeoutError:
+                # the connection went silent (host gone without closing it): drop it
+                conn.close()
+                raise HostUnreachable(f"{self._where()} did not answer within "
+                                      f"{self.connect_timeout:g} s") from None
+            except asyncssh.ChannelOpenError as exc:
+                if exc.code != asyncssh.OPEN_CONNECT_FAILED or attempt == 39:
+                    raise ConnectorError(f"cannot open an SSH session on {self._where()}: "
+                                         f"{exc.reason}") from None
+                self.session_retries += 1
+                await asyncio.sleep(min(0.005 * 2 ** attempt, 0.25))
+            except (asyncssh.Error, OSError) as exc:
+                raise HostUnreachable(f"lost the connection to {self._where()}: "
+                                      f"{getattr(exc, 'reason', None) or exc}") from None
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    async def _feed(proc: asyncssh.SSHClientProcess[bytes], data: bytes) -> None:
+        try:
+            if data:
+                proc.stdin.write(data)
+                await proc.stdin.drain()
+            proc.stdin.write_eof()
+        except (OSError, asyncssh.Error):
+            pass  # the remote side stopped reading (it failed early); its exit says why
+
+    # -- commands ------------------------------------------------------------------------
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        input: bytes | None = None,
+        mutating: bool = True,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        timeout: float | None = None,
+    ) -> CommandResult:
+        argv = tuple(argv)
+        if not argv:
+            raise ValueError("argv must not be empty")
+        for item in argv:
+            _no_nul(item, "argv")
+        assignments = []
+        for key, value in (env or {}).items():
+            if not _ENV_NAME.fullmatch(key):
+                raise ValueError(f"{key!r} is not a valid environment variable name")
+            assignments.append(f"{key}={_no_nul(value, f'the value of {key}')}")
+        self._record("run", mutating, argv=list(argv))
+        limit = timeout if timeout is not None else self.command_timeout
+        started = time.monotonic()
+        result = self._exec(_RUN, [cwd or "", f"{max(limit, 0.001):.3f}", *assignments, *argv],
+                            input or b"", timeout=limit + _KILL_AFTER + _BACKSTOP)
+        timed_out = result.timed_out or (
+            result.returncode in (124, 128 + 9) and time.monotonic() - started >= limit)
+        if timed_out:
+            return CommandResult(argv, 124, b"", f"timed out after {timeout} s".encode())
+        return CommandResult(argv, result.returncode, result.stdout, result.stderr)
+
+    # -- facts ---------------------------------------------------------------------------
+    def stat_paths(self, paths: Sequence[str], *, content: bool = False) -> list[PathFact | None]:
+        """Facts for every path, as :meth:`LocalConnector.stat_paths` reports them, in one round
+        trip. Regular files' contents (and SHA-256) when ``content``."""
+        paths = list(paths)
+        if not paths:
+            return []
+        data = b"".join(_no_nul(p, "a path").encode("utf-8", "surrogateescape") + b"\0"
+                        for p in paths)
+        result = self._exec(_STAT_CONTENT if content else _STAT, [_STAT_FORMAT], data)
+        if result.timed_out:
+            raise ConnectorError(f"reading {len(paths)} paths on {self._where()} timed out")
+        problems = [line for line in result.stderr.splitlines()
+                    if line.strip() and not line.rstrip().endswith(_BENIGN)]
+        if result.returncode != 0 or problems:
+            detail = (problems or result.stderr.splitlines() or [b"no output"])[-1]
+            raise ConnectorError(f"cannot read paths on {self._where()}: "
+                                 f"{detail.decode('utf-8', 'replace')} "
+                                 f"(exit code {result.returncode})")
+        if content:
+            head, _, archive = result.stdout.partition(b"\n")
+            listing = base64.b64decode(head)
+        else:
+            listing, archive = result.stdout, b""
+        records = self._parse_stat(listing)
+        contents = self._parse_tar(archive) if content else {}
+        out: list[PathFact | None] = []
+        for path in paths:
+            fact = records.get(path)
+            if fact is not None and fact.kind == "file" and content:
+                data_ = contents.get(path)
+                if data_ is not None:
+                    fact = fact._replace(sha256=hashlib.sha256(data_).hexdigest(), content=data_)
+            out.append(fact)
+        return out
+
+    def _parse_stat(self, listing: bytes) -> dict[str, PathFact]:
+        fields = listing.split(b"\0")
+        if (len(fields) - 1) % _STAT_FIELDS or fields[-1]:
+            raise ConnectorError(f"cannot read paths on {self._where()}: unexpected output "
+                                 f"from stat")
+        records: dict[str, PathFact] = {}
+        for i in range(0, len(fields) - 1, _STAT_FIELDS):
+            name_b, raw, uid, gid, uname, gname, size, quoted = fields[i:i + _STAT_FIELDS]
+            name = name_b.decode("utf-8", "surrogateescape")
+            st_mode = int(raw, 16)
+            mode = format(stat.S_IMODE(st_mode), "04o")
+            owner = (uid if uname == b"UNKNOWN" else uname).decode("utf-8", "surrogateescape")
+            group = (gid if gname == b"UNKNOWN" else gname).decode("utf-8", "surrogateescape")
+            if stat.S_ISREG(st_mode):
+                kind = "file"
+            elif stat.S_ISDIR(st_mode):
+                kind = "directory"
+            elif stat.S_ISLNK(st_mode):
+                kind = "symlink"
+            else:
+                kind = "other"
+            target = None
+            if kind == "symlink":
+                prefix = name_b + b" -> "
+                if not quoted.startswith(prefix):
+                    raise ConnectorError(f"cannot read the symlink {name} on {self._where()}")
+                target = quoted[len(prefix):].decode("utf-8", "surrogateescape")
+            records[name] = PathFact(kind, mode, owner, group, int(size), target=target)
+        return records
+
+    @staticmethod
+    def _parse_tar(archive: bytes) -> dict[str, bytes]:
+        contents: dict[str, bytes] = {}
+        if not archive:
+            return contents
+        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:", encoding="utf-8",
+                          errors="surrogateescape") as tar:
+            for member in tar:
+                if member.isreg():
+                    fh = tar.extractfile(member)
+                    if fh is not None:
+                        contents[member.name] = fh.read()
+        return contents
+
+    def exists(self, path: str) -> bool:
+        result = self._exec(_EXISTS, [path])
+        if result.returncode in (0, 1):
+            return result.returncode == 0
+        raise ConnectorError(f"cannot check {path} on {self._where()}: "
+                             f"{_strerror(result.stderr)}")
+
+    # -- mutations -----------------------------------------------------------------------
+    def _mutate(self, script: str, args: Sequence[str], stdin: bytes = b""
+                ) -> tuple[str, bytes] | None:
+        """Run a mutation script: None when it succeeded, else the failure kind and the
+        failing tool's message (stderr)."""
+        result = self._exec(script, args, stdin)
+        if result.timed_out:
+            raise ConnectorError(f"{self._where()}: the operation timed out after "
+                                 f"{self.command_timeout:g} s")
+        if result.returncode == 0:
+            return None
+        match = _FAIL.search(result.stdout)
+        if result.returncode == 99 and match:
+            return match.group(1).decode(), result.stderr
+        detail = result.stderr.decode("utf-8", "replace").strip()[-400:]
+        raise ConnectorError(f"{self._where()}: a remote step failed with exit code "
+                             f"{result.returncode}: {detail}")
+
+    def _ids_error(self, kind: str, owner: str | None, group: str | None) -> None:
+        if kind == "nouser":
+            raise ConnectorError(f"user {owner!r} does not exist on this host")
+        if kind == "nogroup":
+            raise ConnectorError(f"group {group!r} does not exist on this host")
+
+    def write_file(
+        self, path: str, data: bytes, *, mode: str | None, owner: str | None, group: str | None
+    ) -> None:
+        self._record("write", True, path=path, bytes=len(data))
+        directory = os.path.dirname(path) or "."
+        tmp = os.path.join(directory, f".{os.path.basename(path)}.tectum-"
+                                      f"{secrets.token_hex(6)}")
+        failed = self._mutate(_WRITE, [path, directory, tmp, _octal(mode), owner or "",
+                                     group or ""], data)
+        if failed is None:
+            return
+        kind, stderr = failed
+        self._ids_error(kind, owner, group)
+        if kind == "nodir":
+            raise ConnectorError(f"cannot write {path}: directory {directory} does not exist")
+        if kind == "isdir":
+            raise ConnectorError(f"cannot write {path}: Is a directory")
+        raise ConnectorError(f"cannot write {path}: {_strerror(stderr)}")
+
+    def set_attrs(
+        self, path: str, *, mode: str | None, owner: str | None, group: str | None
+    ) -> None:
+        self._record("set_attrs", True, path=path, mode=mode, owner=owner, group=group)
+        failed = self._mutate(_SET_ATTRS, [path, _octal(mode), owner or "", group or ""])
+        if failed is None:
+            return
+        kind, stderr = failed
+        self._ids_error(kind, owner, group)
+        raise ConnectorError(f"cannot set attributes of {path}: "
+                             f"{_strerror(stderr)}")
+
+    def make_dir(
+        self, path: str, *, mode: str | None, owner: str | None, group: str | None
+    ) -> None:
+        self._record("mkdir", True, path=path)
+        failed = self._mutate(_MKDIR, [path, _octal(mode), owner or "", group or ""])
+        if failed is None:
+            return
+        kind, stderr = failed
+        self._ids_error(kind, owner, group)
+        reason = _strerror(stderr)
+        if kind == "exists" or reason == "File exists":
+            raise ConnectorError(f"cannot create directory {path}: something is there")
+        if reason == "No such file or directory":
+            raise ConnectorError(f"cannot create directory {path}: its parent does not exist")
+        raise ConnectorError(f"cannot create directory {path}: {reason}")
+
+    def make_symlink(self, path: str, target: str) -> None:
+        self._record("symlink", True, path=path, target=target)
+        tmp = f"{path}.tectum-{secrets.token_hex(6)}"
+        failed = self._mutate(_SYMLINK, [path, tmp, target])
+        if failed is None:
+            return
+        kind, stderr = failed
+        if kind == "isdir":
+            raise ConnectorError(f"cannot create symlink {path}: Is a directory")
+        raise ConnectorError(f"cannot create symlink {path}: {_strerror(stderr)}")
+
+    def remove(self, path: str, *, recursive: bool = False) -> None:
+        self._record("remove", True, path=path, recursive=recursive)
+        failed = self._mutate(_REMOVE, [path, "1" if recursive else "0"])
+        if failed is None:
+            return
+        kind, stderr = failed
+        if _strerror(stderr) == "No such file or directory":
+            return  # already gone, as with LocalConnector
+        raise ConnectorError(f"cannot remove {path}: {_strerror(stderr)}")
