@@ -173,7 +173,8 @@ class LocalConnector:
 
     # -- recording -----------------------------------------------------------------------
     def _record(self, op: str, mutating: bool, **fields: object) -> None:
-        entry: dict[str, object] = {"op": op, "mutating": mutating, **fields}
+        entry: dict[str, object] = {"op": op, "mutating": mutating, "host": self.host,
+                                    **fields}
         with self._lock:
             self.log.append(entry)
 
@@ -302,14 +303,16 @@ class LocalConnector:
                     n = os.write(fd, view)
                     view = view[n:]
                 if mode is None:
-                    # keep the mode of the file being replaced, else the usual 0644
+                    # keep the mode of the regular file being replaced, else the usual 0644
+                    file_mode = 0o644
                     try:
                         cur = os.lstat(path)
+                    except FileNotFoundError:
+                        cur = None
+                    if cur is not None and stat.S_ISREG(cur.st_mode):
                         file_mode = stat.S_IMODE(cur.st_mode)
                         if owner is None and group is None:
                             os.fchown(fd, cur.st_uid, cur.st_gid)
-                    except FileNotFoundError:
-                        file_mode = 0o644
                 else:
                     file_mode = int(mode, 8)
                 self._chown_fd(fd, owner, group)

@@ -27,6 +27,14 @@ How it works:
   if sudo did not read it (NOPASSWD, or already root) and announces the marker on stderr, so the
   command's own stdin starts exactly after the marker. The password is never part of a command
   line, of :attr:`SSHConnector.log` or of an error message.
+* **Atomic writes survive a dying client**: the host checks that the temporary file has every
+  byte before it renames it, so a client killed mid-transfer leaves the old file (and the host
+  removes the temporary one). Temporary names carry the PID of the writing shell on the host,
+  so :meth:`SSHConnector.sweep_temp` can tell an orphan from a write in progress.
+* :meth:`SSHConnector.run` uses coreutils ``timeout`` on the host (TERM, KILL 5 s later, to the
+  command's whole process group); with ``timeout=None`` the connector's ``command_timeout``
+  applies. The user's login shell must be POSIX-compatible (sh, dash, bash, zsh, ksh): it reads
+  the quoted command line.
 """
 
 from __future__ import annotations
@@ -208,23 +216,26 @@ exit 0
 """
 
 _WRITE = _PRELUDE + """\
-p=$1 d=$2 t=$3 m=$4 o=$5 g=$6
+p=$1 d=$2 b=$3 r=$4 n=$5 m=$6 o=$7 g=$8
+t=$d/.$b.tectum-$$-$r
 [ -d "$d" ] || fail nodir
 """ + _IDS + """\
 if [ -d "$p" ] && [ ! -h "$p" ]; then fail isdir; fi
-bad() { rm -f -- "$t"; fail write; }
-(umask 077; set -C; exec cat > "$t") || bad
+bad() { rm -f -- "$t"; fail "$1"; }
+(umask 077; set -C; exec cat > "$t") || bad write
+# stdin ends early when the client dies mid-transfer: never commit a truncated file
+[ "$(wc -c < "$t")" = "$n" ] || bad short
 if [ -z "$m" ]; then
-  if [ -e "$p" ] || [ -h "$p" ]; then
-    m=0$(stat -c %a -- "$p") || bad
-    if [ -z "$spec" ]; then spec=$(stat -c +%u:+%g -- "$p") || bad; fi
+  if [ -e "$p" ] && [ ! -h "$p" ]; then
+    m=0$(stat -c %a -- "$p") || bad write
+    if [ -z "$spec" ]; then spec=$(stat -c +%u:+%g -- "$p") || bad write; fi
   else
     m=00644
   fi
 fi
-if [ -n "$spec" ]; then chown -- "$spec" "$t" || bad; fi
-chmod -- "$m" "$t" || bad
-mv -fT -- "$t" "$p" || bad
+if [ -n "$spec" ]; then chown -- "$spec" "$t" || bad write; fi
+chmod -- "$m" "$t" || bad write
+mv -fT -- "$t" "$p" || bad write
 """
 
 _SET_ATTRS = _PRELUDE + """\
@@ -248,7 +259,8 @@ if [ -n "$spec" ]; then chown -- "$spec" "$p" || fail mkdir; fi
 """
 
 _SYMLINK = _PRELUDE + """\
-p=$1 t=$2 target=$3
+p=$1 r=$2 target=$3
+t=$p.tectum-$$-$r
 if [ -d "$p" ] && [ ! -h "$p" ]; then fail isdir; fi
 ln -s -- "$target" "$t" || fail symlink
 mv -fT -- "$t" "$p" || { rm -f -- "$t"; fail symlink; }
@@ -263,6 +275,25 @@ elif [ -e "$p" ] || [ -h "$p" ]; then
 else
   rm -- "$p" || fail remove
 fi
+exit 0
+"""
+
+# temporary files of atomic writes (.NAME.tectum-PID-* / NAME.tectum-PID-*) whose writer, a
+# shell on the host, is gone; args: DIR NAME pairs; prints each removed path NUL-terminated
+_SWEEP = """\
+LC_ALL=C; export LC_ALL
+while [ "$#" -ge 2 ]; do
+  d=$1 b=$2
+  shift 2
+  for f in "$d"/."$b".tectum-* "$d"/"$b".tectum-*; do
+    [ -e "$f" ] || [ -h "$f" ] || continue
+    rest=${f##*.tectum-}
+    pid=${rest%%-*}
+    case $pid in ''|*[!0-9]*) continue ;; esac
+    [ -d "/proc/$pid" ] && continue
+    rm -f -- "$f" && printf '%s\\0' "$f"
+  done
+done
 exit 0
 """
 
@@ -382,6 +413,7 @@ class SSHConnector:
         self._connecting: asyncio.Lock | None = None
         self._sessions: asyncio.Semaphore | None = None
         self._tofu_key: asyncssh.SSHKey | None = None
+        self._accepted_unknown: asyncssh.SSHKey | None = None
         self._marker = f"tectum-become-{secrets.token_hex(12)}"
 
     def __repr__(self) -> str:
@@ -396,7 +428,8 @@ class SSHConnector:
 
     # -- recording -----------------------------------------------------------------------
     def _record(self, op: str, mutating: bool, **fields: object) -> None:
-        entry: dict[str, object] = {"op": op, "mutating": mutating, **fields}
+        entry: dict[str, object] = {"op": op, "mutating": mutating, "host": self.host,
+                                    **fields}
         with self._lock:
             self.log.append(entry)
 
@@ -475,8 +508,7 @@ class SSHConnector:
                 f"(ssh-keygen -R {self.address} -f {self.known_hosts}) with the new key.",
                 host=self.host, address=self.address, fingerprint=fingerprint)
         if self.trust_unknown:
-            self._tofu_key = key
-            self.trusted_unknown_key = fingerprint
+            self._accepted_unknown = key  # remembered once the host proved it holds the key
             return None
         return HostKeyUnknown(
             f"the host key of {self._where()} is unknown: it presented {alg} key "
@@ -526,6 +558,7 @@ class SSHConnector:
 
     async def _open(self) -> tuple[asyncssh.SSHClientConnection, _Client]:
         known = self._known()
+        self._accepted_unknown = None
         # prefer the algorithms of the recorded keys (as OpenSSH does), then any other, so a
         # host that lost its recorded key type still reaches the check (-> HostKeyChanged)
         recorded = list(asyncssh.match_known_hosts(known, self.address, self.address,
@@ -580,8 +613,12 @@ class SSHConnector:
         except asyncssh.Error as exc:
             raise ConnectorError(f"cannot connect to {where}: {exc.reason}") from None
         except OSError as exc:
-            raise HostUnreachable(f"cannot reach {where}: {exc.strerror or exc}") from None
+            reason = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
+            raise HostUnreachable(f"cannot reach {where}: {reason}") from None
         self.connects += 1
+        if self._accepted_unknown is not None:
+            self._tofu_key, self._accepted_unknown = self._accepted_unknown, None
+            self.trusted_unknown_key = self._tofu_key.get_fingerprint("sha256")
         server_key = conn.get_server_host_key()
         self.host_key_fingerprint = (server_key.get_fingerprint("sha256")
                                      if server_key is not None else None)
@@ -711,12 +748,15 @@ class SSHConnector:
         self._record("run", mutating, argv=list(argv))
         limit = timeout if timeout is not None else self.command_timeout
         started = time.monotonic()
-        result = self._exec(_RUN, [cwd or "", f"{max(limit, 0.001):.3f}", *assignments, *argv],
+        # env(1) would take a program named "a=b" for one more assignment; sh's exec does not
+        command = ("sh", "-c", 'exec "$@"', "sh", *argv) if "=" in argv[0] else argv
+        result = self._exec(_RUN, [cwd or "", f"{max(limit, 0.001):.3f}", *assignments,
+                                   *command],
                             input or b"", timeout=limit + _KILL_AFTER + _BACKSTOP)
         timed_out = result.timed_out or (
             result.returncode in (124, 128 + 9) and time.monotonic() - started >= limit)
         if timed_out:
-            return CommandResult(argv, 124, b"", f"timed out after {timeout} s".encode())
+            return CommandResult(argv, 124, b"", f"timed out after {limit} s".encode())
         return CommandResult(argv, result.returncode, result.stdout, result.stderr)
 
     # -- facts ---------------------------------------------------------------------------
@@ -806,6 +846,26 @@ class SSHConnector:
         raise ConnectorError(f"cannot check {path} on {self._where()}: "
                              f"{_strerror(result.stderr)}")
 
+    def sweep_temp(self, paths: Sequence[str]) -> list[str]:
+        """Remove the temporary files that atomic writes of ``paths`` left behind when their
+        writer was killed: ``.NAME.tectum-PID-…`` / ``NAME.tectum-PID-…``, where PID is the
+        writing shell *on the host* and no longer runs there. Returns what was removed (each
+        also logged as a ``remove``). One round trip for all paths."""
+        pairs: dict[tuple[str, str], None] = {}
+        for path in paths:
+            pairs[(os.path.dirname(path) or ".", os.path.basename(path))] = None
+        if not pairs:
+            return []
+        result = self._exec(_SWEEP, [item for pair in pairs for item in pair])
+        if result.returncode != 0:
+            raise ConnectorError(f"cannot sweep temporary files on {self._where()}: "
+                                 f"{_strerror(result.stderr)}")
+        removed = [p.decode("utf-8", "surrogateescape")
+                   for p in result.stdout.split(b"\0") if p]
+        for path in removed:
+            self._record("remove", True, path=path, recursive=False)
+        return removed
+
     # -- mutations -----------------------------------------------------------------------
     def _mutate(self, script: str, args: Sequence[str], stdin: bytes = b""
                 ) -> tuple[str, bytes] | None:
@@ -833,12 +893,15 @@ class SSHConnector:
     def write_file(
         self, path: str, data: bytes, *, mode: str | None, owner: str | None, group: str | None
     ) -> None:
+        """Atomic: a temporary file in the same directory (``cat`` from stdin, chown, chmod),
+        then ``mv -fT`` over PATH; one round trip. With ``mode`` None the replaced file's mode
+        (and, with no owner/group either, its ownership) is kept, else 0644 — but a symlink's
+        0777 is not copied onto the file that replaces it (LocalConnector copies it)."""
         self._record("write", True, path=path, bytes=len(data))
         directory = os.path.dirname(path) or "."
-        tmp = os.path.join(directory, f".{os.path.basename(path)}.tectum-"
-                                      f"{secrets.token_hex(6)}")
-        failed = self._mutate(_WRITE, [path, directory, tmp, _octal(mode), owner or "",
-                                     group or ""], data)
+        failed = self._mutate(_WRITE, [path, directory, os.path.basename(path),
+                                       secrets.token_hex(6), str(len(data)), _octal(mode),
+                                       owner or "", group or ""], data)
         if failed is None:
             return
         kind, stderr = failed
@@ -847,6 +910,9 @@ class SSHConnector:
             raise ConnectorError(f"cannot write {path}: directory {directory} does not exist")
         if kind == "isdir":
             raise ConnectorError(f"cannot write {path}: Is a directory")
+        if kind == "short":
+            raise ConnectorError(f"cannot write {path}: the transfer to {self._where()} was "
+                                 f"cut short; the file was left as it was")
         raise ConnectorError(f"cannot write {path}: {_strerror(stderr)}")
 
     def set_attrs(
@@ -879,8 +945,7 @@ class SSHConnector:
 
     def make_symlink(self, path: str, target: str) -> None:
         self._record("symlink", True, path=path, target=target)
-        tmp = f"{path}.tectum-{secrets.token_hex(6)}"
-        failed = self._mutate(_SYMLINK, [path, tmp, target])
+        failed = self._mutate(_SYMLINK, [path, secrets.token_hex(6), target])
         if failed is None:
             return
         kind, stderr = failed
