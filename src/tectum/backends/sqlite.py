@@ -28,7 +28,7 @@ from tectum.backends.base import Intent, JournalEntry, LockInfo, VersionInfo
 from tectum.diagnostics import Diagnostic, DiagnosticError, SourceLocation
 from tectum.state.model import ResourceRecord, State, StateError
 
-_SCHEMA_VERSION = 2
+_SCHEMA_VERSION = 3
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS states (
     workspace TEXT NOT NULL,
@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS journal (
     record TEXT,
     created_at REAL NOT NULL
 );
+CREATE INDEX IF NOT EXISTS journal_run ON journal (workspace, base_serial, id);
 """
 
 

@@ -173,7 +173,7 @@ def apply_plan(
         walked = walk(deps, visit, parallelism=parallelism, group=group,
                       inline=lambda a: changes[a].action is Action.NOOP,
                       on_result=on_result, on_round=lambda: flush(force=False),
-                      should_stop=should_stop)
+                      round_timeout=JOURNAL_INTERVAL, should_stop=should_stop)
     finally:
         flush()
     for address, cause in walked.skipped.items():

@@ -339,11 +339,12 @@ class Planner:
                         action = Action.NOOP
                     elif not any(c.force_new for c in attr_changes):
                         action = Action.UPDATE
+                seen = rt.stored(obs) if obs is not None else None
                 change = ResourceChange(
                     address=address,
                     type=decl.type,
                     action=action,
-                    before=rt.stored(obs) if obs is not None else None,
+                    before=seen,
                     after=want,
                     changes=attr_changes,
                     dependencies=sorted(graph.deps.get(address, ())),
@@ -353,8 +354,8 @@ class Planner:
                 )
                 if obs is not None and "_content" in obs:
                     change.display["before_content"] = obs["_content"]
-                if prior is not None and obs is not None:
-                    change.drift = [d for d in _drift(rt, prior, rt.stored(obs), want)
+                if prior is not None and seen is not None:
+                    change.drift = [d for d in _drift(rt, prior, seen, want)
                                     if d not in decl.ignore_changes]
                 elif prior is not None and obs is None and prior_addr == address:
                     change.drift = ["deleted"]

@@ -20,13 +20,16 @@ if TYPE_CHECKING:
 class Graph:
     def __init__(self) -> None:
         self.deps: dict[str, set[str]] = {}
+        self._order: list[str] | None = None
 
     def add(self, node: str) -> None:
         self.deps.setdefault(node, set())
+        self._order = None
 
     def connect(self, node: str, depends_on: str) -> None:
         self.deps.setdefault(node, set()).add(depends_on)
         self.deps.setdefault(depends_on, set())
+        self._order = None
 
     def nodes(self) -> list[str]:
         return list(self.deps)
@@ -50,8 +53,11 @@ class Graph:
         return seen
 
     def order(self) -> list[str]:
-        """A topological order (dependencies first). Raises ``graphlib.CycleError``."""
-        return list(graphlib.TopologicalSorter(self.deps).static_order())
+        """A topological order (dependencies first; computed once until the graph changes).
+        Raises ``graphlib.CycleError``."""
+        if self._order is None:
+            self._order = list(graphlib.TopologicalSorter(self.deps).static_order())
+        return self._order
 
     def reversed(self) -> Graph:
         """The same nodes with every edge turned around (for destroy order)."""
@@ -172,6 +178,7 @@ def walk(
     inline: Callable[[str], bool] | None = None,
     on_result: Callable[[str, Any, BaseException | None], None] | None = None,
     on_round: Callable[[], None] | None = None,
+    round_timeout: float | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> WalkResult:
     """Visit every node after its dependencies, up to ``parallelism`` visits at once.
@@ -181,9 +188,10 @@ def walk(
     result per node — an exception instance there means that node failed. Nodes for which
     ``inline`` is true are visited at once in the walking thread (cheap work, e.g. no-ops).
     ``on_result`` is called in the walking thread, in completion order; ``on_round`` after each
-    round of completions (used to make results durable together). When ``should_stop()`` turns
-    true no new visit starts; running ones finish; the rest is reported ``not_started`` or
-    skipped.
+    round of completions, and at least every ``round_timeout`` seconds while visits run (used
+    to make results durable together, and soon, even while a long visit goes on). When
+    ``should_stop()`` turns true no new visit starts; running ones finish; the rest is reported
+    ``not_started`` or skipped.
     """
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
@@ -271,7 +279,8 @@ def walk(
                 running[pool.submit(visit, batch)] = batch
             if not running:
                 break
-            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            finished, _ = wait(list(running), timeout=round_timeout,
+                               return_when=FIRST_COMPLETED)
             for fut in finished:
                 batch = running.pop(fut)
                 try:
