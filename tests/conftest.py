@@ -59,3 +59,7 @@ def make_project(tmp_path: Path) -> Callable[..., Path]:
         return root
 
     return make
+
+
+# PostgreSQL for any test that needs it (a private cluster, started once per session)
+from tests.backends.conftest import pg_dsn, postgres_dsn  # noqa: E402, F401
