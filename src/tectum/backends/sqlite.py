@@ -26,6 +26,7 @@ from typing import Any
 
 from tectum.backends.base import Intent, JournalEntry, LockInfo, VersionInfo
 from tectum.diagnostics import Diagnostic, DiagnosticError, SourceLocation
+from tectum.process import pid_alive
 from tectum.state.model import ResourceRecord, State, StateError
 
 _SCHEMA_VERSION = 3
@@ -70,20 +71,10 @@ def _holder_details(fd: int) -> LockInfo | None:
     held = None
     for _ in range(50):
         held = _read_lock_info(fd)
-        if held is not None and (held.host != host or _pid_alive(held.pid)):
+        if held is not None and (held.host != host or pid_alive(held.pid)):
             return held
         time.sleep(0.01)
     return held
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _read_lock_info(fd: int) -> LockInfo | None:

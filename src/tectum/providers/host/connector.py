@@ -25,6 +25,8 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple, Protocol
 
+from tectum.process import pid_alive
+
 
 class CommandResult(NamedTuple):
     argv: tuple[str, ...]
@@ -98,16 +100,6 @@ class Connector(Protocol):
     def exists(self, path: str) -> bool: ...
 
     def sweep_temp(self, paths: Sequence[str]) -> list[str]: ...
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class ConnectorError(Exception):
@@ -273,7 +265,7 @@ class LocalConnector:
                 if not sep or stem.removeprefix(".") not in names:
                     continue
                 pid = rest.split("-", 1)[0]
-                if pid.isdigit() and not _pid_alive(int(pid)):
+                if pid.isdigit() and not pid_alive(int(pid)):
                     full = os.path.join(directory, entry)
                     self._record("remove", True, path=full, recursive=False)
                     try:

@@ -58,6 +58,12 @@ _OWNERSHIP = {
 }
 
 
+def _path_of(change: ResourceChange) -> str:
+    path = (change.after or change.before or change.prior or {}).get("path")
+    assert isinstance(path, str), change.address
+    return path
+
+
 def _fill_ownership(conn: Connector, path: str, after: dict[str, Any],
                     before: dict[str, Any] | None) -> None:
     """State records mode/owner/group even when the configuration leaves them alone: from the
@@ -101,6 +107,13 @@ class _PathType(ResourceType):
 
     def describe(self, attrs: dict[str, Any]) -> str:
         return str(attrs.get("path", ""))
+
+    def diff(self, desired: dict[str, Any], observed: dict[str, Any]) -> list[AttrChange]:
+        """Something of another kind at the path (a directory where a file belongs) is replaced;
+        otherwise the attributes are compared."""
+        if observed.get("_kind"):
+            return [AttrChange("kind", observed["_kind"], self.kind, force_new=True)]
+        return super().diff(desired, observed)
 
 
 class FileType(_PathType):
@@ -177,8 +190,7 @@ class FileType(_PathType):
         return out
 
     def apply(self, conn: Connector, change: ResourceChange) -> dict[str, Any] | None:
-        path = (change.after or change.before or change.prior or {}).get("path")
-        assert isinstance(path, str)
+        path = _path_of(change)
         try:
             if change.action is Action.DELETE:
                 conn.remove(path)
@@ -239,14 +251,8 @@ class DirectoryType(_PathType):
                 out.append(entry)
         return out
 
-    def diff(self, desired: dict[str, Any], observed: dict[str, Any]) -> list[AttrChange]:
-        if observed.get("_kind"):
-            return [AttrChange("kind", observed["_kind"], "directory", force_new=True)]
-        return super().diff(desired, observed)
-
     def apply(self, conn: Connector, change: ResourceChange) -> dict[str, Any] | None:
-        path = (change.after or change.before or change.prior or {}).get("path")
-        assert isinstance(path, str)
+        path = _path_of(change)
         try:
             if change.action is Action.DELETE:
                 conn.remove(path, recursive=True)
@@ -289,14 +295,8 @@ class SymlinkType(_PathType):
                 out.append({"path": obj["path"], "target": fact.target})
         return out
 
-    def diff(self, desired: dict[str, Any], observed: dict[str, Any]) -> list[AttrChange]:
-        if observed.get("_kind"):
-            return [AttrChange("kind", observed["_kind"], "symlink", force_new=True)]
-        return super().diff(desired, observed)
-
     def apply(self, conn: Connector, change: ResourceChange) -> dict[str, Any] | None:
-        path = (change.after or change.before or change.prior or {}).get("path")
-        assert isinstance(path, str)
+        path = _path_of(change)
         try:
             if change.action is Action.DELETE:
                 conn.remove(path)
