@@ -287,14 +287,14 @@ class TrialStats:
 def trial_stack(gen: int, keep_extra: bool, dropped: set[int]) -> tuple[str, dict[str, str]]:
     """The stack of trial ``gen`` and the files it declares (path → content).
 
-    With the extra resources, two slow commands run one after the other and a third of the
+    With the extra resources, two slow commands (0.7 s) run one after the other and a third of the
     files waits for each, so that file changes go on through most of the 0–1.5 s window."""
     lines: list[str] = []
     files: dict[str, str] = {}
     after = ["", "", ""]
     if keep_extra:
-        lines.append(f'a = Command("slow{gen}a", command=["sleep", "0.5"])')
-        lines.append(f'b = Command("slow{gen}b", command=["sleep", "0.5"], depends_on=[a])')
+        lines.append(f'a = Command("slow{gen}a", command=["sleep", "0.7"])')
+        lines.append(f'b = Command("slow{gen}b", command=["sleep", "0.7"], depends_on=[a])')
         after = ["", ", depends_on=[a]", ", depends_on=[b]"]
     for k in range(BASE_FILES):
         if k in dropped:
