@@ -19,21 +19,10 @@ from collections.abc import Callable, Iterable
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import pytest
 
-
-class Result(Protocol):
-    """What the ``tectum`` fixture (tests/conftest.py) returns."""
-
-    returncode: int
-    stdout: str
-    stderr: str
-
-    @property
-    def output(self) -> str: ...
-
+from tests.conftest import Result
 
 Run = Callable[..., Result]
 

@@ -21,19 +21,11 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import pytest
 
-
-class Result(Protocol):
-    returncode: int
-    stdout: str
-    stderr: str
-
-    @property
-    def output(self) -> str: ...
-
+from tests.conftest import Result
 
 HEADER = """\
 from tectum.host import Command, File

@@ -19,19 +19,11 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import pytest
 
-
-class Result(Protocol):
-    returncode: int
-    stdout: str
-    stderr: str
-
-    @property
-    def output(self) -> str: ...
-
+from tests.conftest import Result
 
 HEADER = """\
 from tectum import output, var

@@ -16,7 +16,7 @@ import textwrap
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import pytest
 
@@ -24,17 +24,9 @@ from tectum.plans.plan import Action, ResourceChange
 from tectum.providers.base import ApplyError, ResourceType
 from tectum.providers.host.connector import LocalConnector
 from tectum.providers.host.files import DirectoryType, FileType, SymlinkType
+from tests.conftest import Result
 
 # -- fixtures and helpers ------------------------------------------------------------------
-
-
-class Result(Protocol):
-    returncode: int
-    stdout: str
-    stderr: str
-
-    @property
-    def output(self) -> str: ...
 
 
 HEADER = """\
