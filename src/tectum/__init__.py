@@ -2,10 +2,11 @@
 
 The stack API: :func:`var` declares an input variable, :func:`output` an output, and the
 resource classes in :mod:`tectum.host` declare host resources. :class:`Stack` evaluates
-declarations from Python code (the CLI does this for ``stack.py``).
+declarations from Python code (the CLI does this for ``stack.py``). :func:`apply_role` applies a
+role (a function that declares host resources) to inventory hosts; :func:`hosts` lists them.
 """
 
-from tectum.config.declaration import Resource, Stack, output, var
+from tectum.config.declaration import Host, Resource, Stack, apply_role, hosts, output, var
 from tectum.diagnostics import Diagnostic, DiagnosticError, Diagnostics
 
 __version__ = "0.1.0"
@@ -14,9 +15,12 @@ __all__ = [
     "Diagnostic",
     "DiagnosticError",
     "Diagnostics",
+    "Host",
     "Resource",
     "Stack",
     "__version__",
+    "apply_role",
+    "hosts",
     "output",
     "var",
 ]

@@ -372,17 +372,20 @@ def test_force_unlock_live_holder(store: Store) -> None:
 
 def test_racing_lockers_exactly_one_wins(store: Store) -> None:
     """Two processes call lock() within 10 ms of each other, 50 times: exactly one gets it,
-    the other a DiagnosticError naming that winner (its lock ID and pid)."""
+    the other a DiagnosticError naming that winner (its lock ID and pid). A trial whose lockers a
+    loaded machine started further apart still must have one winner, but does not count as a
+    race; at least 40 of the 50 must be races."""
     workers = [store.worker(), store.worker()]
     wins = {w.pid: 0 for w in workers}
     misnamed: list[str] = []
+    races = 0
     for trial in range(50):
         at = time.time() + 0.03
         for w in workers:
             w.send(op="lock", at=at)
         replies = [w.recv() for w in workers]
         spread = abs(replies[0]["started"] - replies[1]["started"])
-        assert spread < 0.010, f"trial {trial}: lockers started {spread * 1000:.1f} ms apart"
+        races += spread < 0.010
         winners = [(w, r) for w, r in zip(workers, replies) if r["ok"]]
         losers = [r for r in replies if not r["ok"]]
         assert len(winners) == 1 and len(losers) == 1, f"trial {trial}: {replies}"
@@ -396,6 +399,7 @@ def test_racing_lockers_exactly_one_wins(store: Store) -> None:
         assert winner.call(op="unlock", id=info.id) == {"ok": True, "released": True}
         wins[winner.pid] += 1
     assert sum(wins.values()) == 50
+    assert races >= 40, f"only {races} of 50 trials started both lockers within 10 ms"
     if misnamed and store.kind == "sqlite":
         pytest.xfail(f"SQLiteBackend.lock: {len(misnamed)} of 50 losers did not name the winner "
                      "(the loser reads the lock file between the winner's flock and its write "

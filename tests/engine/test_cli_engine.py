@@ -203,7 +203,7 @@ def test_failure_is_contained(proj: Proj) -> None:
     out = res.output
     assert "file.bad: failed:" in out
     assert f"{proj.world}/missing" in out  # the reason names the missing directory
-    assert "skipped: upstream file.bad failed" in out
+    assert "skipped: file.after: upstream file.bad failed" in out
     assert "Apply failed: 1 failed, 1 skipped" in out
 
     assert (proj.world / "free.txt").read_text() == "free\n"

@@ -1,8 +1,10 @@
 """``tectum`` commands (Terraform's conventions: ``plan``, ``apply``, ``destroy``, ``show``,
 ``state list|show``, ``output``, ``graph``, ``validate``).
 
-Exit codes: 0 success; 1 error (a diagnostic was printed); 2 a command line that cannot be
-parsed; ``plan --detailed-exitcode``: 0 no changes, 1 error, 2 changes present.
+Exit codes: 0 success; 1 error (a diagnostic was printed, or a resource or host failed); 2 a
+command line that cannot be parsed; ``plan --detailed-exitcode``: 0 no changes, 1 error, 2
+changes present; ``apply``/``destroy``: 4 when nothing failed but some hosts were unreachable
+(Ansible's exit code for unreachable hosts).
 
 Parsing is the standard library's :mod:`argparse` (light to import: start-up time is part of
 every run). Options that Terraform spells with one dash keep it: ``-var``, ``-var-file``, ``-out``.
@@ -23,9 +25,22 @@ from tectum.diagnostics import Diagnostic, DiagnosticError
 
 
 class Ctx:
-    def __init__(self, color: bool | None, lock_timeout: float = 0.0) -> None:
+    def __init__(self, color: bool | None, lock_timeout: float = 0.0,
+                 fleet: dict[str, Any] | None = None) -> None:
         self.view = View(color)
         self.lock_timeout = lock_timeout
+        #: --inventory, --limit, --forks, --serial, --max-fail-percent, --accept-new-host-keys
+        self.fleet: dict[str, Any] = fleet or {}
+
+
+#: options of the fleet (inventory hosts); main() moves them from the parsed args to Ctx.fleet
+FLEET_OPTIONS = ("inventory", "limit", "forks", "serial", "max_fail_percent",
+                 "accept_new_host_keys")
+
+
+EXIT_UNREACHABLE = 4
+#: failures listed one by one at the end of an apply (all were shown as they happened)
+LIST_LIMIT = 20
 
 
 def _fail(view: View, diag: Diagnostic) -> NoReturn:
@@ -46,11 +61,15 @@ def _parse_vars(items: tuple[str, ...]) -> dict[str, str]:
 
 
 def _session(directory: str, variables: tuple[str, ...] = (), var_files: tuple[str, ...] = (),
-             lock_timeout: float = 0.0) -> Any:
+             lock_timeout: float = 0.0, fleet: dict[str, Any] | None = None,
+             limit: str | None = None) -> Any:
     from tectum.engine.session import Session
 
+    fleet = fleet or {}
     return Session(directory, variables=_parse_vars(variables), var_files=var_files,
-                   lock_timeout=lock_timeout)
+                   lock_timeout=lock_timeout, inventory=fleet.get("inventory"),
+                   limit=limit if limit is not None else fleet.get("limit"),
+                   accept_new_host_keys=bool(fleet.get("accept_new_host_keys")))
 
 
 def _duration(text: str) -> float:
@@ -70,7 +89,7 @@ def validate(obj: Ctx, directory: str, variables: tuple[str, ...],
     from tectum.engine.planner import Resolver, build_graph
     from tectum.state.model import State
 
-    session = _session(directory, variables, var_files)
+    session = _session(directory, variables, var_files, fleet=obj.fleet)
     stack = session.evaluate()
     graph, diags = build_graph(stack)
     if not diags.has_errors:
@@ -88,7 +107,8 @@ def _make_plan(obj: Ctx, session: Any, destroy: bool, refresh: bool = True) -> A
     stack = session.evaluate() if not destroy else _empty_stack(session)
     with session.locked("plan"):
         state = session.read_state()
-        result = session.plan(stack, state, destroy=destroy, refresh=refresh)
+        result = session.plan(stack, state, destroy=destroy, refresh=refresh,
+                              forks=obj.fleet.get("forks", 50))
     obj.view.diagnostics(session.warnings)
     return result, state
 
@@ -105,13 +125,14 @@ def plan(obj: Ctx, directory: str, variables: tuple[str, ...], var_files: tuple[
     """Show what apply would change, attribute by attribute."""
     from tectum.plans.planfile import write_plan
 
-    session = _session(directory, variables, var_files, obj.lock_timeout)
+    session = _session(directory, variables, var_files, obj.lock_timeout, obj.fleet)
     try:
         result, _ = _make_plan(obj, session, destroy, refresh == "true")
     finally:
         session.close()
     p = result.plan
     if as_json:
+        obj.view.hosts_down(p)
         obj.view.out(json.dumps(p.to_json(), indent=2))
     else:
         obj.view.plan(p)
@@ -138,31 +159,63 @@ def _confirm(obj: Ctx, what: str) -> bool:
 
 def _run_apply(obj: Ctx, session: Any, plan: Any, state: Any, parallelism: int,
                operation: str | None = None) -> None:
+    from tectum.engine.applier import host_of
+
     view = obj.view
-    with _interruptible(view) as stopping:
-        result = session.apply(plan, state, parallelism=parallelism,
-                               on_event=view.apply_event, should_stop=stopping,
-                               operation=operation)
+    fleet = any(host_of(c.address) != "local" for c in plan.changes) or bool(plan.hosts_down)
+    view._local_only = not fleet
+    try:
+        with _interruptible(view) as stopping:
+            result = session.apply(plan, state, parallelism=parallelism,
+                                   on_event=view.apply_event, should_stop=stopping,
+                                   operation=operation, forks=obj.fleet.get("forks", 50),
+                                   serial=obj.fleet.get("serial"),
+                                   max_fail_percent=obj.fleet.get("max_fail_percent"),
+                                   on_host=view.host_event if fleet else None)
+    except ValueError as exc:  # a malformed --serial
+        _fail(view, Diagnostic.error("Invalid --serial", f"{exc}."))
     c = result.counts
+    if fleet:
+        view.out("")
+        view.host_recap(result)
     if stopping():
         view.out(view.style(
             f"\nInterrupted: {len(result.applied)} changes finished and are recorded in "
             f"state; {len(result.skipped)} not started. Run apply again to finish.",
             fg="yellow", bold=True), err=True)
         sys.exit(1)
-    if result.failed or result.skipped:
+    hosts = result.host_counts()
+    if result.failed or result.skipped or hosts["failed"] or hosts["refused"]:
         view.out("")
         view.out(view.style(
             f"Apply failed: {len(result.failed)} failed, {len(result.skipped)} skipped; "
             f"{c['add']} added, {c['change']} changed, {c['replace']} replaced, "
             f"{c['destroy']} destroyed.", fg="red", bold=True), err=True)
-        for address, message in result.failed.items():
+        failed = list(result.failed.items())
+        for address, message in failed[:LIST_LIMIT]:
             view.out(f"  failed:  {address}: {message}", err=True)
+        if len(failed) > LIST_LIMIT:
+            view.out(f"  failed:  ... and {len(failed) - LIST_LIMIT} more (above)", err=True)
+        by_reason: dict[str, list[str]] = {}
         for address, message in result.skipped.items():
-            view.out(f"  skipped: {address}: {message}", err=True)
+            by_reason.setdefault(message, []).append(address)
+        for message, addresses in by_reason.items():
+            if len(addresses) <= 3:
+                for address in addresses:
+                    view.out(f"  skipped: {address}: {message}", err=True)
+            else:
+                view.out(f"  skipped: {addresses[0]}, {addresses[1]} and "
+                         f"{len(addresses) - 2} more: {message}", err=True)
         view.out("State records everything that was done; fix the failures and run apply "
                  "again.", err=True)
         sys.exit(1)
+    if hosts["unreachable"] or hosts["not attempted"]:
+        view.out(view.style(
+            f"\nApply incomplete: {hosts['unreachable']} host(s) unreachable; "
+            f"{c['add']} added, {c['change']} changed, {c['replace']} replaced, "
+            f"{c['destroy']} destroyed on the others. Run apply again when they are back.",
+            fg="yellow", bold=True), err=True)
+        sys.exit(EXIT_UNREACHABLE)
     if plan.destroy:
         text = f"\nDestroy complete! Resources: {c['destroy']} destroyed."
     else:
@@ -214,7 +267,8 @@ def apply(obj: Ctx, target: str, variables: tuple[str, ...], var_files: tuple[st
     view = obj.view
     if os.path.isfile(target):
         saved, project_dir = read_plan(target)
-        session = _session(project_dir, lock_timeout=obj.lock_timeout)
+        session = _session(project_dir, lock_timeout=obj.lock_timeout, fleet=obj.fleet,
+                           limit=",".join(saved.limit) if saved.limit is not None else None)
         try:
             with session.locked("apply"):
                 state = session.read_state()
@@ -232,18 +286,22 @@ def apply(obj: Ctx, target: str, variables: tuple[str, ...], var_files: tuple[st
 def _apply_dir(obj: Ctx, directory: str, variables: tuple[str, ...], var_files: tuple[str, ...],
                auto_approve: bool, parallelism: int, *, destroy: bool) -> None:
     view = obj.view
-    session = _session(directory, variables, var_files, obj.lock_timeout)
+    session = _session(directory, variables, var_files, obj.lock_timeout, obj.fleet)
     try:
         stack = session.evaluate() if not destroy else _empty_stack(session)
         with session.locked("destroy" if destroy else "apply"):
             state = session.read_state()
-            result = session.plan(stack, state, destroy=destroy)
+            result = session.plan(stack, state, destroy=destroy,
+                                  forks=obj.fleet.get("forks", 50))
             view.diagnostics(session.warnings)
             p = result.plan
             view.plan(p)
             if not p.has_changes:
                 if state.outputs:
                     _print_outputs(view, state.outputs)
+                if p.hosts_down:
+                    sys.exit(1 if any(k == "refused" for k, _ in p.hosts_down.values())
+                             else EXIT_UNREACHABLE)
                 return
             if not auto_approve and not _confirm(
                     obj, "destroy all managed objects" if destroy else "perform these actions"):
@@ -439,18 +497,25 @@ def refresh(obj: Ctx, directory: str, variables: tuple[str, ...],
     """Read every managed object and update state to match it; report changes made outside
     tectum."""
     view = obj.view
-    session = _session(directory, variables, var_files, obj.lock_timeout)
+    session = _session(directory, variables, var_files, obj.lock_timeout, obj.fleet)
     try:
         stack = session.evaluate()
         with session.locked("refresh"):
             state = session.read_state()
-            new, drifts = session.refresh(state, stack)
+            new, drifts = session.refresh(state, stack, forks=obj.fleet.get("forks", 50))
+            _show_hosts_down(view, session.hosts_down)
             _show_drift(view, drifts)
             if drifts:
                 serial = session.backend.write(new, "refresh")
                 view.out(f"\nState updated to version {serial}.")
     finally:
         session.close()
+
+
+def _show_hosts_down(view: View, down: dict[str, tuple[str, str]]) -> None:
+    for host, (kind, reason) in down.items():
+        view.out(view.style(f"Host {host} is {kind}: ", fg="yellow", bold=True) + reason
+                 + " Its objects were not read; state keeps them as they were.", err=True)
 
 
 def _show_drift(view: View, drifts: list[Any]) -> None:
@@ -475,11 +540,13 @@ def drift(obj: Ctx, directory: str, variables: tuple[str, ...], var_files: tuple
           as_json: bool, detailed_exitcode: bool) -> None:
     """Report drift: what changed outside tectum since the last apply, per resource and
     attribute, apart from changes the configuration asks for. Changes nothing."""
-    session = _session(directory, variables, var_files, obj.lock_timeout)
+    session = _session(directory, variables, var_files, obj.lock_timeout, obj.fleet)
     try:
         stack = session.evaluate()
         with session.locked("drift"):
-            _, drifts = session.refresh(session.read_state(), stack)
+            _, drifts = session.refresh(session.read_state(), stack,
+                                        forks=obj.fleet.get("forks", 50))
+            _show_hosts_down(obj.view, session.hosts_down)
     finally:
         session.close()
     if as_json:
@@ -699,17 +766,52 @@ def _lock_timeout(p: argparse.ArgumentParser) -> None:
 
 
 def _parallelism(p: argparse.ArgumentParser) -> None:
-    def bounded(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if not 1 <= value <= 1000:
-            raise argparse.ArgumentTypeError(f"{value} is not between 1 and 1000")
-        return value
+    p.add_argument("--parallelism", type=_bounded, default=10, metavar="N",
+                   help="how many resource operations may run at once on one host "
+                   "(default: 10)")
 
-    p.add_argument("--parallelism", type=bounded, default=10, metavar="N",
-                   help="how many resource operations may run at once (default: 10)")
+
+def _fleet(p: argparse.ArgumentParser, *, apply: bool = False, hosts: bool = True) -> None:
+    g = p.add_argument_group("fleet (inventory hosts)")
+    g.add_argument("-i", "--inventory", metavar="FILE",
+                   help="inventory file (default: DIR/inventory.toml)")
+    if not hosts:
+        return
+    g.add_argument("--limit", metavar="PATTERN",
+                   help="only these hosts: host or group names, comma-separated; 'local' is "
+                   "this machine, 'all' every inventory host")
+    g.add_argument("--forks", type=_bounded, default=50, metavar="N",
+                   help="hosts worked on at once (default: 50)")
+    g.add_argument("--accept-new-host-keys", action="store_true",
+                   help="trust an unknown host key for this run (trust on first use; never a "
+                   "changed one)")
+    if apply:
+        g.add_argument("--serial", metavar="N|N%%[,...]",
+                       help="apply to hosts in batches of N hosts or N%% of them (a list: "
+                       "1,25%%,100%%); batches run one after another")
+        g.add_argument("--max-fail-percent", type=_percent, metavar="P",
+                       help="with --serial: stop when more than P%% of a batch's hosts fail "
+                       "or are unreachable (strictly more, as Ansible's max_fail_percentage)")
+
+
+def _percent(text: str) -> float:
+    try:
+        value = float(text.rstrip("%"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a percentage") from None
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"{value:g} is not between 0 and 100")
+    return value
+
+
+def _bounded(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"{value} is not between 1 and 1000")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -735,6 +837,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("validate", validate)
     _directory(p)
     _var_options(p)
+    _fleet(p, hosts=False)
 
     p = command("plan", plan)
     _directory(p)
@@ -748,6 +851,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="-refresh=false plans from state alone, reading nothing")
     _parallelism(p)
     _lock_timeout(p)
+    _fleet(p)
 
     p = command("apply", apply)
     p.add_argument("target", nargs="?", default=".", metavar="DIR|PLANFILE",
@@ -756,6 +860,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--auto-approve", action="store_true", help="apply without asking")
     _parallelism(p)
     _lock_timeout(p)
+    _fleet(p, apply=True)
 
     p = command("destroy", destroy)
     _directory(p)
@@ -763,6 +868,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--auto-approve", action="store_true", help="destroy without asking")
     _parallelism(p)
     _lock_timeout(p)
+    _fleet(p, apply=True)
 
     p = command("show", show)
     p.add_argument("target", nargs="?", default=".", metavar="DIR|PLANFILE",
@@ -801,6 +907,7 @@ def build_parser() -> argparse.ArgumentParser:
     _directory(p)
     _var_options(p)
     _lock_timeout(p)
+    _fleet(p)
 
     p = command("drift", drift)
     _directory(p)
@@ -809,6 +916,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detailed-exitcode", action="store_true",
                    help="exit 0 without drift, 2 with drift, 1 on error")
     _lock_timeout(p)
+    _fleet(p)
 
     p = command("import", import_)
     p.add_argument("address", help="the declared resource to import into, e.g. file.site")
@@ -846,6 +954,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("graph", graph)
     _directory(p)
     _var_options(p)
+    _fleet(p, hosts=False)
     return parser
 
 
@@ -861,10 +970,12 @@ def main(argv: list[str] | None = None) -> None:
             parser.print_help()
             sys.exit(0)
         obj = Ctx(False if args.no_color or os.environ.get("NO_COLOR") else None,
-                  getattr(args, "lock_timeout", 0.0))
+                  getattr(args, "lock_timeout", 0.0),
+                  {k: getattr(args, k) for k in FLEET_OPTIONS if hasattr(args, k)})
         view = obj.view
         params = {k: v for k, v in vars(args).items()
-                  if k not in ("func", "command", "state_command", "no_color", "lock_timeout")}
+                  if k not in ("func", "command", "state_command", "no_color", "lock_timeout",
+                               *FLEET_OPTIONS)}
         for key in ("variables", "var_files"):
             if key in params:
                 params[key] = tuple(params[key])

@@ -10,11 +10,14 @@ from __future__ import annotations
 import json
 import re
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from tectum.diagnostics import Diagnostic, Severity
 from tectum.plans.plan import Action, AttrChange, Plan, ResourceChange
 from tectum.values import is_known
+
+if TYPE_CHECKING:
+    from tectum.engine.applier import ApplyResult, HostReport
 
 _COLOURS = {Action.CREATE: "green", Action.UPDATE: "yellow", Action.REPLACE: "magenta",
             Action.DELETE: "red", Action.NOOP: None}
@@ -104,7 +107,19 @@ class View:
             text, self._buffer = "\n".join(self._buffer), None
             self.out(text)
 
+    def hosts_down(self, plan: Plan) -> None:
+        """Hosts left out of the plan because they could not be read (to stderr)."""
+        for host, (kind, reason) in plan.hosts_down.items():
+            self.out(self.style(f"Host {host} is {kind}: ", fg="red" if kind == "refused"
+                                else "yellow", bold=True) + reason, err=True)
+        if plan.hosts_down:
+            n = len(plan.hosts_down)
+            self.out(f"{'That host is' if n == 1 else f'Those {n} hosts are'} not in this plan: "
+                     "state keeps their resources as they were. Run again when "
+                     f"{'it is' if n == 1 else 'they are'} reachable.\n", err=True)
+
     def _plan(self, plan: Plan) -> None:
+        self.hosts_down(plan)
         shown = [c for c in plan.changes if c.action is not Action.NOOP or c.state_only]
         drifted = [c for c in plan.changes if c.drift and c.action is not Action.DELETE]
         if drifted:
@@ -221,8 +236,39 @@ class View:
             self.out(f"{change.address}: {verb}")
         elif kind == "failed":
             self.out(self.style(f"{change.address}: failed: {message}", fg="red"), err=True)
-        elif kind == "skipped":
-            self.out(self.style(f"{change.address}: skipped: {message}", fg="yellow"), err=True)
+        # skipped changes are listed, grouped by cause, in the summary at the end
+
+    _HOST_COLOURS = {"changed": "yellow", "ok": "green", "failed": "red", "refused": "red",
+                     "unreachable": "magenta", "not attempted": "magenta"}
+
+    def host_event(self, report: HostReport) -> None:
+        """One line when a host is finished (Ansible's per-host recap, as it happens)."""
+        if report.host == "local" and report.status in ("ok", "changed") and self._local_only:
+            return
+        counts = f"{report.changed} changed, {report.unchanged} unchanged"
+        if report.failed:
+            counts += f", {report.failed} failed"
+        if report.skipped:
+            counts += f", {report.skipped} skipped"
+        colour = self._HOST_COLOURS.get(report.status)
+        line = self.style(f"host {report.host}: {report.status}", fg=colour, bold=True) \
+            + f" ({counts})"
+        if report.status in ("unreachable", "refused", "not attempted") and report.reason:
+            line += f": {report.reason}"
+        self.out(line, err=report.status not in ("ok", "changed"))
+
+    _local_only = True
+
+    def host_recap(self, result: ApplyResult) -> None:
+        """The summary over hosts: how many changed, ok, failed, unreachable..."""
+        counts = result.host_counts()
+        parts = [f"{counts[k]} {k}" for k in ("changed", "ok", "failed", "unreachable",
+                                               "refused", "not attempted") if counts[k]
+                 or k in ("changed", "ok", "failed", "unreachable")]
+        self.out(self.style(f"Hosts: {', '.join(parts)}.", bold=True))
+        if result.stopped:
+            self.out(self.style(f"Stopped after {result.stopped}.", fg="red", bold=True),
+                     err=True)
 
 
 def _fmt(value: Any) -> str:

@@ -21,6 +21,7 @@ from types import FrameType, TracebackType
 from typing import Any, ClassVar, NamedTuple
 
 from tectum.addrs import ResourceAddress, valid_name
+from tectum.config.inventory import Inventory, empty_inventory
 from tectum.diagnostics import Diagnostic, DiagnosticError, Diagnostics, SourceLocation
 from tectum.schema import MISSING, Schema
 from tectum.values import Ref
@@ -28,6 +29,9 @@ from tectum.values import Ref
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _current: contextvars.ContextVar[Stack | None] = contextvars.ContextVar("tectum_stack",
                                                                         default=None)
+#: the inventory host whose resources are being declared (inside a role); None: the local machine
+_current_host: contextvars.ContextVar[str | None] = contextvars.ContextVar("tectum_host",
+                                                                          default=None)
 
 
 def caller_location(depth: int = 2) -> SourceLocation:
@@ -81,8 +85,10 @@ class VarInput(NamedTuple):
 class Stack:
     """The declarations of one evaluation. Use as ``with Stack(...) as stack:``."""
 
-    def __init__(self, base_dir: str = ".", inputs: Mapping[str, VarInput] | None = None) -> None:
+    def __init__(self, base_dir: str = ".", inputs: Mapping[str, VarInput] | None = None,
+                 inventory: Inventory | None = None) -> None:
         self.base_dir = os.path.abspath(base_dir)
+        self.inventory: Inventory = inventory or empty_inventory(self.base_dir)
         self.inputs: dict[str, VarInput] = dict(inputs or {})
         self.resources: dict[str, Declaration] = {}
         self.outputs: dict[str, OutputDecl] = {}
@@ -190,7 +196,8 @@ class Resource:
         assert rtype is not None, self.type_name
         schema = rtype.schema
         ok_label = isinstance(label, str) and valid_name(label)
-        addr = ResourceAddress(self.type_name, label if ok_label else "invalid")
+        addr = ResourceAddress(self.type_name, label if ok_label else "invalid",
+                               _current_host.get())
         address = str(addr)
         diags = stack.diagnostics
         if not ok_label:
@@ -437,3 +444,75 @@ def output(name: str, value: Any, *, sensitive: bool = False, description: str =
         return
     stack.outputs[name] = OutputDecl(name, _declared_value(value), sensitive,
                                      description, source)
+
+
+class Host:
+    """An inventory host as a role sees it: ``name``, ``groups``, merged ``vars`` (defaults <
+    groups < host, as the inventory says) and ``address``. ``with host:`` declares the
+    resources made in its body on that host (``host["NAME"].TYPE.LABEL``)."""
+
+    __slots__ = ("name", "groups", "vars", "address", "_token")
+
+    def __init__(self, name: str, groups: tuple[str, ...], vars: dict[str, Any],
+                 address: str) -> None:
+        self.name = name
+        self.groups = groups
+        self.vars = vars
+        self.address = address
+        self._token: contextvars.Token[str | None] | None = None
+
+    def __enter__(self) -> Host:
+        if _current_host.get() is not None:
+            raise DiagnosticError(Diagnostic.error(
+                "Nested host context",
+                f"Resources are already being declared on host {_current_host.get()!r}; a "
+                f"role cannot switch to {self.name!r} inside it. Apply roles one after "
+                "another at the top level of the stack.",
+                source=caller_location()))
+        self._token = _current_host.set(self.name)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            _current_host.reset(self._token)
+            self._token = None
+
+    def __repr__(self) -> str:
+        return f"<host {self.name}>"
+
+
+def hosts(pattern: str = "all") -> list[Host]:
+    """The inventory hosts matched by ``pattern`` (host and group names, comma-separated, or
+    ``all``), in inventory order. Raises :class:`DiagnosticError` for an unknown name."""
+    stack = current_stack(f"hosts({pattern!r})")
+    inv = stack.inventory
+    if not inv.hosts:
+        raise DiagnosticError(Diagnostic.error(
+            "No inventory",
+            f"hosts({pattern!r}) needs an inventory, and {inv.path} does not exist. Write it "
+            "(see `tectum --help` and README: [hosts.NAME] address = ...) or pass "
+            "--inventory FILE.", source=caller_location()))
+    try:
+        names = inv.select(pattern)
+    except DiagnosticError as exc:
+        raise DiagnosticError([d._replace(source=caller_location()) for d in exc.diagnostics]
+                              ) from None
+    out = []
+    for name in names:
+        if name == "local":
+            continue
+        h = inv.hosts[name]
+        out.append(Host(name, h.groups, dict(h.vars), h.connection.address))
+    return out
+
+
+def apply_role(role: Any, to: str = "all", /, *args: Any, **kwargs: Any) -> list[Any]:
+    """Call ``role(host, *args, **kwargs)`` once for every host matched by ``to`` (a pattern as
+    for :func:`hosts`), with that host's context set: every resource the role declares is that
+    host's. Returns the role's return values, in host order. A role is an ordinary Python
+    function (Ansible's roles, pyinfra's deploys)."""
+    results = []
+    for host in hosts(to):
+        with host:
+            results.append(role(host, *args, **kwargs))
+    return results

@@ -13,15 +13,17 @@ import sys
 from collections.abc import Mapping
 
 from tectum.config.declaration import Stack, VarInput
+from tectum.config.inventory import Inventory
 from tectum.config.project import Project
 from tectum.diagnostics import Diagnostic, DiagnosticError, SourceLocation
 
 
-def evaluate(project: Project, inputs: Mapping[str, VarInput]) -> Stack:
+def evaluate(project: Project, inputs: Mapping[str, VarInput],
+             inventory: Inventory | None = None) -> Stack:
     """Run the project's stack file; returns the :class:`Stack` with its diagnostics (errors
-    included: callers check ``stack.diagnostics.has_errors``)."""
+    included: callers check ``stack.diagnostics.has_errors``). Roles in it see ``inventory``."""
     path = project.stack_file
-    stack = Stack(project.root, inputs)
+    stack = Stack(project.root, inputs, inventory)
     try:
         with open(path, encoding="utf-8") as fh:
             source = fh.read()

@@ -10,9 +10,10 @@ everything downstream of it; independent changes go on (Terraform's walk semanti
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from tectum.graph.dag import walk
 from tectum.plans.plan import Action, Plan, ResourceChange
@@ -29,25 +30,93 @@ class Journal(Protocol):
     def record(self, base_serial: int, entries: Sequence[JournalEntry]) -> None: ...
 
 
+class HostReport(NamedTuple):
+    """How one host fared (``local``: this machine): ``status`` is ``changed``, ``ok``
+    (nothing to change), ``failed``, ``unreachable``, ``refused`` (host key or login) or
+    ``not attempted`` (a ``--serial`` batch before it failed too much); counts of resources."""
+
+    host: str
+    status: str
+    changed: int
+    unchanged: int
+    failed: int
+    skipped: int
+    reason: str | None = None
+
+
 class ApplyResult:
     """The new ``state``; addresses ``applied``; ``failed`` and ``skipped`` with reasons;
-    ``counts`` per kind (add, change, replace, destroy)."""
+    ``unreachable``: changes whose host went down (address → reason), counted apart from
+    ``failed``; ``counts`` per kind (add, change, replace, destroy); ``hosts``: a
+    :class:`HostReport` per
+    host, in plan order; ``stopped``: why later ``--serial`` batches did not run (or None)."""
 
-    __slots__ = ("state", "applied", "failed", "skipped", "counts")
+    __slots__ = ("state", "applied", "failed", "skipped", "counts", "hosts", "stopped",
+                 "unreachable")
 
     def __init__(self, state: State) -> None:
         self.state = state
         self.applied: list[str] = []
         self.failed: dict[str, str] = {}
+        #: changes that could not run because their host went down (not failures of theirs)
+        self.unreachable: dict[str, str] = {}
         self.skipped: dict[str, str] = {}
         self.counts: dict[str, int] = {}
+        self.hosts: dict[str, HostReport] = {}
+        self.stopped: str | None = None
 
     @property
     def ok(self) -> bool:
-        return not self.failed and not self.skipped
+        return not self.failed and not self.skipped and not any(
+            h.status in ("failed", "unreachable", "refused", "not attempted")
+            for h in self.hosts.values())
+
+    def host_counts(self) -> dict[str, int]:
+        """Hosts per status: changed, ok, failed, unreachable, refused, not attempted."""
+        out = {"changed": 0, "ok": 0, "failed": 0, "unreachable": 0, "refused": 0,
+               "not attempted": 0}
+        for h in self.hosts.values():
+            out[h.status] += 1
+        return out
 
 
 Event = Callable[[str, ResourceChange, str | None], None]
+HostEvent = Callable[[HostReport], None]
+
+
+def host_of(address: str) -> str:
+    """The host of a resource address; ``local`` for this machine."""
+    from tectum.addrs import ResourceAddress
+
+    return ResourceAddress.parse(address).host or "local"
+
+
+def serial_batches(hosts: Sequence[str], spec: str) -> list[list[str]]:
+    """Split ``hosts`` into ``--serial`` batches (Ansible's ``serial``): ``spec`` is a batch
+    size ``N``, a percentage ``N%`` of all hosts (rounded down, at least 1), or a
+    comma-separated list of them (``1,25%,100%``) whose last entry repeats. Raises
+    :class:`ValueError` for a malformed spec."""
+    sizes: list[int] = []
+    total = len(hosts)
+    for part in (p.strip() for p in spec.split(",")):
+        if part.endswith("%"):
+            number = float(part[:-1])
+            if not 0 < number <= 100:
+                raise ValueError(f"{part!r}: a percentage is more than 0 and at most 100")
+            sizes.append(max(1, int(total * number / 100)))
+        else:
+            if not part.isdigit() or int(part) < 1:
+                raise ValueError(f"{part!r} is not a batch size (N or N%)")
+            sizes.append(int(part))
+    out: list[list[str]] = []
+    at = 0
+    i = 0
+    while at < total:
+        size = sizes[min(i, len(sizes) - 1)]
+        out.append(list(hosts[at:at + size]))
+        at += size
+        i += 1
+    return out
 
 
 def apply_plan(
@@ -59,9 +128,21 @@ def apply_plan(
     parallelism: int = 10,
     on_event: Event | None = None,
     should_stop: Callable[[], bool] | None = None,
+    forks: int = 50,
+    batches: Sequence[Sequence[str]] | None = None,
+    max_fail_percent: float | None = None,
+    on_host: HostEvent | None = None,
 ) -> ApplyResult:
     """Apply ``plan`` on top of ``state`` (the state it was made from). ``on_event(kind,
-    change, message)`` is called with kind ``start``, ``done``, ``failed`` or ``skipped``."""
+    change, message)`` is called with kind ``start``, ``done``, ``failed`` or ``skipped``;
+    ``on_host(report)`` when a host has nothing left to do.
+
+    Hosts: up to ``forks`` hosts are worked on at once, with at most ``parallelism``
+    operations on one host. ``batches`` (host names, ``local`` for this machine; see
+    :func:`serial_batches`) are applied one after another; after a batch in which more than
+    ``max_fail_percent`` percent of its hosts failed, were unreachable or refused (strictly
+    more, as Ansible's ``max_fail_percentage``), the later batches are not attempted. A
+    dependency on a resource of a later batch is not waited for."""
     from tectum.addrs import ResourceAddress
 
     new_state = state.copy()
@@ -108,16 +189,17 @@ def apply_plan(
                         f"no provider offers resource type {change.type!r}")
             else:
                 host = ResourceAddress.parse(todo[0].address).host
-                conn = connector(host)
-                if rt.batches and len(todo) > 1:
-                    got = rt.apply_batch(conn, todo)
-                else:
-                    got = []
-                    for change in todo:
-                        try:
-                            got.append(rt.apply(conn, change))
-                        except Exception as exc:  # noqa: BLE001 - reported per change
-                            got.append(exc)
+                with slots[host or "local"]:
+                    conn = connector(host)
+                    if rt.batches and len(todo) > 1:
+                        got = rt.apply_batch(conn, todo)
+                    else:
+                        got = []
+                        for change in todo:
+                            try:
+                                got.append(rt.apply(conn, change))
+                            except Exception as exc:  # noqa: BLE001 - reported per change
+                                got.append(exc)
                 for change, value in zip(todo, got, strict=True):
                     values[change.address] = value
         return [values[a] for a in addresses]
@@ -135,11 +217,23 @@ def apply_plan(
     def on_result(address: str, value: Any, exc: BaseException | None) -> None:
         change = changes[address]
         if exc is not None:
-            message = str(exc) if isinstance(exc, ApplyError) else f"{type(exc).__name__}: {exc}"
-            out.failed[address] = message
-            if on_event:
-                on_event("failed", change, message)
+            down = down_of(hosts[address])
+            if down is not None:
+                out.unreachable[address] = down[1]
+            else:
+                message = str(exc) if isinstance(exc, ApplyError) \
+                    else f"{type(exc).__name__}: {exc}"
+                out.failed[address] = message
+                if on_event:
+                    on_event("failed", change, message)
+            settle(address)
             return
+        try:
+            succeeded(address, change, value)
+        finally:
+            settle(address)
+
+    def succeeded(address: str, change: ResourceChange, value: Any) -> None:
         results[address] = value
         moved_from = change.moved_from
         if change.action is Action.NOOP:
@@ -168,22 +262,115 @@ def apply_plan(
             pending.clear()
             last_flush[0] = now
 
-    deps = {c.address: {d for d in c.dependencies if d in changes} for c in plan.changes}
+    hosts = {a: host_of(a) for a in changes}
+    remaining: dict[str, int] = {}
+    for h in hosts.values():
+        remaining[h] = remaining.get(h, 0) + 1
+    slots = {h: threading.BoundedSemaphore(max(1, parallelism)) for h in remaining}
+    for h in plan.hosts_down:
+        remaining.setdefault(h, 0)
+    reported: set[str] = set()
+
+    def down_of(host: str) -> tuple[str, str] | None:
+        if host in plan.hosts_down:
+            return plan.hosts_down[host]
+        if host == "local":
+            return None
+        down = getattr(connector(host), "down", None)
+        return down if isinstance(down, tuple) else None
+
+    def report(host: str, status: str | None = None, reason: str | None = None) -> None:
+        if host in reported:
+            return
+        reported.add(host)
+        mine = [a for a, h in hosts.items() if h == host]
+        failed = sum(1 for a in mine if a in out.failed or a in out.unreachable)
+        skipped = sum(1 for a in mine if a in out.skipped)
+        changed = sum(1 for a in mine if a in applied_set)
+        unchanged = sum(1 for a in mine if changes[a].action is Action.NOOP)
+        if status is None:
+            down = down_of(host)
+            if down is not None:
+                status, reason = down
+            elif failed:
+                status = "failed"
+                reason = next(out.failed[a] for a in mine if a in out.failed)
+            elif skipped:
+                status = "failed"
+                reason = next(out.skipped[a] for a in mine if a in out.skipped)
+            else:
+                status = "changed" if changed else "ok"
+        rep = HostReport(host, status, changed, unchanged, failed, skipped, reason)
+        out.hosts[host] = rep
+        if on_host:
+            on_host(rep)
+
+    applied_set: set[str] = set()
+
+    def settle(address: str) -> None:
+        if out.applied and out.applied[-1] == address:
+            applied_set.add(address)
+        host = hosts[address]
+        remaining[host] -= 1
+        if remaining[host] == 0:
+            report(host)
+
+    order = list(dict.fromkeys([*remaining]))
+    if batches is None:
+        waves = [order]
+    else:
+        listed = {h for b in batches for h in b}
+        waves = [[h for h in b if h in remaining] for b in batches] or [[]]
+        waves[0][0:0] = [h for h in order if h not in listed]  # e.g. local: first
+        waves = [w for w in waves if w]
     try:
-        walked = walk(deps, visit, parallelism=parallelism, group=group,
-                      inline=lambda a: changes[a].action is Action.NOOP,
-                      on_result=on_result, on_round=lambda: flush(force=False),
-                      round_timeout=JOURNAL_INTERVAL, should_stop=should_stop)
+        for number, wave in enumerate(waves, start=1):
+            members = {a for a, h in hosts.items() if h in set(wave)}
+            for h in wave:
+                if remaining.get(h) == 0:
+                    report(h)  # down before the run, or nothing in the plan
+            if members:
+                deps = {a: {d for d in changes[a].dependencies if d in members}
+                        for a in changes if a in members}
+                workers = max(1, parallelism) * max(1, min(forks, len(wave)))
+                walked = walk(deps, visit, parallelism=workers, group=group,
+                              inline=lambda a: changes[a].action is Action.NOOP,
+                              on_result=on_result, on_round=lambda: flush(force=False),
+                              round_timeout=JOURNAL_INTERVAL, should_stop=should_stop)
+                for address, cause in walked.skipped.items():
+                    down = down_of(hosts[address])
+                    if down is not None:
+                        out.unreachable[address] = down[1]
+                        continue
+                    reason = (f"upstream {cause} failed" if cause in walked.failed
+                              else f"upstream {cause} was not applied")
+                    out.skipped[address] = reason
+                    if on_event:
+                        on_event("skipped", changes[address], reason)
+                for address in walked.not_started:
+                    out.skipped[address] = "not started: the run was interrupted"
+                for h in wave:
+                    report(h)
+            if should_stop is not None and should_stop():
+                break
+            if max_fail_percent is not None and number < len(waves):
+                bad = [h for h in wave if out.hosts.get(h) is not None
+                       and out.hosts[h].status in ("failed", "unreachable", "refused")]
+                percent = 100.0 * len(bad) / len(wave)
+                if percent > max_fail_percent:
+                    out.stopped = (
+                        f"batch {number} of {len(waves)}: {len(bad)} of {len(wave)} hosts "
+                        f"failed ({percent:.0f}% > --max-fail-percent {max_fail_percent:g}); "
+                        "the later batches were not attempted")
+                    for later in waves[number:]:
+                        for h in later:
+                            for a, hh in hosts.items():
+                                if hh == h:
+                                    out.skipped[a] = "not attempted: " + out.stopped
+                            report(h, "not attempted", out.stopped)
+                    break
     finally:
         flush()
-    for address, cause in walked.skipped.items():
-        reason = f"upstream {cause} failed" if cause in walked.failed else \
-            f"upstream {cause} was not applied"
-        out.skipped[address] = reason
-        if on_event:
-            on_event("skipped", changes[address], reason)
-    for address in walked.not_started:
-        out.skipped[address] = "not started: the run was interrupted"
     out.counts = counts
     # outputs, from the final attributes
     outputs: dict[str, dict[str, Any]] = {}
@@ -193,6 +380,11 @@ def apply_plan(
             outputs[name] = {"value": final,
                              "sensitive": plan.output_sensitive.get(name, False)}
     if not plan.destroy:
+        # an output that is unknown now (its resource is outside --limit or on a host that was
+        # down) keeps its last value
+        for name in plan.outputs:
+            if name not in outputs and name in state.outputs:
+                outputs[name] = state.outputs[name]
         new_state.outputs = outputs
     else:
         new_state.outputs = {}

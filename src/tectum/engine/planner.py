@@ -14,6 +14,7 @@ from __future__ import annotations
 import graphlib
 import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 from tectum.addrs import ResourceAddress
@@ -23,7 +24,7 @@ from tectum.diagnostics import Diagnostic, DiagnosticError, Diagnostics, SourceL
 from tectum.graph.dag import Graph, find_cycles
 from tectum.plans.plan import Action, Plan, ResourceChange
 from tectum.providers.base import ResourceType
-from tectum.providers.host.connector import Connector
+from tectum.providers.host.connector import Connector, ConnectorError, merge_facts
 from tectum.providers.registry import registry
 from tectum.state.model import ResourceRecord, State
 from tectum.values import UNKNOWN, is_known, refs_in, resolve
@@ -217,15 +218,24 @@ def _sentence(text: str) -> str:
 
 
 class Planner:
-    def __init__(self, connector: Callable[[str | None], Connector]) -> None:
+    """``connector(host)`` gives a host's connector (None: the local machine); ``in_limit(host)``
+    says whether ``--limit`` selects it; ``parallelism``: hosts read at once."""
+
+    def __init__(self, connector: Callable[[str | None], Connector],
+                 in_limit: Callable[[str | None], bool] = lambda host: True,
+                 parallelism: int = 50) -> None:
         self.connector = connector
+        self.in_limit = in_limit
+        self.parallelism = parallelism
 
     def plan(self, stack: Stack, state: State, *, destroy: bool = False,
              workspace: str = "default", pending: Sequence[Intent] = (),
-             refresh: bool = True) -> PlanResult:
+             refresh: bool = True, limit: Sequence[str] | None = None) -> PlanResult:
         """Make the plan. ``pending``: intents an interrupted run left without a result — their
         objects are read like any other and adopted (in the configuration) or planned for
-        removal (not in it). Raises :class:`DiagnosticError` for configuration errors."""
+        removal (not in it). Resources on hosts outside the limit, or on hosts that cannot be
+        reached, are left out (their state stays). Raises :class:`DiagnosticError` for
+        configuration errors."""
         graph, diags = build_graph(stack)
         diags.raise_if_errors()
         decls = stack.resources
@@ -243,13 +253,15 @@ class Planner:
         if not destroy:
             diags.extend(resolver.resolve_all(order))
             diags.raise_if_errors()
-        desired = resolver.desired
+        desired = {a: w for a, w in resolver.desired.items()
+                   if self.in_limit(decls[a].address.host)}
         computed_refs = resolver.computed_refs
         lookup_config = resolver.lookup
         current = resolver.current
 
         # orphans: in state, not in the stack (or everything when destroying)
-        orphans = [a for a in prior_records if destroy or a not in decls]
+        orphans = [a for a in prior_records if (destroy or a not in decls)
+                   and self.in_limit(ResourceAddress.parse(a).host)]
         moved: dict[str, str] = {}  # new address -> old address (same object, renamed)
         if not destroy:
             by_ident: dict[tuple[Any, ...], str] = {}
@@ -287,6 +299,9 @@ class Planner:
                     rec = prior_records.get(moved.get(address, address))
                     observed[address] = dict(rec.attributes) if rec is not None else None
             batches = {}
+        hosts_down: dict[str, tuple[str, str]] = {}
+        by_host: dict[str | None, list[tuple[ResourceType, list[tuple[str, dict[str, Any]]]]]] \
+            = {}
         for (host, type_name), items in batches.items():
             rt = registry.get(type_name)
             if rt is None:
@@ -296,23 +311,32 @@ class Planner:
                     "offers any more. Install the provider, or remove it from state.",
                     address=items[0][0]))
                 continue
-            try:
-                found = rt.read(self.connector(host), [obj for _, obj in items])
-            except Exception as exc:  # noqa: BLE001 - a failed read is a diagnostic
-                diags.append(Diagnostic.error(
-                    "Cannot read objects",
-                    f"Reading the {type_name} objects ({', '.join(a for a, _ in items[:5])}"
-                    f"{'...' if len(items) > 5 else ''}) failed: {exc}.",
-                    address=items[0][0]))
-                continue
-            for (address, _), obs in zip(items, found, strict=True):
-                observed[address] = obs
+            by_host.setdefault(host, []).append((rt, items))
+        if by_host:
+            workers = max(1, min(self.parallelism, len(by_host)))
+            if workers == 1:
+                done = [self.read_host(h, t) for h, t in by_host.items()]
+            else:
+                with ThreadPoolExecutor(workers, thread_name_prefix="tectum-read") as pool:
+                    done = list(pool.map(lambda kv: self.read_host(*kv), by_host.items()))
+            for host, (found, host_diags, down) in zip(by_host, done, strict=True):
+                observed.update(found)
+                diags.extend(host_diags)
+                if down is not None and host is not None:
+                    hosts_down[host] = down
+        if hosts_down:
+            # not planned: their objects could not be read; state keeps what it knows
+            desired = {a: w for a, w in desired.items()
+                       if decls[a].address.host not in hosts_down}
+            orphans = [a for a in orphans if ResourceAddress.parse(a).host not in hosts_down]
         diags.raise_if_errors()
 
         # 4. diff in dependency order
         changes: dict[str, ResourceChange] = {}
         if not destroy:
             for address in order:
+                if address not in desired:
+                    continue  # outside --limit, or on a host that is down
                 decl = decls[address]
                 rt = _rtype(decl.type)
                 want = desired[address]
@@ -322,7 +346,7 @@ class Planner:
                     def lookup_apply(a: str, attr: str, _uses: set[str] = uses) -> Any:
                         spec = _rtype(decls[a].type).schema.attrs.get(attr)
                         if spec is not None and spec.computed and a in _uses \
-                                and changes[a].action is not Action.NOOP:
+                                and a in changes and changes[a].action is not Action.NOOP:
                             return UNKNOWN
                         return lookup_config(a, attr)
                     current[0] = address
@@ -363,7 +387,7 @@ class Planner:
                     change.note = f"moved from {prior_addr}"
                 for watch, kind in (("restart_on", "restart"), ("reload_on", "reload")):
                     fired = [d for d in decl.watches.get(watch, ())
-                             if changes[d].action is not Action.NOOP]
+                             if d in changes and changes[d].action is not Action.NOOP]
                     if fired and change.triggered is None and change.action in (
                             Action.NOOP, Action.UPDATE, Action.CREATE):
                         change.triggers = fired
@@ -434,7 +458,49 @@ class Planner:
                     lineage=state.lineage, serial=state.serial, destroy=destroy,
                     workspace=workspace,
                     variables={k: v for k, v in stack.values.items()})
+        plan.hosts_down = hosts_down
+        plan.limit = list(limit) if limit is not None else None
         return PlanResult(plan, graph, diags)
+
+    def read_host(
+        self, host: str | None,
+        batches: list[tuple[ResourceType, list[tuple[str, dict[str, Any]]]]],
+    ) -> tuple[dict[str, dict[str, Any] | None], Diagnostics, tuple[str, str] | None]:
+        """Read every object on one host: all facts fetched in one round trip where the
+        connector can (:meth:`Connector.prefetch`), then each type's read answered from them.
+        Returns what was observed per address, diagnostics, and ``(kind, reason)`` when the
+        host is down (unreachable, or its key or login refused)."""
+        observed: dict[str, dict[str, Any] | None] = {}
+        diags = Diagnostics()
+        conn = self.connector(host)
+        try:
+            try:
+                conn.prefetch(merge_facts([rt.facts([o for _, o in items])
+                                           for rt, items in batches]))
+            except Exception as exc:  # noqa: BLE001 - reported below, or by the reads
+                down = getattr(conn, "down", None)
+                if down is not None:
+                    return observed, diags, down
+                if not isinstance(exc, ConnectorError):
+                    raise
+            for rt, items in batches:
+                try:
+                    found = rt.read(conn, [obj for _, obj in items])
+                except Exception as exc:  # noqa: BLE001 - a failed read is a diagnostic
+                    down = getattr(conn, "down", None)
+                    if down is not None:
+                        return {}, Diagnostics(), down
+                    diags.append(Diagnostic.error(
+                        "Cannot read objects",
+                        f"Reading the {rt.name} objects ({', '.join(a for a, _ in items[:5])}"
+                        f"{'...' if len(items) > 5 else ''}) failed: {exc}.",
+                        address=items[0][0]))
+                    continue
+                for (address, _), obs in zip(items, found, strict=True):
+                    observed[address] = obs
+        finally:
+            conn.forget_facts()
+        return observed, diags, None
 
 
 def _drift(rt: ResourceType, prior: dict[str, Any], now: dict[str, Any],

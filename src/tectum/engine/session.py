@@ -6,6 +6,7 @@ This is the Python API the CLI calls (DESIGN decision 8: everything the CLI does
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple
@@ -13,10 +14,18 @@ from typing import Any, NamedTuple
 from tectum.backends.base import Intent, StateBackend
 from tectum.backends.sqlite import SQLiteBackend
 from tectum.config.declaration import Stack, VarInput
+from tectum.config.inventory import LOCAL, Inventory, load_inventory
 from tectum.config.project import Project, load_project, read_var_file
 from tectum.config.stack import evaluate
-from tectum.diagnostics import Diagnostic, DiagnosticError, Diagnostics
-from tectum.engine.applier import ApplyResult, Event, apply_plan
+from tectum.diagnostics import Diagnostic, DiagnosticError, Diagnostics, SourceLocation
+from tectum.engine.applier import (
+    ApplyResult,
+    Event,
+    HostEvent,
+    apply_plan,
+    host_of,
+    serial_batches,
+)
 from tectum.engine.planner import Planner, PlanResult
 from tectum.plans.plan import Action, Plan
 from tectum.providers.host.connector import Connector, LocalConnector
@@ -102,6 +111,9 @@ class Session:
         var_files: Sequence[str] = (),
         workspace: str | None = None,
         lock_timeout: float = 0.0,
+        inventory: str | None = None,
+        limit: str | None = None,
+        accept_new_host_keys: bool = False,
     ) -> None:
         self.project: Project = load_project(directory)
         self.workspace = workspace or current_workspace(self.project)
@@ -111,6 +123,15 @@ class Session:
         self._var_files = list(var_files)
         self._backend: StateBackend | None = None
         self._local: LocalConnector | None = None
+        self.inventory: Inventory = load_inventory(self.project.root, inventory)
+        #: hosts ``--limit`` selects (``local`` included when matched); None: every host
+        self.limit: frozenset[str] | None = (
+            frozenset(self.inventory.select(limit)) if limit is not None else None)
+        self.accept_new_host_keys = accept_new_host_keys
+        self._connectors: dict[str, Connector] = {}
+        self._connectors_lock = threading.Lock()
+        #: hosts the last :meth:`refresh` could not read: host → (kind, reason)
+        self.hosts_down: dict[str, tuple[str, str]] = {}
 
     # -- pieces ----------------------------------------------------------------------------
     @property
@@ -130,16 +151,66 @@ class Session:
         return SQLiteBackend(self.project.state_path, workspace)
 
     def connector(self, host: str | None) -> Connector:
-        if host not in (None, "local"):
+        """The connector of ``host`` (None or ``local``: this machine), made on first use and
+        kept for the session: one SSH connection per host for the whole run. Raises
+        :class:`DiagnosticError` for a host the inventory does not declare."""
+        if host in (None, LOCAL):
+            with self._connectors_lock:
+                if self._local is None:
+                    self._local = LocalConnector()
+                return self._local
+        assert host is not None
+        with self._connectors_lock:
+            found = self._connectors.get(host)
+            if found is None:
+                found = self._make_connector(host)
+                self._connectors[host] = found
+            return found
+
+    def _make_connector(self, name: str) -> Connector:
+        entry = self.inventory.hosts.get(name)
+        if entry is None:
             raise DiagnosticError(Diagnostic.error(
-                "Unknown host", f"Host {host!r} is not in the inventory."))
-        if self._local is None:
-            self._local = LocalConnector()
-        return self._local
+                "Unknown host",
+                f"Host {name!r} is not in the inventory ({self.inventory.path}). Add "
+                f"[hosts.{name}] to it, or remove its resources from state with "
+                "`tectum state rm`.", address=f'host["{name}"]'))
+        conn = entry.connection
+        if conn.connector == "local":
+            local = LocalConnector()
+            local.host = name
+            return local
+        from tectum.providers.host.ssh import SSHConnector
+
+        password = None
+        if conn.become_password_env:
+            password = os.environ.get(conn.become_password_env)
+            if password is None:
+                raise DiagnosticError(Diagnostic.error(
+                    "Become password not set",
+                    f"Host {name!r} takes its sudo password from the environment variable "
+                    f"{conn.become_password_env}, which is not set. Export it (from a secret "
+                    "store), or use passwordless sudo.", address=f'host["{name}"]',
+                    source=SourceLocation(self.inventory.path)))
+        return SSHConnector(
+            name, conn.address, port=conn.port, user=conn.user, key_path=conn.key,
+            known_hosts=conn.known_hosts, trust_unknown=self.accept_new_host_keys,
+            become=conn.become, become_password=password,
+            connect_timeout=conn.connect_timeout, command_timeout=conn.command_timeout,
+            fail_fast=True)
+
+    def in_limit(self, host: str | None) -> bool:
+        """Whether ``--limit`` selects resources on ``host`` (None: the local machine)."""
+        return self.limit is None or (host or LOCAL) in self.limit
 
     def close(self) -> None:
         if self._local is not None:
             self._local.close()
+        for conn in self._connectors.values():
+            close = getattr(conn, "close", None)
+            if close is not None:
+                close()
+        self._connectors.clear()
         if self._backend is not None:
             self._backend.close()
 
@@ -159,7 +230,7 @@ class Session:
     def evaluate(self) -> Stack:
         """Evaluate the stack; raises :class:`DiagnosticError` when it has errors (warnings
         are kept in :attr:`warnings`)."""
-        stack = evaluate(self.project, self.inputs())
+        stack = evaluate(self.project, self.inputs(), self.inventory)
         for d in stack.diagnostics:
             if d.severity.value == "warning":
                 self.warnings.append(d)
@@ -181,11 +252,14 @@ class Session:
         return self.backend.read()
 
     def plan(self, stack: Stack, state: State, *, destroy: bool = False,
-             refresh: bool = True) -> PlanResult:
-        result = Planner(self.connector).plan(stack, state, destroy=destroy,
-                                              workspace=self.workspace,
-                                              pending=self.backend.pending_intents(),
-                                              refresh=refresh)
+             refresh: bool = True, forks: int = 50) -> PlanResult:
+        """Plan ``stack`` against ``state``, reading up to ``forks`` hosts at once (one round
+        trip each for the facts). Hosts that cannot be reached are left out of the plan and
+        named in ``plan.hosts_down``."""
+        planner = Planner(self.connector, self.in_limit, parallelism=forks)
+        result = planner.plan(stack, state, destroy=destroy, workspace=self.workspace,
+                              pending=self.backend.pending_intents(), refresh=refresh,
+                              limit=sorted(self.limit) if self.limit is not None else None)
         self.warnings.extend(d for d in result.diagnostics if d.severity.value == "warning")
         return result
 
@@ -214,17 +288,31 @@ class Session:
         on_event: Event | None = None,
         should_stop: Callable[[], bool] | None = None,
         operation: str | None = None,
+        forks: int = 50,
+        serial: str | None = None,
+        max_fail_percent: float | None = None,
+        on_host: HostEvent | None = None,
     ) -> ApplyResult:
         """Apply ``plan``; state is journaled after each resource and stored as a new version
-        at the end (also when some resources failed)."""
+        at the end (also when some resources failed). ``serial`` (``N``, ``N%`` or a list,
+        see :func:`~tectum.engine.applier.serial_batches`) applies hosts in batches, in
+        inventory order, stopping after a batch where more than ``max_fail_percent`` percent
+        of the hosts failed. Raises :class:`ValueError` for a malformed ``serial``."""
         if state.serial == 0 and plan.lineage:
             state.lineage = plan.lineage
         self._sweep_interrupted()
         # the journal first says what is about to happen (one transaction for the plan)
         self.backend.intend(state.serial, intents_of(plan))
+        batches = None
+        if serial is not None:
+            present = {host_of(c.address) for c in plan.changes} | set(plan.hosts_down)
+            order = [h for h in [LOCAL, *self.inventory.hosts] if h in present]
+            order += sorted(present - set(order))
+            batches = serial_batches(order, serial)
         result = apply_plan(plan, state, self.connector, self.backend,
                             parallelism=parallelism, on_event=on_event,
-                            should_stop=should_stop)
+                            should_stop=should_stop, forks=forks, batches=batches,
+                            max_fail_percent=max_fail_percent, on_host=on_host)
         self.backend.write(result.state,
                            operation or ("destroy" if plan.destroy else "apply"),
                            revision=git_revision(self.project.root),
@@ -232,12 +320,16 @@ class Session:
         return result
 
     # -- refresh, drift, import, rollback ------------------------------------------------------
-    def refresh(self, state: State, stack: Stack | None = None) -> tuple[State, list[Drift]]:
-        """Read every object in state (one batch per type) and return the refreshed state and
-        what changed outside tectum since the last apply (Terraform's prev-run vs prior
-        state). Objects that are gone leave state, as ``terraform refresh`` does. Attributes
-        in a resource's ``ignore_changes`` (from ``stack``) are not reported."""
+    def refresh(self, state: State, stack: Stack | None = None, *, forks: int = 50
+                ) -> tuple[State, list[Drift]]:
+        """Read every object in state (one round trip per host for the facts, up to ``forks``
+        hosts at once) and return the refreshed state and what changed outside tectum since the
+        last apply (Terraform's prev-run vs prior state). Objects that are gone leave state, as
+        ``terraform refresh`` does. Attributes in a resource's ``ignore_changes`` (from
+        ``stack``) are not reported. Hosts outside ``--limit`` are not read; hosts that are
+        down are named in :attr:`hosts_down` and their records kept as they are."""
         from tectum.addrs import ResourceAddress
+        from tectum.engine.planner import Planner
         from tectum.providers.registry import registry
 
         ignored: dict[str, set[str]] = {}
@@ -245,33 +337,52 @@ class Session:
             ignored = {a: set(d.ignore_changes) for a, d in stack.resources.items()}
         new = state.copy()
         drifts: list[Drift] = []
-        batches: dict[tuple[str | None, str], list[ResourceRecord]] = {}
+        by_host: dict[str | None, dict[str, list[ResourceRecord]]] = {}
         for rec in state.resources.values():
             host = ResourceAddress.parse(rec.address).host
-            batches.setdefault((host, rec.type), []).append(rec)
-        for (host, type_name), recs in batches.items():
-            rt = registry.get(type_name)
-            if rt is None:
-                raise DiagnosticError(Diagnostic.error(
-                    "Unknown resource type",
-                    f"State holds {recs[0].address} of type {type_name!r}, which no provider "
-                    "offers.", address=recs[0].address))
-            found = rt.read(self.connector(host), [r.attributes for r in recs])
-            for rec, obs in zip(recs, found, strict=True):
-                if obs is None:
-                    drifts.append(Drift(rec.address, rec.type, "deleted", []))
-                    del new.resources[rec.address]
-                    continue
-                now = rt.stored(obs)
-                changed = [
-                    (k, v, now[k]) for k, v in rec.attributes.items()
-                    if k in now and now[k] != v and k not in rt.unobserved
-                    and k not in ignored.get(rec.address, ())
-                ]
-                if changed:
-                    drifts.append(Drift(rec.address, rec.type, "changed", changed))
-                new.resources[rec.address] = rec._replace(
-                    attributes={**rec.attributes, **now})
+            if self.in_limit(host):
+                by_host.setdefault(host, {}).setdefault(rec.type, []).append(rec)
+        batches: dict[str | None, list[tuple[Any, list[tuple[str, dict[str, Any]]]]]] = {}
+        for host, types in by_host.items():
+            for type_name, recs in types.items():
+                rt = registry.get(type_name)
+                if rt is None:
+                    raise DiagnosticError(Diagnostic.error(
+                        "Unknown resource type",
+                        f"State holds {recs[0].address} of type {type_name!r}, which no "
+                        "provider offers.", address=recs[0].address))
+                batches.setdefault(host, []).append(
+                    (rt, [(r.address, r.attributes) for r in recs]))
+        planner = Planner(self.connector, self.in_limit, parallelism=forks)
+        hosts = list(batches)
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max(1, min(forks, len(hosts) or 1))) as pool:
+            done = list(pool.map(lambda h: planner.read_host(h, batches[h]), hosts))
+        self.hosts_down = {}
+        for host, (found, diags, down) in zip(hosts, done, strict=True):
+            diags.raise_if_errors()
+            if down is not None:
+                self.hosts_down[host or LOCAL] = down
+                continue
+            for rt, items in batches[host]:
+                for address, _ in items:
+                    rec = state.resources[address]
+                    obs = found.get(address)
+                    if obs is None:
+                        drifts.append(Drift(rec.address, rec.type, "deleted", []))
+                        del new.resources[rec.address]
+                        continue
+                    now = rt.stored(obs)
+                    changed = [
+                        (k, v, now[k]) for k, v in rec.attributes.items()
+                        if k in now and now[k] != v and k not in rt.unobserved
+                        and k not in ignored.get(rec.address, ())
+                    ]
+                    if changed:
+                        drifts.append(Drift(rec.address, rec.type, "changed", changed))
+                    new.resources[rec.address] = rec._replace(
+                        attributes={**rec.attributes, **now})
         return new, drifts
 
     def import_object(self, stack: Stack, state: State, address: str, ident: str) -> State:

@@ -193,10 +193,15 @@ class ResourceChange:
 
 
 class Plan:
-    """Every decision of one run. ``lineage``/``serial`` identify the state it was made from."""
+    """Every decision of one run. ``lineage``/``serial`` identify the state it was made from.
+
+    ``hosts_down`` maps each inventory host that could not be read to ``(kind, reason)``, kind
+    ``unreachable`` (no answer, connection lost) or ``refused`` (host key, login): its resources
+    are not in the plan and their state is kept as it was. ``limit`` is the ``--limit`` host
+    list the plan was made for (None: every host)."""
 
     __slots__ = ("changes", "outputs", "output_sensitive", "lineage", "serial", "destroy",
-                 "workspace", "variables")
+                 "workspace", "variables", "hosts_down", "limit")
 
     def __init__(
         self,
@@ -217,6 +222,8 @@ class Plan:
         self.destroy = destroy
         self.workspace = workspace
         self.variables: dict[str, Any] = variables if variables is not None else {}
+        self.hosts_down: dict[str, tuple[str, str]] = {}
+        self.limit: list[str] | None = None
 
     def counts(self) -> dict[str, int]:
         counts = {"add": 0, "change": 0, "replace": 0, "destroy": 0, "adopt": 0, "move": 0}
@@ -248,6 +255,8 @@ class Plan:
             "resource_changes": [c.to_json() for c in self.changes],
             "outputs": self.outputs,
             "output_sensitive": self.output_sensitive,
+            "hosts_down": {h: {"kind": k, "reason": r} for h, (k, r) in self.hosts_down.items()},
+            "limit": self.limit,
         }
 
     @classmethod
@@ -265,7 +274,16 @@ class Plan:
                 raise ValueError(f"{key} must be an object")
         if not all(isinstance(v, bool) for v in data.get("output_sensitive", {}).values()):
             raise ValueError("output_sensitive must map names to true/false")
-        return cls(
+        down = data.get("hosts_down", {})
+        if not isinstance(down, dict) or not all(
+                isinstance(v, dict) and isinstance(v.get("kind"), str)
+                and isinstance(v.get("reason"), str) for v in down.values()):
+            raise ValueError("hosts_down must map hosts to {kind, reason}")
+        limit = data.get("limit")
+        if limit is not None and (not isinstance(limit, list)
+                                  or not all(isinstance(h, str) for h in limit)):
+            raise ValueError("limit must be a list of host names")
+        plan = cls(
             changes=[ResourceChange.from_json(c) for c in rcs],
             outputs=dict(data.get("outputs", {})),
             output_sensitive=dict(data.get("output_sensitive", {})),
@@ -275,3 +293,6 @@ class Plan:
             workspace=str(data.get("workspace", "default")),
             variables=dict(data.get("variables", {})),
         )
+        plan.hosts_down = {h: (v["kind"], v["reason"]) for h, v in down.items()}
+        plan.limit = list(limit) if limit is not None else None
+        return plan

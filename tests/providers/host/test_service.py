@@ -234,7 +234,9 @@ def test_read_batches_in_one_command(rt: ServiceType, svc: Svc) -> None:
     argv = commands(conn)[0]
     # names travel as positional arguments, never inside the script text
     assert argv[:2] == ["sh", "-c"] and svc.name not in argv[2]
-    assert argv[3:] == ["sh", svc.name, missing]
+    # one command for either init system: the count, the names, then their systemd units
+    assert argv[3:] == ["sh", "2", svc.name, missing, f"{svc.name}.service",
+                        f"{missing}.service"]
 
 
 # -- running --------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from tectum.plans.plan import Action, AttrChange, ResourceChange
 from tectum.providers.base import ApplyError, ResourceType
+from tectum.providers.host.connector import FactRequest
 from tectum.schema import Attr, Schema
 
 if TYPE_CHECKING:
@@ -145,13 +146,16 @@ class PackageType(ResourceType):
         found = self._query(conn, names)
         return [dict(found.get(n) or _absent(n)) for n in names]
 
+    def facts(self, objects: Sequence[dict[str, Any]]) -> FactRequest:
+        unique = list(dict.fromkeys(str(o["name"]) for o in objects))
+        return FactRequest(commands=(_dpkg_query(unique),) if unique else ())
+
     def _query(self, conn: Connector, names: Sequence[str]) -> dict[str, dict[str, Any]]:
         """``{name: {"name", "ensure", "version"}}`` for the names dpkg knows as installed."""
         unique = list(dict.fromkeys(names))
         if not unique:
             return {}
-        result = conn.run(["dpkg-query", "-W", "-f", DPKG_FORMAT, "--", *unique],
-                          mutating=False)
+        result = conn.run(_dpkg_query(unique), mutating=False)
         if result.returncode not in (0, 1):
             raise ApplyError(f"cannot read packages: dpkg-query failed "
                              f"(exit {result.returncode}): {result.error_text()}")
@@ -316,3 +320,7 @@ def _last_error(output: str) -> str:
     lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
     errors = [ln for ln in lines if ln.startswith("E:")]
     return (errors or lines or ["no output"])[-1]
+
+
+def _dpkg_query(names: Sequence[str]) -> tuple[str, ...]:
+    return ("dpkg-query", "-W", "-f", DPKG_FORMAT, "--", *names)

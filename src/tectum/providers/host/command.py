@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 from tectum.plans.plan import Action, AttrChange, ResourceChange
 from tectum.providers.base import ApplyError, ResourceType
+from tectum.providers.host.connector import FactRequest
+from tectum.providers.host.files import not_encodable, path_problem
 from tectum.schema import Attr, Schema
 from tectum.values import is_known
 
@@ -62,7 +64,7 @@ def _valid_command(value: Any) -> str | None:
             return "must not be empty"
         if "\x00" in value:
             return "must not contain a NUL byte"
-        return None
+        return not_encodable(value)
     if isinstance(value, list):
         if not value:
             return "must not be an empty list"
@@ -71,6 +73,9 @@ def _valid_command(value: Any) -> str | None:
                 return f"every item must be a string, got {item!r}"
             if "\x00" in item:
                 return "items must not contain a NUL byte"
+            problem = not_encodable(item)
+            if problem is not None:
+                return f"items {problem}"
         if value[0] == "":
             return "the program (first item) must not be empty"
         return None
@@ -84,7 +89,7 @@ def _valid_abs_path(value: Any) -> str | None:
         return "must be an absolute path (starting with /)"
     if "\x00" in value:
         return "must not contain a NUL byte"
-    return None
+    return path_problem(value)
 
 
 def _valid_environment(value: Any) -> str | None:
@@ -97,6 +102,9 @@ def _valid_environment(value: Any) -> str | None:
             return f"the value of {key} must be a string, got {item!r}"
         if "\x00" in item:
             return f"the value of {key} must not contain a NUL byte"
+        problem = not_encodable(item)
+        if problem is not None:
+            return f"the value of {key} {problem}"
     return None
 
 
@@ -153,12 +161,17 @@ class CommandType(ResourceType):
     def check(self, attrs: dict[str, Any]) -> list[str]:
         problems: list[str] = []
         command = attrs.get("command")
-        if command is None or (not _is_token(command) and _valid_command(command)):
-            problems.append("Set command to a non-empty string (run by /bin/sh -c) or a "
-                            "non-empty list of arguments (run without a shell).")
+        problem = "is not set" if command is None else (
+            None if _is_token(command) else _valid_command(command))
+        if problem is not None:
+            problems.append(f"command {problem}. Set command to a non-empty string (run by "
+                            "/bin/sh -c) or a non-empty list of arguments (run without a "
+                            "shell).")
         creates = attrs.get("creates")
-        if creates is not None and _valid_abs_path(creates):
-            problems.append(f"creates must be an absolute path, got {creates!r}.")
+        problem = _valid_abs_path(creates) if creates is not None else None
+        if problem is not None:
+            shown = repr(creates) if len(creates) <= 80 else f"{creates[:60]!r}..."
+            problems.append(f"creates {problem}, got {shown}.")
         return problems
 
     def describe(self, attrs: dict[str, Any]) -> str:
@@ -167,6 +180,14 @@ class CommandType(ResourceType):
         return text if len(text) <= 60 else text[:57] + "..."
 
     # -- refresh -------------------------------------------------------------------------
+    def facts(self, objects: Sequence[dict[str, Any]]) -> FactRequest:
+        """The ``creates`` paths (``unless`` commands are the user's: they run on their own)."""
+        return FactRequest(paths=tuple(
+            str(o["creates"]) for o in objects
+            if _has_guard(o) and o.get("creates") is not None
+            and is_known([o.get("creates"), o.get("unless"), o.get("cwd"),
+                          o.get("environment")])))
+
     def read(self, conn: Connector, objects: Sequence[dict[str, Any]]
              ) -> list[dict[str, Any] | None]:
         """Evaluate every object's guard: all ``creates`` paths in one ``stat_paths`` call, then

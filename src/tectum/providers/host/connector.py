@@ -63,8 +63,34 @@ class PathFact(NamedTuple):
     target: str | None = None
 
 
+class FactRequest(NamedTuple):
+    """Facts a resource type's :meth:`~tectum.providers.base.ResourceType.read` will ask for, so
+    a connector can fetch every fact of a host in one round trip (:meth:`Connector.prefetch`):
+    ``paths`` to stat, ``content`` paths whose regular files' bytes are read too, and read-only
+    ``commands`` (argv tuples run without input, environment or working directory)."""
+
+    paths: tuple[str, ...] = ()
+    content: tuple[str, ...] = ()
+    commands: tuple[tuple[str, ...], ...] = ()
+
+
+def merge_facts(requests: Sequence[FactRequest]) -> FactRequest:
+    """One request for all of ``requests`` (duplicates dropped, order kept)."""
+    return FactRequest(
+        tuple(dict.fromkeys(p for r in requests for p in r.paths)),
+        tuple(dict.fromkeys(p for r in requests for p in r.content)),
+        tuple(dict.fromkeys(c for r in requests for c in r.commands)))
+
+
 class Connector(Protocol):
     host: str
+
+    def prefetch(self, request: FactRequest) -> None:
+        """Fetch ``request``'s facts now, in as few round trips as the transport allows; later
+        reads asking exactly for them are answered from memory until :meth:`forget_facts`."""
+        ...
+
+    def forget_facts(self) -> None: ...
 
     def run(
         self,
@@ -169,6 +195,12 @@ class LocalConnector:
                                     **fields}
         with self._lock:
             self.log.append(entry)
+
+    def prefetch(self, request: FactRequest) -> None:
+        """Nothing to gain locally: every read is already in-process or one local command."""
+
+    def forget_facts(self) -> None:
+        """No fact cache locally."""
 
     def close(self) -> None:
         """Flush the command log to ``TECTUM_COMMAND_LOG`` (if set)."""

@@ -9,16 +9,49 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from tectum.plans.plan import Action, AttrChange, ResourceChange
 from tectum.providers.base import ApplyError, ResourceType
-from tectum.providers.host.connector import ConnectorError, PathFact
+from tectum.providers.host.connector import ConnectorError, FactRequest, PathFact
 from tectum.schema import Attr, Schema
 
 if TYPE_CHECKING:
     from tectum.providers.host.connector import Connector
+
+
+#: Linux limits in bytes: a whole path (PATH_MAX, counting its NUL) and one name in it (NAME_MAX)
+PATH_MAX = 4096
+NAME_MAX = 255
+
+
+def not_encodable(value: str) -> str | None:
+    """Why ``value`` cannot be sent to a host as bytes, or None. Undecodable bytes arrive as
+    surrogateescape characters (U+DC80..U+DCFF) and are fine; any other surrogate is not."""
+    try:
+        value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError as exc:
+        return (f"must not contain the lone surrogate {value[exc.start]!r} (at position "
+                f"{exc.start}): it is neither a character nor an undecodable byte")
+    return None
+
+
+def path_problem(value: str) -> str | None:
+    """What makes an absolute path unusable on a Linux host (encoding, PATH_MAX, NAME_MAX)."""
+    problem = not_encodable(value)
+    if problem is not None:
+        return problem
+    size = len(value.encode("utf-8", "surrogateescape"))
+    if size >= PATH_MAX:
+        return f"must be shorter than {PATH_MAX} bytes (PATH_MAX); it has {size}"
+    for part in value.split("/"):
+        size = len(part.encode("utf-8", "surrogateescape"))
+        if size > NAME_MAX:
+            return (f"has a name of {size} bytes ({part[:20]!r}...); a name in a path has at "
+                    f"most {NAME_MAX} (NAME_MAX)")
+    return None
 
 
 def _abs_path(value: Any) -> str | None:
@@ -28,6 +61,42 @@ def _abs_path(value: Any) -> str | None:
         return "must not contain a NUL byte"
     if value != "/" and value.endswith("/"):
         return "must not end with /"
+    if value.rsplit("/", 1)[1] in (".", ".."):
+        return "must name the object itself, not end with /. or /.."
+    return path_problem(value)
+
+
+# "+0", " 0", "0 ": not an account name, but coreutils (chown, id) read it as the id 0
+_NUMERIC_ID = re.compile(r"\s*\+?\d+\s*")
+
+
+def _account(value: Any) -> str | None:
+    """Validator for ``owner`` and ``group``: a name (or an id written as plain digits)."""
+    if not isinstance(value, str):
+        return None
+    if not value:
+        return "must not be empty (leave it unset to keep the current one)"
+    if "\x00" in value:
+        return "must not contain a NUL byte"
+    if _NUMERIC_ID.fullmatch(value) and not re.fullmatch(r"[0-9]+", value):
+        return (f"{value!r} is not a name, and chown would read it as a numeric id; write an id "
+                "as plain digits (0-9)")
+    return not_encodable(value)
+
+
+def _link_target(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    if not value:
+        return "must not be empty"
+    if "\x00" in value:
+        return "must not contain a NUL byte"
+    problem = not_encodable(value)
+    if problem is not None:
+        return problem
+    size = len(value.encode("utf-8", "surrogateescape"))
+    if size >= PATH_MAX:
+        return f"must be shorter than {PATH_MAX} bytes (PATH_MAX); it has {size}"
     return None
 
 
@@ -53,8 +122,8 @@ def normalize_mode(value: Any) -> str | None:
 
 _OWNERSHIP = {
     "mode": Attr((str, int), validate=_mode, description="permission bits, e.g. \"0644\""),
-    "owner": Attr(str, description="user name owning the object"),
-    "group": Attr(str, description="group name owning the object"),
+    "owner": Attr(str, validate=_account, description="user name owning the object"),
+    "group": Attr(str, validate=_account, description="group name owning the object"),
 }
 
 
@@ -151,9 +220,21 @@ class FileType(_PathType):
 
             out["content"] = render(os.path.join(base_dir, template), tvars)
         content = out.get("content")
+        if isinstance(content, str):
+            try:
+                content.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                where = f" (rendered from template {template})" if template is not None else ""
+                raise ValueError(
+                    f"content{where} holds {content[exc.start]!r} at position {exc.start}, a "
+                    "lone surrogate (an undecodable byte?): file content must be text that "
+                    "encodes as UTF-8") from None
         if isinstance(content, str) and "${tectum:" not in content:
             out["content_sha256"] = hashlib.sha256(content.encode()).hexdigest()
         return out
+
+    def facts(self, objects: Sequence[dict[str, Any]]) -> FactRequest:
+        return FactRequest(content=tuple(str(o["path"]) for o in objects))
 
     def read(self, conn: Connector, objects: Sequence[dict[str, Any]]
              ) -> list[dict[str, Any] | None]:
@@ -237,6 +318,9 @@ class DirectoryType(_PathType):
         **_OWNERSHIP,
     })
 
+    def facts(self, objects: Sequence[dict[str, Any]]) -> FactRequest:
+        return FactRequest(paths=tuple(str(o["path"]) for o in objects))
+
     def read(self, conn: Connector, objects: Sequence[dict[str, Any]]
              ) -> list[dict[str, Any] | None]:
         facts = conn.stat_paths([o["path"] for o in objects])
@@ -279,8 +363,12 @@ class SymlinkType(_PathType):
     schema = Schema({
         "path": Attr(str, required=True, identity=True, force_new=True, validate=_abs_path,
                      description="absolute path of the link"),
-        "target": Attr(str, required=True, description="what the link points to"),
+        "target": Attr(str, required=True, validate=_link_target,
+                       description="what the link points to"),
     })
+
+    def facts(self, objects: Sequence[dict[str, Any]]) -> FactRequest:
+        return FactRequest(paths=tuple(str(o["path"]) for o in objects))
 
     def read(self, conn: Connector, objects: Sequence[dict[str, Any]]
              ) -> list[dict[str, Any] | None]:

@@ -47,7 +47,7 @@ from tectum.providers.base import ApplyError, ResourceType
 from tectum.schema import Attr, Schema
 
 if TYPE_CHECKING:
-    from tectum.providers.host.connector import CommandResult, Connector
+    from tectum.providers.host.connector import CommandResult, Connector, FactRequest
 
 _NAME_RE = re.compile(r"[A-Za-z0-9@._-]+")
 #: How long a start / restart / reload / stop gets to show in the status.
@@ -88,6 +88,24 @@ for n in "$@"; do
   printf '%s\t1\t%s\t%s\t%s\n' "$n" "$rc" "$enabled" "$links"
 done
 """
+
+# Both readers in one command (plan-time reads: one round trip per host). Arguments: COUNT, then
+# COUNT service names, then their COUNT systemd unit names. Prints the init system first.
+_READ_ANY = r"""
+n=$1; shift
+if [ -d /run/systemd/system ]; then
+  echo systemd
+  shift "$n"
+  exec systemctl show --no-pager --property=LoadState,ActiveState,UnitFileState -- "$@"
+fi
+echo sysv
+i=0
+for x in "$@"; do
+  if [ "$i" -lt "$n" ]; then set -- "$@" "$x"; fi
+  i=$((i + 1))
+done
+shift $((2 * n))
+""" + _SYSV_READ
 
 
 def _valid_name(value: Any) -> str | None:
@@ -132,11 +150,32 @@ class ServiceType(ResourceType):
         whether System V rc links exist at all) or None when the service does not exist.
         Raises :class:`ApplyError` when the status command itself cannot run.
         """
-        names = [str(o["name"]) for o in objects]
+        names = list(dict.fromkeys(str(o["name"]) for o in objects))
         if not names:
             return []
-        found = self._read(conn, names, self._systemd(conn))
-        return [found.get(n) for n in names]
+        res = conn.run(self._read_argv(names), mutating=False, timeout=_READ_TIMEOUT)
+        mode, _, rest = res.stdout.partition(b"\n")
+        if mode == b"systemd":
+            found = self._parse_systemd(res._replace(stdout=rest), names)
+        elif mode == b"sysv" and res.ok:
+            found = self._parse_sysv(res._replace(stdout=rest), names)
+        else:
+            raise ApplyError(f"cannot read services: {_tail(res)}")
+        return [found.get(str(o["name"])) for o in objects]
+
+    def facts(self, objects: Sequence[dict[str, Any]]) -> FactRequest:
+        """The one read command, so a host's facts come back in one round trip."""
+        from tectum.providers.host.connector import FactRequest
+
+        names = list(dict.fromkeys(str(o["name"]) for o in objects))
+        return FactRequest(commands=(tuple(self._read_argv(names)),) if names else ())
+
+    @staticmethod
+    def _read_argv(names: Sequence[str]) -> list[str]:
+        """One command that reads every service with whichever init system runs:
+        ``sh -c _READ_ANY sh COUNT NAME... UNIT...``; it prints ``systemd`` or ``sysv`` first."""
+        return ["sh", "-c", _READ_ANY, "sh", str(len(names)), *names,
+                *(_unit(n) for n in names)]
 
     @staticmethod
     def _systemd(conn: Connector) -> bool:
@@ -154,6 +193,11 @@ class ServiceType(ResourceType):
                        timeout=_READ_TIMEOUT)
         if not res.ok:
             raise ApplyError(f"cannot read services: {_tail(res)}")
+        return self._parse_sysv(res, names)
+
+    @staticmethod
+    def _parse_sysv(res: CommandResult, names: Sequence[str]
+                    ) -> dict[str, dict[str, Any] | None]:
         out: dict[str, dict[str, Any] | None] = {}
         for line in res.text().splitlines():
             parts = line.split("\t")
@@ -178,6 +222,11 @@ class ServiceType(ResourceType):
             mutating=False,
             timeout=_READ_TIMEOUT,
         )
+        return self._parse_systemd(res, names)
+
+    @staticmethod
+    def _parse_systemd(res: CommandResult, names: Sequence[str]
+                       ) -> dict[str, dict[str, Any] | None]:
         if not res.ok:
             raise ApplyError(f"cannot read services: systemctl show failed: {_tail(res)}")
         # One block of KEY=VALUE lines per unit, in argument order, separated by blank lines.

@@ -59,7 +59,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import asyncssh
 
-from tectum.providers.host.connector import CommandResult, ConnectorError, PathFact
+from tectum.providers.host.connector import CommandResult, ConnectorError, FactRequest, PathFact
 
 __all__ = [
     "AuthenticationFailed",
@@ -297,6 +297,45 @@ done
 exit 0
 """
 
+# the start of the one-round-trip fact script (prefetch): $1 the stat format, $2 how many of the
+# NUL-separated paths on stdin (the first ones) have their contents read; then one line per
+# command is appended. Every part is emitted as "RC OUTLEN ERRLEN\n" + stdout + stderr.
+_GATHER = """\
+LC_ALL=C QUOTING_STYLE=literal; export LC_ALL QUOTING_STYLE
+umask 077
+t=$(mktemp -d) || exit 96
+trap 'rm -rf -- "$t"' EXIT
+cat > "$t/p" || exit 96
+emit() { printf '%s %s %s\\n' "$1" "$(wc -c < "$t/o")" "$(wc -c < "$t/e")"; cat -- "$t/o" "$t/e"; }
+xargs -0 -r stat --printf "$1" -- < "$t/p" > "$t/o" 2> "$t/e"; emit $?
+head -z -n "$2" "$t/p" > "$t/c" || exit 96
+if [ "$2" -gt 0 ]; then
+  tar -c -f - -P --no-recursion --hard-dereference --null --no-unquote --verbatim-files-from \\
+      -T "$t/c" > "$t/o" 2> "$t/e"; emit $?
+else
+  : > "$t/o"; : > "$t/e"; emit 0
+fi"""
+
+
+def _split_parts(data: bytes, count: int) -> list[tuple[int, bytes, bytes]]:
+    """``count`` parts of ``RC OUTLEN ERRLEN\\n`` + stdout + stderr (the fact script's output);
+    raises :class:`ConnectorError` when the output is cut short or malformed."""
+    out: list[tuple[int, bytes, bytes]] = []
+    at = 0
+    for _ in range(count):
+        end = data.find(b"\n", at)
+        try:
+            rc, n_out, n_err = (int(x) for x in data[at:end].split())
+        except ValueError:
+            raise ConnectorError("the fact script's output is malformed (cut short?)") from None
+        body = data[end + 1:end + 1 + n_out + n_err]
+        if end < 0 or len(body) != n_out + n_err:
+            raise ConnectorError("the fact script's output is cut short")
+        out.append((rc, body[:n_out], body[n_out:]))
+        at = end + 1 + n_out + n_err
+    return out
+
+
 _EXISTS = """\
 if [ -e "$1" ] || [ -h "$1" ]; then exit 0; fi
 exit 1
@@ -378,6 +417,7 @@ class SSHConnector:
         connect_timeout: float = 10.0,
         command_timeout: float = 600.0,
         log_path: str | None = None,
+        fail_fast: bool = False,
     ) -> None:
         if become_password is not None and ("\n" in become_password or "\r" in become_password
                                             or "\x00" in become_password):
@@ -415,6 +455,15 @@ class SSHConnector:
         self._tofu_key: asyncssh.SSHKey | None = None
         self._accepted_unknown: asyncssh.SSHKey | None = None
         self._marker = f"tectum-become-{secrets.token_hex(12)}"
+        #: with ``fail_fast``, the first unreachable / refused connection is final: later calls
+        #: raise at once (one run does not wait for a dead host once per resource)
+        self.fail_fast = fail_fast
+        #: why the host is out of this run (``fail_fast``): ``(kind, message)``, kind
+        #: ``unreachable`` or ``refused`` (host key, authentication)
+        self.down: tuple[str, str] | None = None
+        self._fact_paths: dict[str, PathFact | None] = {}
+        self._fact_content: set[str] = set()
+        self._fact_runs: dict[tuple[str, ...], CommandResult] = {}
 
     def __repr__(self) -> str:
         return (f"SSHConnector({self.host!r}, {self.address!r}, port={self.port}, "
@@ -643,13 +692,25 @@ class SSHConnector:
     def _exec(self, script: str, args: Sequence[str], stdin: bytes = b"",
               timeout: float | None = None) -> _Exec:
         """Run SCRIPT on the host (one round trip); become is applied here."""
+        if self.down is not None:
+            kind, message = self.down
+            raise HostUnreachable(message) if kind == "unreachable" else ConnectorError(message)
         command = self._command_line(script, args)
         if self.become:
             head = b"" if self._become_password is None else \
                 self._become_password.encode() + b"\n"
             stdin = head + self._marker.encode() + b"\n" + stdin
         limit = timeout if timeout is not None else self.command_timeout
-        result = self._call(lambda: self._aexec(command, stdin, limit))
+        try:
+            result = self._call(lambda: self._aexec(command, stdin, limit))
+        except HostUnreachable as exc:
+            if self.fail_fast:
+                self.down = ("unreachable", str(exc))
+            raise
+        except (HostKeyError, AuthenticationFailed) as exc:
+            if self.fail_fast:
+                self.down = ("refused", str(exc))
+            raise
         if self.become and not result.timed_out:
             mark = self._marker.encode() + b"\n"
             at = result.stderr.find(mark)
@@ -704,6 +765,9 @@ class SSHConnector:
                 raise HostUnreachable(f"{self._where()} did not answer within "
                                       f"{self.connect_timeout:g} s") from None
             except asyncssh.ChannelOpenError as exc:
+                if conn.is_closed() or (self._client is not None and self._client.lost):
+                    raise HostUnreachable(f"lost the connection to {self._where()}: "
+                                          f"{exc.reason}") from None
                 if exc.code != asyncssh.OPEN_CONNECT_FAILED or attempt == 39:
                     raise ConnectorError(f"cannot open an SSH session on {self._where()}: "
                                          f"{exc.reason}") from None
@@ -746,6 +810,10 @@ class SSHConnector:
                 raise ValueError(f"{key!r} is not a valid environment variable name")
             assignments.append(f"{key}={_no_nul(value, f'the value of {key}')}")
         self._record("run", mutating, argv=list(argv))
+        if not mutating and input is None and not env and cwd is None:
+            cached = self._fact_runs.get(argv)
+            if cached is not None:
+                return cached
         limit = timeout if timeout is not None else self.command_timeout
         started = time.monotonic()
         # env(1) would take a program named "a=b" for one more assignment; sh's exec does not
@@ -766,6 +834,10 @@ class SSHConnector:
         paths = list(paths)
         if not paths:
             return []
+        if all(p in self._fact_paths for p in paths) and (not content or all(
+                p in self._fact_content or (f := self._fact_paths[p]) is None
+                or f.kind != "file" for p in paths)):
+            return [self._fact_paths[p] for p in paths]
         data = b"".join(_no_nul(p, "a path").encode("utf-8", "surrogateescape") + b"\0"
                         for p in paths)
         result = self._exec(_STAT_CONTENT if content else _STAT, [_STAT_FORMAT], data)
@@ -839,7 +911,64 @@ class SSHConnector:
                         contents[member.name] = fh.read()
         return contents
 
+    # -- all facts at once -------------------------------------------------------------------
+    def prefetch(self, request: FactRequest) -> None:
+        """Fetch every fact of ``request`` in **one round trip**: one remote script stats all
+        paths, streams the content paths' bytes as one tar archive and runs each read-only
+        command (under the same ``timeout``/``env`` wrapper as :meth:`run`), reporting each
+        part length-prefixed. :meth:`stat_paths`, :meth:`exists` and :meth:`run` (non-mutating,
+        no input/env/cwd) answer from what came back until :meth:`forget_facts`. Raises like
+        :meth:`stat_paths`."""
+        content = list(dict.fromkeys(request.content))
+        paths = content + [p for p in dict.fromkeys(request.paths) if p not in set(content)]
+        commands = [c for c in dict.fromkeys(request.commands) if c and "=" not in c[0]]
+        if not paths and not commands:
+            return
+        lines = [_GATHER]
+        limit = f"{max(self.command_timeout, 0.001):.3f}"
+        for argv in commands:
+            words = " ".join(shlex.quote(_no_nul(a, "argv")) for a in argv)
+            lines.append(f"(exec timeout -k {_KILL_AFTER} {limit} env -- LC_ALL=C LANG=C "
+                         f"{words}) </dev/null >\"$t/o\" 2>\"$t/e\"; emit $?")
+        lines.append("exit 0")
+        data = b"".join(_no_nul(p, "a path").encode("utf-8", "surrogateescape") + b"\0"
+                        for p in paths)
+        self._record("facts", False, paths=len(paths), commands=len(commands))
+        result = self._exec("\n".join(lines), [_STAT_FORMAT, str(len(content))], data,
+                            timeout=self.command_timeout + _KILL_AFTER + _BACKSTOP)
+        if result.timed_out or result.returncode != 0:
+            raise ConnectorError(f"cannot read facts on {self._where()}: "
+                                 f"{_strerror(result.stderr) or 'timed out'} "
+                                 f"(exit code {result.returncode})")
+        parts = _split_parts(result.stdout, 2 + len(commands))
+        for rc, _out, err in parts[:2]:
+            problems = [line for line in err.splitlines()
+                        if line.strip() and not line.rstrip().endswith(_BENIGN)]
+            if problems or rc not in (0, 123, 2):
+                detail = (problems or [b"exit code %d" % rc])[-1]
+                raise ConnectorError(f"cannot read paths on {self._where()}: "
+                                     f"{detail.decode('utf-8', 'replace')}")
+        records = self._parse_stat(parts[0][1])
+        contents = self._parse_tar(parts[1][1]) if content else {}
+        for path in paths:
+            fact = records.get(path)
+            if fact is not None and fact.kind == "file" and path in contents:
+                data_ = contents[path]
+                fact = fact._replace(sha256=hashlib.sha256(data_).hexdigest(), content=data_)
+            self._fact_paths[path] = fact
+        self._fact_content.update(content)
+        for argv, (rc, out, err) in zip(commands, parts[2:], strict=True):
+            self._fact_runs[argv] = CommandResult(argv, rc, out, err)
+
+    def forget_facts(self) -> None:
+        """Drop prefetched facts: later reads go to the host again."""
+        self._fact_paths = {}
+        self._fact_content = set()
+        self._fact_runs = {}
+
     def exists(self, path: str) -> bool:
+        if path in self._fact_paths:
+            return self._fact_paths[path] is not None
         result = self._exec(_EXISTS, [path])
         if result.returncode in (0, 1):
             return result.returncode == 0

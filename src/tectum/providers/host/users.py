@@ -30,11 +30,14 @@ from __future__ import annotations
 import re
 import threading
 import time
+import unicodedata
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from tectum.plans.plan import Action, AttrChange, ResourceChange
 from tectum.providers.base import ApplyError, ResourceType
+from tectum.providers.host.connector import FactRequest
+from tectum.providers.host.files import path_problem
 from tectum.schema import Attr, Schema
 from tectum.values import is_known
 
@@ -88,10 +91,28 @@ def _valid_id(value: Any) -> str | None:
     return None
 
 
+#: bytes of one passwd field; shadow-utils fails to write an entry longer than about 32 KiB
+_FIELD_MAX = 16384
+
+
 def _valid_field(value: Any) -> str | None:
-    """A passwd field: ':' separates fields and a newline separates entries."""
-    if isinstance(value, str) and not _is_token(value) and any(c in value for c in ":\n\r\x00"):
+    """A passwd field: ':' separates fields and a newline separates entries; shadow-utils
+    refuses to write control characters, and the entries are read back as UTF-8 text split
+    into lines (so no other line separators either)."""
+    if not isinstance(value, str) or _is_token(value):
+        return None
+    if any(c in value for c in ":\n\r\x00"):
         return "must not contain ':', a newline or a NUL byte"
+    for i, c in enumerate(value):
+        if "\ud800" <= c <= "\udfff":
+            return (f"must be text that encodes as UTF-8: {c!r} at position {i} is a lone "
+                    "surrogate (an undecodable byte?)")
+        if unicodedata.category(c) in ("Cc", "Zl", "Zp"):
+            return (f"must not contain control characters or line separators ({c!r} at "
+                    f"position {i})")
+    size = len(value.encode("utf-8"))
+    if size > _FIELD_MAX:
+        return f"must be at most {_FIELD_MAX} bytes long; it has {size}"
     return None
 
 
@@ -100,7 +121,7 @@ def _valid_abs_path(value: Any) -> str | None:
         return None
     if not value.startswith("/"):
         return "must be an absolute path (starting with /)"
-    return _valid_field(value)
+    return _valid_field(value) or path_problem(value)
 
 
 _ENSURE = Attr(str, default="present", choices=("present", "absent"),
@@ -147,13 +168,19 @@ class _Accounts:
 _SEPARATOR = "-"  # a line no passwd/group entry can be (entries always hold ':')
 
 
+def _accounts_argv(*, users: bool) -> tuple[str, ...]:
+    script = ("getent passwd && echo " + _SEPARATOR + " && getent group") if users \
+        else "getent group"
+    return ("/bin/sh", "-c", script)
+
+
 def _read_accounts(conn: Connector, *, users: bool) -> _Accounts:
     """All accounts in one read-only command (``getent`` also sees NSS sources beyond files;
     the first entry for a name wins, as with ``getent NAME``). Raises :class:`ApplyError` when
     the command fails."""
-    script = ("getent passwd && echo " + _SEPARATOR + " && getent group") if users \
-        else "getent group"
-    result = conn.run(["/bin/sh", "-c", script], mutating=False)
+    argv = _accounts_argv(users=users)
+    script = argv[-1]
+    result = conn.run(argv, mutating=False)
     lines = result.text().splitlines()
     if not result.ok or (users and _SEPARATOR not in lines):
         raise ApplyError(f"cannot read accounts on {conn.host}: `{script}` exited with code "
@@ -353,6 +380,9 @@ class UserType(_AccountType):
                             description="remove the home and mail spool on removal"),
     })
 
+    def facts(self, objects: Sequence[dict[str, Any]]) -> FactRequest:
+        return FactRequest(commands=(_accounts_argv(users=True),) if objects else ())
+
     def read(self, conn: Connector, objects: Sequence[dict[str, Any]]
              ) -> list[dict[str, Any] | None]:
         """Every user in one read-only command; see the module docstring for the shapes.
@@ -477,6 +507,9 @@ class GroupType(_AccountType):
         "gid": Attr(int, validate=_valid_id, description="numeric group id"),
         "system": Attr(bool, default=False, description="create as a system group"),
     })
+
+    def facts(self, objects: Sequence[dict[str, Any]]) -> FactRequest:
+        return FactRequest(commands=(_accounts_argv(users=False),) if objects else ())
 
     def read(self, conn: Connector, objects: Sequence[dict[str, Any]]
              ) -> list[dict[str, Any] | None]:
