@@ -959,3 +959,61 @@ def test_mode_parsing_matches_local(conn: SSHConnector, base: str) -> None:
         assert fact is not None and fact.mode == want
     with pytest.raises(ValueError):
         conn.write_file(f"{base}/m", b"", mode="rw-", owner=None, group=None)
+
+
+# -- many writes in one round trip ------------------------------------------------------------
+
+def test_write_files_is_one_round_trip_atomic_and_exact(fleet: Fleet, conn: SSHConnector,
+                                                        base: str) -> None:
+    conn.write_file(f"{base}/kept", b"old", mode="0640", owner="daemon", group="daemon")
+    names = ["plain", "with space", "new\nline", "ünï \udcff", "-dash", "*"]
+    items: list[tuple[str, bytes, str | None, str | None, str | None]] = [
+        (f"{base}/{n}", f"data {i}\n".encode() * (i + 1), "0600" if i % 2 else None, None, None)
+        for i, n in enumerate(names)]
+    items.append((f"{base}/kept", b"new content", None, None, None))  # keeps mode and owner
+    items.append((f"{base}/owned", b"x", "4755", "daemon", "root"))
+    before = conn.round_trips
+    got = conn.write_files(items)
+    assert conn.round_trips - before == 1
+    root = upper(fleet, "host1", base)
+    for (path, data, _mode, _, _), fact in zip(items, got, strict=True):
+        assert isinstance(fact, PathFact), fact
+        assert (root / path.rsplit("/", 1)[1]).read_bytes() == data
+        assert fact.sha256 == hashlib.sha256(data).hexdigest()
+        assert fact == conn.stat_paths([path])[0]._replace(sha256=fact.sha256)  # type: ignore
+    by_path = dict(zip([i[0] for i in items], got, strict=True))
+    assert by_path[f"{base}/plain"].mode == "0644"  # type: ignore[union-attr]
+    assert by_path[f"{base}/with space"].mode == "0600"  # type: ignore[union-attr]
+    kept = by_path[f"{base}/kept"]
+    assert isinstance(kept, PathFact) and (kept.mode, kept.owner, kept.group) == \
+        ("0640", "daemon", "daemon")
+    owned = by_path[f"{base}/owned"]
+    assert isinstance(owned, PathFact) and (owned.mode, owned.owner, owned.group) == \
+        ("4755", "daemon", "root")
+    leftovers = [n for n in os.listdir(root) if ".tectum-" in n]
+    assert leftovers == []
+    assert [e["op"] for e in mutations(conn)][-len(items):] == ["write"] * len(items)
+
+
+def test_write_files_reports_each_failure_and_writes_the_rest(conn: SSHConnector,
+                                                              base: str) -> None:
+    got = conn.write_files([
+        (f"{base}/a", b"a", None, None, None),
+        (f"{base}/b", b"b", None, "no-such-user-x", None),
+        (f"{base}/c", b"c", None, None, "no-such-group-x"),
+    ])
+    assert isinstance(got[0], PathFact)
+    assert isinstance(got[1], ConnectorError) and "user 'no-such-user-x'" in str(got[1])
+    assert isinstance(got[2], ConnectorError) and "group 'no-such-group-x'" in str(got[2])
+    assert not conn.exists(f"{base}/b") and not conn.exists(f"{base}/c")
+    # a missing directory or a directory in the way: each item as write_file reports it
+    conn.make_dir(f"{base}/dir", mode=None, owner=None, group=None)
+    got = conn.write_files([
+        (f"{base}/ok", b"ok", None, None, None),
+        (f"{base}/missing/x", b"x", None, None, None),
+        (f"{base}/dir", b"x", None, None, None),
+    ])
+    assert isinstance(got[0], PathFact)
+    assert isinstance(got[1], ConnectorError) and "does not exist" in str(got[1])
+    assert isinstance(got[2], ConnectorError) and "Is a directory" in str(got[2])
+    assert conn.run(["cat", f"{base}/ok"]).stdout == b"ok"

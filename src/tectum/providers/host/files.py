@@ -190,6 +190,8 @@ class FileType(_PathType):
 
     name = "file"
     kind = "file"
+    #: ready writes on one host go out together where the connector can (SSH: one round trip)
+    batches = True
     schema = Schema({
         "path": Attr(str, required=True, identity=True, force_new=True, validate=_abs_path,
                      description="absolute path of the file"),
@@ -296,6 +298,51 @@ class FileType(_PathType):
         after["content_sha256"] = hashlib.sha256(content.encode()).hexdigest()
         _fill_ownership(conn, path, after, change.before)
         return self.stored(after)
+
+
+    def apply_batch(self, conn: Connector, changes: Sequence[ResourceChange]
+                    ) -> list[dict[str, Any] | None | Exception]:
+        """Plain content writes (create, or update of the content) go out in one
+        ``write_files`` call when the connector has one (SSH); every other change, or every
+        change on a connector without it, is applied one by one."""
+        write_many = getattr(conn, "write_files", None)
+        plain = [c for c in changes if write_many is not None and _plain_write(c)]
+        if len(plain) < 2:
+            return super().apply_batch(conn, changes)
+        results: dict[str, dict[str, Any] | None | Exception] = {}
+        items = []
+        for c in plain:
+            after = c.after or {}
+            items.append((str(after["path"]), str(after["content"]).encode(),
+                          after.get("mode"), after.get("owner"), after.get("group")))
+        assert write_many is not None
+        for change, got in zip(plain, write_many(items), strict=True):
+            if isinstance(got, Exception):
+                results[change.address] = ApplyError(str(got))
+                continue
+            after = dict(change.after or {})
+            after["content_sha256"] = got.sha256
+            for key, value in _ownership_of(got).items():
+                if after.get(key) is None:
+                    after[key] = value
+            results[change.address] = self.stored(after)
+        rest = [c for c in changes if c.address not in results]
+        for change, value in zip(rest, super().apply_batch(conn, rest), strict=True):
+            results[change.address] = value
+        return [results[c.address] for c in changes]
+
+
+def _plain_write(change: ResourceChange) -> bool:
+    """A change that only (re)writes a file's content at its path."""
+    after = change.after or {}
+    if not isinstance(after.get("content"), str) or change.action is Action.DELETE:
+        return False
+    names = {c.name for c in change.changes}
+    if "kind" in names:
+        return False
+    if change.action is Action.REPLACE:
+        return False
+    return change.action is Action.CREATE or "content" in names
 
 
 def _text(data: bytes | None) -> str | None:

@@ -238,6 +238,81 @@ chmod -- "$m" "$t" || bad write
 mv -fT -- "$t" "$p" || bad write
 """
 
+# many files in one round trip: a tar stream on stdin holds each file under its temporary name
+# (".NAME.tectum-PID-R" next to the target; PID becomes this shell's), with its mode when given.
+# Args: the stat format, then per file: path dir base R mode owner group. Prints per file
+# "tectum-ok:I" or "tectum-fail:I:KIND", then "tectum-stat" and the stat of the written paths.
+_WRITE_MANY = """\
+LC_ALL=C QUOTING_STYLE=literal; export LC_ALL QUOTING_STYLE
+f=$1
+shift
+pre() {
+  i=0
+  while [ "$#" -ge 7 ]; do
+    [ -d "$2" ] || { printf 'tectum-fail:%s:nodir\\n' "$i"; bad=1; }
+    if [ -d "$1" ] && [ ! -h "$1" ]; then printf 'tectum-fail:%s:isdir\\n' "$i"; bad=1; fi
+    shift 7
+    i=$((i + 1))
+  done
+}
+temps() {
+  while [ "$#" -ge 7 ]; do rm -f -- "$2/.$3.tectum-$$-$4"; shift 7; done
+}
+bad=
+pre "$@"
+[ -z "$bad" ] || exit 98
+tar -x -P -p --no-same-owner -f - \\
+    --transform "s/\\.tectum-PID-\\([0-9a-f]*\\)\\$/.tectum-$$-\\1/" >&2 || {
+  temps "$@"; printf 'tectum-fail:tar\\n'; exit 97; }
+one() {
+  p=$1 d=$2 t=$2/.$3.tectum-$$-$4 m=$5 o=$6 g=$7
+  spec=
+  case $o in
+    '') ;;
+    *[!0-9]*) id -u -- "$o" >/dev/null 2>&1 || { rm -f -- "$t"; echo nouser; return; }
+              spec=$o ;;
+    *) spec=+$o ;;
+  esac
+  case $g in
+    '') ;;
+    *[!0-9]*) getent group -- "$g" >/dev/null 2>&1 || { rm -f -- "$t"; echo nogroup; return; }
+              spec=$spec:$g ;;
+    *) spec=$spec:+$g ;;
+  esac
+  if [ -z "$m" ]; then
+    if [ -e "$p" ] && [ ! -h "$p" ]; then
+      chmod --reference="$p" -- "$t" || { rm -f -- "$t"; echo write; return; }
+      if [ -z "$spec" ]; then spec=$(stat -c +%u:+%g -- "$p") || spec=; fi
+    else
+      chmod 0644 -- "$t" || { rm -f -- "$t"; echo write; return; }
+    fi
+  fi
+  if [ -n "$spec" ]; then
+    chown -- "$spec" "$t" || { rm -f -- "$t"; echo write; return; }
+    # chown clears set-id bits: the mode goes on again
+    if [ -n "$m" ]; then chmod -- "$m" "$t" || { rm -f -- "$t"; echo write; return; }; fi
+  fi
+  mv -fT -- "$t" "$p" || { rm -f -- "$t"; echo write; return; }
+  echo ok
+}
+each() {
+  i=0
+  while [ "$#" -ge 7 ]; do
+    r=$(one "$1" "$2" "$3" "$4" "$5" "$6" "$7" 2>&3)
+    if [ "$r" = ok ]; then printf 'tectum-ok:%s\\n' "$i"; printf '%s\\0' "$1" >> "$w"
+    else printf 'tectum-fail:%s:%s\\n' "$i" "$r"; fi
+    shift 7
+    i=$((i + 1))
+  done
+}
+w=$(mktemp) || exit 96
+trap 'rm -f -- "$w"' EXIT
+each "$@" 3>&2
+echo tectum-stat
+xargs -0 -r stat --printf "$f" -- < "$w"
+exit 0
+"""
+
 _SET_ATTRS = _PRELUDE + """\
 p=$1 m=$2 o=$3 g=$4
 """ + _IDS + """\
@@ -1043,6 +1118,77 @@ class SSHConnector:
             raise ConnectorError(f"cannot write {path}: the transfer to {self._where()} was "
                                  f"cut short; the file was left as it was")
         raise ConnectorError(f"cannot write {path}: {_strerror(stderr)}")
+
+    def write_files(self, items: Sequence[tuple[str, bytes, str | None, str | None, str | None]]
+                    ) -> list[PathFact | Exception]:
+        """Write many files (``(path, data, mode, owner, group)`` each) in **one round trip**,
+        each atomically as :meth:`write_file` does (a temporary file next to it, renamed over
+        it), and return each file's facts as written (no second round trip), or the
+        :class:`ConnectorError` that stopped it. The data travel as one tar stream; a target
+        whose directory is missing or that is a directory makes the whole batch fall back to
+        one :meth:`write_file` per item, for the same errors."""
+        items = list(items)
+        if not items:
+            return []
+        args: list[str] = [_STAT_FORMAT]
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT,
+                          encoding="utf-8", errors="surrogateescape") as tar:
+            for path, data, mode, owner, group in items:
+                _no_nul(path, "a path")
+                directory = os.path.dirname(path) or "."
+                base = os.path.basename(path)
+                token = secrets.token_hex(6)
+                info = tarfile.TarInfo(f"{directory}/.{base}.tectum-PID-{token}")
+                info.size = len(data)
+                info.mode = int(_octal(mode), 8) if mode else 0o600
+                info.mtime = int(time.time())
+                tar.addfile(info, io.BytesIO(data))
+                args += [path, directory, base, token, _octal(mode), owner or "", group or ""]
+                self._record("write", True, path=path, bytes=len(data))
+        result = self._exec(_WRITE_MANY, args, buffer.getvalue())
+        if result.returncode == 98:  # a missing directory or a directory in the way
+            out: list[PathFact | Exception] = []
+            for path, data, mode, owner, group in items:
+                try:
+                    self.write_file(path, data, mode=mode, owner=owner, group=group)
+                    fact = self.stat_paths([path])[0]
+                    out.append(fact if fact is not None
+                               else ConnectorError(f"cannot write {path}: it vanished"))
+                except ConnectorError as exc:
+                    out.append(exc)
+            return out
+        head, sep, listing = result.stdout.partition(b"tectum-stat\n")
+        if result.timed_out or result.returncode != 0 or not sep:
+            detail = _strerror(result.stderr) or f"exit code {result.returncode}"
+            if b"tectum-fail:tar" in result.stdout:
+                detail = f"the transfer to {self._where()} was cut short or refused: {detail}"
+            error = ConnectorError(f"cannot write {len(items)} files on {self._where()}: "
+                                   f"{detail}; every file was left as it was")
+            return [error for _ in items]
+        status: dict[int, str] = {}
+        for line in head.splitlines():
+            text = line.decode("utf-8", "replace")
+            if text.startswith("tectum-ok:"):
+                status[int(text.split(":")[1])] = "ok"
+            elif text.startswith("tectum-fail:"):
+                _, index, kind = text.split(":", 2)
+                status[int(index)] = kind
+        facts = self._parse_stat(listing)
+        results: list[PathFact | Exception] = []
+        for i, (path, _data, _mode, owner, group) in enumerate(items):
+            kind = status.get(i, "write")
+            fact = facts.get(path)
+            if kind == "ok" and fact is not None:
+                results.append(fact._replace(sha256=hashlib.sha256(_data).hexdigest()))
+                continue
+            try:
+                self._ids_error(kind, owner, group)
+                raise ConnectorError(f"cannot write {path}: "
+                                     f"{_strerror(result.stderr) or 'write failed'}")
+            except ConnectorError as exc:
+                results.append(exc)
+        return results
 
     def set_attrs(
         self, path: str, *, mode: str | None, owner: str | None, group: str | None
