@@ -6,7 +6,16 @@ declarations from Python code (the CLI does this for ``stack.py``). :func:`apply
 role (a function that declares host resources) to inventory hosts; :func:`hosts` lists them.
 """
 
-from tectum.config.declaration import Host, Resource, Stack, apply_role, hosts, output, var
+from tectum.config.declaration import (
+    Host,
+    Resource,
+    Stack,
+    apply_role,
+    hosts,
+    output,
+    secret,
+    var,
+)
 from tectum.diagnostics import Diagnostic, DiagnosticError, Diagnostics
 
 __version__ = "0.1.0"
@@ -22,5 +31,6 @@ __all__ = [
     "apply_role",
     "hosts",
     "output",
+    "secret",
     "var",
 ]

@@ -17,7 +17,19 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-TOKEN_RE = re.compile(r"\$\{tectum:([^}#]+)#([A-Za-z_][A-Za-z0-9_]*)\}")
+TOKEN_RE = re.compile(r"\$\{tectum:([^}#]+)#([A-Za-z_][A-Za-z0-9_.-]*)\}")
+
+#: the pseudo-addresses of secret values: ``${tectum:secret#NAME}`` is the value of ``NAME`` in
+#: the workspace's secrets file; ``${tectum:var#NAME}`` a sensitive variable's value
+SECRET = "secret"
+SENSITIVE_VAR = "var"
+SECRET_SOURCES = (SECRET, SENSITIVE_VAR)
+
+
+def secrets_in(value: Any) -> set[tuple[str, str]]:
+    """The secret tokens (``(source, name)``) inside ``value``: anything derived from one of
+    them is sensitive (DESIGN decision 6: secrets are tainted values)."""
+    return {(a, n) for a, n in refs_in(value) if a in SECRET_SOURCES}
 
 
 class _Unknown:

@@ -121,10 +121,14 @@ def _empty_stack(session: Any) -> Any:
 
 def plan(obj: Ctx, directory: str, variables: tuple[str, ...], var_files: tuple[str, ...],
          out: str | None, as_json: bool, detailed_exitcode: bool, destroy: bool,
-         parallelism: int, refresh: str = "true") -> None:
+         parallelism: int, refresh: str = "true",
+         encrypt_to: list[str] | None = None) -> None:
     """Show what apply would change, attribute by attribute."""
     from tectum.plans.planfile import write_plan
 
+    if encrypt_to and not out:
+        _fail(obj.view, Diagnostic.error(
+            "--encrypt-to needs -out", "--encrypt-to encrypts a saved plan file: add -out FILE."))
     session = _session(directory, variables, var_files, obj.lock_timeout, obj.fleet)
     try:
         result, _ = _make_plan(obj, session, destroy, refresh == "true")
@@ -137,7 +141,8 @@ def plan(obj: Ctx, directory: str, variables: tuple[str, ...], var_files: tuple[
     else:
         obj.view.plan(p)
     if out:
-        write_plan(out, p, session.project.root)
+        write_plan(out, p, session.project.root, sealer=session.sealer,
+                   encrypt_to=encrypt_to or ())
         if not as_json:
             obj.view.out(f"\nSaved the plan to {out}. Apply exactly this plan with "
                          f"`tectum apply {out}`.")
@@ -599,7 +604,7 @@ def rollback(obj: Ctx, to: int, directory: str, out: str | None, auto_approve: b
             for warning in _irreversible(p):
                 view.diagnostic(Diagnostic.warning("Change cannot be fully reversed", warning))
             if out:
-                write_plan(out, p, session.project.root)
+                write_plan(out, p, session.project.root, sealer=session.sealer)
                 view.out(f"\nSaved the rollback plan to {out}. Apply it with "
                          f"`tectum apply {out}`.")
                 return
@@ -703,8 +708,14 @@ def workspace(obj: Ctx, action: str, name: str | None, directory: str) -> None:
         session.close()
 
 
-def output(obj: Ctx, name: str | None, as_json: bool, raw: bool, directory: str) -> None:
-    """Show the outputs recorded by the last apply."""
+def output(obj: Ctx, name: str | None, as_json: bool, raw: bool, directory: str,
+           reveal: bool = False) -> None:
+    """Show the outputs recorded by the last apply (sensitive ones masked unless --reveal)."""
+    if reveal and name is None:
+        _fail(obj.view, Diagnostic.error(
+            "--reveal needs an output name",
+            "--reveal prints one sensitive output: give its NAME, e.g. `tectum output "
+            "db_password --reveal`."))
     session = _session(directory)
     try:
         outputs = session.outputs()
@@ -717,7 +728,12 @@ def output(obj: Ctx, name: str | None, as_json: bool, raw: bool, directory: str)
                 f"No output {name!r} in state. Declare it with output({name!r}, ...) and "
                 "apply; `tectum output` lists the outputs there are."))
         entry = outputs[name]
-        if entry.get("sensitive"):
+        if entry.get("sensitive") and reveal:
+            obj.view.out(f"Revealing sensitive output {name!r}.", err=True)
+            value = entry["value"]
+            text = value if raw and isinstance(value, str) else json.dumps(value)
+            sys.stdout.write(text + "\n")  # the one place a secret is printed: not masked
+        elif entry.get("sensitive"):
             obj.view.out("(sensitive value)")
         elif raw and isinstance(entry["value"], str):
             obj.view.out(entry["value"])
@@ -843,6 +859,9 @@ def build_parser() -> argparse.ArgumentParser:
     _directory(p)
     _var_options(p)
     p.add_argument("-out", dest="out", metavar="FILE", help="save the plan to FILE")
+    p.add_argument("--encrypt-to", action="append", metavar="RECIPIENT",
+                   help="with -out: encrypt the plan file to this age or ssh-ed25519 public key "
+                   "(repeatable); only its holder can read or apply it")
     p.add_argument("--json", dest="as_json", action="store_true", help="print the plan as JSON")
     p.add_argument("--detailed-exitcode", action="store_true",
                    help="exit 0 with no changes, 2 with changes, 1 on error")
@@ -948,6 +967,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", help="one output (default: all)")
     p.add_argument("--json", dest="as_json", action="store_true", help="print as JSON")
     p.add_argument("--raw", action="store_true", help="print a string value without quotes")
+    p.add_argument("--reveal", action="store_true",
+                   help="with NAME: print a sensitive output's value (the only way to)")
     p.add_argument("--dir", dest="directory", default=".", metavar="DIR",
                    help="project directory (default: the current one)")
 
@@ -955,6 +976,10 @@ def build_parser() -> argparse.ArgumentParser:
     _directory(p)
     _var_options(p)
     _fleet(p, hosts=False)
+
+    from tectum.cli import secrets_cmd
+
+    secrets_cmd.add_parser(commands)
     return parser
 
 
@@ -996,9 +1021,11 @@ def main(argv: list[str] | None = None) -> None:
         import tempfile
         import traceback
 
+        from tectum.masking import REDACTOR
+
         fd, path = tempfile.mkstemp(prefix="tectum-crash-", suffix=".log")
         with os.fdopen(fd, "w") as fh:
-            traceback.print_exc(file=fh)
+            fh.write(REDACTOR.redact(traceback.format_exc()))
         view.diagnostic(Diagnostic.error(
             "Internal error",
             f"tectum hit an unexpected error: {type(exc).__name__}: {exc}. This is a bug in "

@@ -13,6 +13,7 @@ import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
 from tectum.diagnostics import Diagnostic, Severity
+from tectum.masking import REDACTOR
 from tectum.plans.plan import Action, AttrChange, Plan, ResourceChange
 from tectum.values import is_known
 
@@ -53,6 +54,9 @@ class View:
         return not self._tty[key]
 
     def out(self, text: str = "", *, err: bool = False) -> None:
+        """Write a line; every secret value known to this process is masked in it
+        (:mod:`tectum.masking`)."""
+        text = REDACTOR.redact(text)
         if self._buffer is not None and not err:
             self._buffer.append(text)
             return
@@ -182,11 +186,12 @@ class View:
         self.out()
 
     def attr_change(self, change: ResourceChange, c: AttrChange) -> None:
+        if c.name == "content" and (isinstance(c.after, str) or isinstance(c.before, str)):
+            # a file rendered with a secret: the diff with every secret masked
+            self.content_diff(change, c)
+            return
         if c.sensitive:
             self.out(f"      {c.name}: (sensitive value)")
-            return
-        if c.name == "content" and (isinstance(c.after, str) or isinstance(c.before, str)):
-            self.content_diff(change, c)
             return
         before = _fmt(c.before)
         after = _fmt(c.after)
@@ -215,7 +220,7 @@ class View:
         diff = list(difflib.unified_diff(
             before.splitlines(), after.splitlines(), f"{path} (now)", f"{path} (planned)",
             lineterm="", n=2))
-        self.out("      content:")
+        self.out("      content:" + (" (secrets masked)" if c.sensitive else ""))
         for line in diff[:MAX_DIFF_LINES]:
             colour = "green" if line.startswith("+") else "red" if line.startswith("-") else None
             if line.startswith(("+++", "---")):

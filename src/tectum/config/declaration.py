@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextvars
 import json
 import os
+import re
 import sys
 from collections.abc import Mapping
 from types import FrameType, TracebackType
@@ -24,7 +25,7 @@ from tectum.addrs import ResourceAddress, valid_name
 from tectum.config.inventory import Inventory, empty_inventory
 from tectum.diagnostics import Diagnostic, DiagnosticError, Diagnostics, SourceLocation
 from tectum.schema import MISSING, Schema
-from tectum.values import Ref
+from tectum.values import SECRET, SENSITIVE_VAR, Ref, token
 
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _current: contextvars.ContextVar[Stack | None] = contextvars.ContextVar("tectum_stack",
@@ -94,6 +95,10 @@ class Stack:
         self.outputs: dict[str, OutputDecl] = {}
         self.variables: dict[str, VariableDecl] = {}
         self.values: dict[str, Any] = {}
+        #: secret names the stack uses (secret()), with where each was first used
+        self.secrets: dict[str, SourceLocation] = {}
+        #: values of sensitive string variables (the stack sees tokens in their place)
+        self.sensitive_vars: dict[str, str] = {}
         self.diagnostics = Diagnostics()
         self._token: contextvars.Token[Stack | None] | None = None
         self._dirs: dict[str, str] = {}
@@ -427,8 +432,34 @@ def var(
                 f"Variable {name!r} from {given.origin}: {exc}.",
                 source=source,
             )) from None
+    if sensitive:
+        from tectum.masking import REDACTOR
+
+        REDACTOR.add(str(value))
+        if isinstance(value, str):
+            # a token, as secret() gives: derived values stay marked, state never holds it
+            stack.sensitive_vars[name] = value
+            value = token(SENSITIVE_VAR, name)
     stack.values[name] = value
     return value
+
+
+def secret(name: str) -> str:
+    """The value of secret ``name`` in the workspace's encrypted secrets file
+    (``secrets/WORKSPACE.yaml``; see ``tectum secrets``), as a *token* string: it works in
+    f-strings, ``+``, template variables and outputs like a reference, and everything built from
+    it is sensitive — masked in every output, encrypted at rest, never on a command line
+    (DESIGN decision 6). The file is decrypted when the plan is made, not while the stack is
+    evaluated."""
+    source = caller_location()
+    stack = current_stack(f"secret({name!r})")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", name):
+        raise DiagnosticError(Diagnostic.error(
+            "Invalid secret name",
+            f"{name!r} cannot name a secret: a name starts with a letter or '_' and holds "
+            "letters, digits, '_', '.' and '-'.", source=source))
+    stack.secrets.setdefault(name, source)
+    return token(SECRET, name)
 
 
 def output(name: str, value: Any, *, sensitive: bool = False, description: str = "") -> None:

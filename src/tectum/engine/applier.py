@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Protocol
 
 from tectum.graph.dag import walk
+from tectum.masking import REDACTOR
 from tectum.plans.plan import Action, Plan, ResourceChange
 from tectum.providers.base import ApplyError
 from tectum.providers.host.connector import Connector
@@ -234,6 +235,11 @@ def apply_plan(
             settle(address)
 
     def succeeded(address: str, change: ResourceChange, value: Any) -> None:
+        if isinstance(value, dict):
+            rt = registry.get(change.type)
+            for key, spec in (rt.schema.attrs.items() if rt is not None else ()):
+                if spec.sensitive and isinstance(value.get(key), str):
+                    REDACTOR.add(value[key])  # masked in output, sealed at rest
         results[address] = value
         moved_from = change.moved_from
         if change.action is Action.NOOP:

@@ -27,7 +27,14 @@ from tectum.providers.base import ResourceType
 from tectum.providers.host.connector import Connector, ConnectorError, merge_facts
 from tectum.providers.registry import registry
 from tectum.state.model import ResourceRecord, State
-from tectum.values import UNKNOWN, is_known, refs_in, resolve
+from tectum.values import (
+    SECRET_SOURCES,
+    SENSITIVE_VAR,
+    UNKNOWN,
+    is_known,
+    refs_in,
+    resolve,
+)
 
 PATH_TYPES = ("file", "directory", "symlink")
 
@@ -68,7 +75,8 @@ def build_graph(stack: Stack) -> tuple[Graph, Diagnostics]:
     for address, decl in decls.items():
         targets: list[tuple[str, str]] = []
         for ref_addr, attr in sorted(refs_in(decl.attrs)):
-            targets.append((ref_addr, f"reference to {ref_addr}.{attr}"))
+            if ref_addr not in SECRET_SOURCES:
+                targets.append((ref_addr, f"reference to {ref_addr}.{attr}"))
         for dep in decl.depends_on:
             targets.append((dep, "depends_on"))
         for key, deps in decl.watches.items():
@@ -134,14 +142,18 @@ class Resolver:
     (``computed_refs`` records who used which, so the planner can make it unknown when that
     resource changes)."""
 
-    def __init__(self, stack: Stack, state: State) -> None:
+    def __init__(self, stack: Stack, state: State,
+                 secret_value: Callable[[str, str], str] | None = None) -> None:
         self.decls = stack.resources
         self.prior = state.resources
         self.desired: dict[str, dict[str, Any]] = {}
         self.computed_refs: dict[str, set[str]] = {}
         self.current = [""]
+        self.secret_value = secret_value or _no_secrets(stack)
 
     def lookup(self, address: str, attr: str) -> Any:
+        if address in SECRET_SOURCES:
+            return self.secret_value(address, attr)
         rtype = _rtype(self.decls[address].type)
         spec = rtype.schema.attrs.get(attr)
         if spec is not None and spec.computed:
@@ -212,6 +224,30 @@ class Resolver:
         return diags
 
 
+def _no_secrets(stack: Stack) -> Callable[[str, str], str]:
+    """Secret values for a plan made without a secrets file: sensitive variables only."""
+    def value(source: str, name: str) -> str:
+        if source == SENSITIVE_VAR and name in stack.sensitive_vars:
+            return stack.sensitive_vars[name]
+        raise ValueError(f"secret {name!r} has no value here")
+    return value
+
+
+def sensitive_attrs(decl: Declaration, rt: ResourceType,
+                    sensitive_of: dict[str, set[str]]) -> set[str]:
+    """The attributes of ``decl`` that are sensitive: declared so in the type's schema, holding
+    a secret token, or referring to another resource's sensitive attribute; a file's content is
+    sensitive when its template variables are."""
+    out = {k for k, a in rt.schema.attrs.items() if a.sensitive}
+    for key, value in decl.attrs.items():
+        for address, attr in refs_in(value):
+            if address in SECRET_SOURCES or attr in sensitive_of.get(address, ()):
+                out.add(key)
+    if decl.type == "file" and out & {"vars", "template"}:
+        out.add("content")
+    return out
+
+
 def _sentence(text: str) -> str:
     text = text.strip()
     return text if text.endswith((".", "!", "?")) else text + "."
@@ -223,10 +259,12 @@ class Planner:
 
     def __init__(self, connector: Callable[[str | None], Connector],
                  in_limit: Callable[[str | None], bool] = lambda host: True,
-                 parallelism: int = 50) -> None:
+                 parallelism: int = 50,
+                 secret_value: Callable[[str, str], str] | None = None) -> None:
         self.connector = connector
         self.in_limit = in_limit
         self.parallelism = parallelism
+        self.secret_value = secret_value
 
     def plan(self, stack: Stack, state: State, *, destroy: bool = False,
              workspace: str = "default", pending: Sequence[Intent] = (),
@@ -237,6 +275,16 @@ class Planner:
         reached, are left out (their state stays). Raises :class:`DiagnosticError` for
         configuration errors."""
         graph, diags = build_graph(stack)
+        for address, decl in stack.resources.items():
+            argv = decl.attrs.get("command")
+            if decl.type == "command" and isinstance(argv, list) and any(
+                    a in SECRET_SOURCES for a, _ in refs_in(argv)):
+                diags.append(Diagnostic.error(
+                    "Secret in a command argument",
+                    "A secret is an element of this command's argument list: every user of the "
+                    "host could read it in the process list. Pass it in environment={...} (the "
+                    "command reads $NAME), or write the command as a string, which runs from a "
+                    "private file.", address=address, source=decl.source))
         diags.raise_if_errors()
         decls = stack.resources
         order = graph.order()
@@ -249,7 +297,7 @@ class Planner:
                     intent.address, intent.type, dict(intent.identity))
 
         # 2. resolve and prepare desired attributes
-        resolver = Resolver(stack, state)
+        resolver = Resolver(stack, state, self.secret_value)
         if not destroy:
             diags.extend(resolver.resolve_all(order))
             diags.raise_if_errors()
@@ -333,6 +381,10 @@ class Planner:
 
         # 4. diff in dependency order
         changes: dict[str, ResourceChange] = {}
+        sensitive_of: dict[str, set[str]] = {}
+        for address in order:
+            decl = decls[address]
+            sensitive_of[address] = sensitive_attrs(decl, _rtype(decl.type), sensitive_of)
         if not destroy:
             for address in order:
                 if address not in desired:
@@ -363,6 +415,10 @@ class Planner:
                         action = Action.NOOP
                     elif not any(c.force_new for c in attr_changes):
                         action = Action.UPDATE
+                hidden = sensitive_of.get(address, set())
+                if hidden:
+                    attr_changes = [c._replace(sensitive=True) if c.name in hidden else c
+                                    for c in attr_changes]
                 seen = rt.stored(obs) if obs is not None else None
                 change = ResourceChange(
                     address=address,
@@ -429,11 +485,13 @@ class Planner:
         sensitive: dict[str, bool] = {}
         if not destroy:
             for name, out in stack.outputs.items():
-                outputs[name] = resolve(out.value, _final_lookup(changes))
-                sensitive[name] = out.sensitive
+                outputs[name] = resolve(out.value, _final_lookup(changes, resolver.lookup))
+                sensitive[name] = out.sensitive or any(
+                    a in SECRET_SOURCES or attr in sensitive_of.get(a, ())
+                    for a, attr in refs_in(out.value))
             missing = [
                 (name, ref) for name, out in stack.outputs.items()
-                for ref, _ in refs_in(out.value) if ref not in decls
+                for ref, _ in refs_in(out.value) if ref not in decls and ref not in SECRET_SOURCES
             ]
             for name, ref in missing:
                 diags.append(Diagnostic.error(
@@ -514,8 +572,11 @@ def _drift(rt: ResourceType, prior: dict[str, Any], now: dict[str, Any],
     return out
 
 
-def _final_lookup(changes: dict[str, ResourceChange]) -> Callable[[str, str], Any]:
+def _final_lookup(changes: dict[str, ResourceChange],
+                  secrets: Callable[[str, str], Any]) -> Callable[[str, str], Any]:
     def lookup(address: str, attr: str) -> Any:
+        if address in SECRET_SOURCES:
+            return secrets(address, attr)
         change = changes.get(address)
         if change is None or change.after is None:
             return UNKNOWN

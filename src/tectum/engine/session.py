@@ -27,6 +27,7 @@ from tectum.engine.applier import (
     serial_batches,
 )
 from tectum.engine.planner import Planner, PlanResult
+from tectum.masking import REDACTOR
 from tectum.plans.plan import Action, Plan
 from tectum.providers.host.connector import Connector, LocalConnector
 from tectum.state.model import ResourceRecord, State
@@ -43,6 +44,51 @@ class Drift(NamedTuple):
 
 
 WORKSPACE_FILE = "workspace"
+
+
+class SealingBackend:
+    """A state backend whose documents never hold a secret in plaintext: strings holding a
+    registered secret are sealed (age-encrypted, :mod:`tectum.secrets.seal`) on the way in —
+    state versions, the desired state kept with them, journal records — and unsealed on the way
+    out of :meth:`read`. Everything else is the wrapped backend's."""
+
+    def __init__(self, inner: StateBackend, sealer: Any) -> None:
+        self._inner = inner
+        self._sealer = sealer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def _seal_state(self, state: State) -> State:
+        if not REDACTOR:
+            return state
+        out = state.copy()
+        out.resources = {a: r._replace(attributes=self._sealer.seal(r.attributes))
+                         for a, r in state.resources.items()}
+        out.outputs = self._sealer.seal(state.outputs)
+        return out
+
+    def read(self) -> State:
+        state = self._inner.read()
+        from tectum.secrets.seal import has_sealed
+
+        if any(has_sealed(r.attributes) for r in state.resources.values()) \
+                or has_sealed(state.outputs):
+            state.resources = {a: r._replace(attributes=self._sealer.unseal(r.attributes))
+                               for a, r in state.resources.items()}
+            state.outputs = self._sealer.unseal(state.outputs)
+        return state
+
+    def write(self, state: State, operation: str, *, revision: str | None = None,
+              desired: dict[str, Any] | None = None) -> int:
+        return self._inner.write(self._seal_state(state), operation, revision=revision,
+                                 desired=self._sealer.seal(desired) if desired else desired)
+
+    def record(self, base_serial: int, entries: Sequence[Any]) -> None:
+        if REDACTOR:
+            entries = [(a, act, rec._replace(attributes=self._sealer.seal(rec.attributes))
+                        if rec is not None else None) for a, act, rec in entries]
+        self._inner.record(base_serial, entries)
 
 
 def current_workspace(project: Project) -> str:
@@ -123,6 +169,9 @@ class Session:
         self._var_files = list(var_files)
         self._backend: StateBackend | None = None
         self._local: LocalConnector | None = None
+        self._sealer: Any = None
+        self._secrets: dict[str, str] | None = None
+        self._stack: Stack | None = None
         self.inventory: Inventory = load_inventory(self.project.root, inventory)
         #: hosts ``--limit`` selects (``local`` included when matched); None: every host
         self.limit: frozenset[str] | None = (
@@ -137,8 +186,47 @@ class Session:
     @property
     def backend(self) -> StateBackend:
         if self._backend is None:
-            self._backend = self.backend_for(self.workspace)
+            self._backend = SealingBackend(self.backend_for(self.workspace), self.sealer)
+        assert self._backend is not None
         return self._backend
+
+    @property
+    def sealer(self) -> Any:
+        """Seals sensitive values at rest for this workspace (:mod:`tectum.secrets.seal`)."""
+        if self._sealer is None:
+            from tectum.secrets.seal import Sealer
+
+            self._sealer = Sealer(self.project.root, self.workspace)
+        return self._sealer
+
+    def secret_value(self, source: str, name: str) -> str:
+        """The value of ``secret(name)`` (from ``secrets/WORKSPACE.yaml``, decrypted once per
+        session and registered for masking) or of a sensitive variable. Raises
+        :class:`ValueError` naming what to do when there is no such secret."""
+        if source == "var":
+            if self._stack is not None and name in self._stack.sensitive_vars:
+                return self._stack.sensitive_vars[name]
+            raise ValueError(f"sensitive variable {name!r} has no value")
+        if self._secrets is None:
+            from tectum.secrets.store import SecretsError, load_secrets, secrets_path
+
+            path = secrets_path(self.project.root, self.workspace)
+            if not os.path.exists(path):
+                raise ValueError(
+                    f"secret {name!r} is used, but workspace {self.workspace!r} has no secrets "
+                    f"file ({path}). Create it with `tectum secrets init` and add the value "
+                    f"with `tectum secrets set {name}`")
+            try:
+                self._secrets = load_secrets(self.project.root, self.workspace)
+            except SecretsError as exc:
+                raise DiagnosticError(exc.diagnostic()) from None
+            for value in self._secrets.values():
+                REDACTOR.add(value)
+        if name not in self._secrets:
+            raise ValueError(
+                f"secret {name!r} is not in the secrets file of workspace {self.workspace!r}. "
+                f"Add it with `tectum secrets set {name}` (the value is read from stdin)")
+        return self._secrets[name]
 
     def backend_for(self, workspace: str) -> StateBackend:
         """The project's backend (``[state]`` in tectum.toml) for ``workspace``."""
@@ -231,6 +319,7 @@ class Session:
         """Evaluate the stack; raises :class:`DiagnosticError` when it has errors (warnings
         are kept in :attr:`warnings`)."""
         stack = evaluate(self.project, self.inputs(), self.inventory)
+        self._stack = stack
         for d in stack.diagnostics:
             if d.severity.value == "warning":
                 self.warnings.append(d)
@@ -249,14 +338,35 @@ class Session:
 
     # -- operations --------------------------------------------------------------------------
     def read_state(self) -> State:
+        """The current state, with sealed values decrypted; the workspace's secrets are
+        registered for masking first, so anything printed from state is masked."""
+        self.register_secrets()
         return self.backend.read()
+
+    def register_secrets(self) -> None:
+        """Decrypt the workspace's secrets file (when there is one and a key opens it) so that
+        every output of this command masks its values."""
+        if self._secrets is not None:
+            return
+        from tectum.secrets.store import SecretsError, load_secrets, secrets_path
+
+        if not os.path.exists(secrets_path(self.project.root, self.workspace)):
+            return
+        try:
+            self._secrets = load_secrets(self.project.root, self.workspace)
+        except SecretsError:
+            return  # reported where a value is needed
+        for value in self._secrets.values():
+            REDACTOR.add(value)
 
     def plan(self, stack: Stack, state: State, *, destroy: bool = False,
              refresh: bool = True, forks: int = 50) -> PlanResult:
         """Plan ``stack`` against ``state``, reading up to ``forks`` hosts at once (one round
         trip each for the facts). Hosts that cannot be reached are left out of the plan and
         named in ``plan.hosts_down``."""
-        planner = Planner(self.connector, self.in_limit, parallelism=forks)
+        self._stack = stack
+        planner = Planner(self.connector, self.in_limit, parallelism=forks,
+                          secret_value=self.secret_value)
         result = planner.plan(stack, state, destroy=destroy, workspace=self.workspace,
                               pending=self.backend.pending_intents(), refresh=refresh,
                               limit=sorted(self.limit) if self.limit is not None else None)
@@ -432,6 +542,9 @@ class Session:
         from tectum.diagnostics import SourceLocation
 
         version, desired = self.backend.read_version(serial)
+        desired = self.sealer.unseal(desired, f"state version {serial}")
+        version.resources = {a: r._replace(attributes=self.sealer.unseal(r.attributes))
+                             for a, r in version.resources.items()}
         if desired is None:
             raise DiagnosticError(Diagnostic.error(
                 "No desired state recorded",

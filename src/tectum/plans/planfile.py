@@ -5,6 +5,10 @@ A plan file is JSON: ``{"tectum_plan": 1, "checksum": SHA-256 of the canonical p
 it was made from) and the project directory. Applying refuses a file whose bytes were altered
 (checksum), whose state moved on since (serial), or that belongs to another state (lineage) —
 Terraform's "Saved plan is stale" rule.
+
+Secret values in the plan are sealed (age-encrypted to the workspace's recipients, see
+:mod:`tectum.secrets.seal`); with ``--encrypt-to RECIPIENT`` the whole file is an age file that
+only the holder of that key can read or apply (for CI, where plan files travel as artifacts).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from tectum.diagnostics import Diagnostic, DiagnosticError, SourceLocation
@@ -24,13 +29,42 @@ def _canonical(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
 
 
-def write_plan(path: str, plan: Plan, project_root: str) -> None:
-    payload = {"plan": plan.to_json(), "project": project_root}
+AGE_HEADER = b"age-encryption.org/v1"
+
+
+def write_plan(path: str, plan: Plan, project_root: str, *, sealer: Any = None,
+               encrypt_to: Sequence[str] = ()) -> None:
+    """Write ``plan`` to ``path`` (atomically, mode 0600). ``sealer`` seals secret values to
+    the workspace's recipients; ``encrypt_to`` (age or ssh-ed25519 public keys) encrypts the
+    whole file to them instead. Raises
+    :class:`DiagnosticError` for a recipient that is not a public key."""
+    from tectum.masking import REDACTOR
+
+    body = plan.to_json()
+    if encrypt_to:
+        # a file encrypted as a whole is for its recipients: values stay as they are, and the
+        # secrets are listed so that showing or applying it masks them again
+        body["masked"] = REDACTOR.values()
+    elif sealer is not None and REDACTOR:
+        body = sealer.seal(body)
+        body["masked"] = [sealer.seal_value(v) for v in REDACTOR.values()]
+    payload = {"plan": body, "project": project_root}
     doc = {"tectum_plan": FORMAT, "checksum": hashlib.sha256(_canonical(payload)).hexdigest(),
            "payload": payload}
+    data = json.dumps(doc, separators=(",", ":")).encode()
+    if encrypt_to:
+        import pyrage
+
+        from tectum.secrets.store import SecretsError, parse_recipient
+
+        try:
+            recipients = [parse_recipient(r) for r in encrypt_to]
+        except SecretsError as exc:
+            raise DiagnosticError(exc.diagnostic()) from None
+        data = pyrage.encrypt(data, recipients)
     tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(doc, fh, separators=(",", ":"))
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
+        fh.write(data)
     os.replace(tmp, path)
 
 
@@ -46,7 +80,10 @@ def read_plan(path: str) -> tuple[Plan, str]:
 
     try:
         with open(path, "rb") as fh:
-            doc = json.loads(fh.read())
+            raw = fh.read()
+        if raw.startswith(AGE_HEADER):
+            raw = _decrypt(path, raw)
+        doc = json.loads(raw)
     except OSError as exc:
         raise bad(f"cannot be read ({exc.strerror})") from None
     except (ValueError, RecursionError):
@@ -59,10 +96,40 @@ def read_plan(path: str) -> tuple[Plan, str]:
     if hashlib.sha256(_canonical(payload)).hexdigest() != doc["checksum"]:
         raise bad("was altered after it was written (checksum mismatch)")
     try:
-        plan = Plan.from_json(payload["plan"])
+        body = payload["plan"]
         project = payload["project"]
+        if isinstance(body, dict) and isinstance(project, str):
+            from tectum.secrets.seal import Sealer, has_sealed
+
+            if has_sealed(body):
+                body = Sealer(project, str(body.get("workspace", "default"))).unseal(
+                    body, f"plan file {path}")
+        if isinstance(body, dict):
+            from tectum.masking import REDACTOR
+
+            for value in body.pop("masked", None) or ():
+                if isinstance(value, str):
+                    REDACTOR.add(value)
+        plan = Plan.from_json(body)
         if not isinstance(project, str):
             raise ValueError("project is not a string")
     except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise bad(f"is malformed ({exc})") from None
     return plan, project
+
+
+def _decrypt(path: str, raw: bytes) -> bytes:
+    import pyrage
+
+    from tectum.secrets.store import SecretsError, load_identities
+
+    try:
+        return bytes(pyrage.decrypt(raw, load_identities()))
+    except SecretsError as exc:
+        raise DiagnosticError(exc.diagnostic()) from None
+    except pyrage.DecryptError:
+        raise DiagnosticError(Diagnostic.error(
+            "Cannot decrypt plan file",
+            f"{path} is encrypted (plan -out --encrypt-to) to keys none of yours matches. Set "
+            "TECTUM_AGE_KEY_FILE to the key it was encrypted to.",
+            source=SourceLocation(path))) from None

@@ -161,6 +161,7 @@ _BUILTIN: dict[str, str] = {
     "group": "tectum.providers.host.users:GroupType",
     "service": "tectum.providers.host.service:ServiceType",
     "command": "tectum.providers.host.command:CommandType",
+    "random_password": "tectum.providers.random.password:PasswordType",
 }
 
 

@@ -168,8 +168,8 @@ class CommandType(ResourceType):
                             "/bin/sh -c) or a non-empty list of arguments (run without a "
                             "shell).")
         creates = attrs.get("creates")
-        problem = _valid_abs_path(creates) if creates is not None else None
-        if problem is not None:
+        problem = _valid_abs_path(creates) if isinstance(creates, str) else None
+        if isinstance(creates, str) and problem is not None:
             shown = repr(creates) if len(creates) <= 80 else f"{creates[:60]!r}..."
             problems.append(f"creates {problem}, got {shown}.")
         return problems

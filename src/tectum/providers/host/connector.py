@@ -25,6 +25,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple, Protocol
 
+from tectum.masking import REDACTOR, redact_value
 from tectum.process import pid_alive
 
 
@@ -132,6 +133,22 @@ class ConnectorError(Exception):
     """A mutation could not be carried out; the message says what and where."""
 
 
+def secret_script(argv: Sequence[str], host: str) -> str | None:
+    """For a command that carries a secret (:mod:`tectum.masking`): the shell script to run
+    from a private file instead of the command line — the text of ``sh -c TEXT``. None when
+    ``argv`` holds no secret. Raises :class:`ConnectorError` for a secret in any other
+    argument: the process list of ``host`` would show it."""
+    if not REDACTOR or not any(REDACTOR.holds_secret(a) for a in argv):
+        return None
+    if len(argv) == 3 and argv[0] in ("/bin/sh", "sh") and argv[1] == "-c" \
+            and not REDACTOR.holds_secret(argv[0] + argv[1]):
+        return argv[2]
+    raise ConnectorError(
+        f"a secret is in an argument of the command {argv[0]!r} on {host}: every user of the "
+        "host could read it in the process list. Pass it in environment={...}, or write the "
+        "command as a string (run by sh from a private file)")
+
+
 class _Names:
     """uid/gid ↔ name, cached for one run."""
 
@@ -191,6 +208,8 @@ class LocalConnector:
 
     # -- recording -----------------------------------------------------------------------
     def _record(self, op: str, mutating: bool, **fields: object) -> None:
+        if REDACTOR:
+            fields = {k: redact_value(v) for k, v in fields.items()}
         entry: dict[str, object] = {"op": op, "mutating": mutating, "host": self.host,
                                     **fields}
         with self._lock:
@@ -229,9 +248,26 @@ class LocalConnector:
         full_env.update({"LC_ALL": "C", "LANG": "C"})
         if env:
             full_env.update(env)
+        script = secret_script(argv, self.host)
+        fd = -1
+        run_argv = argv
+        if script is not None:
+            # the script text holds a secret: sh reads it from a private file that is already
+            # deleted (an open descriptor), never from its command line
+            import tempfile
+
+            private = tempfile.mkdtemp(prefix="tectum-")
+            path = os.path.join(private, "script")
+            try:
+                with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as fh:
+                    fh.write(script.encode("utf-8", "surrogateescape"))
+                fd = os.open(path, os.O_RDONLY)
+            finally:
+                shutil.rmtree(private, ignore_errors=True)
+            run_argv = ("/bin/sh", f"/dev/fd/{fd}")
         try:
             proc = subprocess.run(
-                argv,
+                run_argv,
                 input=input,
                 capture_output=True,
                 env=full_env,
@@ -239,11 +275,15 @@ class LocalConnector:
                 timeout=timeout,
                 stdin=None if input is not None else subprocess.DEVNULL,
                 check=False,
+                pass_fds=(fd,) if fd >= 0 else (),
             )
         except FileNotFoundError:
             return CommandResult(argv, 127, b"", f"{argv[0]}: command not found".encode())
         except subprocess.TimeoutExpired:
             return CommandResult(argv, 124, b"", f"timed out after {timeout} s".encode())
+        finally:
+            if fd >= 0:
+                os.close(fd)
         return CommandResult(argv, proc.returncode, proc.stdout, proc.stderr)
 
     # -- facts ---------------------------------------------------------------------------

@@ -59,7 +59,14 @@ from typing import Any, NamedTuple, TypeVar
 
 import asyncssh
 
-from tectum.providers.host.connector import CommandResult, ConnectorError, FactRequest, PathFact
+from tectum.masking import REDACTOR, redact_value
+from tectum.providers.host.connector import (
+    CommandResult,
+    ConnectorError,
+    FactRequest,
+    PathFact,
+    secret_script,
+)
 
 __all__ = [
     "AuthenticationFailed",
@@ -186,6 +193,19 @@ if [ -n "$1" ]; then cd -- "$1" || exit 127; fi
 t=$2
 shift 2
 exec timeout -k {kill} "$t" env -- LC_ALL=C LANG=C "$@"
+""".replace("{kill}", str(_KILL_AFTER))
+
+# a command with a secret: $1 cwd, $2 timeout, $3 the length of the script that comes first on
+# stdin; the script is read into a private file, opened, deleted, and run by sh from the open
+# descriptor (the rest of stdin is the command's input)
+_RUN_PRIVATE = """\
+if [ -n "$1" ]; then cd -- "$1" || exit 127; fi
+t=$2 n=$3
+d=$(umask 077 && mktemp -d) || exit 125
+dd bs=1 count="$n" of="$d/s" 2>/dev/null || { rm -rf -- "$d"; exit 125; }
+exec 3< "$d/s"
+rm -rf -- "$d"
+exec timeout -k {kill} "$t" env -- LC_ALL=C LANG=C sh /dev/fd/3
 """.replace("{kill}", str(_KILL_AFTER))
 
 _STAT_FORMAT = "%n\\0%f\\0%u\\0%g\\0%U\\0%G\\0%s\\0%N\\0"
@@ -552,6 +572,8 @@ class SSHConnector:
 
     # -- recording -----------------------------------------------------------------------
     def _record(self, op: str, mutating: bool, **fields: object) -> None:
+        if REDACTOR:
+            fields = {k: redact_value(v) for k, v in fields.items()}
         entry: dict[str, object] = {"op": op, "mutating": mutating, "host": self.host,
                                     **fields}
         with self._lock:
@@ -885,6 +907,9 @@ class SSHConnector:
                 raise ValueError(f"{key!r} is not a valid environment variable name")
             assignments.append(f"{key}={_no_nul(value, f'the value of {key}')}")
         self._record("run", mutating, argv=list(argv))
+        script = secret_script(argv, self._where())
+        if script is not None or (env and any(REDACTOR.holds_secret(v) for v in env.values())):
+            return self._run_private(argv, script, env or {}, input, cwd, timeout)
         if not mutating and input is None and not env and cwd is None:
             cached = self._fact_runs.get(argv)
             if cached is not None:
@@ -896,6 +921,33 @@ class SSHConnector:
         result = self._exec(_RUN, [cwd or "", f"{max(limit, 0.001):.3f}", *assignments,
                                    *command],
                             input or b"", timeout=limit + _KILL_AFTER + _BACKSTOP)
+        timed_out = result.timed_out or (
+            result.returncode in (124, 128 + 9) and time.monotonic() - started >= limit)
+        if timed_out:
+            return CommandResult(argv, 124, b"", f"timed out after {limit} s".encode())
+        return CommandResult(argv, result.returncode, result.stdout, result.stderr)
+
+    def _run_private(self, argv: tuple[str, ...], script: str | None,
+                     env: Mapping[str, str], input: bytes | None, cwd: str | None,
+                     timeout: float | None) -> CommandResult:
+        """Run a command that carries a secret (in its script text or its environment): the
+        script — ``export NAME='value'`` lines, then the command — travels on stdin ahead of
+        the command's own input and is run by ``sh`` from a file in a fresh private directory
+        that is deleted before the command starts (an open descriptor); no command line on the
+        host holds the secret."""
+        lines = []
+        for key, value in env.items():
+            if not _ENV_NAME.fullmatch(key):
+                raise ValueError(f"{key!r} is not a valid environment variable name")
+            lines.append(f"export {key}={shlex.quote(_no_nul(value, f'the value of {key}'))}")
+        lines.append(script if script is not None
+                     else "exec " + " ".join(shlex.quote(_no_nul(a, "argv")) for a in argv))
+        header = ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
+        limit = timeout if timeout is not None else self.command_timeout
+        started = time.monotonic()
+        result = self._exec(_RUN_PRIVATE, [cwd or "", f"{max(limit, 0.001):.3f}",
+                                           str(len(header))],
+                            header + (input or b""), timeout=limit + _KILL_AFTER + _BACKSTOP)
         timed_out = result.timed_out or (
             result.returncode in (124, 128 + 9) and time.monotonic() - started >= limit)
         if timed_out:

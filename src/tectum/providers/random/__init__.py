@@ -1,0 +1,1 @@
+"""Values made by tectum itself (Terraform's ``random`` provider): :class:`PasswordType`."""
