@@ -169,6 +169,9 @@ def _run_apply(obj: Ctx, session: Any, plan: Any, state: Any, parallelism: int,
     view = obj.view
     fleet = any(host_of(c.address) != "local" for c in plan.changes) or bool(plan.hosts_down)
     view._local_only = not fleet
+    if fleet:
+        hosts = {host_of(c.address) for c in plan.changes} | set(plan.hosts_down)
+        view.start_progress(len(hosts), sum(1 for c in plan.changes if c.action.value != "no-op"))
     try:
         with _interruptible(view) as stopping:
             result = session.apply(plan, state, parallelism=parallelism,
@@ -179,6 +182,8 @@ def _run_apply(obj: Ctx, session: Any, plan: Any, state: Any, parallelism: int,
                                    on_host=view.host_event if fleet else None)
     except ValueError as exc:  # a malformed --serial
         _fail(view, Diagnostic.error("Invalid --serial", f"{exc}."))
+    finally:
+        view.stop_progress()
     c = result.counts
     if fleet:
         view.out("")

@@ -44,6 +44,9 @@ class View:
         self.color = color
         self._buffer: list[str] | None = None
         self._tty: dict[int, bool] = {}
+        #: the live status line of a fleet apply (on a terminal only), redrawn under the output
+        self._status: str | None = None
+        self._progress: dict[str, int] = {}
 
     def _plain(self, stream: TextIO) -> bool:
         if self.color is False:
@@ -64,9 +67,36 @@ class View:
         plain = self._plain(stream)
         if "\033" in text and plain:
             text = _ANSI_RE.sub("", text)
+        if self._status is not None:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
         stream.write(text + "\n")
         if err or not plain:  # progress shows at once on a terminal; a pipe gets blocks
             stream.flush()
+        if self._status is not None:
+            sys.stderr.write(self._status)
+            sys.stderr.flush()
+
+    def start_progress(self, hosts: int, changes: int) -> None:
+        """A status line for a fleet apply, kept at the bottom of a terminal (stderr)."""
+        if not _isatty(sys.stderr) or self.color is False:
+            return
+        self._progress = {"hosts": hosts, "hosts_done": 0, "changes": changes, "done": 0}
+        self._draw()
+
+    def stop_progress(self) -> None:
+        if self._status is not None:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+            self._status = None
+
+    def _draw(self) -> None:
+        p = self._progress
+        self._status = self.style(
+            f"[{p['hosts_done']}/{p['hosts']} hosts done, {p['done']}/{p['changes']} changes]",
+            dim=True)
+        sys.stderr.write("\r\033[K" + self._status)
+        sys.stderr.flush()
 
     def style(self, text: str, *, fg: str | None = None, bold: bool = False,
               dim: bool = False) -> str:
@@ -231,6 +261,13 @@ class View:
 
     # -- apply -----------------------------------------------------------------------------------
     def apply_event(self, kind: str, change: ResourceChange, message: str | None) -> None:
+        if self._progress and kind in ("done", "failed"):
+            self._progress["done"] += 1
+            if self._status is not None:
+                self._draw()
+        self._apply_event(kind, change, message)
+
+    def _apply_event(self, kind: str, change: ResourceChange, message: str | None) -> None:
         verbs = {Action.CREATE: "created", Action.UPDATE: "updated", Action.REPLACE: "replaced",
                  Action.DELETE: "destroyed"}
         if kind == "done":
@@ -248,6 +285,10 @@ class View:
 
     def host_event(self, report: HostReport) -> None:
         """One line when a host is finished (Ansible's per-host recap, as it happens)."""
+        if self._progress:
+            self._progress["hosts_done"] += 1
+            if self._status is not None:
+                self._draw()
         if report.host == "local" and report.status in ("ok", "changed") and self._local_only:
             return
         counts = f"{report.changed} changed, {report.unchanged} unchanged"
