@@ -583,8 +583,17 @@ class Session:
             path = intent.identity.get("path")
             if isinstance(path, str):
                 paths.setdefault(ResourceAddress.parse(intent.address).host, []).append(path)
+        from tectum.providers.host.connector import ConnectorError
+
         for host, items in paths.items():
-            self.connector(host).sweep_temp(items)
+            if not self.in_limit(host):
+                continue
+            try:
+                self.connector(host).sweep_temp(items)
+            except ConnectorError as exc:
+                # a host that is down keeps its leftovers until a run reaches it
+                self.warnings.append(Diagnostic.warning(
+                    "Temporary files not swept", f"On host {host}: {exc}."))
 
     def outputs(self) -> dict[str, Any]:
         return self.read_state().outputs
