@@ -166,3 +166,25 @@ def test_missing_become_password(
     assert r.returncode == 1
     assert "Become password not set" in r.stderr and "TECTUM_TEST_UNSET_PASSWORD" in r.stderr
     assert "Traceback" not in r.output
+
+
+def test_automatic_dependencies_stay_on_their_host(tmp_path: Path) -> None:
+    from tectum import apply_role
+    from tectum.engine.planner import build_graph
+    from tectum.host import Directory, File, Group, User
+
+    inv = load_inventory(str(write(tmp_path, INVENTORY)))
+    with Stack(str(tmp_path), inventory=inv) as stack:
+        def role(host: object) -> None:
+            Directory("d", path="/srv/x")
+            File("f", path="/srv/x/f", content="x", owner="app")
+            Group("g", name="app")
+            User("u", name="app", group="app")
+
+        apply_role(role, "all")
+    graph, diags = build_graph(stack)
+    assert not diags.has_errors
+    for h in ("web-1", "web-2", "db-1"):
+        assert graph.deps[f'host["{h}"].file.f'] == {f'host["{h}"].directory.d',
+                                                     f'host["{h}"].user.u'}
+        assert graph.deps[f'host["{h}"].user.u'] == {f'host["{h}"].group.g'}

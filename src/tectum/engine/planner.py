@@ -59,20 +59,23 @@ def build_graph(stack: Stack) -> tuple[Graph, Diagnostics]:
     diags = Diagnostics()
     graph = Graph()
     decls = stack.resources
-    dir_paths: dict[str, str] = {}
-    users: dict[str, str] = {}
-    groups: dict[str, str] = {}
+    # automatic dependencies stay on one host: indexes are keyed by (host, path or name)
+    dir_paths: dict[tuple[str | None, str], str] = {}
+    users: dict[tuple[str | None, str], str] = {}
+    groups: dict[tuple[str | None, str], str] = {}
     for address, decl in decls.items():
         graph.add(address)
+        host = decl.address.host
         path = decl.attrs.get("path")
         if decl.type == "directory" and isinstance(path, str) and is_known(path):
-            dir_paths[os.path.normpath(path)] = address
+            dir_paths[(host, os.path.normpath(path))] = address
         name = decl.attrs.get("name")
         if decl.type == "user" and isinstance(name, str):
-            users[name] = address
+            users[(host, name)] = address
         if decl.type == "group" and isinstance(name, str):
-            groups[name] = address
+            groups[(host, name)] = address
     for address, decl in decls.items():
+        host = decl.address.host
         targets: list[tuple[str, str]] = []
         for ref_addr, attr in sorted(refs_in(decl.attrs)):
             if ref_addr not in SECRET_SOURCES:
@@ -102,18 +105,18 @@ def build_graph(stack: Stack) -> tuple[Graph, Diagnostics]:
         if decl.type in PATH_TYPES and isinstance(path, str) and is_known(path):
             parent = os.path.dirname(os.path.normpath(path))
             while parent and parent != "/":
-                if parent in dir_paths:
-                    auto.append(dir_paths[parent])
+                if (host, parent) in dir_paths:
+                    auto.append(dir_paths[(host, parent)])
                     break
                 parent = os.path.dirname(parent)
         for key, index in (("owner", users), ("group", groups)):
             val = decl.attrs.get(key)
-            if isinstance(val, str) and val in index:
-                auto.append(index[val])
+            if isinstance(val, str) and (host, val) in index:
+                auto.append(index[(host, val)])
         if decl.type == "user":
             for g in [decl.attrs.get("group"), *(decl.attrs.get("groups") or [])]:
-                if isinstance(g, str) and g in groups:
-                    auto.append(groups[g])
+                if isinstance(g, str) and (host, g) in groups:
+                    auto.append(groups[(host, g)])
         for target in auto:
             if target != address and address not in graph.ancestors_of(target):
                 graph.connect(address, target)
