@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
+from tectum.values import TOKEN_RE
+
 MISSING: Any = object()
 
 # A validator returns None when the value is acceptable, else a sentence saying what is wrong.
@@ -40,7 +42,7 @@ class Attr(NamedTuple):
 
         Token strings (references) are accepted for any type: they are checked once resolved.
         """
-        if isinstance(value, str) and "${tectum:" in value:
+        if isinstance(value, str) and "${tectum:" in value and TOKEN_RE.search(value):
             # holds references: checked again once resolved at plan time
             if str in (self.type if isinstance(self.type, tuple) else (self.type,)):
                 return None

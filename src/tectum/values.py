@@ -122,7 +122,8 @@ def _collect(value: Any, found: set[tuple[str, str]]) -> None:
 def is_known(value: Any) -> bool:
     """True when no token is left anywhere in ``value``."""
     if isinstance(value, str):
-        return "${tectum:" not in value
+        # text that only looks like a token (``${tectum:-default}`` in a shell script) is data
+        return "${tectum:" not in value or TOKEN_RE.search(value) is None
     if isinstance(value, list | tuple):
         return all(is_known(v) for v in value)
     if isinstance(value, dict):

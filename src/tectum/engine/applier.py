@@ -236,6 +236,9 @@ def apply_plan(
 
     def succeeded(address: str, change: ResourceChange, value: Any) -> None:
         if isinstance(value, dict):
+            if any(c.sensitive and c.name == "content" for c in change.changes) \
+                    and isinstance(value.get("content_sha256"), str):
+                REDACTOR.add(value["content_sha256"])
             rt = registry.get(change.type)
             for key, spec in (rt.schema.attrs.items() if rt is not None else ()):
                 if spec.sensitive and isinstance(value.get(key), str):

@@ -22,6 +22,7 @@ from tectum.backends.base import Intent
 from tectum.config.declaration import Declaration, Stack
 from tectum.diagnostics import Diagnostic, DiagnosticError, Diagnostics, SourceLocation
 from tectum.graph.dag import Graph, find_cycles
+from tectum.masking import REDACTOR
 from tectum.plans.plan import Action, Plan, ResourceChange
 from tectum.providers.base import ResourceType
 from tectum.providers.host.connector import Connector, ConnectorError, merge_facts
@@ -146,7 +147,7 @@ class Resolver:
     resource changes)."""
 
     def __init__(self, stack: Stack, state: State,
-                 secret_value: Callable[[str, str], str] | None = None) -> None:
+                 secret_value: Callable[[str, str], Any] | None = None) -> None:
         self.decls = stack.resources
         self.prior = state.resources
         self.desired: dict[str, dict[str, Any]] = {}
@@ -227,12 +228,13 @@ class Resolver:
         return diags
 
 
-def _no_secrets(stack: Stack) -> Callable[[str, str], str]:
-    """Secret values for a plan made without a secrets file: sensitive variables only."""
-    def value(source: str, name: str) -> str:
+def _no_secrets(stack: Stack) -> Callable[[str, str], Any]:
+    """Secret values for a plan made without a secrets file (``validate``): sensitive
+    variables; a secret stays unknown."""
+    def value(source: str, name: str) -> Any:
         if source == SENSITIVE_VAR and name in stack.sensitive_vars:
             return stack.sensitive_vars[name]
-        raise ValueError(f"secret {name!r} has no value here")
+        return UNKNOWN  # (validate: the secrets file is not opened)
     return value
 
 
@@ -419,6 +421,9 @@ class Planner:
                     elif not any(c.force_new for c in attr_changes):
                         action = Action.UPDATE
                 hidden = sensitive_of.get(address, set())
+                if "content" in hidden and isinstance(want.get("content_sha256"), str):
+                    # the digest of a secret-bearing file would let anyone test guesses
+                    REDACTOR.add(want["content_sha256"])
                 if hidden:
                     attr_changes = [c._replace(sensitive=True) if c.name in hidden else c
                                     for c in attr_changes]
@@ -559,6 +564,12 @@ class Planner:
                     continue
                 for (address, _), obs in zip(items, found, strict=True):
                     observed[address] = obs
+                    if obs is not None and REDACTOR and isinstance(obs.get("_content"), bytes) \
+                            and isinstance(obs.get("content_sha256"), str) \
+                            and REDACTOR.holds_secret(
+                                obs["_content"].decode("utf-8", "surrogateescape")):
+                        # a file found holding a secret: its digest is masked and sealed too
+                        REDACTOR.add(obs["content_sha256"])
         finally:
             conn.forget_facts()
         return observed, diags, None

@@ -244,7 +244,10 @@ class LocalConnector:
 
         argv = tuple(argv)
         self._record("run", mutating, argv=list(argv))
-        full_env = dict(os.environ)
+        # tectum's own settings (TECTUM_VAR_*, TECTUM_AGE_KEY...) and anything holding a secret
+        # stay out of the commands it runs
+        full_env = {k: v for k, v in os.environ.items()
+                    if not k.startswith("TECTUM_") and not REDACTOR.holds_secret(v)}
         full_env.update({"LC_ALL": "C", "LANG": "C"})
         if env:
             full_env.update(env)

@@ -17,6 +17,7 @@ from tectum.plans.plan import Action, AttrChange, ResourceChange
 from tectum.providers.base import ApplyError, ResourceType
 from tectum.providers.host.connector import ConnectorError, FactRequest, PathFact
 from tectum.schema import Attr, Schema
+from tectum.values import is_known
 
 if TYPE_CHECKING:
     from tectum.providers.host.connector import Connector
@@ -231,7 +232,7 @@ class FileType(_PathType):
                     f"content{where} holds {content[exc.start]!r} at position {exc.start}, a "
                     "lone surrogate (an undecodable byte?): file content must be text that "
                     "encodes as UTF-8") from None
-        if isinstance(content, str) and "${tectum:" not in content:
+        if isinstance(content, str) and is_known(content):
             out["content_sha256"] = hashlib.sha256(content.encode()).hexdigest()
         return out
 

@@ -110,8 +110,8 @@ shift $((2 * n))
 
 def _valid_name(value: Any) -> str | None:
     if (not isinstance(value, str) or not _NAME_RE.fullmatch(value) or value.startswith("-")
-            or set(value) == {"."}):
-        return ("must be a service name: letters, digits, '@', '.', '_' and '-', "
+            or set(value) == {"."} or len(value) > 255):
+        return ("must be a service name: at most 255 letters, digits, '@', '.', '_' and '-', "
                 "not starting with '-'")
     return None
 

@@ -181,7 +181,8 @@ def _read_accounts(conn: Connector, *, users: bool) -> _Accounts:
     argv = _accounts_argv(users=users)
     script = argv[-1]
     result = conn.run(argv, mutating=False)
-    lines = result.text().splitlines()
+    # split on newlines only: a comment may hold other line separators (U+2028, \x1c...)
+    lines = result.stdout.decode("utf-8", "surrogateescape").split("\n")
     if not result.ok or (users and _SEPARATOR not in lines):
         raise ApplyError(f"cannot read accounts on {conn.host}: `{script}` exited with code "
                          f"{result.returncode}: {result.error_text()}")
