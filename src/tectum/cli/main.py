@@ -575,7 +575,7 @@ def import_(obj: Ctx, address: str, ident: str, directory: str, variables: tuple
             var_files: tuple[str, ...]) -> None:
     """Bring an existing object (a path, a package or user name...) under management as
     ADDRESS, which the stack declares. The next plan shows only differences from the code."""
-    session = _session(directory, variables, var_files, obj.lock_timeout)
+    session = _session(directory, variables, var_files, obj.lock_timeout, obj.fleet)
     try:
         stack = session.evaluate()
         with session.locked("import"):
@@ -596,12 +596,12 @@ def rollback(obj: Ctx, to: int, directory: str, out: str | None, auto_approve: b
     from tectum.plans.planfile import write_plan
 
     view = obj.view
-    session = _session(directory, lock_timeout=obj.lock_timeout)
+    session = _session(directory, lock_timeout=obj.lock_timeout, fleet=obj.fleet)
     try:
         stack, _ = session.rollback_stack(to)
         with session.locked("rollback"):
             state = session.read_state()
-            result = session.plan(stack, state)
+            result = session.plan(stack, state, forks=obj.fleet.get("forks", 50))
             view.diagnostics(session.warnings)
             p = result.plan
             view.out(f"Rolling back to state version {to}.\n")
@@ -760,7 +760,7 @@ def graph(obj: Ctx, directory: str, variables: tuple[str, ...],
     """Print the dependency graph in DOT (Graphviz)."""
     from tectum.engine.planner import build_graph
 
-    session = _session(directory, variables, var_files)
+    session = _session(directory, variables, var_files, fleet=obj.fleet)
     stack = session.evaluate()
     g, diags = build_graph(stack)
     if diags.has_errors:
@@ -948,6 +948,7 @@ def build_parser() -> argparse.ArgumentParser:
     _directory(p)
     _var_options(p)
     _lock_timeout(p)
+    _fleet(p)
 
     p = command("rollback", rollback)
     p.add_argument("--to", type=int, required=True, metavar="N",
@@ -957,6 +958,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--auto-approve", action="store_true", help="apply without asking")
     _parallelism(p)
     _lock_timeout(p)
+    _fleet(p, apply=True)
 
     p = command("force-unlock", force_unlock)
     p.add_argument("lock_id", metavar="ID", help="the lock's ID (from the error naming it)")
