@@ -168,7 +168,6 @@ def _run_apply(obj: Ctx, session: Any, plan: Any, state: Any, parallelism: int,
 
     view = obj.view
     fleet = any(host_of(c.address) != "local" for c in plan.changes) or bool(plan.hosts_down)
-    view._local_only = not fleet
     if fleet:
         hosts = {host_of(c.address) for c in plan.changes} | set(plan.hosts_down)
         view.start_progress(len(hosts), sum(1 for c in plan.changes if c.action.value != "no-op"))

@@ -289,8 +289,6 @@ class View:
             self._progress["hosts_done"] += 1
             if self._status is not None:
                 self._draw()
-        if report.host == "local" and report.status in ("ok", "changed") and self._local_only:
-            return
         counts = f"{report.changed} changed, {report.unchanged} unchanged"
         if report.failed:
             counts += f", {report.failed} failed"
@@ -302,8 +300,6 @@ class View:
         if report.status in ("unreachable", "refused", "not attempted") and report.reason:
             line += f": {report.reason}"
         self.out(line, err=report.status not in ("ok", "changed"))
-
-    _local_only = True
 
     def host_recap(self, result: ApplyResult) -> None:
         """The summary over hosts: how many changed, ok, failed, unreachable..."""

@@ -40,6 +40,12 @@ from tectum.values import (
 PATH_TYPES = ("file", "directory", "symlink")
 
 
+#: one host's reads: (resource type, [(address, attributes)]) per type
+HostBatches = list[tuple[ResourceType, list[tuple[str, dict[str, Any]]]]]
+#: what reading one host gave: observed per address, diagnostics, (kind, reason) when down
+HostRead = tuple[dict[str, dict[str, Any] | None], Diagnostics, tuple[str, str] | None]
+
+
 class PlanResult(NamedTuple):
     plan: Plan
     graph: Graph
@@ -353,8 +359,7 @@ class Planner:
                     observed[address] = dict(rec.attributes) if rec is not None else None
             batches = {}
         hosts_down: dict[str, tuple[str, str]] = {}
-        by_host: dict[str | None, list[tuple[ResourceType, list[tuple[str, dict[str, Any]]]]]] \
-            = {}
+        by_host: dict[str | None, HostBatches] = {}
         for (host, type_name), items in batches.items():
             rt = registry.get(type_name)
             if rt is None:
@@ -366,12 +371,7 @@ class Planner:
                 continue
             by_host.setdefault(host, []).append((rt, items))
         if by_host:
-            workers = max(1, min(self.parallelism, len(by_host)))
-            if workers == 1:
-                done = [self.read_host(h, t) for h, t in by_host.items()]
-            else:
-                with ThreadPoolExecutor(workers, thread_name_prefix="tectum-read") as pool:
-                    done = list(pool.map(lambda kv: self.read_host(*kv), by_host.items()))
+            done = self.read_hosts(by_host)
             for host, (found, host_diags, down) in zip(by_host, done, strict=True):
                 observed.update(found)
                 diags.extend(host_diags)
@@ -528,10 +528,16 @@ class Planner:
         plan.limit = list(limit) if limit is not None else None
         return PlanResult(plan, graph, diags)
 
-    def read_host(
-        self, host: str | None,
-        batches: list[tuple[ResourceType, list[tuple[str, dict[str, Any]]]]],
-    ) -> tuple[dict[str, dict[str, Any] | None], Diagnostics, tuple[str, str] | None]:
+    def read_hosts(self, by_host: dict[str | None, HostBatches]) -> list[HostRead]:
+        """:meth:`read_host` for every host of ``by_host``, up to ``parallelism`` at once;
+        results in ``by_host``'s order."""
+        workers = max(1, min(self.parallelism, len(by_host)))
+        if workers == 1:
+            return [self.read_host(h, t) for h, t in by_host.items()]
+        with ThreadPoolExecutor(workers, thread_name_prefix="tectum-read") as pool:
+            return list(pool.map(lambda kv: self.read_host(*kv), by_host.items()))
+
+    def read_host(self, host: str | None, batches: HostBatches) -> HostRead:
         """Read every object on one host: all facts fetched in one round trip where the
         connector can (:meth:`Connector.prefetch`), then each type's read answered from them.
         Returns what was observed per address, diagnostics, and ``(kind, reason)`` when the

@@ -208,7 +208,7 @@ class Session:
                 return self._stack.sensitive_vars[name]
             raise ValueError(f"sensitive variable {name!r} has no value")
         if self._secrets is None:
-            from tectum.secrets.store import SecretsError, load_secrets, secrets_path
+            from tectum.secrets.store import secrets_path
 
             path = secrets_path(self.project.root, self.workspace)
             if not os.path.exists(path):
@@ -216,12 +216,8 @@ class Session:
                     f"secret {name!r} is used, but workspace {self.workspace!r} has no secrets "
                     f"file ({path}). Create it with `tectum secrets init` and add the value "
                     f"with `tectum secrets set {name}`")
-            try:
-                self._secrets = load_secrets(self.project.root, self.workspace)
-            except SecretsError as exc:
-                raise DiagnosticError(exc.diagnostic()) from None
-            for value in self._secrets.values():
-                REDACTOR.add(value)
+            self._secrets = self._load_secrets(strict=True)
+        assert self._secrets is not None  # strict: raised otherwise
         if name not in self._secrets:
             raise ValueError(
                 f"secret {name!r} is not in the secrets file of workspace {self.workspace!r}. "
@@ -346,18 +342,27 @@ class Session:
     def register_secrets(self) -> None:
         """Decrypt the workspace's secrets file (when there is one and a key opens it) so that
         every output of this command masks its values."""
-        if self._secrets is not None:
-            return
-        from tectum.secrets.store import SecretsError, load_secrets, secrets_path
+        from tectum.secrets.store import secrets_path
 
-        if not os.path.exists(secrets_path(self.project.root, self.workspace)):
-            return
+        if self._secrets is None and os.path.exists(
+                secrets_path(self.project.root, self.workspace)):
+            self._secrets = self._load_secrets(strict=False)
+
+    def _load_secrets(self, *, strict: bool) -> dict[str, str] | None:
+        """Decrypt the workspace's secrets file and register its values for masking. A file
+        that cannot be opened raises :class:`DiagnosticError` when ``strict``, else gives None
+        (reported where a value is needed)."""
+        from tectum.secrets.store import SecretsError, load_secrets
+
         try:
-            self._secrets = load_secrets(self.project.root, self.workspace)
-        except SecretsError:
-            return  # reported where a value is needed
-        for value in self._secrets.values():
+            values = load_secrets(self.project.root, self.workspace)
+        except SecretsError as exc:
+            if strict:
+                raise DiagnosticError(exc.diagnostic()) from None
+            return None
+        for value in values.values():
             REDACTOR.add(value)
+        return values
 
     def plan(self, stack: Stack, state: State, *, destroy: bool = False,
              refresh: bool = True, forks: int = 50) -> PlanResult:
@@ -463,12 +468,8 @@ class Session:
                         "provider offers.", address=recs[0].address))
                 batches.setdefault(host, []).append(
                     (rt, [(r.address, r.attributes) for r in recs]))
-        planner = Planner(self.connector, self.in_limit, parallelism=forks)
         hosts = list(batches)
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max(1, min(forks, len(hosts) or 1))) as pool:
-            done = list(pool.map(lambda h: planner.read_host(h, batches[h]), hosts))
+        done = Planner(self.connector, self.in_limit, parallelism=forks).read_hosts(batches)
         self.hosts_down = {}
         for host, (found, diags, down) in zip(hosts, done, strict=True):
             diags.raise_if_errors()

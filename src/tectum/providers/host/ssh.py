@@ -412,6 +412,23 @@ else
 fi"""
 
 
+def _command_result(argv: tuple[str, ...], result: _Exec, limit: float, started: float
+                    ) -> CommandResult:
+    """What a command run under coreutils ``timeout`` gave; exit 124/137 after ``limit``
+    seconds (or no answer in time) is a timeout."""
+    timed_out = result.timed_out or (
+        result.returncode in (124, 128 + 9) and time.monotonic() - started >= limit)
+    if timed_out:
+        return CommandResult(argv, 124, b"", f"timed out after {limit} s".encode())
+    return CommandResult(argv, result.returncode, result.stdout, result.stderr)
+
+
+def _problems(stderr: bytes) -> list[bytes]:
+    """stderr lines of stat/tar that are errors (not a missing path, see :data:`_BENIGN`)."""
+    return [line for line in stderr.splitlines()
+            if line.strip() and not line.rstrip().endswith(_BENIGN)]
+
+
 def _split_parts(data: bytes, count: int) -> list[tuple[int, bytes, bytes]]:
     """``count`` parts of ``RC OUTLEN ERRLEN\\n`` + stdout + stderr (the fact script's output);
     raises :class:`ConnectorError` when the output is cut short or malformed."""
@@ -921,11 +938,7 @@ class SSHConnector:
         result = self._exec(_RUN, [cwd or "", f"{max(limit, 0.001):.3f}", *assignments,
                                    *command],
                             input or b"", timeout=limit + _KILL_AFTER + _BACKSTOP)
-        timed_out = result.timed_out or (
-            result.returncode in (124, 128 + 9) and time.monotonic() - started >= limit)
-        if timed_out:
-            return CommandResult(argv, 124, b"", f"timed out after {limit} s".encode())
-        return CommandResult(argv, result.returncode, result.stdout, result.stderr)
+        return _command_result(argv, result, limit, started)
 
     def _run_private(self, argv: tuple[str, ...], script: str | None,
                      env: Mapping[str, str], input: bytes | None, cwd: str | None,
@@ -948,11 +961,7 @@ class SSHConnector:
         result = self._exec(_RUN_PRIVATE, [cwd or "", f"{max(limit, 0.001):.3f}",
                                            str(len(header))],
                             header + (input or b""), timeout=limit + _KILL_AFTER + _BACKSTOP)
-        timed_out = result.timed_out or (
-            result.returncode in (124, 128 + 9) and time.monotonic() - started >= limit)
-        if timed_out:
-            return CommandResult(argv, 124, b"", f"timed out after {limit} s".encode())
-        return CommandResult(argv, result.returncode, result.stdout, result.stderr)
+        return _command_result(argv, result, limit, started)
 
     # -- facts ---------------------------------------------------------------------------
     def stat_paths(self, paths: Sequence[str], *, content: bool = False) -> list[PathFact | None]:
@@ -970,8 +979,7 @@ class SSHConnector:
         result = self._exec(_STAT_CONTENT if content else _STAT, [_STAT_FORMAT], data)
         if result.timed_out:
             raise ConnectorError(f"reading {len(paths)} paths on {self._where()} timed out")
-        problems = [line for line in result.stderr.splitlines()
-                    if line.strip() and not line.rstrip().endswith(_BENIGN)]
+        problems = _problems(result.stderr)
         if result.returncode != 0 or problems:
             detail = (problems or result.stderr.splitlines() or [b"no output"])[-1]
             raise ConnectorError(f"cannot read paths on {self._where()}: "
@@ -1069,8 +1077,7 @@ class SSHConnector:
                                  f"(exit code {result.returncode})")
         parts = _split_parts(result.stdout, 2 + len(commands))
         for rc, _out, err in parts[:2]:
-            problems = [line for line in err.splitlines()
-                        if line.strip() and not line.rstrip().endswith(_BENIGN)]
+            problems = _problems(err)
             if problems or rc not in (0, 123, 2):
                 detail = (problems or [b"exit code %d" % rc])[-1]
                 raise ConnectorError(f"cannot read paths on {self._where()}: "
