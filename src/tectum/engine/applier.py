@@ -192,7 +192,7 @@ def apply_plan(
                 host = ResourceAddress.parse(todo[0].address).host
                 with slots[host or "local"]:
                     conn = connector(host)
-                    if rt.batches and len(todo) > 1:
+                    if rt.batches:
                         got = rt.apply_batch(conn, todo)
                     else:
                         got = []

@@ -26,6 +26,7 @@ from typing import Any
 import asyncssh
 import pytest
 
+import tectum.providers.host.ssh as ssh_module
 from tectum.plans.plan import Action, ResourceChange
 from tectum.providers.base import ResourceType
 from tectum.providers.host.command import CommandType
@@ -399,20 +400,25 @@ def test_write_over_a_symlink_replaces_the_link_not_its_target(fleet: Fleet,
 KILLED_WRITER = """
 import sys
 from tectum.providers.host.ssh import SSHConnector
-host, address, key, known, path = sys.argv[1:]
+host, address, key, known, path, how = sys.argv[1:]
 c = SSHConnector(host, address, key_path=key, known_hosts=known)
-c.write_file(path, b"N" * (300 * 1024 * 1024), mode=None, owner=None, group=None)
+big = b"N" * (300 * 1024 * 1024)
+if how == "one":
+    c.write_file(path, big, mode=None, owner=None, group=None)
+else:
+    c.write_files([(path + ".new", b"small", None, None, None), (path, big, None, None, None)])
 """
 
 
+@pytest.mark.parametrize("how", ["one", "many"])
 def test_client_killed_mid_write_commits_nothing(fleet: Fleet, conn: SSHConnector,
-                                                 base: str) -> None:
+                                                 base: str, how: str) -> None:
     host = fleet.hosts[0]
     path = f"{base}/victim"
     conn.write_file(path, b"old\n", mode=None, owner=None, group=None)
     local_dir = upper(fleet, "host1", base)
     writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, host.name, host.address,
-                               str(host.key_path), str(host.known_hosts), path])
+                               str(host.key_path), str(host.known_hosts), path, how])
     try:
         deadline = time.monotonic() + 30
         while not [p for p in os.listdir(local_dir) if ".tectum-" in p]:
@@ -428,6 +434,7 @@ def test_client_killed_mid_write_commits_nothing(fleet: Fleet, conn: SSHConnecto
         time.sleep(0.05)
     fact = conn.stat_paths([path], content=True)[0]
     assert fact is not None and fact.content == b"old\n"
+    assert not conn.exists(path + ".new")  # nothing of the batch was committed
     assert conn.sweep_temp([path]) == []
 
 
@@ -437,20 +444,27 @@ def test_sweep_temp_removes_only_what_dead_writers_left(fleet: Fleet, conn: SSHC
     fleet.run("host1", f"""cd {base} && touch .f.tectum-999999-a f.tectum-999998-b \\
               .f.tectum-1-live .other.tectum-999999-c f.tectum-notapid \\
               "$(printf '.with space\\nand %s *.tectum-999997-d' "'quote'")" && \\
-              ln -s dangling f.tectum-999996-e""", check=True)
+              ln -s dangling f.tectum-999996-e && \
+              mkdir .tectum-999995-f .tectum-1-g .f.tectum-999994-h && \
+              touch .tectum-999995-f/f .tectum-1-g/f""", check=True)
     before = sorted(os.listdir(upper(fleet, "host1", base)))
-    assert len(before) == 7, before
+    assert len(before) == 10, before
     conn.connect()
     rounds = conn.round_trips
     removed = conn.sweep_temp([f"{base}/f", f"{base}/{odd}", f"{base}/f"])
     assert conn.round_trips == rounds + 1
+    # write_files' staging directory of a dead writer goes with its contents; a live one's and
+    # a directory under a file's temporary name stay
     assert sorted(removed) == sorted([f"{base}/.f.tectum-999999-a", f"{base}/f.tectum-999998-b",
                                       f"{base}/f.tectum-999996-e",
-                                      f"{base}/.{odd}.tectum-999997-d"])
+                                      f"{base}/.{odd}.tectum-999997-d",
+                                      f"{base}/.tectum-999995-f"])
     assert sorted(os.listdir(upper(fleet, "host1", base))) == \
-        [".f.tectum-1-live", ".other.tectum-999999-c", "f.tectum-notapid"]
+        [".f.tectum-1-live", ".f.tectum-999994-h", ".other.tectum-999999-c", ".tectum-1-g",
+         "f.tectum-notapid"]
     assert [e for e in _plain(conn.log) if e["op"] == "remove"] == [
-        {"op": "remove", "mutating": True, "path": p, "recursive": False} for p in removed]
+        {"op": "remove", "mutating": True, "path": p, "recursive": p.endswith("-f")}
+        for p in removed]
     assert conn.sweep_temp([f"{base}/f"]) == []
 
 
@@ -993,6 +1007,70 @@ def test_write_files_is_one_round_trip_atomic_and_exact(fleet: Fleet, conn: SSHC
     leftovers = [n for n in os.listdir(root) if ".tectum-" in n]
     assert leftovers == []
     assert [e["op"] for e in mutations(conn)][-len(items):] == ["write"] * len(items)
+
+
+def test_write_files_splits_a_long_command_line(fleet: Fleet, conn: SSHConnector, base: str,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ssh_module, "_ARGS_BUDGET", 1000)
+    items: list[tuple[str, bytes, str | None, str | None, str | None]] = [
+        (f"{base}/d{i % 3}-" + "x" * 40 + f"-{i}", f"{i}\n".encode(), "0640", None, None)
+        for i in range(30)]
+    conn.connect()
+    before = conn.round_trips
+    got = conn.write_files(items)
+    assert conn.round_trips - before > 1  # each call's arguments stay within the budget
+    for (path, data, _, _, _), fact in zip(items, got, strict=True):
+        assert isinstance(fact, PathFact) and fact.mode == "0640", fact
+        assert fact.sha256 == hashlib.sha256(data).hexdigest()
+        assert (upper(fleet, "host1", base) / path.rsplit("/", 1)[1]).read_bytes() == data
+    assert [n for n in os.listdir(upper(fleet, "host1", base)) if ".tectum-" in n] == []
+
+
+def test_write_files_replaces_links_not_what_they_point_to(fleet: Fleet, conn: SSHConnector,
+                                                          base: str) -> None:
+    conn.make_dir(f"{base}/real", mode=None, owner=None, group=None)
+    conn.write_file(f"{base}/target", b"keep\n", mode=None, owner=None, group=None)
+    conn.make_symlink(f"{base}/to-dir", f"{base}/real")
+    conn.make_symlink(f"{base}/to-file", f"{base}/target")
+    got = conn.write_files([(f"{base}/to-dir", b"a", None, None, None),
+                            (f"{base}/to-file", b"b", None, None, None)])
+    assert all(isinstance(f, PathFact) and f.kind == "file" and f.mode == "0644" for f in got)
+    root = upper(fleet, "host1", base)
+    assert (root / "to-dir").read_bytes() == b"a" and (root / "to-file").read_bytes() == b"b"
+    assert (root / "real").is_dir() and (root / "target").read_bytes() == b"keep\n"
+
+
+def test_make_dirs_is_one_round_trip_and_reports_each_failure(fleet: Fleet, conn: SSHConnector,
+                                                              base: str) -> None:
+    conn.write_file(f"{base}/file", b"x", mode=None, owner=None, group=None)
+    odd = "with space\nand 'quote' *"
+    items: list[tuple[str, str | None, str | None, str | None]] = [
+        (f"{base}/a/b", "0700", None, None),  # inside a: made after it (parents first)
+        (f"{base}/a", None, None, None),
+        (f"{base}/{odd}", "2750", "daemon", "daemon"),
+        (f"{base}/-dash", "0755", "0", "0"),
+        (f"{base}/file", None, None, None),  # something is there
+        (f"{base}/missing/x", None, None, None),
+        (f"{base}/nouser", None, "no-such-user-x", None),
+        (f"{base}/nogroup", None, None, "no-such-group-x"),
+    ]
+    conn.connect()
+    before = conn.round_trips
+    got = conn.make_dirs(items)
+    assert conn.round_trips - before == 1
+    facts = {path: fact for (path, *_), fact in zip(items, got, strict=True)}
+    for path, _mode, _o, _g in items[:4]:
+        assert facts[path] == conn.stat_paths([path])[0], path
+    assert [(f.mode, f.owner, f.group) for f in got[:4]] == [  # type: ignore[union-attr]
+        ("0700", "root", "root"), ("0755", "root", "root"), ("2750", "daemon", "daemon"),
+        ("0755", "root", "root")]
+    messages = [str(e) for e in got[4:]]
+    assert "something is there" in messages[0]
+    assert "its parent does not exist" in messages[1]
+    assert "user 'no-such-user-x'" in messages[2] and "group 'no-such-group-x'" in messages[3]
+    assert not conn.exists(f"{base}/nouser") and not conn.exists(f"{base}/nogroup")
+    assert [e["path"] for e in mutations(conn)][-len(items):] == \
+        sorted((i[0] for i in items), key=lambda p: p.count("/"))
 
 
 def test_write_files_reports_each_failure_and_writes_the_rest(conn: SSHConnector,

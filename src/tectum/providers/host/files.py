@@ -178,6 +178,30 @@ class _PathType(ResourceType):
     def describe(self, attrs: dict[str, Any]) -> str:
         return str(attrs.get("path", ""))
 
+    def _finish_batch(self, conn: Connector, changes: Sequence[ResourceChange],
+                      done: Sequence[ResourceChange], facts: Sequence[PathFact | Exception]
+                      ) -> list[dict[str, Any] | None | Exception]:
+        """Results of ``changes`` (in order): ``done`` took ``facts`` from one batched connector
+        call (stored attributes: the desired ones, mode/owner/group as made where the
+        configuration leaves them alone, a file's content digest); the rest are applied one
+        by one."""
+        results: dict[str, dict[str, Any] | None | Exception] = {}
+        for change, got in zip(done, facts, strict=True):
+            if isinstance(got, Exception):
+                results[change.address] = ApplyError(str(got))
+                continue
+            after = dict(change.after or {})
+            if self.kind == "file":
+                after["content_sha256"] = got.sha256
+            for key, value in _ownership_of(got).items():
+                if after.get(key) is None:
+                    after[key] = value
+            results[change.address] = self.stored(after)
+        rest = [c for c in changes if c.address not in results]
+        for change, value in zip(rest, super().apply_batch(conn, rest), strict=True):
+            results[change.address] = value
+        return [results[c.address] for c in changes]
+
     def diff(self, desired: dict[str, Any], observed: dict[str, Any]) -> list[AttrChange]:
         """Something of another kind at the path (a directory where a file belongs) is replaced;
         otherwise the attributes are compared."""
@@ -308,29 +332,15 @@ class FileType(_PathType):
         change on a connector without it, is applied one by one."""
         write_many = getattr(conn, "write_files", None)
         plain = [c for c in changes if write_many is not None and _plain_write(c)]
-        if len(plain) < 2:
+        if not plain:
             return super().apply_batch(conn, changes)
-        results: dict[str, dict[str, Any] | None | Exception] = {}
         items = []
         for c in plain:
             after = c.after or {}
             items.append((str(after["path"]), str(after["content"]).encode(),
                           after.get("mode"), after.get("owner"), after.get("group")))
         assert write_many is not None
-        for change, got in zip(plain, write_many(items), strict=True):
-            if isinstance(got, Exception):
-                results[change.address] = ApplyError(str(got))
-                continue
-            after = dict(change.after or {})
-            after["content_sha256"] = got.sha256
-            for key, value in _ownership_of(got).items():
-                if after.get(key) is None:
-                    after[key] = value
-            results[change.address] = self.stored(after)
-        rest = [c for c in changes if c.address not in results]
-        for change, value in zip(rest, super().apply_batch(conn, rest), strict=True):
-            results[change.address] = value
-        return [results[c.address] for c in changes]
+        return self._finish_batch(conn, changes, plain, write_many(items))
 
 
 def _plain_write(change: ResourceChange) -> bool:
@@ -382,6 +392,22 @@ class DirectoryType(_PathType):
                     entry["_kind"] = fact.kind
                 out.append(entry)
         return out
+
+    #: ready creates on one host go out together where the connector can (SSH: one round trip)
+    batches = True
+
+    def apply_batch(self, conn: Connector, changes: Sequence[ResourceChange]
+                    ) -> list[dict[str, Any] | None | Exception]:
+        """Creates go out in one ``make_dirs`` call when the connector has one (SSH); every
+        other change, or every change on a connector without it, is applied one by one."""
+        make_many = getattr(conn, "make_dirs", None)
+        creates = [c for c in changes if make_many is not None and c.action is Action.CREATE]
+        if not creates:
+            return super().apply_batch(conn, changes)
+        assert make_many is not None
+        items = [(_path_of(c), (c.after or {}).get("mode"), (c.after or {}).get("owner"),
+                  (c.after or {}).get("group")) for c in creates]
+        return self._finish_batch(conn, changes, creates, make_many(items))
 
     def apply(self, conn: Connector, change: ResourceChange) -> dict[str, Any] | None:
         path = _path_of(change)

@@ -57,7 +57,6 @@ SETTLE_SECONDS = 0.5
 _POLL_INTERVAL = 0.1
 #: An init script's ``status`` that hangs must not hang the whole refresh.
 _READ_TIMEOUT = 120.0
-_SYSTEMD_MARK = "/run/systemd/system"
 _UNIT_SUFFIXES = (".service", ".socket", ".timer", ".path", ".mount", ".target")
 # `systemctl is-enabled` exits 0 for these UnitFileStates
 _SYSTEMD_ENABLED = frozenset(
@@ -153,15 +152,19 @@ class ServiceType(ResourceType):
         names = list(dict.fromkeys(str(o["name"]) for o in objects))
         if not names:
             return []
+        found = self._read_any(conn, names)[1]
+        return [found.get(str(o["name"])) for o in objects]
+
+    def _read_any(self, conn: Connector, names: Sequence[str]
+                  ) -> tuple[bool, dict[str, dict[str, Any] | None]]:
+        """Whether the host runs systemd, and every service of ``names`` (one command)."""
         res = conn.run(self._read_argv(names), mutating=False, timeout=_READ_TIMEOUT)
         mode, _, rest = res.stdout.partition(b"\n")
         if mode == b"systemd":
-            found = self._parse_systemd(res._replace(stdout=rest), names)
-        elif mode == b"sysv" and res.ok:
-            found = self._parse_sysv(res._replace(stdout=rest), names)
-        else:
-            raise ApplyError(f"cannot read services: {_tail(res)}")
-        return [found.get(str(o["name"])) for o in objects]
+            return True, self._parse_systemd(res._replace(stdout=rest), names)
+        if mode == b"sysv" and res.ok:
+            return False, self._parse_sysv(res._replace(stdout=rest), names)
+        raise ApplyError(f"cannot read services: {_tail(res)}")
 
     def facts(self, objects: Sequence[dict[str, Any]]) -> FactRequest:
         """The one read command, so a host's facts come back in one round trip."""
@@ -176,11 +179,6 @@ class ServiceType(ResourceType):
         ``sh -c _READ_ANY sh COUNT NAME... UNIT...``; it prints ``systemd`` or ``sysv`` first."""
         return ["sh", "-c", _READ_ANY, "sh", str(len(names)), *names,
                 *(_unit(n) for n in names)]
-
-    @staticmethod
-    def _systemd(conn: Connector) -> bool:
-        """Whether the host runs systemd (``sd_booted()``: ``/run/systemd/system`` exists)."""
-        return conn.exists(_SYSTEMD_MARK)
 
     def _read(
         self, conn: Connector, names: Sequence[str], systemd: bool
@@ -274,25 +272,28 @@ class ServiceType(ResourceType):
         name = after.get("name") or (change.before or change.prior or {}).get("name")
         if not isinstance(name, str):
             raise ApplyError(f"{change.address}: no service name in the change")
-        systemd = self._systemd(conn)
-        cur = self._read(conn, [name], systemd).get(name)
+        systemd, found = self._read_any(conn, [name])
+        cur = found.get(name)
         if cur is None:
             where = f"unit {_unit(name)}" if systemd else f"init script /etc/init.d/{name}"
             raise ApplyError(f"service {name} does not exist on {conn.host} (no {where})")
 
         want_enabled = after.get("enabled")
+        now: dict[str, Any] | None = cur
         if want_enabled is not None and want_enabled != cur["enabled"]:
             self._set_enabled(conn, name, bool(want_enabled), systemd, bool(cur.get("_links")))
+            now = None
 
         want_running = after.get("running")
         if want_running is True and not cur["running"]:
-            self._control(conn, name, "start", systemd)
+            now = self._control(conn, name, "start", systemd)
         elif want_running is False and cur["running"]:
-            self._control(conn, name, "stop", systemd)
+            now = self._control(conn, name, "stop", systemd)
         elif cur["running"] and change.triggered in ("restart", "reload"):
-            self._control(conn, name, str(change.triggered), systemd)
+            now = self._control(conn, name, str(change.triggered), systemd)
 
-        now = self._read(conn, [name], systemd).get(name)
+        if now is None:  # enabled was changed and nothing read it since
+            now = self._read(conn, [name], systemd).get(name)
         if now is None:
             raise ApplyError(f"service {name} disappeared while it was being changed")
         if want_enabled is not None and now["enabled"] != want_enabled:
@@ -315,8 +316,11 @@ class ServiceType(ResourceType):
         if not res.ok:
             raise ApplyError(f"{' '.join(argv)} failed: {_tail(res)}")
 
-    def _control(self, conn: Connector, name: str, verb: str, systemd: bool) -> None:
-        """Run ``verb`` (start/stop/restart/reload), then poll until the status agrees."""
+    def _control(self, conn: Connector, name: str, verb: str, systemd: bool
+                 ) -> dict[str, Any]:
+        """Run ``verb`` (start/stop/restart/reload), then poll until the status agrees; returns
+        the last status read. A start is first read :data:`SETTLE_SECONDS` after the command
+        returned (an earlier "running" would not count)."""
         argv = (["systemctl", verb, "--", _unit(name)] if systemd
                 else ["service", name, verb])
         res = conn.run(argv)
@@ -328,11 +332,12 @@ class ServiceType(ResourceType):
         # A daemon that forks and then dies on bad configuration looks "running" for a moment:
         # a start is only believed once the status still says running SETTLE_SECONDS later.
         settled = began + (SETTLE_SECONDS if want else 0.0)
+        time.sleep(max(0.0, settled - time.monotonic()))
         while True:
             now = self._read(conn, [name], systemd).get(name)
             at = time.monotonic()
             if now is not None and now["running"] == want and at >= settled:
-                return
+                return now
             if at >= deadline:
                 break
             time.sleep(_POLL_INTERVAL)

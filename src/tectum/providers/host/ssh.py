@@ -83,6 +83,9 @@ __all__ = [
 MAX_SESSIONS = 6
 #: grace (s) between TERM and KILL when a command's ``timeout`` expires on the host
 _KILL_AFTER = 5
+#: bytes of arguments one write_files call puts on a command line (Linux's ARG_MAX is 2 MiB
+#: at least, one argument at most 128 KiB); a larger batch is split
+_ARGS_BUDGET = 256 * 1024
 #: extra seconds the client waits beyond a command's timeout before it gives up on the channel
 _BACKSTOP = 15.0
 
@@ -188,6 +191,21 @@ case $g in
 esac
 """
 
+# the same inside a function that reports a failure in $k and returns
+_IDS_K = """\
+  case $o in
+    '') ;;
+    *[!0-9]*) id -u -- "$o" >/dev/null 2>&1 || { k=nouser; return; }; spec=$o ;;
+    *) spec=+$o ;;
+  esac
+  case $g in
+    '') ;;
+    *[!0-9]*) getent group -- "$g" >/dev/null 2>&1 || { k=nogroup; return; }
+              spec=$spec:$g ;;
+    *) spec=$spec:+$g ;;
+  esac
+"""
+
 _RUN = """\
 if [ -n "$1" ]; then cd -- "$1" || exit 127; fi
 t=$2
@@ -258,76 +276,98 @@ chmod -- "$m" "$t" || bad write
 mv -fT -- "$t" "$p" || bad write
 """
 
-# many files in one round trip: a tar stream on stdin holds each file under its temporary name
-# (".NAME.tectum-PID-R" next to the target; PID becomes this shell's), with its mode when given.
-# Args: the stat format, then per file: path dir base R mode owner group. Prints per file
-# "tectum-ok:I" or "tectum-fail:I:KIND", then "tectum-stat" and the stat of the written paths.
+# many files in one round trip: a tar stream on stdin holds each file as
+# "DIR/.tectum-PID-R/NAME" (R: one token per batch; PID becomes this shell's), with its mode
+# (0644 when none is given). Args: the stat format, R, then per file, grouped by directory:
+# path dir name mode owner group. Each directory's files are staged in a private directory next
+# to their targets and renamed into place together (one mv per directory, rename(2) per file:
+# atomic); only files with an owner, a group or a kept mode cost processes of their own.
+# Prints "tectum-fail:I:KIND" for a file that failed, "tectum-ok:I" for each file no longer
+# staged (a failure line wins), then "tectum-stat" and the stat of the written paths.
 _WRITE_MANY = """\
 LC_ALL=C QUOTING_STYLE=literal; export LC_ALL QUOTING_STYLE
-f=$1
-shift
+f=$1 r=$2
+shift 2
 pre() {
   i=0
-  while [ "$#" -ge 7 ]; do
+  while [ "$#" -ge 6 ]; do
     [ -d "$2" ] || { printf 'tectum-fail:%s:nodir\\n' "$i"; bad=1; }
     if [ -d "$1" ] && [ ! -h "$1" ]; then printf 'tectum-fail:%s:isdir\\n' "$i"; bad=1; fi
-    shift 7
+    shift 6
     i=$((i + 1))
   done
 }
-temps() {
-  while [ "$#" -ge 7 ]; do rm -f -- "$2/.$3.tectum-$$-$4"; shift 7; done
+stages() {
+  last=
+  while [ "$#" -ge 6 ]; do
+    if [ "$2" != "$last" ]; then printf '%s/.tectum-%s-%s\\0' "$2" "$$" "$r"; last=$2; fi
+    shift 6
+  done
 }
 bad=
 pre "$@"
 [ -z "$bad" ] || exit 98
-tar -x -P -p --no-same-owner -f - \\
-    --transform "s/\\.tectum-PID-\\([0-9a-f]*\\)\\$/.tectum-$$-\\1/" >&2 || {
-  temps "$@"; printf 'tectum-fail:tar\\n'; exit 97; }
+w=$(umask 077 && mktemp) || exit 96
+# staging goes whatever happens: a client that went away (SIGPIPE ignored: writes just fail)
+cleanup() { stages "$@" | xargs -0 -r rm -rf --; rm -f -- "$w"; }
+trap '' PIPE
+trap 'cleanup "$@"' EXIT
+trap 'exit 1' HUP INT TERM
+umask 077
+tar -x -P -p --no-same-owner -f - --transform "s|/\\.tectum-PID-$r/|/.tectum-$$-$r/|" >&2 || {
+  printf 'tectum-fail:tar\\n'; exit 97; }
+# one file's owner, group and kept mode; sets k to the failure kind
 one() {
-  p=$1 d=$2 t=$2/.$3.tectum-$$-$4 m=$5 o=$6 g=$7
-  spec=
-  case $o in
-    '') ;;
-    *[!0-9]*) id -u -- "$o" >/dev/null 2>&1 || { rm -f -- "$t"; echo nouser; return; }
-              spec=$o ;;
-    *) spec=+$o ;;
-  esac
-  case $g in
-    '') ;;
-    *[!0-9]*) getent group -- "$g" >/dev/null 2>&1 || { rm -f -- "$t"; echo nogroup; return; }
-              spec=$spec:$g ;;
-    *) spec=$spec:+$g ;;
-  esac
+  p=$1 t=$2 m=$3 o=$4 g=$5 k= spec=
+""" + _IDS_K + """\
+  if [ -n "$spec" ]; then chown -- "$spec" "$t" || { k=write; return; }; fi
   if [ -z "$m" ]; then
     if [ -e "$p" ] && [ ! -h "$p" ]; then
-      chmod --reference="$p" -- "$t" || { rm -f -- "$t"; echo write; return; }
-      if [ -z "$spec" ]; then spec=$(stat -c +%u:+%g -- "$p") || spec=; fi
-    else
-      chmod 0644 -- "$t" || { rm -f -- "$t"; echo write; return; }
+      if [ -z "$spec" ]; then chown --reference="$p" -- "$t" || { k=write; return; }; fi
+      chmod --reference="$p" -- "$t" || k=write
     fi
-  fi
-  if [ -n "$spec" ]; then
-    chown -- "$spec" "$t" || { rm -f -- "$t"; echo write; return; }
+  elif [ -n "$spec" ]; then
     # chown clears set-id bits: the mode goes on again
-    if [ -n "$m" ]; then chmod -- "$m" "$t" || { rm -f -- "$t"; echo write; return; }; fi
+    chmod -- "$m" "$t" || k=write
   fi
-  mv -fT -- "$t" "$p" || { rm -f -- "$t"; echo write; return; }
-  echo ok
 }
-each() {
+attrs() {
   i=0
-  while [ "$#" -ge 7 ]; do
-    r=$(one "$1" "$2" "$3" "$4" "$5" "$6" "$7" 2>&3)
-    if [ "$r" = ok ]; then printf 'tectum-ok:%s\\n' "$i"; printf '%s\\0' "$1" >> "$w"
-    else printf 'tectum-fail:%s:%s\\n' "$i" "$r"; fi
-    shift 7
+  while [ "$#" -ge 6 ]; do
+    if [ -n "$5$6" ] || [ -z "$4" ]; then
+      one "$1" "$2/.tectum-$$-$r/$3" "$4" "$5" "$6"
+      if [ -n "$k" ]; then
+        rm -f -- "$2/.tectum-$$-$r/$3"
+        printf 'tectum-fail:%s:%s\\n' "$i" "$k"
+      fi
+    fi
+    shift 6
     i=$((i + 1))
   done
 }
-w=$(mktemp) || exit 96
-trap 'rm -f -- "$w"' EXIT
-each "$@" 3>&2
+moves() {
+  last=
+  while [ "$#" -ge 6 ]; do
+    if [ "$2" != "$last" ]; then
+      find "$2/.tectum-$$-$r" -mindepth 1 -maxdepth 1 -exec mv -f -t "$2" -- {} +
+      last=$2
+    fi
+    shift 6
+  done
+}
+status() {
+  i=0
+  while [ "$#" -ge 6 ]; do
+    t=$2/.tectum-$$-$r/$3
+    if [ -e "$t" ] || [ -h "$t" ]; then printf 'tectum-fail:%s:write\\n' "$i"
+    else printf 'tectum-ok:%s\\n' "$i"; printf '%s\\0' "$1" >> "$w"; fi
+    shift 6
+    i=$((i + 1))
+  done
+}
+attrs "$@"
+moves "$@" >&2
+status "$@"
 echo tectum-stat
 xargs -0 -r stat --printf "$f" -- < "$w"
 exit 0
@@ -353,6 +393,45 @@ fi
 if [ -n "$spec" ]; then chown -- "$spec" "$p" || fail mkdir; fi
 """
 
+# many directories in one round trip (none inside another of the same call). Args: the stat
+# format, then per directory: path mode owner group. Prints per directory "tectum-ok:I" or
+# "tectum-fail:I:KIND:MESSAGE" (MESSAGE: the tool's stderr on one line), then "tectum-stat" and
+# the stat of the directories made.
+_MKDIR_MANY = """\
+LC_ALL=C QUOTING_STYLE=literal; export LC_ALL QUOTING_STYLE
+f=$1
+shift
+w=$(umask 077 && mktemp) || exit 96
+e=$(umask 077 && mktemp) || { rm -f -- "$w"; exit 96; }
+trap 'rm -f -- "$w" "$e"' EXIT
+umask "$(printf %o "$(( $(umask) | 022 ))")"
+one() {
+  p=$1 m=$2 o=$3 g=$4 k= spec=
+""" + _IDS_K + """\
+  if [ -e "$p" ] || [ -h "$p" ]; then k=exists; return; fi
+  if [ -n "$m" ]; then
+    mkdir -m "$m" -- "$p" || { k=mkdir; return; }
+  else
+    mkdir -- "$p" || { k=mkdir; return; }
+  fi
+  if [ -n "$spec" ]; then chown -- "$spec" "$p" || k=mkdir; fi
+}
+i=0
+while [ "$#" -ge 4 ]; do
+  one "$1" "$2" "$3" "$4" 2> "$e"
+  if [ -z "$k" ]; then
+    printf 'tectum-ok:%s\\n' "$i"; printf '%s\\0' "$1" >> "$w"
+  else
+    printf 'tectum-fail:%s:%s:' "$i" "$k"; tr '\\n' ' ' < "$e"; echo
+  fi
+  shift 4
+  i=$((i + 1))
+done
+echo tectum-stat
+xargs -0 -r stat --printf "$f" -- < "$w"
+exit 0
+"""
+
 _SYMLINK = _PRELUDE + """\
 p=$1 r=$2 target=$3
 t=$p.tectum-$$-$r
@@ -373,8 +452,10 @@ fi
 exit 0
 """
 
-# temporary files of atomic writes (.NAME.tectum-PID-* / NAME.tectum-PID-*) whose writer, a
-# shell on the host, is gone; args: DIR NAME pairs; prints each removed path NUL-terminated
+# temporary files of atomic writes (.NAME.tectum-PID-* / NAME.tectum-PID-*, and the staging
+# directories .tectum-PID-* of write_files) whose writer, a shell on the host, is gone; args:
+# DIR NAME pairs (NAME empty: the staging directories in DIR); prints each removed path
+# NUL-terminated, a directory with a "/" after it
 _SWEEP = """\
 LC_ALL=C; export LC_ALL
 while [ "$#" -ge 2 ]; do
@@ -386,7 +467,12 @@ while [ "$#" -ge 2 ]; do
     pid=${rest%%-*}
     case $pid in ''|*[!0-9]*) continue ;; esac
     [ -d "/proc/$pid" ] && continue
-    rm -f -- "$f" && printf '%s\\0' "$f"
+    if [ -d "$f" ] && [ ! -h "$f" ]; then
+      [ -z "$b" ] || continue
+      rm -rf -- "$f" && printf '%s/\\0' "$f"
+    else
+      rm -f -- "$f" && printf '%s\\0' "$f"
+    fi
   done
 done
 exit 0
@@ -1111,22 +1197,27 @@ class SSHConnector:
 
     def sweep_temp(self, paths: Sequence[str]) -> list[str]:
         """Remove the temporary files that atomic writes of ``paths`` left behind when their
-        writer was killed: ``.NAME.tectum-PID-…`` / ``NAME.tectum-PID-…``, where PID is the
+        writer was killed: ``.NAME.tectum-PID-…`` / ``NAME.tectum-PID-…`` and the staging
+        directories ``.tectum-PID-…`` of :meth:`write_files` beside them, where PID is the
         writing shell *on the host* and no longer runs there. Returns what was removed (each
         also logged as a ``remove``). One round trip for all paths."""
         pairs: dict[tuple[str, str], None] = {}
         for path in paths:
-            pairs[(os.path.dirname(path) or ".", os.path.basename(path))] = None
+            directory = os.path.dirname(path) or "."
+            pairs[(directory, "")] = None  # write_files' staging directories
+            pairs[(directory, os.path.basename(path))] = None
         if not pairs:
             return []
         result = self._exec(_SWEEP, [item for pair in pairs for item in pair])
         if result.returncode != 0:
             raise ConnectorError(f"cannot sweep temporary files on {self._where()}: "
                                  f"{_strerror(result.stderr)}")
-        removed = [p.decode("utf-8", "surrogateescape")
-                   for p in result.stdout.split(b"\0") if p]
-        for path in removed:
-            self._record("remove", True, path=path, recursive=False)
+        removed: list[str] = []
+        for item in result.stdout.split(b"\0"):
+            if item:
+                path = item.decode("utf-8", "surrogateescape")
+                removed.append(path.rstrip("/"))
+                self._record("remove", True, path=removed[-1], recursive=path.endswith("/"))
         return removed
 
     # -- mutations -----------------------------------------------------------------------
@@ -1181,29 +1272,43 @@ class SSHConnector:
     def write_files(self, items: Sequence[tuple[str, bytes, str | None, str | None, str | None]]
                     ) -> list[PathFact | Exception]:
         """Write many files (``(path, data, mode, owner, group)`` each) in **one round trip**,
-        each atomically as :meth:`write_file` does (a temporary file next to it, renamed over
-        it), and return each file's facts as written (no second round trip), or the
+        each atomically (staged in a private directory ``.tectum-PID-R`` next to it, then
+        renamed over it), with :meth:`write_file`'s rules for a missing mode, owner or group;
+        return each file's facts as written (no second round trip), or the
         :class:`ConnectorError` that stopped it. The data travel as one tar stream; a target
         whose directory is missing or that is a directory makes the whole batch fall back to
-        one :meth:`write_file` per item, for the same errors."""
+        one :meth:`write_file` per item, for the same errors. Batches whose paths would make
+        the command line long (over :data:`_ARGS_BUDGET` bytes) are split."""
         items = list(items)
         if not items:
             return []
-        args: list[str] = [_STAT_FORMAT]
+        # the command line carries 6 arguments per file: keep each call well under ARG_MAX
+        size = 0
+        for i, item in enumerate(items):
+            size += len(item[0].encode("utf-8", "surrogateescape")) * 3 + 64
+            if size > _ARGS_BUDGET and i > 0:
+                return self._write_batch(items[:i]) + self.write_files(items[i:])
+        return self._write_batch(items)
+
+    def _write_batch(self, items: list[tuple[str, bytes, str | None, str | None, str | None]]
+                     ) -> list[PathFact | Exception]:
+        token = secrets.token_hex(6)
+        order = sorted(range(len(items)), key=lambda i: os.path.dirname(items[i][0]) or ".")
+        args: list[str] = [_STAT_FORMAT, token]
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT,
                           encoding="utf-8", errors="surrogateescape") as tar:
-            for path, data, mode, owner, group in items:
+            for index in order:
+                path, data, mode, owner, group = items[index]
                 _no_nul(path, "a path")
                 directory = os.path.dirname(path) or "."
                 base = os.path.basename(path)
-                token = secrets.token_hex(6)
-                info = tarfile.TarInfo(f"{directory}/.{base}.tectum-PID-{token}")
+                info = tarfile.TarInfo(f"{directory}/.tectum-PID-{token}/{base}")
                 info.size = len(data)
-                info.mode = int(_octal(mode), 8) if mode else 0o600
+                info.mode = int(_octal(mode), 8) if mode else 0o644
                 info.mtime = int(time.time())
                 tar.addfile(info, io.BytesIO(data))
-                args += [path, directory, base, token, _octal(mode), owner or "", group or ""]
+                args += [path, directory, base, _octal(mode), owner or "", group or ""]
                 self._record("write", True, path=path, bytes=len(data))
         result = self._exec(_WRITE_MANY, args, buffer.getvalue())
         if result.returncode == 98:  # a missing directory or a directory in the way
@@ -1229,10 +1334,10 @@ class SSHConnector:
         for line in head.splitlines():
             text = line.decode("utf-8", "replace")
             if text.startswith("tectum-ok:"):
-                status[int(text.split(":")[1])] = "ok"
+                status.setdefault(order[int(text.split(":")[1])], "ok")
             elif text.startswith("tectum-fail:"):
-                _, index, kind = text.split(":", 2)
-                status[int(index)] = kind
+                _, number, what = text.split(":", 2)
+                status[order[int(number)]] = what
         facts = self._parse_stat(listing)
         results: list[PathFact | Exception] = []
         for i, (path, _data, _mode, owner, group) in enumerate(items):
@@ -1270,12 +1375,61 @@ class SSHConnector:
             return
         kind, stderr = failed
         self._ids_error(kind, owner, group)
+        raise self._mkdir_error(path, kind, stderr)
+
+    def make_dirs(self, items: Sequence[tuple[str, str | None, str | None, str | None]]
+                  ) -> list[PathFact | Exception]:
+        """Create many directories (``(path, mode, owner, group)`` each, parents before what is
+        inside them) in **one round trip**, each as :meth:`make_dir` does, and return each
+        one's facts as made (no second round trip) or the :class:`ConnectorError` that stopped
+        it (the others are still made)."""
+        items = list(items)
+        if not items:
+            return []
+        args = [_STAT_FORMAT]
+        order = sorted(range(len(items)), key=lambda i: items[i][0].count("/"))  # parents first
+        for index in order:
+            path, mode, owner, group = items[index]
+            self._record("mkdir", True, path=path)
+            args += [_no_nul(path, "a path"), _octal(mode), owner or "", group or ""]
+        result = self._exec(_MKDIR_MANY, args)
+        head, sep, listing = result.stdout.partition(b"tectum-stat\n")
+        if result.timed_out or result.returncode != 0 or not sep:
+            reason = _strerror(result.stderr) if result.stderr else \
+                ("timed out" if result.timed_out else f"exit code {result.returncode}")
+            error = ConnectorError(f"cannot create {len(items)} directories on "
+                                   f"{self._where()}: {reason}")
+            return [error for _ in items]
+        status: dict[int, tuple[str, bytes]] = {}
+        for line in head.split(b"\n"):
+            if line.startswith(b"tectum-ok:"):
+                status[order[int(line.split(b":")[1])]] = ("ok", b"")
+            elif line.startswith(b"tectum-fail:"):
+                _, number, what, detail = line.split(b":", 3)
+                status[order[int(number)]] = (what.decode(), detail)
+        facts = self._parse_stat(listing)
+        out: list[PathFact | Exception] = []
+        for i, (path, _mode, owner, group) in enumerate(items):
+            kind, message = status.get(i, ("mkdir", b""))
+            fact = facts.get(path)
+            if kind == "ok" and fact is not None:
+                out.append(fact)
+                continue
+            try:
+                self._ids_error(kind, owner, group)
+                out.append(self._mkdir_error(path, kind, message))
+            except ConnectorError as exc:
+                out.append(exc)
+        return out
+
+    @staticmethod
+    def _mkdir_error(path: str, kind: str, stderr: bytes) -> ConnectorError:
         reason = _strerror(stderr)
         if kind == "exists" or reason == "File exists":
-            raise ConnectorError(f"cannot create directory {path}: something is there")
+            return ConnectorError(f"cannot create directory {path}: something is there")
         if reason == "No such file or directory":
-            raise ConnectorError(f"cannot create directory {path}: its parent does not exist")
-        raise ConnectorError(f"cannot create directory {path}: {reason}")
+            return ConnectorError(f"cannot create directory {path}: its parent does not exist")
+        return ConnectorError(f"cannot create directory {path}: {reason}")
 
     def make_symlink(self, path: str, target: str) -> None:
         self._record("symlink", True, path=path, target=target)
