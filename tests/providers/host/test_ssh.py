@@ -812,6 +812,28 @@ def any_conn(request: pytest.FixtureRequest, fleet: Fleet) -> Iterator[tuple[SSH
     c.close()
 
 
+@pytest.mark.parametrize("where", ["ssh", "local"])
+def test_numeric_owner_and_group_settle(any_conn: tuple[SSHConnector, str, str],
+                                        tmp_path: Path, where: str) -> None:
+    """owner="1"/group="0" (ids, as chown reads digits) plan no change once they hold, although
+    the host reads back names (daemon, root)."""
+    ssh, _, root = any_conn
+    conn: Connector = ssh if where == "ssh" else LocalConnector()
+    base = root if where == "ssh" else str(tmp_path)
+    for rt, attrs in ((DirectoryType(), {"path": f"{base}/d", "owner": "1", "group": "0"}),
+                      (FileType(), {"path": f"{base}/f", "content": "x\n", "owner": "1",
+                                    "group": "0"})):
+        action, state = converge(rt, conn, attrs)
+        assert action is Action.CREATE
+        fact = conn.stat_paths([attrs["path"]])[0]
+        assert fact is not None and (fact.owner, fact.group, fact.uid, fact.gid) == \
+            ("daemon", "root", 1, 0)
+        assert converge(rt, conn, attrs, state)[0] is Action.NOOP
+        # and a name still compares as a name
+        named = {**attrs, "owner": "daemon", "group": "root"}
+        assert converge(rt, conn, named, state)[0] is Action.NOOP
+
+
 def test_file_directory_symlink_types(fleet: Fleet, any_conn: tuple[SSHConnector, str, str]
                                       ) -> None:
     conn, name, root = any_conn

@@ -51,7 +51,9 @@ class PathFact(NamedTuple):
     """What is at a path (``lstat``; links are not followed).
 
     ``kind`` is ``file``, ``directory``, ``symlink`` or ``other``; ``mode`` is four octal digits
-    (``"0644"``); ``sha256``/``content`` are filled for regular files when content was asked for.
+    (``"0644"``); ``owner``/``group`` are names (the id as digits when it has none), ``uid``/``gid``
+    the numeric ids; ``sha256``/``content`` are filled for regular files when content was asked
+    for.
     """
 
     kind: str
@@ -62,6 +64,8 @@ class PathFact(NamedTuple):
     sha256: str | None = None
     content: bytes | None = None
     target: str | None = None
+    uid: int | None = None
+    gid: int | None = None
 
 
 class FactRequest(NamedTuple):
@@ -308,15 +312,17 @@ class LocalConnector:
                     with open(path, "rb") as fh:
                         data = fh.read()
                     sha = hashlib.sha256(data).hexdigest()
-                out.append(PathFact("file", mode, owner, group, st.st_size, sha, data))
+                out.append(PathFact("file", mode, owner, group, st.st_size, sha, data,
+                                    uid=st.st_uid, gid=st.st_gid))
             elif fmt == stat.S_IFDIR:
-                out.append(PathFact("directory", mode, owner, group, st.st_size))
+                out.append(PathFact("directory", mode, owner, group, st.st_size,
+                                    uid=st.st_uid, gid=st.st_gid))
             elif fmt == stat.S_IFLNK:
-                out.append(
-                    PathFact("symlink", mode, owner, group, st.st_size, target=os.readlink(path))
-                )
+                out.append(PathFact("symlink", mode, owner, group, st.st_size,
+                                    target=os.readlink(path), uid=st.st_uid, gid=st.st_gid))
             else:
-                out.append(PathFact("other", mode, owner, group, st.st_size))
+                out.append(PathFact("other", mode, owner, group, st.st_size,
+                                    uid=st.st_uid, gid=st.st_gid))
         return out
 
     def exists(self, path: str) -> bool:

@@ -151,8 +151,20 @@ def _fill_ownership(conn: Connector, path: str, after: dict[str, Any],
             after[key] = known[key]
 
 
-def _ownership_of(fact: PathFact) -> dict[str, Any]:
-    return {"mode": fact.mode, "owner": fact.owner, "group": fact.group}
+def _ownership_of(fact: PathFact, want: dict[str, Any] | None = None) -> dict[str, Any]:
+    """mode/owner/group as read; an owner or group that ``want`` gives as an id (digits) is
+    reported as the id, so ``owner="0"`` compares equal to a file owned by root."""
+    owner, group = fact.owner, fact.group
+    if want is not None:
+        if _is_id(want.get("owner")) and fact.uid is not None:
+            owner = str(fact.uid)
+        if _is_id(want.get("group")) and fact.gid is not None:
+            group = str(fact.gid)
+    return {"mode": fact.mode, "owner": owner, "group": group}
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, str) and value.isascii() and value.isdigit()
 
 
 class _PathType(ResourceType):
@@ -271,10 +283,11 @@ class FileType(_PathType):
             if fact is None:
                 out.append(None)
             elif fact.kind != "file":
-                out.append({"path": obj["path"], "_kind": fact.kind, **_ownership_of(fact)})
+                out.append({"path": obj["path"], "_kind": fact.kind,
+                            **_ownership_of(fact, obj)})
             else:
                 out.append({"path": obj["path"], "content_sha256": fact.sha256,
-                            "_content": fact.content, **_ownership_of(fact)})
+                            "_content": fact.content, **_ownership_of(fact, obj)})
         return out
 
     def diff(self, desired: dict[str, Any], observed: dict[str, Any]) -> list[AttrChange]:
@@ -387,7 +400,7 @@ class DirectoryType(_PathType):
             if fact is None:
                 out.append(None)
             else:
-                entry = {"path": obj["path"], **_ownership_of(fact)}
+                entry = {"path": obj["path"], **_ownership_of(fact, obj)}
                 if fact.kind != "directory":
                     entry["_kind"] = fact.kind
                 out.append(entry)

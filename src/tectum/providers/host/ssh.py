@@ -1115,7 +1115,8 @@ class SSHConnector:
                 if not quoted.startswith(prefix):
                     raise ConnectorError(f"cannot read the symlink {name} on {self._where()}")
                 target = quoted[len(prefix):].decode("utf-8", "surrogateescape")
-            records[name] = PathFact(kind, mode, owner, group, int(size), target=target)
+            records[name] = PathFact(kind, mode, owner, group, int(size), target=target,
+                                     uid=int(uid), gid=int(gid))
         return records
 
     @staticmethod
