@@ -393,8 +393,8 @@ fi
 if [ -n "$spec" ]; then chown -- "$spec" "$p" || fail mkdir; fi
 """
 
-# many directories in one round trip (none inside another of the same call). Args: the stat
-# format, then per directory: path mode owner group. Prints per directory "tectum-ok:I" or
+# many directories in one round trip, in the order given (the caller puts parents first). Args:
+# the stat format, then per directory: path mode owner group. Prints per directory "tectum-ok:I" or
 # "tectum-fail:I:KIND:MESSAGE" (MESSAGE: the tool's stderr on one line), then "tectum-stat" and
 # the stat of the directories made.
 _MKDIR_MANY = """\
