@@ -296,21 +296,23 @@ def test_stat_paths_parity_in_one_round_trip(fleet: Fleet, conn: SSHConnector, b
     facts = dict(zip(NAMES, remote))
     assert facts["missing"] is None and facts["plain/below"] is None
     assert facts["sub"] == PathFact("directory", "2750", "root", "root",
-                                    facts["sub"].size if facts["sub"] else 0)
+                                    facts["sub"].size if facts["sub"] else 0, uid=0, gid=0)
     assert facts["sticky"] is not None and facts["sticky"].mode == "1777"
     assert facts["sub/suid"] is not None and facts["sub/suid"].mode == "4755"
     assert facts["oddlink"] == PathFact("symlink", "0777", "root", "root",
-                                        len("odd -> \ntarget"), target="odd -> \ntarget")
+                                        len("odd -> \ntarget"), target="odd -> \ntarget",
+                                        uid=0, gid=0)
     assert facts["fifo"] is not None and facts["fifo"].kind == "other"
     owned = facts["owned"]
-    assert owned is not None and (owned.owner, owned.group) == ("daemon", "12345")
+    assert owned is not None and (owned.owner, owned.group, owned.uid, owned.gid) == \
+        ("daemon", "12345", 1, 12345)
     binary = facts["binary"]
     assert binary is not None
     if content:
         assert binary.content == b"\xff\xfe\x00\x01binary\x80\n\r"
         assert binary.sha256 == hashlib.sha256(binary.content).hexdigest()
         assert facts["empty"] == PathFact("file", "0644", "root", "root", 0,
-                                          hashlib.sha256(b"").hexdigest(), b"")
+                                          hashlib.sha256(b"").hexdigest(), b"", uid=0, gid=0)
     else:
         assert binary.content is None and binary.sha256 is None
 
@@ -357,7 +359,7 @@ def test_write_file_is_byte_exact_atomic_and_one_round_trip(fleet: Fleet, conn: 
     conn.write_file(path, b"one", mode="0640", owner="daemon", group="12345")
     fact = conn.stat_paths([path], content=True)[0]
     assert fact == PathFact("file", "0640", "daemon", "12345", 3,
-                            hashlib.sha256(b"one").hexdigest(), b"one")
+                            hashlib.sha256(b"one").hexdigest(), b"one", uid=1, gid=12345)
     # mode/owner None keep what the replaced file had (as LocalConnector does)
     conn.write_file(path, b"two!", mode=None, owner=None, group=None)
     fact = conn.stat_paths([path], content=True)[0]
@@ -502,7 +504,8 @@ def test_dirs_attrs_symlinks_and_remove(fleet: Fleet, conn: SSHConnector, base: 
         ("0700", "daemon", "12345")  # 5-digit chmod: the set-gid bit is cleared exactly
     # (the parent's set-gid bit is inherited, by the kernel's rule)
     assert facts[1] is not None and (facts[1].kind, facts[1].mode) == ("directory", "2755")
-    assert facts[2] == PathFact("symlink", "0777", "root", "root", 14, target="d/other target")
+    assert facts[2] == PathFact("symlink", "0777", "root", "root", 14, target="d/other target",
+                                uid=0, gid=0)
     assert facts[3] is not None and facts[3].target == "/etc/hostname"
 
     conn.set_attrs(f"{d}/file", mode=None, owner="daemon", group=None)  # chown -h: the link
@@ -721,7 +724,8 @@ def test_become_runs_as_root_with_exact_stdin(become: SSHConnector) -> None:
     become.write_file(path, b"root only\n", mode="0600", owner=None, group=None)
     fact = become.stat_paths([path, "/root/.ssh/authorized_keys"], content=True)
     assert fact[0] == PathFact("file", "0600", "root", "root", 10,
-                               hashlib.sha256(b"root only\n").hexdigest(), b"root only\n")
+                               hashlib.sha256(b"root only\n").hexdigest(), b"root only\n",
+                               uid=0, gid=0)
     assert fact[1] is not None and fact[1].content  # unreadable for deploy without sudo
     become.remove(path)
     assert not become.exists(path)
@@ -964,7 +968,7 @@ def test_hostile_strings_arrive_byte_exact_and_run_nothing(fleet: Fleet, conn: S
         assert conn.run(["sh", "-c", 'printf %s "$V"'], env={"V": s}).stdout == raw, s
         conn.make_symlink(f"{base}/link{i}", s)
         assert conn.stat_paths([f"{base}/link{i}"])[0] == PathFact(
-            "symlink", "0777", "root", "root", len(raw), target=s), s
+            "symlink", "0777", "root", "root", len(raw), target=s, uid=0, gid=0), s
         d = f"{base}/dir{i}{s}"
         conn.make_dir(d, mode=None, owner=None, group=None)
         assert conn.run(["pwd", "-P"], cwd=d).stdout == d.encode("utf-8", "surrogateescape") \

@@ -1285,8 +1285,9 @@ class SSHConnector:
             return []
         # the command line carries 6 arguments per file: keep each call well under ARG_MAX
         size = 0
-        for i, item in enumerate(items):
-            size += len(item[0].encode("utf-8", "surrogateescape")) * 3 + 64
+        for i, (path, _data, _mode, owner, group) in enumerate(items):
+            size += sum(len(x.encode("utf-8", "surrogateescape"))
+                        for x in (path, path, path, owner or "", group or "")) + 64
             if size > _ARGS_BUDGET and i > 0:
                 return self._write_batch(items[:i]) + self.write_files(items[i:])
         return self._write_batch(items)
