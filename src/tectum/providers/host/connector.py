@@ -305,24 +305,20 @@ class LocalConnector:
                 continue
             fmt = stat.S_IFMT(st.st_mode)
             mode = format(stat.S_IMODE(st.st_mode), "04o")
-            owner, group = names.user(st.st_uid), names.group(st.st_gid)
+            fact = PathFact("other", mode, names.user(st.st_uid), names.group(st.st_gid),
+                            st.st_size, uid=st.st_uid, gid=st.st_gid)
             if fmt == stat.S_IFREG:
                 data = sha = None
                 if content:
                     with open(path, "rb") as fh:
                         data = fh.read()
                     sha = hashlib.sha256(data).hexdigest()
-                out.append(PathFact("file", mode, owner, group, st.st_size, sha, data,
-                                    uid=st.st_uid, gid=st.st_gid))
+                fact = fact._replace(kind="file", sha256=sha, content=data)
             elif fmt == stat.S_IFDIR:
-                out.append(PathFact("directory", mode, owner, group, st.st_size,
-                                    uid=st.st_uid, gid=st.st_gid))
+                fact = fact._replace(kind="directory")
             elif fmt == stat.S_IFLNK:
-                out.append(PathFact("symlink", mode, owner, group, st.st_size,
-                                    target=os.readlink(path), uid=st.st_uid, gid=st.st_gid))
-            else:
-                out.append(PathFact("other", mode, owner, group, st.st_size,
-                                    uid=st.st_uid, gid=st.st_gid))
+                fact = fact._replace(kind="symlink", target=os.readlink(path))
+            out.append(fact)
         return out
 
     def exists(self, path: str) -> bool:

@@ -180,19 +180,6 @@ class ServiceType(ResourceType):
         return ["sh", "-c", _READ_ANY, "sh", str(len(names)), *names,
                 *(_unit(n) for n in names)]
 
-    def _read(
-        self, conn: Connector, names: Sequence[str], systemd: bool
-    ) -> dict[str, dict[str, Any] | None]:
-        unique = list(dict.fromkeys(names))
-        return self._read_systemd(conn, unique) if systemd else self._read_sysv(conn, unique)
-
-    def _read_sysv(self, conn: Connector, names: list[str]) -> dict[str, dict[str, Any] | None]:
-        res = conn.run(["sh", "-c", _SYSV_READ, "sh", *names], mutating=False,
-                       timeout=_READ_TIMEOUT)
-        if not res.ok:
-            raise ApplyError(f"cannot read services: {_tail(res)}")
-        return self._parse_sysv(res, names)
-
     @staticmethod
     def _parse_sysv(res: CommandResult, names: Sequence[str]
                     ) -> dict[str, dict[str, Any] | None]:
@@ -210,17 +197,6 @@ class ServiceType(ResourceType):
         if missing:
             raise ApplyError(f"cannot read services {', '.join(missing)}: no status reported")
         return out
-
-    def _read_systemd(
-        self, conn: Connector, names: list[str]
-    ) -> dict[str, dict[str, Any] | None]:
-        res = conn.run(
-            ["systemctl", "show", "--no-pager",
-             "--property=LoadState,ActiveState,UnitFileState", "--", *(_unit(n) for n in names)],
-            mutating=False,
-            timeout=_READ_TIMEOUT,
-        )
-        return self._parse_systemd(res, names)
 
     @staticmethod
     def _parse_systemd(res: CommandResult, names: Sequence[str]
@@ -293,7 +269,7 @@ class ServiceType(ResourceType):
             now = self._control(conn, name, str(change.triggered), systemd)
 
         if now is None:  # enabled was changed and nothing read it since
-            now = self._read(conn, [name], systemd).get(name)
+            now = self._read_any(conn, [name])[1].get(name)
         if now is None:
             raise ApplyError(f"service {name} disappeared while it was being changed")
         if want_enabled is not None and now["enabled"] != want_enabled:
@@ -334,7 +310,7 @@ class ServiceType(ResourceType):
         settled = began + (SETTLE_SECONDS if want else 0.0)
         time.sleep(max(0.0, settled - time.monotonic()))
         while True:
-            now = self._read(conn, [name], systemd).get(name)
+            now = self._read_any(conn, [name])[1].get(name)
             at = time.monotonic()
             if now is not None and now["running"] == want and at >= settled:
                 return now
