@@ -179,6 +179,12 @@ def test_encrypted_plan_for_ci(project: Project, tmp_path: Path) -> None:
     ci = project.run("show", str(planfile), env={"TECTUM_AGE_KEY_FILE": str(other)})
     assert ci.returncode == 0, ci.output
     assert "command.cmd" in ci.stdout and leaks(ci.output, canary) == []
+    # cut short in transit: damaged, not "wrong key", even for the key it was made for
+    cut = tmp_path / "cut.plan"
+    cut.write_bytes(data[:-20])
+    damaged = project.run("show", str(cut), env={"TECTUM_AGE_KEY_FILE": str(other)})
+    assert damaged.returncode == 1 and "Invalid plan file" in damaged.stderr, damaged.output
+    assert "Traceback" not in damaged.output
     bad = project.run("plan", str(project.root), "--encrypt-to", recipient)
     assert bad.returncode == 1 and "--encrypt-to needs -out" in bad.stderr
 

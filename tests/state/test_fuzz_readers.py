@@ -725,7 +725,18 @@ PLAN_CASES: dict[str, Callable[[dict[str, Any]], bytes]] = {
     "deeply nested payload": lambda valid: (
         b'{"tectum_plan":1,"checksum":"0","payload":' + b"[" * DEEP + b"]" * DEEP + b"}"),
     "deeply nested file": lambda valid: b"[" * DEEP + b"]" * DEEP,
+    # an age header that does not parse is damage, whatever keys the reader holds
+    "age header only": lambda valid: b"age-encryption.org/v1",
+    "age file cut in its header": lambda valid: _age_encrypted(dumps(valid))[:60],
+    "age header, unknown stanza": lambda valid: b"age-encryption.org/v1\n-> X25519 abc\n--- x\n",
 }
+
+
+def _age_encrypted(data: bytes) -> bytes:
+    import pyrage
+    from pyrage import x25519
+
+    return bytes(pyrage.encrypt(data, [x25519.Identity.generate().to_public()]))
 
 
 @pytest.mark.parametrize("make", list(PLAN_CASES.values()), ids=list(PLAN_CASES))

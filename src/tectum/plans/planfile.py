@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from tectum.diagnostics import Diagnostic, DiagnosticError, SourceLocation
@@ -82,7 +82,7 @@ def read_plan(path: str) -> tuple[Plan, str]:
         with open(path, "rb") as fh:
             raw = fh.read()
         if raw.startswith(AGE_HEADER):
-            raw = _decrypt(path, raw)
+            raw = _decrypt(path, raw, bad)
         doc = json.loads(raw)
     except OSError as exc:
         raise bad(f"cannot be read ({exc.strerror})") from None
@@ -118,16 +118,34 @@ def read_plan(path: str) -> tuple[Plan, str]:
     return plan, project
 
 
-def _decrypt(path: str, raw: bytes) -> bytes:
+# rage's text for DecryptError::NoMatchingKeys: the header parsed, no identity opened it
+_NO_MATCHING_KEYS = "No matching keys found"
+
+
+def _decrypt(path: str, raw: bytes, bad: Callable[[str], DiagnosticError]) -> bytes:
+    """Decrypt an age-encrypted plan file with the user's identities. A file whose age header
+    does not parse (truncated, damaged) is reported through ``bad`` before any key is looked
+    for: a missing key is not what is wrong with it."""
     import pyrage
+    from pyrage import x25519
 
     from tectum.secrets.store import SecretsError, load_identities
 
+    def damaged(exc: Exception) -> DiagnosticError:
+        return bad(f"is damaged: it starts as an age-encrypted file but cannot be read ({exc})")
+
+    try:  # a throw-away identity tells a damaged header from one meant for other keys
+        pyrage.decrypt(raw, [x25519.Identity.generate()])
+    except pyrage.DecryptError as exc:
+        if str(exc) != _NO_MATCHING_KEYS:
+            raise damaged(exc) from None
     try:
         return bytes(pyrage.decrypt(raw, load_identities()))
     except SecretsError as exc:
         raise DiagnosticError(exc.diagnostic()) from None
-    except pyrage.DecryptError:
+    except pyrage.DecryptError as exc:
+        if str(exc) != _NO_MATCHING_KEYS:
+            raise damaged(exc) from None
         raise DiagnosticError(Diagnostic.error(
             "Cannot decrypt plan file",
             f"{path} is encrypted (plan -out --encrypt-to) to keys none of yours matches. Set "
