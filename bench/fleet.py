@@ -34,8 +34,8 @@ run each host must hold exactly the desired state (every file's SHA-256, modes a
 package, the user and its home, ``service cron status``); after overwriting files, exactly 10 per
 host must differ; a no-op run must change no object's ctime (reported, not fatal).
 
-Untimed setup, once, for all tools alike: ``apt-get update`` (one host after the other:
-apt-cacher-ng can stall clients that revalidate the same index at once), then ``python3``,
+Untimed setup, once, for all tools alike: the fleet starts with fresh package lists (the harness
+runs ``apt-get update`` one host after the other), then ``python3``,
 ``python3-apt`` (Ansible's target requirements: its modules run Python; its ``apt`` module
 imports apt) and ``cron`` installed without recommends, ``tree`` downloaded once (so that
 apt-cacher-ng holds it; the download is removed), and ``LogLevel VERBOSE`` for sshd (hosts
@@ -212,7 +212,6 @@ apply_role(bench, "bench")
 '''
 
 # -- remote scripts (untimed) --------------------------------------------------------------------
-UPDATE_SCRIPT = "apt-get update -q -o Acquire::http::Timeout=30 -o Acquire::Retries=3"
 SETUP_SCRIPT = f"""set -e
 export DEBIAN_FRONTEND=noninteractive
 printf 'LogLevel VERBOSE\\n' > {SSHD_DROP_IN}
@@ -618,11 +617,7 @@ class Bench:
     # -- setup, reset, checks ------------------------------------------------------------------
     def setup(self) -> None:
         started = time.monotonic()
-        self.say(f"setup: apt-get update; install {' '.join(HOST_PACKAGES)}; sshd LogLevel "
-                 "VERBOSE (untimed)")
-        # the lists one host after the other: apt-cacher-ng can stall a client for minutes when
-        # several revalidate the same index at once
-        self._failed(self.on_all(UPDATE_SCRIPT, timeout=300, workers=1), "apt-get update")
+        self.say(f"setup: install {' '.join(HOST_PACKAGES)}; sshd LogLevel VERBOSE (untimed)")
         self._failed(self.on_all(SETUP_SCRIPT, timeout=900, workers=10), "host setup")
         for name in self.names:  # sshd reads LogLevel when it starts
             self.fleet.stop_host(name)

@@ -31,12 +31,25 @@ def run_tectum(*args: str, cwd: str | Path | None = None, input: str | None = No
     full_env["NO_COLOR"] = "1"
     if env:
         full_env.update(env)
-    proc = subprocess.run(
-        [sys.executable, "-m", "tectum", *args], cwd=cwd, input=input, capture_output=True,
-        text=True, env=full_env, timeout=timeout,
-        stdin=None if input is not None else subprocess.DEVNULL,
-    )
-    return Result(proc.returncode, proc.stdout, proc.stderr)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "tectum", *args], cwd=cwd, input=input, capture_output=True,
+            text=True, env=full_env, timeout=timeout,
+            stdin=None if input is not None else subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired as exc:  # say where it stood, not only that it hung
+        hung = (f"tectum {' '.join(args)} ran past {timeout:g} s; it had printed:\n"
+                f"{_text(exc.stdout)[-6000:]}\n--- stderr ---\n{_text(exc.stderr)[-3000:]}")
+    else:
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+    pytest.fail(hung, pytrace=False)
+
+
+def _text(data: str | bytes | None) -> str:
+    """TimeoutExpired carries bytes even under text=True."""
+    if isinstance(data, bytes):
+        return data.decode(errors="replace")
+    return data or ""
 
 
 @pytest.fixture

@@ -6,7 +6,8 @@ default route) plus its own mount/UTS/PID namespaces, whose PID 1 mounts an over
 directory) and then becomes that host's ``sshd``. Hosts reach each other and the bridge address
 169.254.77.1, nothing else. With ``apt=True`` an apt-cacher-ng bound to the bridge address
 forwards to the machine's own Debian mirror (read from the machine's apt sources at run time),
-and every host uses it as its HTTP proxy.
+and every host uses it as its HTTP proxy; the fleet starts with fresh package lists on every host
+(``apt-get update``, one host after the other).
 
     with Fleet(3, apt=True) as fleet:
         host = fleet.hosts[0]            # .name .address .port .user .key_path .known_hosts
@@ -920,13 +921,29 @@ class Fleet:
                 _write(etc / "apt" / "apt.conf.d" / "01tectum-proxy",
                        f'Acquire::http::Proxy "{self.apt_proxy}";\n'
                        '// no translated descriptions: a third less to fetch and parse\n'
-                       'Acquire::Languages "none";\n')
+                       'Acquire::Languages "none";\n'
+                       '// a request stuck in the cache fails and is retried, not waited on\n'
+                       'Acquire::http::Timeout "30";\n'
+                       'Acquire::Retries "3";\n')
         _ip_batch(self._network_lines(list(self._hosts.values())))
         for rt in self._hosts.values():
             self._launch(rt)
         self._save()
         self._wait_ready(list(self._hosts.values()))
         self.timings["start"] = time.monotonic() - t1
+        if self.apt:
+            self._update_package_lists()
+
+    def _update_package_lists(self) -> None:
+        """``apt-get update`` on every host, one after the other. The base has no package
+        lists; left to the tests, every host would fetch them at the same moment, and several
+        clients revalidating one index through apt-cacher-ng at once can leave one of them
+        stalled for minutes. One after the other, the first fetches and the rest are served
+        from the cache."""
+        started = time.monotonic()
+        for rt in self._hosts.values():
+            self.run(rt.host.name, "apt-get update -q", check=True, timeout=300)
+        self.timings["apt_update"] = time.monotonic() - started
 
     def _network_lines(self, rts: Sequence[_Runtime]) -> list[str]:
         lines = []
