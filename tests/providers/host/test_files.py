@@ -185,6 +185,44 @@ def test_create_then_noop(proj: Proj) -> None:
     assert "No changes." in proj.plan()
 
 
+def test_directory_makes_its_missing_parents(proj: Proj) -> None:
+    # as mkdir -p, Ansible's file state=directory and pyinfra's files.directory; the declared
+    # middle directory is made first with its own mode, the undeclared ones 0755 (umask 022)
+    proj.write("""
+        Directory("deep", path=f"{W}/a/b/c/d", mode="0750")
+        Directory("middle", path=f"{W}/a/b", mode="0700")
+        File("f", path=f"{W}/a/b/c/d/f.txt", content="x\\n")
+    """)
+    old = os.umask(0o022)
+    try:
+        proj.apply()
+    finally:
+        os.umask(old)
+    w = proj.world
+    assert [mode_of(w / p) for p in ("a", "a/b", "a/b/c", "a/b/c/d")] == \
+        ["0755", "0700", "0755", "0750"]
+    assert (w / "a/b/c/d/f.txt").read_text() == "x\n"
+    proj.assert_converged()
+    # destroying takes what was declared, not the parents it made
+    proj.ok("destroy", "--auto-approve")
+    assert (w / "a").is_dir() and not (w / "a/b").exists()
+
+
+def test_directory_under_a_file_fails_cleanly(proj: Proj) -> None:
+    (proj.world / "plain").write_text("not a directory\n")
+    proj.write("""
+        Directory("d", path=f"{W}/plain/sub/d")
+        Directory("ok", path=f"{W}/ok/d")
+    """)
+    res = proj.run("apply", "--auto-approve")
+    assert res.returncode == 1 and "Traceback" not in res.output
+    assert "cannot create its parent directories (one of them is there and is not a " \
+        "directory)" in res.output, res.output
+    assert 'directory.d' in res.output
+    assert (proj.world / "plain").read_text() == "not a directory\n"
+    assert (proj.world / "ok" / "d").is_dir()
+
+
 def test_adopts_a_file_that_already_matches(proj: Proj) -> None:
     (proj.world / "a.txt").write_text("same\n")
     proj.write("""

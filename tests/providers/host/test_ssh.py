@@ -541,7 +541,7 @@ def test_error_texts_match_the_local_connector(conn: SSHConnector, base: str,
             lambda: c.set_attrs(f"{root}/file", mode=None, owner="no-such-user", group=None),
             lambda: c.make_dir(f"{root}/full", mode=None, owner=None, group=None),
             lambda: c.make_dir(f"{root}/file", mode=None, owner=None, group=None),
-            lambda: c.make_dir(f"{root}/nodir/sub", mode=None, owner=None, group=None),
+            lambda: c.make_dir(f"{root}/file/a/b", mode=None, owner=None, group=None),
             lambda: c.make_dir(f"{root}/file/sub", mode=None, owner=None, group=None),
             lambda: c.make_symlink(f"{root}/full", "x"),
             lambda: c.make_symlink(f"{root}/nodir/l", "x"),
@@ -1066,6 +1066,22 @@ def test_write_files_replaces_links_not_what_they_point_to(fleet: Fleet, conn: S
     assert (root / "real").is_dir() and (root / "target").read_bytes() == b"keep\n"
 
 
+def test_make_dir_and_make_dirs_make_missing_parents(fleet: Fleet, conn: SSHConnector,
+                                                    base: str) -> None:
+    odd = "new\nline dir"
+    conn.make_dir(f"{base}/{odd}/x/y", mode="0700", owner="daemon", group=None)
+    got = conn.make_dirs([(f"{base}/p/q/r", "0750", None, None),
+                          (f"{base}/p", "0711", None, None)])  # declared: made first, its mode
+    root = upper(fleet, "host1", base)
+    modes = {rel: format(os.stat(root / rel).st_mode & 0o7777, "04o")
+             for rel in (odd, f"{odd}/x", f"{odd}/x/y", "p", "p/q", "p/q/r")}
+    assert modes == {odd: "0755", f"{odd}/x": "0755", f"{odd}/x/y": "0700",
+                     "p": "0711", "p/q": "0755", "p/q/r": "0750"}
+    assert [f.mode for f in got] == ["0750", "0711"]  # type: ignore[union-attr]
+    owners = fleet.run("host1", f"stat -c %U '{base}/p/q' '{base}/{odd}/x/y'", check=True)
+    assert owners.stdout.split() == ["root", "daemon"]
+
+
 def test_make_dirs_is_one_round_trip_and_reports_each_failure(fleet: Fleet, conn: SSHConnector,
                                                               base: str) -> None:
     conn.write_file(f"{base}/file", b"x", mode=None, owner=None, group=None)
@@ -1076,7 +1092,7 @@ def test_make_dirs_is_one_round_trip_and_reports_each_failure(fleet: Fleet, conn
         (f"{base}/{odd}", "2750", "daemon", "daemon"),
         (f"{base}/-dash", "0755", "0", "0"),
         (f"{base}/file", None, None, None),  # something is there
-        (f"{base}/missing/x", None, None, None),
+        (f"{base}/file/x", None, None, None),  # its parent is a file
         (f"{base}/nouser", None, "no-such-user-x", None),
         (f"{base}/nogroup", None, None, "no-such-group-x"),
     ]
@@ -1092,7 +1108,8 @@ def test_make_dirs_is_one_round_trip_and_reports_each_failure(fleet: Fleet, conn
         ("0755", "root", "root")]
     messages = [str(e) for e in got[4:]]
     assert "something is there" in messages[0]
-    assert "its parent does not exist" in messages[1]
+    assert "cannot create its parent directories (one of them is there and is not a " \
+        "directory)" in messages[1]
     assert "user 'no-such-user-x'" in messages[2] and "group 'no-such-group-x'" in messages[3]
     assert not conn.exists(f"{base}/nouser") and not conn.exists(f"{base}/nogroup")
     assert [e["path"] for e in mutations(conn)][-len(items):] == \

@@ -14,6 +14,7 @@ mutates nothing.
 
 from __future__ import annotations
 
+import errno
 import grp
 import hashlib
 import json
@@ -122,7 +123,11 @@ class Connector(Protocol):
 
     def make_dir(
         self, path: str, *, mode: str | None, owner: str | None, group: str | None
-    ) -> None: ...
+    ) -> None:
+        """Create the directory ``path`` with its missing parents (as ``mkdir -p``: 0755
+        less the umask, the connecting user's); ``mode``/``owner``/``group`` apply to ``path``
+        only. Raises :class:`ConnectorError` when something is there already."""
+        ...
 
     def make_symlink(self, path: str, target: str) -> None: ...
 
@@ -425,6 +430,16 @@ class LocalConnector:
     ) -> None:
         self._record("mkdir", True, path=path)
         try:
+            parent = os.path.dirname(path)
+            if not os.path.isdir(parent) and not os.path.lexists(path):
+                try:  # the missing parents, as mkdir -p makes them (0755, less the umask)
+                    os.makedirs(parent, 0o755, exist_ok=True)
+                except OSError as exc:
+                    why = "one of them is there and is not a directory" if exc.errno in (
+                        errno.EEXIST, errno.ENOTDIR) else exc.strerror
+                    raise ConnectorError(
+                        f"cannot create directory {path}: cannot create its parent directories "
+                        f"({why})") from None
             os.mkdir(path, int(mode, 8) if mode else 0o755)
             if mode:
                 os.chmod(path, int(mode, 8))  # not subject to umask

@@ -379,7 +379,12 @@ def _text(data: bytes | None) -> str | None:
 
 
 class DirectoryType(_PathType):
-    """A directory. Deleting it removes it with its contents (the plan says so)."""
+    """A directory. Missing parent directories are created with it, as ``mkdir -p`` (and
+    Ansible's ``file: state=directory``, pyinfra's ``files.directory``) does: mode 0755 less
+    the umask, owned by the connecting user; ``mode``, ``owner`` and ``group`` are for the
+    directory itself. A parent declared as a Directory of its own is made first (the planner
+    orders them). Deleting it removes it with its contents (the plan says so), not the parents
+    it made."""
 
     name = "directory"
     kind = "directory"

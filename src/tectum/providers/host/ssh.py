@@ -384,6 +384,10 @@ _MKDIR = _PRELUDE + """\
 p=$1 m=$2 o=$3 g=$4
 """ + _IDS + """\
 if [ -e "$p" ] || [ -h "$p" ]; then fail exists; fi
+d=${p%/*}
+if [ -n "$d" ] && [ ! -d "$d" ]; then
+  (umask "$(printf %o "$(( $(umask) | 022 ))")"; mkdir -p -- "$d") || fail parents
+fi
 if [ -n "$m" ]; then
   (umask 077; mkdir -- "$p") || fail mkdir
   chmod -- "$m" "$p" || fail mkdir
@@ -393,7 +397,8 @@ fi
 if [ -n "$spec" ]; then chown -- "$spec" "$p" || fail mkdir; fi
 """
 
-# many directories in one round trip, in the order given (the caller puts parents first). Args:
+# many directories in one round trip, in the order given (the caller puts parents first), each
+# with its missing parents (as _MKDIR: umask 022 or stricter, the connecting user's). Args:
 # the stat format, then per directory: path mode owner group. Prints per directory "tectum-ok:I" or
 # "tectum-fail:I:KIND:MESSAGE" (MESSAGE: the tool's stderr on one line), then "tectum-stat" and
 # the stat of the directories made.
@@ -409,6 +414,8 @@ one() {
   p=$1 m=$2 o=$3 g=$4 k= spec=
 """ + _IDS_K + """\
   if [ -e "$p" ] || [ -h "$p" ]; then k=exists; return; fi
+  d=${p%/*}
+  if [ -n "$d" ] && [ ! -d "$d" ]; then mkdir -p -- "$d" || { k=parents; return; }; fi
   if [ -n "$m" ]; then
     mkdir -m "$m" -- "$p" || { k=mkdir; return; }
   else
@@ -1371,6 +1378,10 @@ class SSHConnector:
     def make_dir(
         self, path: str, *, mode: str | None, owner: str | None, group: str | None
     ) -> None:
+        """Create the directory ``path`` (and its missing parents, ``mkdir -p``: mode 0755 or
+        stricter by the umask, owned by the connecting user; ``mode``, ``owner`` and ``group``
+        are for ``path`` only). Raises :class:`ConnectorError` when something is at ``path``
+        or a parent cannot be made."""
         self._record("mkdir", True, path=path)
         failed = self._mutate(_MKDIR, [path, _octal(mode), owner or "", group or ""])
         if failed is None:
@@ -1427,6 +1438,11 @@ class SSHConnector:
     @staticmethod
     def _mkdir_error(path: str, kind: str, stderr: bytes) -> ConnectorError:
         reason = _strerror(stderr)
+        if kind == "parents":
+            if reason in ("File exists", "Not a directory"):
+                reason = "one of them is there and is not a directory"
+            return ConnectorError(f"cannot create directory {path}: cannot create its parent "
+                                  f"directories ({reason})")
         if kind == "exists" or reason == "File exists":
             return ConnectorError(f"cannot create directory {path}: something is there")
         if reason == "No such file or directory":
