@@ -8,8 +8,7 @@ the other, and the same workload per host (105 declared objects):
 * 95 files in 5 directories: ``/srv/bench/d0`` … ``d4``, 19 files each, ``f00.txt`` …
   ``f18.txt`` (mode 0644, ~280 bytes of distinct content each). The issue's "100 resources" are
   these 95 files + package + user + service configuration + service (99); the directories are
-  declared explicitly too, with their parent ``/srv/bench`` (all mode 0755; tectum's
-  ``Directory`` does not create missing parents, Ansible's and pyinfra's do), so 105 in all.
+  declared explicitly too, with their parent ``/srv/bench`` (all mode 0755), so 105 in all.
 * 1 package: ``tree`` (not in a Debian minbase, no dependencies beyond libc, no service).
 * 1 user: ``benchuser`` (home ``/home/benchuser``, created; shell ``/bin/bash``).
 * 1 service configuration + 1 service: ``/etc/cron.d/bench`` (a comment, schedules nothing) and

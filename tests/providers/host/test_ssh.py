@@ -39,6 +39,7 @@ from tectum.providers.host.ssh import (
     HostUnreachable,
     SSHConnector,
 )
+from tectum.providers.host.users import GroupType, UserType
 from tests.harness.fleet import HOST_KEY, Fleet, Host
 
 pytestmark = [
@@ -814,6 +815,34 @@ def any_conn(request: pytest.FixtureRequest, fleet: Fleet) -> Iterator[tuple[SSH
     yield c, name, path
     c.remove(path, recursive=True)
     c.close()
+
+
+def test_account_changes_are_one_round_trip_each(any_conn: tuple[SSHConnector, str, str],
+                                                 fleet: Fleet) -> None:
+    """groupadd, then useradd (no group given: the host's group of the same name becomes the
+    primary group, decided on the host), then userdel and groupdel: each change reads the
+    accounts back in its own round trip."""
+    conn, host, _ = any_conn
+    name = f"tectumssh_{secrets.token_hex(3)}"
+    try:
+        conn.connect()
+        start = conn.round_trips
+        action, group = converge(GroupType(), conn, {"name": name})
+        assert action is Action.CREATE and conn.round_trips == start + 2  # read, groupadd
+        assert group is not None and group["ensure"] == "present"
+        start = conn.round_trips
+        action, user = converge(UserType(), conn, {"name": name, "shell": "/bin/sh"})
+        assert action is Action.CREATE and conn.round_trips == start + 2  # read, useradd
+        assert user is not None and (user["group"], user["shell"]) == (name, "/bin/sh")
+        assert fleet.run(host, f"id -gn {name}", check=True).stdout.strip() == name
+        assert user["uid"] == int(fleet.run(host, f"id -u {name}", check=True).stdout)
+        start = conn.round_trips
+        delete(UserType(), conn, user)
+        delete(GroupType(), conn, group)
+        assert conn.round_trips == start + 2
+        assert fleet.run(host, f"getent passwd {name} || getent group {name}").returncode == 2
+    finally:
+        fleet.run(host, f"userdel -r {name}; groupdel {name}")
 
 
 @pytest.mark.parametrize("where", ["ssh", "local"])

@@ -7,7 +7,9 @@ Python's :mod:`pwd`/:mod:`grp` are deliberately not used: the same code must wor
 
 Changes are made with the shadow-utils tools (``useradd``/``usermod``/``userdel`` and
 ``groupadd``/``groupmod``/``groupdel``), always as argument lists with ``--`` before the account
-name, so a name can never be read as an option and no shell is involved. Attribute semantics
+name, so a name can never be read as an option. Each runs inside one fixed ``sh`` script that
+gets the tool's arguments as positional parameters (``"$@"``: no value is ever shell code) and,
+when the tool succeeded, reads every account back in the same round trip. Attribute semantics
 follow Ansible's ``user``/``group`` modules (``groups`` managed exactly as with
 ``append: false``; ``create_home`` default true; ``remove_home`` only on removal; the home
 directory is not moved when ``home`` changes, as with Ansible's default ``move_home: false``) and
@@ -181,11 +183,20 @@ def _read_accounts(conn: Connector, *, users: bool) -> _Accounts:
     argv = _accounts_argv(users=users)
     script = argv[-1]
     result = conn.run(argv, mutating=False)
-    # split on newlines only: a comment may hold other line separators (U+2028, \x1c...)
-    lines = result.stdout.decode("utf-8", "surrogateescape").split("\n")
-    if not result.ok or (users and _SEPARATOR not in lines):
+    accounts = _parse_accounts(result.stdout, users=users) if result.ok else None
+    if accounts is None:
         raise ApplyError(f"cannot read accounts on {conn.host}: `{script}` exited with code "
                          f"{result.returncode}: {result.error_text()}")
+    return accounts
+
+
+def _parse_accounts(stdout: bytes, *, users: bool) -> _Accounts | None:
+    """``getent passwd`` + separator + ``getent group`` (``users``), or ``getent group``
+    alone, as parsed accounts; None when the separator is missing."""
+    # split on newlines only: a comment may hold other line separators (U+2028, \x1c...)
+    lines = stdout.decode("utf-8", "surrogateescape").split("\n")
+    if users and _SEPARATOR not in lines:
+        return None
     cut = lines.index(_SEPARATOR) if users else 0
     passwd_lines, group_lines = lines[:cut], lines[cut + 1 if users else 0:]
     passwd: dict[str, _Passwd] = {}
@@ -255,23 +266,65 @@ _LOCK_BUSY = ("cannot lock", "try again later")
 _RETRIES = 6
 
 
-def _run_tool(conn: Connector, argv: list[str]) -> CommandResult:
-    """Run a shadow-utils tool, retrying a few times when another process (``apt`` running
-    ``adduser``, say) holds the account files' lock."""
-    result = conn.run(argv, mutating=True)
+#: marks where a tool run's read-back of the accounts starts in its output
+_ACCOUNTS_MARK = "tectum-accounts"
+
+# A shadow-utils tool ("$@" after $1) and, when it succeeded, every account (read as
+# _read_accounts reads them): a change and its read-back in one round trip. $1, when not empty,
+# is a group name the tool gets as "-g $1" if that group exists on the host at that moment.
+_TOOL_SCRIPT = """\
+g=$1; shift
+if [ -n "$g" ] && getent group -- "$g" >/dev/null 2>&1; then
+  t=$1; shift; set -- "$t" -g "$g" "$@"
+fi
+"$@"; rc=$?
+if [ "$rc" -eq 0 ]; then
+  echo """ + _ACCOUNTS_MARK + """ && getent passwd && echo """ + _SEPARATOR + """ && getent group
+fi
+exit "$rc"
+"""
+
+
+class _ToolRun(NamedTuple):
+    result: CommandResult
+    tool: str
+    #: the accounts as read right after a successful run (None: failed, or unreadable)
+    accounts: _Accounts | None
+
+
+def _run_tool(conn: Connector, argv: list[str], *, group_if_exists: str = "") -> _ToolRun:
+    """Run a shadow-utils tool and read the accounts back in the same round trip, retrying a
+    few times when another process (``apt`` running ``adduser``, say) holds the account files'
+    lock. With ``group_if_exists``, the tool gets ``-g NAME`` when that group exists on the host
+    (decided there, in the same command)."""
+    wrapped = ["/bin/sh", "-c", _TOOL_SCRIPT, "tectum-account", group_if_exists, *argv]
+    result = conn.run(wrapped, mutating=True)
     attempt = 1
     while not result.ok and attempt < _RETRIES and any(
         s in result.error_text().lower() for s in _LOCK_BUSY
     ):
         time.sleep(0.25 * attempt)
         attempt += 1
-        result = conn.run(argv, mutating=True)
-    return result
+        result = conn.run(wrapped, mutating=True)
+    accounts = None
+    if result.ok:
+        _, mark, listing = (b"\n" + result.stdout).partition(
+            b"\n" + _ACCOUNTS_MARK.encode() + b"\n")
+        accounts = _parse_accounts(listing, users=True) if mark else None
+    return _ToolRun(result, argv[0], accounts)
 
 
-def _tool_error(what: str, result: CommandResult) -> ApplyError:
-    tail = result.error_text()
-    return ApplyError(f"{what}: {result.argv[0]} exited with code {result.returncode}"
+def _accounts_after(conn: Connector, last: _ToolRun | None) -> _Accounts:
+    """The accounts as the last tool run read them back, or read now when it did not (no tool
+    ran, or ``userdel``/``groupdel`` found nothing to remove)."""
+    if last is not None and last.accounts is not None:
+        return last.accounts
+    return _read_accounts(conn, users=True)
+
+
+def _tool_error(what: str, run: _ToolRun) -> ApplyError:
+    tail = run.result.error_text()
+    return ApplyError(f"{what}: {run.tool} exited with code {run.result.returncode}"
                       + (f": {tail}" if tail else ""))
 
 
@@ -407,6 +460,7 @@ class UserType(_AccountType):
         REPLACE (the name changed) → ``userdel`` of the old name, then ``useradd``. Returns the
         account as re-read after the change plus the create/delete options."""
         name = _name_of(change)
+        last: _ToolRun | None = None  # the last tool run, whose read-back is current
         with _account_lock(conn):
             if change.action is Action.DELETE:
                 if change.before is None or _is_present(change.before):
@@ -415,23 +469,23 @@ class UserType(_AccountType):
             after = dict(change.after or {})
             if after.get("ensure", "present") == "absent":
                 if change.before is None or _is_present(change.before):
-                    self._delete(conn, name, bool(after.get("remove_home")))
+                    last = self._delete(conn, name, bool(after.get("remove_home")))
             elif change.action is Action.CREATE:
-                self._create(conn, after)
+                last = self._create(conn, after)
             elif change.action is Action.REPLACE:
                 old = (change.prior or {}).get("name")
                 if isinstance(old, str) and old != name:
-                    self._delete(conn, old, bool(_prior_of(change).get("remove_home")))
+                    last = self._delete(conn, old, bool(_prior_of(change).get("remove_home")))
                 if _is_present(change.before):
-                    self._modify(conn, name, after,
-                                 [c.name for c in self.diff(after, change.before or {})])
+                    last = self._modify(conn, name, after, [
+                        c.name for c in self.diff(after, change.before or {})]) or last
                 else:
-                    self._create(conn, after)
+                    last = self._create(conn, after)
             elif "ensure" in {c.name for c in change.changes}:
-                self._create(conn, after)
+                last = self._create(conn, after)
             else:
-                self._modify(conn, name, after, [c.name for c in change.changes])
-            facts = _user_facts(name, _read_accounts(conn, users=True))
+                last = self._modify(conn, name, after, [c.name for c in change.changes])
+            facts = _user_facts(name, _accounts_after(conn, last))
         want = after.get("ensure", "present")
         if facts["ensure"] != want:
             raise ApplyError(f"user {name} is {facts['ensure']} after the change; expected {want}")
@@ -439,15 +493,13 @@ class UserType(_AccountType):
             facts[key] = after.get(key, self.schema.attrs[key].default)
         return self.stored(facts)
 
-    def _create(self, conn: Connector, after: dict[str, Any]) -> None:
+    def _create(self, conn: Connector, after: dict[str, Any]) -> _ToolRun:
         name = str(after["name"])
         argv = ["useradd"]
         if after.get("uid") is not None:
             argv += ["-u", str(after["uid"])]
         if after.get("group") is not None:
             argv += ["-g", str(after["group"])]
-        elif name in _read_accounts(conn, users=False).groups:
-            argv += ["-g", name]
         if after.get("groups"):
             argv += ["-G", ",".join(_norm("groups", after["groups"]))]
         if after.get("home") is not None:
@@ -460,12 +512,16 @@ class UserType(_AccountType):
             argv.append("-r")
         argv.append("-m" if after.get("create_home", True) else "-M")
         argv += ["--", name]
-        result = _run_tool(conn, argv)
-        if not result.ok:
-            raise _tool_error(f"cannot create user {name}", result)
+        # no group given: a group named like the user, if the host has one, is the primary
+        # group (useradd's USERGROUPS_ENAB would refuse to create it again)
+        run = _run_tool(conn, argv,
+                        group_if_exists="" if after.get("group") is not None else name)
+        if not run.result.ok:
+            raise _tool_error(f"cannot create user {name}", run)
+        return run
 
     def _modify(self, conn: Connector, name: str, after: dict[str, Any],
-                keys: Sequence[str]) -> None:
+                keys: Sequence[str]) -> _ToolRun | None:
         flags = {"uid": "-u", "group": "-g", "groups": "-G", "home": "-d", "shell": "-s",
                  "comment": "-c"}
         argv = ["usermod"]
@@ -476,17 +532,19 @@ class UserType(_AccountType):
             text = ",".join(_norm(key, value)) if key == "groups" else str(value)
             argv += [flags[key], text]
         if len(argv) == 1:
-            return
+            return None
         argv += ["--", name]
-        result = _run_tool(conn, argv)
-        if not result.ok:
-            raise _tool_error(f"cannot change user {name}", result)
+        run = _run_tool(conn, argv)
+        if not run.result.ok:
+            raise _tool_error(f"cannot change user {name}", run)
+        return run
 
-    def _delete(self, conn: Connector, name: str, remove_home: bool) -> None:
+    def _delete(self, conn: Connector, name: str, remove_home: bool) -> _ToolRun:
         argv = ["userdel", *(["-r"] if remove_home else []), "--", name]
-        result = _run_tool(conn, argv)
-        if not result.ok and result.returncode != _NOT_FOUND:
-            raise _tool_error(f"cannot remove user {name}", result)
+        run = _run_tool(conn, argv)
+        if not run.result.ok and run.result.returncode != _NOT_FOUND:
+            raise _tool_error(f"cannot remove user {name}", run)
+        return run
 
 
 # -- group ---------------------------------------------------------------------------------
@@ -525,6 +583,7 @@ class GroupType(_AccountType):
         ``ensure: absent``); DELETE → ``groupdel``; REPLACE (the name changed) → ``groupdel`` of
         the old name, then ``groupadd``. Returns the group as re-read after the change."""
         name = _name_of(change)
+        last: _ToolRun | None = None  # the last tool run, whose read-back is current
         with _account_lock(conn):
             if change.action is Action.DELETE:
                 if change.before is None or _is_present(change.before):
@@ -533,21 +592,21 @@ class GroupType(_AccountType):
             after = dict(change.after or {})
             if after.get("ensure", "present") == "absent":
                 if change.before is None or _is_present(change.before):
-                    self._delete(conn, name)
+                    last = self._delete(conn, name)
             elif change.action is Action.REPLACE:
                 old = (change.prior or {}).get("name")
                 if isinstance(old, str) and old != name:
-                    self._delete(conn, old)
+                    last = self._delete(conn, old)
                 if _is_present(change.before):
-                    self._modify(conn, name, after,
-                                 [c.name for c in self.diff(after, change.before or {})])
+                    last = self._modify(conn, name, after, [
+                        c.name for c in self.diff(after, change.before or {})]) or last
                 else:
-                    self._create(conn, after)
+                    last = self._create(conn, after)
             elif change.action is Action.CREATE or "ensure" in {c.name for c in change.changes}:
-                self._create(conn, after)
+                last = self._create(conn, after)
             else:
-                self._modify(conn, name, after, [c.name for c in change.changes])
-            facts = _group_facts(name, _read_accounts(conn, users=False))
+                last = self._modify(conn, name, after, [c.name for c in change.changes])
+            facts = _group_facts(name, _accounts_after(conn, last))
         want = after.get("ensure", "present")
         if facts["ensure"] != want:
             raise ApplyError(f"group {name} is {facts['ensure']} after the change; "
@@ -555,7 +614,7 @@ class GroupType(_AccountType):
         facts["system"] = after.get("system", False)
         return self.stored(facts)
 
-    def _create(self, conn: Connector, after: dict[str, Any]) -> None:
+    def _create(self, conn: Connector, after: dict[str, Any]) -> _ToolRun:
         name = str(after["name"])
         argv = ["groupadd"]
         if after.get("gid") is not None:
@@ -563,19 +622,22 @@ class GroupType(_AccountType):
         if after.get("system"):
             argv.append("-r")
         argv += ["--", name]
-        result = _run_tool(conn, argv)
-        if not result.ok:
-            raise _tool_error(f"cannot create group {name}", result)
+        run = _run_tool(conn, argv)
+        if not run.result.ok:
+            raise _tool_error(f"cannot create group {name}", run)
+        return run
 
     def _modify(self, conn: Connector, name: str, after: dict[str, Any],
-                keys: Sequence[str]) -> None:
+                keys: Sequence[str]) -> _ToolRun | None:
         if "gid" not in keys or after.get("gid") is None:
-            return
-        result = _run_tool(conn, ["groupmod", "-g", str(after["gid"]), "--", name])
-        if not result.ok:
-            raise _tool_error(f"cannot change group {name}", result)
+            return None
+        run = _run_tool(conn, ["groupmod", "-g", str(after["gid"]), "--", name])
+        if not run.result.ok:
+            raise _tool_error(f"cannot change group {name}", run)
+        return run
 
-    def _delete(self, conn: Connector, name: str) -> None:
-        result = _run_tool(conn, ["groupdel", "--", name])
-        if not result.ok and result.returncode != _NOT_FOUND:
-            raise _tool_error(f"cannot remove group {name}", result)
+    def _delete(self, conn: Connector, name: str) -> _ToolRun:
+        run = _run_tool(conn, ["groupdel", "--", name])
+        if not run.result.ok and run.result.returncode != _NOT_FOUND:
+            raise _tool_error(f"cannot remove group {name}", run)
+        return run
