@@ -125,8 +125,8 @@ class Connector(Protocol):
         self, path: str, *, mode: str | None, owner: str | None, group: str | None
     ) -> None:
         """Create the directory ``path`` with its missing parents (as ``mkdir -p``: 0755
-        less the umask, the connecting user's); ``mode``/``owner``/``group`` apply to ``path``
-        only. Raises :class:`ConnectorError` when something is there already."""
+        less the umask, owned by the user commands run as); ``mode``/``owner``/``group`` apply
+        to ``path`` only. Raises :class:`ConnectorError` when something is there already."""
         ...
 
     def make_symlink(self, path: str, target: str) -> None: ...

@@ -381,10 +381,10 @@ def _text(data: bytes | None) -> str | None:
 class DirectoryType(_PathType):
     """A directory. Missing parent directories are created with it, as ``mkdir -p`` (and
     Ansible's ``file: state=directory``, pyinfra's ``files.directory``) does: mode 0755 less
-    the umask, owned by the connecting user; ``mode``, ``owner`` and ``group`` are for the
-    directory itself. A parent declared as a Directory of its own is made first (the planner
-    orders them). Deleting it removes it with its contents (the plan says so), not the parents
-    it made."""
+    the umask, owned by the user commands run as (root with become); ``mode``, ``owner`` and
+    ``group`` are for the directory itself. A parent declared as a Directory of its own is
+    made first (the planner orders them). Deleting it removes it with its contents (the plan
+    says so), not the parents it made."""
 
     name = "directory"
     kind = "directory"

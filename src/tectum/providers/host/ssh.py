@@ -398,7 +398,7 @@ if [ -n "$spec" ]; then chown -- "$spec" "$p" || fail mkdir; fi
 """
 
 # many directories in one round trip, in the order given (the caller puts parents first), each
-# with its missing parents (as _MKDIR: umask 022 or stricter, the connecting user's). Args:
+# with its missing parents (as _MKDIR: umask 022 or stricter, the running user's). Args:
 # the stat format, then per directory: path mode owner group. Prints per directory "tectum-ok:I" or
 # "tectum-fail:I:KIND:MESSAGE" (MESSAGE: the tool's stderr on one line), then "tectum-stat" and
 # the stat of the directories made.
@@ -1379,9 +1379,9 @@ class SSHConnector:
         self, path: str, *, mode: str | None, owner: str | None, group: str | None
     ) -> None:
         """Create the directory ``path`` (and its missing parents, ``mkdir -p``: mode 0755 or
-        stricter by the umask, owned by the connecting user; ``mode``, ``owner`` and ``group``
-        are for ``path`` only). Raises :class:`ConnectorError` when something is at ``path``
-        or a parent cannot be made."""
+        stricter by the umask, owned by the user commands run as, root with become; ``mode``,
+        ``owner`` and ``group`` are for ``path`` only). Raises :class:`ConnectorError` when
+        something is at ``path`` or a parent cannot be made."""
         self._record("mkdir", True, path=path)
         failed = self._mutate(_MKDIR, [path, _octal(mode), owner or "", group or ""])
         if failed is None:
