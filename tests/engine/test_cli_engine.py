@@ -157,6 +157,72 @@ def test_stale_when_state_moved_on_between_plan_and_apply(proj: Proj, tmp_path: 
     assert (proj.world / "a.txt").read_text() == "hand edit\n"
 
 
+def test_saved_plan_refused_when_the_world_moved(proj: Proj, tmp_path: Path) -> None:
+    """Design decision 2: applying a saved plan re-reads what it changes first; a hand edit
+    since the plan (a file it updates, a file that appeared where it creates one) refuses the
+    whole plan before anything is done. Objects the plan does not touch may move freely."""
+    proj.write("""
+        File("a", path=f"{W}/a.txt", content="a\\n")
+        File("b", path=f"{W}/b.txt", content="b\\n")
+        File("c", path=f"{W}/c.txt", content="c\\n")
+    """)
+    proj.apply()
+    proj.write("""
+        File("a", path=f"{W}/a.txt", content="a2\\n", mode="0600")
+        File("b", path=f"{W}/b.txt", content="b\\n")
+        File("c", path=f"{W}/c.txt", content="c\\n")
+        File("d", path=f"{W}/d.txt", content="d\\n")
+    """)
+    planfile = tmp_path / "next.plan"
+    proj.ok("plan", "-out", str(planfile))
+    (proj.world / "a.txt").write_text("hand edit\n")
+    (proj.world / "d.txt").write_text("someone else's\n")
+    (proj.world / "b.txt").write_text("not in the plan\n")  # b is a no-op: not checked
+    res = proj.run("apply", str(planfile))
+    assert res.returncode == 1 and "Traceback" not in res.output
+    assert "The world changed since the plan" in res.output, res.output
+    assert "file.a: content changed" in res.output
+    assert "file.d: was absent, now exists" in res.output
+    assert "file.b" not in res.output and "Nothing was applied" in res.output
+    assert (proj.world / "a.txt").read_text() == "hand edit\n"
+    assert (proj.world / "d.txt").read_text() == "someone else's\n"
+    # the world put back as the plan saw it: the same plan applies
+    (proj.world / "a.txt").write_text("a\n")
+    (proj.world / "d.txt").unlink()
+    proj.ok("apply", str(planfile))
+    assert (proj.world / "a.txt").read_text() == "a2\n" and (proj.world / "d.txt").exists()
+
+
+def test_world_moved_while_the_prompt_waited(proj: Proj) -> None:
+    """The same check after an interactive approval: the prompt may wait for minutes."""
+    import subprocess
+    import sys
+
+    proj.write("""
+        File("a", path=f"{W}/a.txt", content="a\\n")
+    """)
+    env = {**os.environ, "NO_COLOR": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "tectum", "apply"], cwd=proj.root, env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdin is not None
+    seen = ""
+    while "Enter a value" not in seen:
+        char = proc.stdout.read(1)
+        assert char, f"no prompt; output so far:\n{seen}"
+        seen += char
+    (proj.world / "a.txt").write_text("made while you read the plan\n")
+    out, err = proc.communicate("yes\n", timeout=60)
+    assert proc.returncode == 1, out + err
+    assert "The world changed since the plan" in err and "file.a: was absent, now exists" in err
+    assert "Run the command again" in err
+    assert (proj.world / "a.txt").read_text() == "made while you read the plan\n"
+    # answered at once, nothing moved: it applies
+    res = proj.ok("apply", input="yes\n")
+    assert "Apply complete" in res.stdout, res.output
+    assert (proj.world / "a.txt").read_text() == "a\n"
+
+
 def test_altered_saved_plan_is_refused(proj: Proj, tmp_path: Path) -> None:
     proj.write("""
         File("a", path=f"{W}/a.txt", content="original\\n")

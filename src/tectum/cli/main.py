@@ -162,6 +162,14 @@ def _confirm(obj: Ctx, what: str) -> bool:
     return line.strip() == "yes"
 
 
+def _check_after_prompt(obj: Ctx, session: Any, plan: Any) -> None:
+    """The world may have moved while the prompt waited: re-read what the plan changes."""
+    session.check_world(
+        plan, made="The plan above holds what tectum read before you answered.",
+        retry="Run the command again to plan from what is there now.",
+        forks=obj.fleet.get("forks", 50))
+
+
 def _run_apply(obj: Ctx, session: Any, plan: Any, state: Any, parallelism: int,
                operation: str | None = None) -> None:
     from tectum.engine.applier import host_of
@@ -285,6 +293,10 @@ def apply(obj: Ctx, target: str, variables: tuple[str, ...], var_files: tuple[st
                 if not saved.has_changes:
                     view.out("No changes. The saved plan has nothing to do.")
                     return
+                session.check_world(
+                    saved, made=f"{target} holds what tectum read when it was made.",
+                    retry=f"Make a new plan with `tectum plan -out {target}` and apply that.",
+                    forks=obj.fleet.get("forks", 50))
                 _run_apply(obj, session, saved, state, parallelism)
         finally:
             session.close()
@@ -316,6 +328,8 @@ def _apply_dir(obj: Ctx, directory: str, variables: tuple[str, ...], var_files: 
                     obj, "destroy all managed objects" if destroy else "perform these actions"):
                 view.out("\nApply cancelled.")
                 sys.exit(1)
+            if not auto_approve:
+                _check_after_prompt(obj, session, p)
             view.out("")
             _run_apply(obj, session, p, state, parallelism)
     finally:
@@ -617,6 +631,8 @@ def rollback(obj: Ctx, to: int, directory: str, out: str | None, auto_approve: b
             if not auto_approve and not _confirm(obj, f"roll back to version {to}"):
                 view.out("\nRollback cancelled.")
                 sys.exit(1)
+            if not auto_approve:
+                _check_after_prompt(obj, session, p)
             view.out("")
             _run_apply(obj, session, p, state, parallelism, operation="rollback")
     finally:

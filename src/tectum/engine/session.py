@@ -394,6 +394,79 @@ class Session:
                 "`tectum plan -out FILE` and apply that.",
             ))
 
+    def check_world(self, plan: Plan, *, made: str, retry: str, forks: int = 50) -> None:
+        """Design decision 2 for a plan applied some time after it was made (a saved plan, or
+        one the user confirmed at a prompt): before anything is done, re-read every object the
+        plan changes (one facts round trip per host, as the plan's own read did) and refuse the
+        plan when one of them is no longer what the plan found. Terraform applies a saved plan
+        without looking again; tectum does not act on a world it has not seen. ``made`` says
+        where the plan came from, ``retry`` what to do instead (both sentences). Objects
+        whose identity is known only at apply time, objects whose read fails, and hosts that
+        cannot be reached now are not checked (applying reports those). Raises
+        :class:`DiagnosticError` naming each object that moved and the attributes that did."""
+        from tectum.addrs import ResourceAddress
+        from tectum.engine.planner import HostBatches
+        from tectum.providers.registry import registry
+        from tectum.values import UNKNOWN, is_known
+
+        def known(value: Any) -> bool:
+            if value is UNKNOWN:
+                return False
+            if isinstance(value, dict):
+                return all(known(v) for v in value.values())
+            if isinstance(value, list | tuple):
+                return all(known(v) for v in value)
+            return is_known(value)
+
+        planned: dict[str, Any] = {}
+        by_host: dict[str | None, HostBatches] = {}
+        for change in plan.changes:
+            rt = registry.get(change.type)
+            obj = change.after if change.after is not None else (change.prior or change.before)
+            if change.action is Action.NOOP or rt is None or obj is None or not known(obj):
+                continue
+            batches = by_host.setdefault(ResourceAddress.parse(change.address).host, [])
+            items = next((i for t, i in batches if t is rt), None)
+            if items is None:
+                items = []
+                batches.append((rt, items))
+            items.append((change.address, obj))
+            planned[change.address] = change.before
+        if not by_host:
+            return
+        planner = Planner(self.connector, self.in_limit, parallelism=forks,
+                          secret_value=self.secret_value)
+        moved: list[str] = []
+        for (_host, batches), (found, _diags, down) in zip(
+                by_host.items(), planner.read_hosts(by_host), strict=True):
+            if down is not None:
+                continue
+            for rt, items in batches:
+                for address, _ in items:
+                    if address not in found:
+                        continue
+                    obs = found[address]
+                    now = rt.stored(obs) if obs is not None else None
+                    was = planned[address]
+                    if now == was:
+                        continue
+                    if was is None:
+                        moved.append(f"{address}: was absent, now exists")
+                    elif now is None:
+                        moved.append(f"{address}: is gone")
+                    else:
+                        keys = sorted("content" if k == "content_sha256" else k
+                                      for k in set(was) | set(now) if was.get(k) != now.get(k))
+                        moved.append(f"{address}: {', '.join(keys)} changed")
+        if moved:
+            shown = moved[:20] + ([f"... and {len(moved) - 20} more"] if len(moved) > 20 else [])
+            raise DiagnosticError(Diagnostic.error(
+                "The world changed since the plan",
+                f"{made} Since then, {len(moved)} of the objects it changes "
+                f"{'was' if len(moved) == 1 else 'were'} changed outside it:\n  "
+                + "\n  ".join(shown) + f"\nNothing was applied. {retry}",
+            ))
+
     def apply(
         self,
         plan: Plan,
