@@ -407,23 +407,14 @@ class Session:
         from tectum.addrs import ResourceAddress
         from tectum.engine.planner import HostBatches
         from tectum.providers.registry import registry
-        from tectum.values import UNKNOWN, is_known
-
-        def known(value: Any) -> bool:
-            if value is UNKNOWN:
-                return False
-            if isinstance(value, dict):
-                return all(known(v) for v in value.values())
-            if isinstance(value, list | tuple):
-                return all(known(v) for v in value)
-            return is_known(value)
+        from tectum.values import is_known
 
         planned: dict[str, Any] = {}
         by_host: dict[str | None, HostBatches] = {}
         for change in plan.changes:
             rt = registry.get(change.type)
             obj = change.after if change.after is not None else (change.prior or change.before)
-            if change.action is Action.NOOP or rt is None or obj is None or not known(obj):
+            if change.action is Action.NOOP or rt is None or obj is None or not is_known(obj):
                 continue
             batches = by_host.setdefault(ResourceAddress.parse(change.address).host, [])
             items = next((i for t, i in batches if t is rt), None)

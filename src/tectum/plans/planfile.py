@@ -134,15 +134,17 @@ def _decrypt(path: str, raw: bytes, bad: Callable[[str], DiagnosticError]) -> by
     def damaged(exc: Exception) -> DiagnosticError:
         return bad(f"is damaged: it starts as an age-encrypted file but cannot be read ({exc})")
 
-    try:  # a throw-away identity tells a damaged header from one meant for other keys
-        pyrage.decrypt(raw, [x25519.Identity.generate()])
-    except pyrage.DecryptError as exc:
-        if str(exc) != _NO_MATCHING_KEYS:
-            raise damaged(exc) from None
     try:
-        return bytes(pyrage.decrypt(raw, load_identities()))
+        identities = load_identities()
     except SecretsError as exc:
+        try:  # no key of ours: a throw-away one tells a damaged header from a sound one
+            pyrage.decrypt(raw, [x25519.Identity.generate()])
+        except pyrage.DecryptError as probe:
+            if str(probe) != _NO_MATCHING_KEYS:
+                raise damaged(probe) from None
         raise DiagnosticError(exc.diagnostic()) from None
+    try:
+        return bytes(pyrage.decrypt(raw, identities))
     except pyrage.DecryptError as exc:
         if str(exc) != _NO_MATCHING_KEYS:
             raise damaged(exc) from None

@@ -279,7 +279,7 @@ if [ -n "$g" ] && getent group -- "$g" >/dev/null 2>&1; then
 fi
 "$@"; rc=$?
 if [ "$rc" -eq 0 ]; then
-  echo """ + _ACCOUNTS_MARK + """ && getent passwd && echo """ + _SEPARATOR + """ && getent group
+  echo """ + _ACCOUNTS_MARK + " && " + _accounts_argv(users=True)[-1] + """
 fi
 exit "$rc"
 """
