@@ -188,3 +188,28 @@ def test_automatic_dependencies_stay_on_their_host(tmp_path: Path) -> None:
         assert graph.deps[f'host["{h}"].file.f'] == {f'host["{h}"].directory.d',
                                                      f'host["{h}"].user.u'}
         assert graph.deps[f'host["{h}"].user.u'] == {f'host["{h}"].group.g'}
+
+
+
+def test_local_hosts_are_one_machine_to_automatic_dependencies(tmp_path: Path) -> None:
+    """db-1 has connector = "local": its directory orders a file declared outside any role
+    (this machine too) under it, and managing its path from outside the role as well is
+    refused; web-1's directory of the same path is on another machine."""
+    from tectum import apply_role
+    from tectum.engine.planner import Resolver, build_graph
+    from tectum.host import Directory, File
+    from tectum.state import State
+
+    inv = load_inventory(str(write(tmp_path, INVENTORY)))
+    with Stack(str(tmp_path), inventory=inv) as stack:
+        apply_role(lambda host: Directory("d", path="/srv/out"), "web-1,db-1")
+        File("f", path="/srv/out/f", content="x")
+        File("twice", path="/srv/out", content="x")
+    graph, diags = build_graph(stack)
+    assert not diags.has_errors
+    assert graph.deps["file.f"] == {'host["db-1"].directory.d'}
+    diags = Resolver(stack, State.new()).resolve_all(graph.order())
+    twice = [d for d in diags if d.summary == "Object managed twice"]
+    assert len(twice) == 1, [str(d) for d in diags]
+    assert 'host["db-1"].directory.d' in twice[0].detail + str(twice[0].address)
+    assert "file.twice" in twice[0].detail + str(twice[0].address)

@@ -60,19 +60,33 @@ def _rtype(name: str) -> ResourceType:
     return rtype
 
 
+def machine_of(stack: Stack, host: str | None) -> str | None:
+    """The machine a host's resources live on: None for this machine (resources outside a
+    role, and every inventory host with ``connector = "local"``), else the host's name. Two
+    names for this machine are one machine to automatic dependencies and to the check that
+    no object is managed twice."""
+    if host is None:
+        return None
+    entry = stack.inventory.hosts.get(host)
+    if entry is not None and entry.connection.connector == "local":
+        return None
+    return host
+
+
 def build_graph(stack: Stack) -> tuple[Graph, Diagnostics]:
     """The dependency graph of the declarations, with diagnostics for unknown references
     and cycles."""
     diags = Diagnostics()
     graph = Graph()
     decls = stack.resources
-    # automatic dependencies stay on one host: indexes are keyed by (host, path or name)
+    # automatic dependencies (Puppet's autorequire) stay on one machine: indexes are keyed
+    # by (machine, path or name)
     dir_paths: dict[tuple[str | None, str], str] = {}
     users: dict[tuple[str | None, str], str] = {}
     groups: dict[tuple[str | None, str], str] = {}
     for address, decl in decls.items():
         graph.add(address)
-        host = decl.address.host
+        host = machine_of(stack, decl.address.host)
         path = decl.attrs.get("path")
         if decl.type == "directory" and isinstance(path, str) and is_known(path):
             dir_paths[(host, os.path.normpath(path))] = address
@@ -82,7 +96,7 @@ def build_graph(stack: Stack) -> tuple[Graph, Diagnostics]:
         if decl.type == "group" and isinstance(name, str):
             groups[(host, name)] = address
     for address, decl in decls.items():
-        host = decl.address.host
+        host = machine_of(stack, decl.address.host)
         targets: list[tuple[str, str]] = []
         for ref_addr, attr in sorted(refs_in(decl.attrs)):
             if ref_addr not in SECRET_SOURCES:
@@ -154,6 +168,7 @@ class Resolver:
 
     def __init__(self, stack: Stack, state: State,
                  secret_value: Callable[[str, str], Any] | None = None) -> None:
+        self.stack = stack
         self.decls = stack.resources
         self.prior = state.resources
         self.desired: dict[str, dict[str, Any]] = {}
@@ -217,7 +232,7 @@ class Resolver:
             if not ident or not all(isinstance(v, str) and is_known(v) for v in ident):
                 continue
             family = "path" if decl.type in PATH_TYPES else decl.type
-            key = (family, decl.address.host,
+            key = (family, machine_of(self.stack, decl.address.host),
                    *(os.path.normpath(v) if family == "path" else v for v in ident))
             other = seen.get(key)
             if other is None:
