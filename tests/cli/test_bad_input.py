@@ -533,6 +533,47 @@ def test_tectum_toml_section_not_a_table(project: Project) -> None:
     assert diag.source is not None and diag.source.startswith(str(toml))
 
 
+BINARY = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe\x80"
+
+
+def test_binary_tectum_toml(applied: Project) -> None:
+    """Issue 10 item 9: a file that is not UTF-8 text is an invalid project file (with its path
+    and the place of the first bad byte), not "Internal error — UnicodeDecodeError"."""
+    toml = applied.root / "tectum.toml"
+    toml.write_bytes(BINARY)
+    for args in (("plan",), ("apply", "--auto-approve"), ("validate",), ("state", "list")):
+        expect_error(applied.run(*args), "Invalid project file", source=f"{toml}:1",
+                     detail=(f"{toml} is not valid TOML: it is not UTF-8 text",
+                             "byte 0x89 at line 1, column 1", "Fix the file"))
+    assert toml.read_bytes() == BINARY
+    toml.unlink()
+    applied.assert_nothing_lost()
+
+
+def test_binary_var_file(applied: Project) -> None:
+    applied.write(VAR_STACK)
+    var_file = applied.root.parent / "prod.tfvars"
+    var_file.write_bytes(b'port = 80\nname = "caf\xe9"\n')
+    for args in (("plan", "-var-file", str(var_file)),
+                 ("apply", "--auto-approve", "-var-file", str(var_file))):
+        expect_error(applied.run(*args), "Invalid variables file", source=f"{var_file}:2",
+                     detail=(f"{var_file} is not valid TOML: it is not UTF-8 text",
+                             "byte 0xe9 at line 2, column 12"))
+    assert not (applied.out / "conf").exists(), "nothing is applied with a bad -var-file"
+    applied.write(GOOD)
+    applied.assert_nothing_lost()
+
+
+def test_binary_inventory(applied: Project) -> None:
+    inventory = applied.root / "inventory.toml"
+    inventory.write_bytes(BINARY)
+    for args in (("plan",), ("apply", "--auto-approve"), ("validate",)):
+        expect_error(applied.run(*args), "Invalid inventory", source=f"{inventory}:1",
+                     detail=(f"{inventory} is not valid TOML: it is not UTF-8 text",))
+    inventory.unlink()
+    applied.assert_nothing_lost()
+
+
 def test_missing_stack_file(tmp_path: Path, tectum: Run) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -602,6 +643,59 @@ def test_state_path_unreadable(applied: Project) -> None:
     db.rmdir()
     aside.rename(db)
     applied.assert_nothing_lost()
+
+
+def _foreign_sqlite(db: Path) -> None:
+    with closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+        conn.execute("INSERT INTO notes (body) VALUES ('not tectum')")
+
+
+@pytest.mark.parametrize("kind", ["empty", "foreign-sqlite"])
+def test_state_file_that_is_not_tectum_state_is_refused(applied: Project, kind: str) -> None:
+    """Issue 10 item 8: a zero-byte (or foreign) .tectum/state.db was taken for a new project,
+    so the next apply started a new lineage and the history was gone without a word. Every
+    command refuses it, says what was found where and what to do, and leaves it as it is."""
+    db = applied.state_file
+    backup = applied.root / "state.backup"
+    shutil.copy(db, backup)
+    db.unlink()
+    _drop_sidecars(db)
+    if kind == "empty":
+        db.write_bytes(b"")
+        found = "is an empty file (0 bytes)"
+    else:
+        _foreign_sqlite(db)
+        found = "is an SQLite database without tectum's tables (it has notes)"
+    before = db.read_bytes()
+    applied.write(GOOD.replace("hello", "changed"))  # an apply that went ahead would show
+    for args in (("state", "list"), ("plan",), ("apply", "--auto-approve"), ("show",),
+                 ("destroy", "--auto-approve"), ("state", "history"), ("output",)):
+        expect_error(applied.run(*args), "Not a tectum state database", source=db,
+                     detail=(f"The state database {db} {found}, not a tectum state database",
+                             "Nothing was changed", "restore the file from a backup",
+                             "`tectum state push FILE`", "delete the file"))
+    assert db.read_bytes() == before, "the file is left as it was"
+    assert not Path(f"{db}-wal").exists() or kind != "empty"
+    assert sorted(p.name for p in db.parent.iterdir()
+                  if not p.name.startswith("state.db.default.lock")) == \
+        sorted(["state.db"] + [p.name for p in db.parent.glob("state.db-*")]), \
+        "no other database was made beside it"
+    assert (applied.out / "www" / "index.html").read_text() == "hello\n"
+    db.unlink()
+    _drop_sidecars(db)
+    shutil.copy(backup, db)
+    applied.assert_nothing_lost()
+
+
+def test_new_project_still_starts_a_state(project: Project) -> None:
+    """The refusal above is for an existing file: without one, apply makes the database."""
+    assert not project.state_file.exists()
+    result = project.run("apply", "--auto-approve")
+    assert result.returncode == 0, result.output
+    assert project.state_list() == GOOD_ADDRESSES
+    leftovers = [p.name for p in project.state_file.parent.iterdir() if ".new-" in p.name]
+    assert leftovers == [], "the temporary database it was made under is gone"
 
 
 def test_damaged_state_version(applied: Project) -> None:

@@ -82,6 +82,8 @@ def test_no_inventory_file_means_no_hosts(tmp_path: Path) -> None:
     ("[hosts.a]\n[groups.a]\n", "names a group too"),
     ("[server]\n", "unknown table [server]"),
     ("[hosts.a]\nconnect_timeout = 0\n", "connect_timeout must be positive"),
+    ("[hosts.a]\ncommand_timeout = nan\n", "command_timeout must be positive and finite"),
+    ("[defaults]\nconnect_timeout = inf\n", "connect_timeout must be positive and finite"),
     ("[hosts.a]\nbecome_password_env = \"not a name\"\n", "is not a variable name"),
     ("[hosts.a\n", "is not valid TOML"),
 ])
@@ -92,6 +94,49 @@ def test_mistakes_are_diagnostics_naming_the_file(tmp_path: Path, text: str,
     details = " ".join(d.detail for d in info.value.diagnostics)
     assert message in details
     assert str(tmp_path / "inventory.toml") in details
+
+
+@pytest.mark.parametrize("data, message, line", [
+    (b"\x00\xff\xfe\x80 binary \x9c\n", "it is not UTF-8 text (byte 0xff at line 1, column 2",
+     1),
+    (b'[hosts.a]\naddress = "caf\xe9"\n', "it is not UTF-8 text (byte 0xe9 at line 2, column 15",
+     2),
+    (bytes(range(256)) * 4, "it is not UTF-8 text (byte 0x80 at line 2, column 118", 2),
+    (b"[hosts.a]\nport = 22\x00\n", "is not valid TOML", 0),
+    (b"a = " + b"[" * 100_000 + b"]" * 100_000, "nested too deeply", 0),
+], ids=["binary", "latin-1 text", "all bytes", "NUL byte", "deep"])
+def test_binary_or_undecodable_inventory_is_an_invalid_inventory(
+        tmp_path: Path, data: bytes, message: str, line: int) -> None:
+    """Issue 10 item 9: a binary inventory.toml gave "Internal error — UnicodeDecodeError"."""
+    path = tmp_path / "inventory.toml"
+    path.write_bytes(data)
+    for given in (None, str(path)):  # ROOT/inventory.toml and --inventory FILE
+        with pytest.raises(DiagnosticError) as info:
+            load_inventory(str(tmp_path), given)
+        (diag,) = info.value.diagnostics
+        assert diag.summary == "Invalid inventory"
+        assert diag.detail.startswith(f"{path} is not valid TOML: "), diag.detail
+        assert message in diag.detail and "Fix the file" in diag.detail
+        assert diag.source is not None and diag.source.filename == str(path)
+        if line:
+            assert diag.source.line == line
+    assert path.read_bytes() == data
+
+
+def test_binary_inventory_through_the_cli(make_project: Callable[..., Path],
+                                          tectum: Callable[..., Result]) -> None:
+    root = make_project('from tectum.host import File\nFile("f", path="/tmp/x", content="x")\n')
+    (root / "inventory.toml").write_bytes(b"\x7fELF\x02\x01\x01\x00\xff\xfe")
+    other = root / "hosts.bin"
+    other.write_bytes(b"\xff" * 64)
+    for args, path in ((("plan", str(root)), root / "inventory.toml"),
+                       (("validate", str(root)), root / "inventory.toml"),
+                       (("plan", "--inventory", str(other), str(root)), other)):
+        r = tectum(*args)
+        assert r.returncode == 1, r.output
+        assert "Traceback" not in r.output and "Internal error" not in r.output, r.output
+        assert "Error: Invalid inventory" in r.stderr, r.output
+        assert f"{path} is not valid TOML: it is not UTF-8 text" in r.stderr, r.output
 
 
 def test_role_resources_are_addressed_per_host(tmp_path: Path) -> None:

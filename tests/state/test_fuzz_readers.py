@@ -15,10 +15,18 @@ diagnostic, never a traceback.
 Inputs are arbitrary bytes, arbitrary JSON values and mutations of valid documents (keys dropped
 or added, values of the wrong type, wrong nesting, huge and negative numbers, duplicates, odd
 unicode).
+
+Every input has a verdict, given by the oracles below (``state_verdict``, ``record_verdict``,
+``intent_verdict``, ``plan_verdict``: the documented format written out independently of the
+readers): a must-reject input must raise the documented error, a must-accept input must be read
+(and well-formed). Only where the oracle does not know a field (one a newer reader may check)
+does it answer ``EITHER``, and then the result must still be an error of the documented kind or a
+well-formed value.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import itertools
@@ -75,6 +83,212 @@ JSON_VALUES = st.recursive(
 def dumps(value: Any) -> bytes:
     """JSON bytes as Python writes them (NaN/Infinity allowed, lone surrogates escaped)."""
     return json.dumps(value).encode()
+
+
+# -- oracles: the documented formats, independent of the readers ------------------------------
+
+ACCEPT, REJECT, EITHER = "accept", "reject", "either"
+#: what the state and journal store: SQLite's INTEGER (and PostgreSQL's bigint); write adds 1
+MAX_SERIAL = 2**63 - 2
+
+
+def _int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _strs_ok(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _worst(*verdicts: str) -> str:
+    return REJECT if REJECT in verdicts else EITHER if EITHER in verdicts else ACCEPT
+
+
+#: resource entry keys whose rules the oracle leaves to the reader (newer, optional fields)
+_RECORD_UNSURE = ("origin", "on_destroy", "owed")
+
+
+def record_verdict(entry: Any) -> str:
+    """A resource entry of a state: address, type (strings), attributes (an object) required;
+    dependencies a list of strings; source anything (a non-string is dropped); other keys are
+    ignored."""
+    if not isinstance(entry, dict):
+        return REJECT
+    if not all(k in entry for k in ("address", "type", "attributes")):
+        return REJECT
+    if not isinstance(entry["address"], str) or not isinstance(entry["type"], str) \
+            or not isinstance(entry["attributes"], dict):
+        return REJECT
+    if "dependencies" in entry and not _strs_ok(entry["dependencies"]):
+        return REJECT
+    return EITHER if any(k in entry for k in _RECORD_UNSURE) else ACCEPT
+
+
+def state_verdict(doc: Any) -> str:
+    """A state document (format 1): an object with format_version 1 (an integer), serial (an
+    integer, 0 ≤ serial ≤ MAX_SERIAL), lineage (a non-empty string), resources (a list of
+    resource entries, each address once), outputs (an object of objects, each with a value);
+    tectum_version and other keys are not checked."""
+    if not isinstance(doc, dict):
+        return REJECT
+    if not _int(doc.get("format_version")) or doc["format_version"] != 1:
+        return REJECT  # newer: refused; older: there is no format before 1
+    serial: Any = doc.get("serial")
+    lineage = doc.get("lineage")
+    if not _int(serial) or not 0 <= serial <= MAX_SERIAL:
+        return REJECT
+    if not isinstance(lineage, str) or not lineage:
+        return REJECT
+    resources = doc.get("resources", [])
+    if not isinstance(resources, list):
+        return REJECT
+    verdicts = [record_verdict(e) for e in resources]
+    if REJECT in verdicts:
+        return REJECT
+    addresses = [e["address"] for e in resources]
+    if len(set(addresses)) != len(addresses):
+        return REJECT
+    outputs = doc.get("outputs", {})
+    if not isinstance(outputs, dict) or not all(isinstance(v, dict) and "value" in v
+                                                for v in outputs.values()):
+        return REJECT
+    return _worst(*verdicts)
+
+
+def stored_state_verdict(document: bytes, storage: str) -> str:
+    """The verdict on a stored document as the backend gets it back: bytes from a BLOB (which
+    ``json.loads`` decodes as UTF-8, -16 or -32), text otherwise (undecodable text is damage)."""
+    try:
+        raw: str | bytes = document if storage == "blob" else document.decode()
+        doc = json.loads(raw)
+    except (ValueError, RecursionError):
+        return REJECT
+    return state_verdict(doc)
+
+
+def journal_verdict(action: str, record: str | None, address: str = "file.extra") -> str:
+    """A finished-resource row replayed onto a state: a SQL NULL record means the object is
+    gone; otherwise ``outputs`` holds an object of objects and any other action the resource's
+    record (for ``address``)."""
+    if record is None:
+        return ACCEPT
+    try:
+        data = json.loads(record)
+    except (ValueError, RecursionError):
+        return REJECT
+    if action == "outputs":
+        ok = isinstance(data, dict) and all(isinstance(v, dict) for v in data.values())
+        return ACCEPT if ok else REJECT
+    verdict = record_verdict(data)
+    if verdict != REJECT and data["address"] != address:
+        return REJECT
+    return verdict
+
+
+def intent_verdict(record: str | None) -> str:
+    """An intent row: ``{"action": str, "type": str, "identity": object}``."""
+    if record is None:
+        return REJECT
+    try:
+        data = json.loads(record)
+    except (ValueError, RecursionError):
+        return REJECT
+    ok = isinstance(data, dict) and isinstance(data.get("action"), str) \
+        and isinstance(data.get("type"), str) and isinstance(data.get("identity"), dict)
+    return ACCEPT if ok else REJECT
+
+
+_ACTIONS = ("create", "update", "replace", "delete", "no-op", "forget")
+_CHANGE_KEYS = {"name", "before", "after", "force_new", "sensitive"}
+#: resource change keys the oracle checks; any other key leaves the verdict to the reader
+_RC_KNOWN = {"address", "type", "action", "before", "after", "changes", "triggers", "triggered",
+             "drift", "dependencies", "prior", "source", "note", "watches", "origin",
+             "on_destroy", "moved_from", "interrupted"}
+
+
+def _opt_str(rc: dict[str, Any], key: str) -> bool:
+    return rc.get(key) is None or isinstance(rc[key], str)
+
+
+def _opt_obj(rc: dict[str, Any], key: str) -> bool:
+    return rc.get(key) is None or isinstance(rc[key], dict)
+
+
+def change_verdict(rc: Any) -> str:
+    """One resource change of a plan."""
+    if not isinstance(rc, dict):
+        return REJECT
+    if not all(k in rc for k in ("address", "type", "action", "before", "after")):
+        return REJECT
+    if not isinstance(rc["address"], str) or not isinstance(rc["type"], str):
+        return REJECT
+    if not isinstance(rc["action"], str) or rc["action"] not in _ACTIONS:
+        return REJECT
+    if not all(_opt_obj(rc, k) for k in ("before", "after", "prior")):
+        return REJECT
+    changes = rc.get("changes", [])
+    if not isinstance(changes, list):
+        return REJECT
+    for c in changes:
+        if not isinstance(c, dict) or not {"name", "before", "after"} <= set(c) \
+                or not set(c) <= _CHANGE_KEYS or not isinstance(c["name"], str) \
+                or not isinstance(c.get("force_new", False), bool) \
+                or not isinstance(c.get("sensitive", False), bool):
+            return REJECT
+    if not all(_strs_ok(rc.get(k, [])) for k in ("triggers", "drift", "dependencies",
+                                                  "interrupted")):
+        return REJECT
+    if not all(_opt_str(rc, k) for k in ("triggered", "source", "note", "moved_from")):
+        return REJECT
+    watches = rc.get("watches") or {}
+    if not isinstance(watches, dict) or not all(_strs_ok(v) for v in watches.values()):
+        return REJECT
+    if rc.get("origin") not in (None, "created", "found") \
+            or rc.get("on_destroy") not in (None, "delete", "forget"):
+        return REJECT
+    return ACCEPT if set(rc) <= _RC_KNOWN else EITHER
+
+
+def plan_verdict(payload: Any) -> str:
+    """A plan file's (checksummed) payload: ``{"plan": object, "project": string}``; the plan
+    has resource_changes (a list of resource changes) and serial (an integer ≥ 0); outputs,
+    output_sensitive (names → booleans), variables are objects; lineage a string or null;
+    destroy a boolean, workspace a string; hosts_down maps hosts to {kind, reason} strings;
+    limit is null or a list of strings; operation null, apply, destroy or rollback."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("plan"), dict) \
+            or not isinstance(payload.get("project"), str):
+        return REJECT
+    plan = payload["plan"]
+    if "masked" in plan:
+        return EITHER
+    rcs = plan.get("resource_changes")
+    if not isinstance(rcs, list) or not _int(plan.get("serial")) or plan["serial"] < 0:
+        return REJECT
+    if not all(isinstance(plan.get(k, {}), dict)
+               for k in ("outputs", "output_sensitive", "variables")):
+        return REJECT
+    if not all(isinstance(v, bool) for v in plan.get("output_sensitive", {}).values()):
+        return REJECT
+    if not _opt_str(plan, "lineage") or not isinstance(plan.get("destroy", False), bool) \
+            or not isinstance(plan.get("workspace", "default"), str):
+        return REJECT
+    down = plan.get("hosts_down", {})
+    if not isinstance(down, dict) or not all(
+            isinstance(v, dict) and isinstance(v.get("kind"), str)
+            and isinstance(v.get("reason"), str) for v in down.values()):
+        return REJECT
+    if plan.get("limit") is not None and not _strs_ok(plan["limit"]):
+        return REJECT
+    if plan.get("operation") not in (None, "apply", "destroy", "rollback"):
+        return REJECT
+    return _worst(*(change_verdict(rc) for rc in rcs))
+
+
+def test_the_oracles_accept_the_valid_documents(valid_plan_doc: dict[str, Any]) -> None:
+    assert state_verdict(valid_state_doc()) == ACCEPT
+    assert record_verdict(_valid_record()) == ACCEPT
+    assert intent_verdict(json.dumps(_valid_intent())) == ACCEPT
+    assert plan_verdict(valid_plan_doc["payload"]) in (ACCEPT, EITHER)
 
 
 # -- mutations of a valid document -----------------------------------------------------------
@@ -197,21 +411,30 @@ def assert_well_formed_state(state: Any) -> None:
     assert isinstance(state.tectum_version, str)
 
 
-def check_state_from_json(doc: Any) -> None:
+def check_state_from_json(doc: Any, verdict: str | None = None) -> None:
+    """``State.from_json`` on ``doc``: a :class:`StateError` with a message when the verdict
+    (by default :func:`state_verdict`'s) is REJECT, a well-formed state when it is ACCEPT."""
+    verdict = verdict or state_verdict(doc)
     try:
         state = State.from_json(doc)
     except StateError as exc:
         assert str(exc)
+        assert verdict != ACCEPT, f"a valid document was refused ({exc}): {doc!r:.2000}"
         return
+    assert verdict != REJECT, f"an invalid document was accepted: {doc!r:.2000}"
     assert_well_formed_state(state)
 
 
+#: each must be refused (StateError)
 STATE_CASES = {
     "not an object": [valid_state_doc()],
     "empty object": {},
     "negative serial": {**valid_state_doc(), "serial": -1},
     "huge negative serial": {**valid_state_doc(), "serial": -(10**4000)},
     "huge serial": {**valid_state_doc(), "serial": 10**4000},
+    "serial beyond storage": {**valid_state_doc(), "serial": 2**63 - 1},
+    "boolean serial": {**valid_state_doc(), "serial": True},
+    "boolean format": {**valid_state_doc(), "format_version": True},
     "float serial": {**valid_state_doc(), "serial": 3.0},
     "string serial": {**valid_state_doc(), "serial": "3"},
     "newer format": {**valid_state_doc(), "format_version": 2},
@@ -243,15 +466,36 @@ STATE_CASES = {
                             "resources": valid_state_doc()["resources"] * 2},
     "outputs list": {**valid_state_doc(), "outputs": [{"value": 1}]},
     "output not an object": {**valid_state_doc(), "outputs": {"x": 1}},
+    "output without value": {**valid_state_doc(), "outputs": {"x": {"sensitive": False}}},
+}
+
+#: each must be read: the reader checks the document's structure and types, not what the
+#: strings say (an address that does not parse is kept, and shown as it is)
+STATE_ACCEPTED = {
     "odd unicode address": {**valid_state_doc(),
                             "resources": [{"address": "\ud800\u202e\x00", "type": "\ufeff",
                                            "attributes": {"\udfff": "\ud800"}}]},
+    "largest serial": {**valid_state_doc(), "serial": MAX_SERIAL},
+    "no resources, no outputs": {k: v for k, v in valid_state_doc().items()
+                                 if k not in ("resources", "outputs")},
+    "unknown keys": {**valid_state_doc(), "comment": [1, {"a": None}]},
+    "source not a string": {**valid_state_doc(), "resources": [
+        {"address": "a.b", "type": "a", "attributes": {}, "source": 5}]},
 }
 
 
 @pytest.mark.parametrize("doc", list(STATE_CASES.values()), ids=list(STATE_CASES))
-def test_state_from_json_known_cases(doc: Any) -> None:
-    check_state_from_json(doc)
+def test_state_from_json_refuses_the_known_bad_cases(doc: Any) -> None:
+    assert state_verdict(doc) == REJECT
+    with pytest.raises(StateError) as info:
+        State.from_json(doc)
+    assert str(info.value)
+
+
+@pytest.mark.parametrize("doc", list(STATE_ACCEPTED.values()), ids=list(STATE_ACCEPTED))
+def test_state_from_json_accepts_the_known_good_cases(doc: Any) -> None:
+    assert state_verdict(doc) == ACCEPT
+    assert_well_formed_state(State.from_json(doc))
 
 
 def test_state_from_json_accepts_the_valid_document() -> None:
@@ -332,25 +576,28 @@ def assert_unreadable_state(exc: DiagnosticError, path: Path) -> None:
     assert str(path) in diags[0].detail, diags[0]
 
 
-def check_backend(path: Path) -> None:
-    """``read`` and ``read_version`` (of the latest version) give a well-formed state or
-    "Unreadable state"."""
+def check_backend(path: Path, verdict: str, version_verdict: str | None = None) -> None:
+    """``read`` gives "Unreadable state" when ``verdict`` is REJECT and a well-formed state
+    when it is ACCEPT; so does ``read_version`` (of the latest version) by ``version_verdict``
+    (default: the same)."""
     backend = SQLiteBackend(str(path))
-    try:
+
+    def check(what: str, call: Callable[[], State], want: str) -> None:
         try:
-            state = backend.read()
+            state = call()
         except DiagnosticError as exc:
             assert_unreadable_state(exc, path)
+            assert want != ACCEPT, f"{what} refused a valid state: {exc.diagnostics}"
         else:
+            assert want != REJECT, f"{what} accepted a damaged state"
             assert_well_formed_state(state)
+
+    try:
+        check("read", backend.read, verdict)
         with closing(sqlite3.connect(path)) as db:
             (serial,) = db.execute("SELECT MAX(serial) FROM states").fetchone()
-        try:
-            state, _ = backend.read_version(serial)
-        except DiagnosticError as exc:
-            assert_unreadable_state(exc, path)
-        else:
-            assert_well_formed_state(state)
+        check("read_version", lambda: backend.read_version(serial)[0],
+              version_verdict or verdict)
     finally:
         backend.close()
 
@@ -384,7 +631,7 @@ def test_sqlite_backend_read_damaged_document(template_db: Path, document: bytes
                                               storage: str) -> None:
     path = fresh_db(template_db)
     store_document(path, document, storage)
-    check_backend(path)
+    check_backend(path, stored_state_verdict(document, storage))
 
 
 @pytest.mark.parametrize("document", [
@@ -395,7 +642,18 @@ def test_sqlite_backend_read_damaged_document(template_db: Path, document: bytes
 def test_sqlite_backend_read_deeply_nested_document(template_db: Path, document: bytes) -> None:
     path = fresh_db(template_db)
     store_document(path, document, "text")
-    check_backend(path)
+    check_backend(path, REJECT)
+
+
+@pytest.mark.parametrize("document, storage", [
+    (VALID_STATE_BYTES, "text"), (VALID_STATE_BYTES, "blob"), (VALID_STATE_BYTES, "raw-text"),
+    (dumps({**valid_state_doc(), "comment": "x"}), "text"),
+], ids=["text", "blob", "raw text", "unknown key"])
+def test_sqlite_backend_reads_a_valid_document(template_db: Path, document: bytes,
+                                               storage: str) -> None:
+    path = fresh_db(template_db)
+    store_document(path, document, storage)
+    check_backend(path, ACCEPT)
 
 
 def test_sqlite_backend_read_not_a_database(tmp_path: Path) -> None:
@@ -435,7 +693,7 @@ def test_sqlite_backend_read_damaged_journal(template_db: Path, action: str,
     is "Unreadable state" too, and never leaves a malformed state behind."""
     path = fresh_db(template_db)
     insert_journal_row(path, action, record)
-    check_backend(path)
+    check_backend(path, journal_verdict(action, record), ACCEPT)
 
 
 @pytest.mark.parametrize("action, record", [
@@ -448,9 +706,24 @@ def test_sqlite_backend_read_damaged_journal(template_db: Path, action: str,
 ], ids=["empty", "null", "no address", "deep", "outputs null", "output not an object"])
 def test_sqlite_backend_read_damaged_journal_cases(template_db: Path, action: str,
                                                    record: str) -> None:
+    assert journal_verdict(action, record) == REJECT
     path = fresh_db(template_db)
     insert_journal_row(path, action, record)
-    check_backend(path)
+    check_backend(path, REJECT, ACCEPT)
+
+
+@pytest.mark.parametrize("action, record", [
+    ("create", json.dumps(_valid_record())),
+    ("delete", None),
+    ("outputs", '{"url": {"value": "x"}}'),
+    ("outputs", None),
+], ids=["record", "gone", "outputs", "outputs null"])
+def test_sqlite_backend_read_replays_a_sound_journal(template_db: Path, action: str,
+                                                     record: str | None) -> None:
+    assert journal_verdict(action, record) == ACCEPT
+    path = fresh_db(template_db)
+    insert_journal_row(path, action, record)
+    check_backend(path, ACCEPT)
 
 
 def _valid_intent() -> dict[str, Any]:
@@ -467,14 +740,18 @@ def test_sqlite_backend_pending_intents_damaged(template_db: Path, record: str |
 
     path = fresh_db(template_db)
     insert_journal_row(path, "intent", record)
+    verdict = intent_verdict(record)
     backend = SQLiteBackend(str(path))
     try:
         intents = backend.pending_intents()
     except DiagnosticError as exc:
         assert_unreadable_state(exc, path)
+        assert verdict == REJECT, f"a sound intent was refused: {record!r}"
         return
     finally:
         backend.close()
+    assert verdict == ACCEPT, f"a damaged intent was accepted: {record!r}"
+    assert len(intents) == 1
     for intent in intents:
         assert isinstance(intent, Intent)
         assert isinstance(intent.action, str) and isinstance(intent.type, str), intent
@@ -578,20 +855,38 @@ def assert_well_formed_plan(plan: Any, project: Any) -> None:
     json.dumps(plan.to_json())  # `show --json` and the next `plan -out` write it back
 
 
-def check_read_plan(path: Path) -> None:
+def envelope_verdict(doc: Any) -> str:
+    """A plan file: ``{"tectum_plan": 1, "checksum": sha256 of the canonical payload,
+    "payload": object}`` (other keys ignored), with a payload :func:`plan_verdict` judges."""
+    if not isinstance(doc, dict) or not _int(doc.get("tectum_plan")) \
+            or doc["tectum_plan"] != 1:
+        return REJECT
+    payload, checksum = doc.get("payload"), doc.get("checksum")
+    if not isinstance(payload, dict) or not isinstance(checksum, str):
+        return REJECT
+    if hashlib.sha256(_canonical(payload)).hexdigest() != checksum:
+        return REJECT
+    return plan_verdict(payload)
+
+
+def check_read_plan(path: Path, verdict: str) -> None:
+    """``read_plan``: "Invalid plan file" naming the file when ``verdict`` is REJECT, a
+    well-formed plan when it is ACCEPT."""
     try:
         plan, project = read_plan(str(path))
     except DiagnosticError as exc:
         diags = list(exc.diagnostics)
         assert [d.summary for d in diags] == ["Invalid plan file"], diags
         assert str(path) in diags[0].detail, diags[0]
+        assert verdict != ACCEPT, f"a valid plan file was refused: {diags[0].detail}"
         return
+    assert verdict != REJECT, f"an invalid plan file was accepted: {path.read_bytes()[:2000]!r}"
     assert_well_formed_plan(plan, project)
 
 
-def write_and_check(path: Path, data: bytes) -> None:
+def write_and_check(path: Path, data: bytes, verdict: str) -> None:
     path.write_bytes(data)
-    check_read_plan(path)
+    check_read_plan(path, verdict)
 
 
 def test_read_plan_accepts_the_valid_file(plan_dir: Path, valid_plan_doc: dict[str, Any]
@@ -603,20 +898,20 @@ def test_read_plan_accepts_the_valid_file(plan_dir: Path, valid_plan_doc: dict[s
 
 
 def test_read_plan_missing_file_and_directory(plan_dir: Path) -> None:
-    check_read_plan(plan_dir / "does-not-exist.plan")
-    check_read_plan(plan_dir)
+    check_read_plan(plan_dir / "does-not-exist.plan", REJECT)
+    check_read_plan(plan_dir, REJECT)
 
 
 @FUZZ
 @given(data=st.binary(max_size=200))
 def test_read_plan_arbitrary_bytes(plan_dir: Path, data: bytes) -> None:
-    write_and_check(plan_dir / "bytes.plan", data)
+    write_and_check(plan_dir / "bytes.plan", data, REJECT)
 
 
 @FUZZ
 @given(doc=JSON_VALUES)
 def test_read_plan_arbitrary_json(plan_dir: Path, doc: Any) -> None:
-    write_and_check(plan_dir / "json.plan", dumps(doc))
+    write_and_check(plan_dir / "json.plan", dumps(doc), envelope_verdict(doc))
 
 
 @FUZZ
@@ -626,7 +921,8 @@ def test_read_plan_arbitrary_json(plan_dir: Path, doc: Any) -> None:
      "project": JSON_VALUES}))
 def test_read_plan_arbitrary_payload_with_checksum(plan_dir: Path, payload: Any) -> None:
     """A correct checksum over a payload that is not a plan: still only "Invalid plan file"."""
-    write_and_check(plan_dir / "payload.plan", dumps(with_checksum(payload)))
+    write_and_check(plan_dir / "payload.plan", dumps(with_checksum(payload)),
+                    plan_verdict(payload))
 
 
 @FUZZ
@@ -638,7 +934,7 @@ def test_read_plan_mutated_file(plan_dir: Path, valid_plan_doc: dict[str, Any],
     payload = data.draw(mutations_of(lambda: copy.deepcopy(valid_plan_doc["payload"])),
                         label="payload")
     doc = with_checksum(payload) if recompute else {**valid_plan_doc, "payload": payload}
-    write_and_check(plan_dir / "mutated.plan", dumps(doc))
+    write_and_check(plan_dir / "mutated.plan", dumps(doc), envelope_verdict(doc))
 
 
 @FUZZ
@@ -646,7 +942,7 @@ def test_read_plan_mutated_file(plan_dir: Path, valid_plan_doc: dict[str, Any],
 def test_read_plan_mutated_envelope(plan_dir: Path, valid_plan_doc: dict[str, Any],
                                     data: st.DataObject) -> None:
     doc = data.draw(mutations_of(lambda: copy.deepcopy(valid_plan_doc)), label="doc")
-    write_and_check(plan_dir / "envelope.plan", dumps(doc))
+    write_and_check(plan_dir / "envelope.plan", dumps(doc), envelope_verdict(doc))
 
 
 @FUZZ_SMALL
@@ -654,7 +950,8 @@ def test_read_plan_mutated_envelope(plan_dir: Path, valid_plan_doc: dict[str, An
 def test_read_plan_truncated_file(plan_dir: Path, valid_plan_doc: dict[str, Any],
                                   data: st.DataObject) -> None:
     raw = dumps(valid_plan_doc)
-    write_and_check(plan_dir / "truncated.plan", data.draw(_truncations(raw), label="bytes"))
+    write_and_check(plan_dir / "truncated.plan", data.draw(_truncations(raw), label="bytes"),
+                    REJECT)
 
 
 def _plan_case(edit: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], bytes]:
@@ -690,6 +987,10 @@ PLAN_CASES: dict[str, Callable[[dict[str, Any]], bytes]] = {
     "serial NaN": _plan_case(_plan_field("serial", float("nan"))),
     "serial string": _plan_case(_plan_field("serial", "three")),
     "serial list": _plan_case(_plan_field("serial", [3])),
+    "serial negative": _plan_case(_plan_field("serial", -1)),
+    "serial boolean": _plan_case(_plan_field("serial", True)),
+    "destroy string": _plan_case(_plan_field("destroy", "false")),
+    "workspace int": _plan_case(_plan_field("workspace", 5)),
     "resource_changes object": _plan_case(_plan_field("resource_changes", {"a": {}})),
     "resource_changes string": _plan_case(_plan_field("resource_changes", "abc")),
     "resource change null": _plan_case(_plan_field("resource_changes", [None])),
@@ -725,6 +1026,8 @@ PLAN_CASES: dict[str, Callable[[dict[str, Any]], bytes]] = {
     "deeply nested payload": lambda valid: (
         b'{"tectum_plan":1,"checksum":"0","payload":' + b"[" * DEEP + b"]" * DEEP + b"}"),
     "deeply nested file": lambda valid: b"[" * DEEP + b"]" * DEEP,
+    "format true": lambda valid: dumps({**valid, "tectum_plan": True}),
+    "format 1.0": lambda valid: dumps({**valid, "tectum_plan": 1.0}),
     # an age header that does not parse is damage, whatever keys the reader holds
     "age header only": lambda valid: b"age-encryption.org/v1",
     "age file cut in its header": lambda valid: _age_encrypted(dumps(valid))[:60],
@@ -743,7 +1046,10 @@ def _age_encrypted(data: bytes) -> bytes:
 def test_read_plan_known_cases(plan_dir: Path, valid_plan_doc: dict[str, Any],
                                make: Callable[[dict[str, Any]], bytes]) -> None:
     path = plan_dir / "case.plan"
-    path.write_bytes(make(valid_plan_doc))
+    data = make(valid_plan_doc)
+    path.write_bytes(data)
+    with contextlib.suppress(ValueError, RecursionError):
+        assert envelope_verdict(json.loads(data)) == REJECT
     with pytest.raises(DiagnosticError) as info:
         read_plan(str(path))
     diags = list(info.value.diagnostics)
@@ -832,6 +1138,7 @@ def test_cli_show_mutated_plan_with_checksum(tmp_path_factory: pytest.TempPathFa
 
     payload = data.draw(mutations_of(lambda: copy.deepcopy(cli_plan_doc["payload"])),
                         label="payload")
+    verdict = plan_verdict(payload)
     tmp = tmp_path_factory.mktemp("show")
     plan = tmp / "mutated.plan"
     plan.write_bytes(dumps(with_checksum(payload)))
@@ -842,6 +1149,9 @@ def test_cli_show_mutated_plan_with_checksum(tmp_path_factory: pytest.TempPathFa
     assert "Internal error" not in out, out
     if result.returncode == 1:
         assert "Error: Invalid plan file" in out, out
+        assert verdict != ACCEPT, f"a valid plan was refused:\n{out}"
+    else:
+        assert verdict != REJECT, f"an invalid plan was shown:\n{out}"
 
 
 @pytest.mark.parametrize("field, value", [
@@ -942,14 +1252,11 @@ def test_cli_state_db_not_a_database(cli_project: Path, tectum: Callable[..., An
 ], ids=["output without value", "output without value, sensitive string"])
 def test_cli_output_with_malformed_output_entry(cli_project: Path, tectum: Callable[..., Any],
                                                 document: bytes) -> None:
-    """State.from_json accepts any object as an output entry; `tectum output` must not crash
-    on one without a "value" (a diagnostic, or printing it as null, are both fine)."""
+    """An output entry without a "value" is a damaged state: every command says so."""
+    assert state_verdict(json.loads(document)) == REJECT
     store_document(cli_project / ".tectum" / "state.db", document, "text")
     for args in (("output",), ("output", "url"), ("output", "--json"), ("show",)):
-        result = run_cli(tectum, cli_project, *args)
-        assert "Traceback" not in result.output, result.output
-        assert "Internal error" not in result.output, (args, result.output)
-        assert result.returncode in (0, 1), result.output
+        expect_diagnostic(run_cli(tectum, cli_project, *args), "Unreadable state")
 
 
 def test_cli_state_with_surrogate_address(cli_project: Path, tectum: Callable[..., Any]) -> None:

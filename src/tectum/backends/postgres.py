@@ -572,9 +572,13 @@ class PostgresBackend:
             if action == "intent":
                 try:
                     data = json.loads(record)
+                    if not isinstance(data, dict) or not isinstance(data["action"], str) \
+                            or not isinstance(data["type"], str) \
+                            or not isinstance(data["identity"], dict):
+                        raise ValueError("action and type must be strings, identity an object")
                     open_intents[address] = Intent(address, data["action"], data["type"],
                                                    data["identity"])
-                except (ValueError, TypeError, KeyError) as exc:
+                except (ValueError, TypeError, KeyError, RecursionError) as exc:
                     raise self._corrupt(
                         f"the journal intent for {address} is damaged ({exc}). Delete that "
                         "row of the journal table, then check that object by hand") from None

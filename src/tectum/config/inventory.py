@@ -38,6 +38,7 @@ never written in the inventory: it is read from the named environment variable.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
@@ -153,8 +154,9 @@ def empty_inventory(root: str) -> Inventory:
 
 def load_inventory(root: str, path: str | None = None) -> Inventory:
     """Read the inventory (``path``, else ``ROOT/inventory.toml``; a project without one has no
-    hosts but ``local``). Raises :class:`DiagnosticError` with the file and the offending key
-    for every mistake."""
+    hosts but ``local``). Raises :class:`DiagnosticError` "Invalid inventory" with the file and
+    the offending key for every mistake — a file that is not TOML or not UTF-8 text (a binary
+    file) included — or "Cannot read inventory" when the file cannot be read."""
     from tectum.config.project import _read_toml
 
     file = os.path.abspath(path) if path else os.path.join(root, INVENTORY_FILE)
@@ -201,8 +203,9 @@ def load_inventory(root: str, path: str | None = None) -> Inventory:
         if "port" in out and not 0 < out["port"] < 65536:
             problems.append(f"{name}: port {out['port']} is not a TCP port")
         for key in ("connect_timeout", "command_timeout"):
-            if key in out and out[key] <= 0:
-                problems.append(f"{name}: {key} must be positive")
+            if key in out and not 0 < out[key] < math.inf:  # (TOML has inf and nan)
+                problems.append(f"{name}: {key} must be positive and finite (seconds), "
+                                f"not {out[key]!r}")
         return out
 
     def vars_of(tbl: Mapping[str, Any], name: str) -> dict[str, Any]:

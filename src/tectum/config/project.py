@@ -56,11 +56,34 @@ class Project:
 
 
 def _read_toml(path: str, what: str) -> dict[str, Any]:
+    """The TOML document in ``path``. Raises :class:`DiagnosticError` "Invalid {what}" (the
+    file, the line where known, and what is wrong: not TOML, not UTF-8 text, nested too deeply)
+    or "Cannot read {what}" (the file cannot be opened or read)."""
     import tomllib
+
+    def invalid(why: str, line: int = 0) -> DiagnosticError:
+        return DiagnosticError(Diagnostic.error(
+            f"Invalid {what}",
+            f"{path} is not valid TOML: {why}. Fix the file and run the command again.",
+            source=SourceLocation(path, line),
+        ))
 
     try:
         with open(path, "rb") as fh:
-            return tomllib.load(fh)
+            raw = fh.read()
+    except OSError as exc:
+        raise DiagnosticError(Diagnostic.error(
+            f"Cannot read {what}", f"{path}: {exc.strerror or exc}.", source=SourceLocation(path)
+        )) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise invalid(f"it is not UTF-8 text (byte 0x{raw[exc.start]:02x} at line {line}, "
+                      f"column {column}; TOML files are UTF-8)", line) from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         line = 0
         msg = str(exc)
@@ -69,15 +92,9 @@ def _read_toml(path: str, what: str) -> dict[str, Any]:
                 line = int(msg.rsplit("(at line ", 1)[1].split(",")[0])
             except ValueError:
                 line = 0
-        raise DiagnosticError(Diagnostic.error(
-            f"Invalid {what}",
-            f"{path} is not valid TOML: {msg}. Fix the file and run the command again.",
-            source=SourceLocation(path, line),
-        )) from None
-    except OSError as exc:
-        raise DiagnosticError(Diagnostic.error(
-            f"Cannot read {what}", f"{path}: {exc.strerror}.", source=SourceLocation(path)
-        )) from None
+        raise invalid(msg, line) from None
+    except RecursionError:
+        raise invalid("its arrays or tables are nested too deeply") from None
 
 
 def load_project(directory: str) -> Project:
@@ -131,5 +148,6 @@ def load_project(directory: str) -> Project:
 
 
 def read_var_file(path: str) -> dict[str, Any]:
-    """Variables from a TOML file (``-var-file``): top-level keys are variable names."""
+    """Variables from a TOML file (``-var-file``): top-level keys are variable names. Raises
+    :class:`DiagnosticError` "Invalid variables file" or "Cannot read variables file"."""
     return _read_toml(path, "variables file")

@@ -88,7 +88,8 @@ def read_plan(path: str) -> tuple[Plan, str]:
         raise bad(f"cannot be read ({exc.strerror})") from None
     except (ValueError, RecursionError):
         raise bad("is not a tectum plan (not valid JSON)") from None
-    if not isinstance(doc, dict) or doc.get("tectum_plan") != FORMAT:
+    if not isinstance(doc, dict) or type(doc.get("tectum_plan")) is not int \
+            or doc["tectum_plan"] != FORMAT:
         raise bad("is not a tectum plan file of a format this version reads")
     payload = doc.get("payload")
     if not isinstance(payload, dict) or not isinstance(doc.get("checksum"), str):
