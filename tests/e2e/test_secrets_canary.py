@@ -6,7 +6,9 @@ One canary per channel a secret can take into a stack:
 ==============  =========================================================  =====================
 channel         how the stack uses it                                      where it must arrive
 ==============  =========================================================  =====================
-db_password     secrets file → template variable (local and host), output  both ``app.conf``
+db_password     secrets file → template variable (local and host), also    both ``app.conf``
+                ``b64encode``d after ``user:``/``ops:``/``admin:`` (HTTP
+                Basic auth: base64 at each alignment), output
 api_token       ``var(..., sensitive=True)`` from ``TECTUM_VAR_api_token``  both ``app.conf``
                 → template variable, output
 inline_key      secrets file → ``File(content="..." + secret(...))``        host ``inline.txt``
@@ -14,7 +16,9 @@ cmd_arg         secrets file → text of a string-form ``Command``            bo
 cmd_env         secrets file → ``Command(environment={...})``               both ``env.out``
 gen             ``random.Password`` result (generated, sensitive) → host    host ``gen.txt``
                 file by reference, output
-fail_env        environment of commands that print it, then exit 1         nowhere
+fail_env        environment of commands that print it — plain, and base64  nowhere
+                and hex of ``PREFIX + value`` at each base64 alignment —
+                then exit 1
 slow_arg        text of a slow command whose ``tectum apply`` is killed     host ``slow.out``
 output_only     secrets file → ``output(...)`` only                        ``output --reveal``
 ==============  =========================================================  =====================
@@ -36,8 +40,11 @@ fleet's hosts are PID namespaces of this machine, so their processes are in this
 a probe process started over SSH proves it before the run, and the ``sleep`` of the killed
 command seen in the host's namespace proves it during the run.
 
-Then every form of every canary (plain; base64 standard and URL-safe at the three alignments;
-hex in both cases; URL-encoded — :func:`tests.secrets.canary_forms`) is looked for in every
+So encoded forms of secrets really are printed: the failing commands print them, and the plan
+that repairs the hand-edited ``app.conf`` shows its Basic auth line in the diff; both are
+asserted to arrive masked. Then every form of every canary (plain; base64 standard and
+URL-safe at the three alignments; hex in both cases; URL-encoded —
+:func:`tests.secrets.canary_forms`) is looked for in every
 captured stdout and stderr (but that one ``output --reveal``), every file under the project
 (``.tectum/`` with the SQLite database, its WAL and lock files, saved plans, the command log),
 the state as SQL rows (SQLite dump, or the PostgreSQL tables), the files changed during the test
@@ -51,7 +58,10 @@ are gone, and the search runs once more with no exception at all.
 The same search looks for unsalted digests (MD5, SHA-1, SHA-256, SHA-512; hex and base64) of
 every canary and of the whole content of every file that holds one: issue #5 allows state to
 keep "only a salted hash" where a comparison is all it needs, since an unsalted one lets anyone
-who reads state or a plan confirm a guessed secret offline.
+who reads state or a plan confirm a guessed secret offline. For SHA-256 (what tectum computes)
+a prefix of :data:`DIGEST_PREFIX` hex digits counts too: ``drift`` and ``refresh`` printed
+``sha256 50f3195629a1…`` for a file holding a secret, and 48 bits are enough to check guesses
+(issue 10 item 11).
 
 The whole run is made twice: with state in SQLite, and in PostgreSQL (``postgres_dsn``: a
 private cluster, whose data and WAL files are under ``/tmp`` and searched too).
@@ -97,6 +107,10 @@ SLOW = "2.718"  # seconds the killed command sleeps: also how its process is rec
 SAMPLE_INTERVAL = 0.02
 FULL_SWEEP = 25  # every this many samples, pre-existing processes are read too
 DIGESTS = ("md5", "sha1", "sha256", "sha512")
+DIGEST_PREFIX = 10  # hex digits of a SHA-256 that are a leak on their own (drift printed 12)
+# what precedes db_password in the Basic auth line: 5, 4 and 6 bytes, so the value's base64
+# is at alignment 2, 1 and 0 (the canaries are 27 bytes)
+AUTH_USERS = ("user:", "ops:", "admin:")
 
 # Channels whose value lives in the secrets file (the others: a variable, a generated password).
 FILE_SECRETS = ("db_password", "inline_key", "cmd_arg", "cmd_env", "fail_env", "slow_arg",
@@ -152,13 +166,18 @@ class Canaries:
         comparison is all it needs, but only a salted one (issue #5)."""
         for algorithm in DIGESTS:
             digest = hashlib.new(algorithm, data).digest()
-            for form in {digest.hex(), digest.hex().upper(),
-                         base64.b64encode(digest).decode().rstrip("=")}:
+            forms = {(digest.hex(), ""), (digest.hex().upper(), ""),
+                     (base64.b64encode(digest).decode().rstrip("="), "")}
+            if algorithm == "sha256":
+                forms |= {(digest.hex()[:DIGEST_PREFIX], f" prefix ({DIGEST_PREFIX} hex)"),
+                          (digest.hex().upper()[:DIGEST_PREFIX],
+                           f" prefix ({DIGEST_PREFIX} hex)")}
+            for form, what in sorted(forms):
                 key = form.encode()
                 if key in self._digests:
                     continue
                 self._digests.add(key)
-                entry = (key, label, f"unsalted {algorithm}")
+                entry = (key, label, f"unsalted {algorithm}{what}")
                 self._forms.append(entry)
                 self._by_prefix.setdefault(key[:self.PREFIX], []).append(entry)
         self._forms.sort(key=lambda f: len(f[0]), reverse=True)
@@ -412,6 +431,8 @@ TEMPLATE = """\
 user=app
 password={{ pw }}
 token={{ token }}
+basic={{ ("user:" ~ pw) | b64encode }} {{ ("ops:" ~ pw) | b64encode }} \
+{{ ("admin:" ~ pw) | b64encode }}
 """
 
 STACK = '''\
@@ -422,6 +443,13 @@ from tectum.random import Password
 W = "@WORLD@"    # on this machine
 R = "@REMOTE@"   # on the fleet host
 PHASE = "@PHASE@"
+# prints base64 and hex of PREFIX + $PW, for prefixes of 5, 4 and 6
+# bytes (the value at each base64 alignment), then fails
+ENCODE = (
+    'for p in user: ops: admin:; do '
+    'printf "b64 %s\\n" "$(printf %s "$p$PW" | base64 -w0)"; '
+    'printf "hex %s\\n" "$(printf %s "$p$PW" | od -An -tx1 | tr -d " \\n")"; '
+    'done >&2; exit 1')
 
 token = var("api_token", str, sensitive=True, description="a sensitive variable")
 gen = Password("gen", length=24)
@@ -433,7 +461,7 @@ Command("local_cmd",
         command=f"printf %s '{secret('cmd_arg')}' > {W}/arg.out; printf %s \\"$PW\\" > {W}/env.out",
         environment={"PW": secret("cmd_env")}, creates=f"{W}/env.out", depends_on=[world])
 if PHASE == "fail":
-    Command("local_fail", command='echo "local $PW"; echo "local $PW" >&2; exit 1',
+    Command("local_fail", command='echo "local $PW"; echo "local $PW" >&2; ' + ENCODE,
             environment={"PW": secret("fail_env")}, depends_on=[world])
 
 
@@ -449,7 +477,7 @@ def web(host):
     Command("env", command=f"printf %s \\"$PW\\" > {R}/env.out",
             environment={"PW": secret("cmd_env")}, creates=f"{R}/env.out", depends_on=[top])
     if PHASE == "fail":
-        Command("fail", command='echo "remote $PW"; echo "remote $PW" >&2; exit 1',
+        Command("fail", command='echo "remote $PW"; echo "remote $PW" >&2; ' + ENCODE,
                 environment={"PW": secret("fail_env")}, depends_on=[top])
     if PHASE == "slow":
         Command("slow", command=f"sleep @SLOW@; printf %s '{secret('slow_arg')}' > {R}/slow.out",
@@ -801,6 +829,15 @@ def run_flow(proj: Project) -> None:
     # what the commands printed is shown, with the secret masked
     assert "local (sensitive value)" in failed.stderr, proj.shown(failed)
     assert "remote (sensitive value)" in failed.stderr, proj.shown(failed)
+    # and what they printed encoded: 6 lines each (3 alignments × base64, hex)
+    # (pytest.fail, not assert: an assertion would print the lines as they are)
+    encoded = [line for line in failed.stderr.splitlines()
+               if re.search(r"(^|: )(b64|hex) ", line)]
+    if len(encoded) < 12:
+        pytest.fail(f"the encoded forms were not printed:\n{proj.shown(failed)}")
+    unmasked = [line for line in encoded if "(sensitive value)" not in line]
+    if unmasked:
+        pytest.fail("encoded secrets printed unmasked:\n" + canaries.hide("\n".join(unmasked)))
 
     # a killed apply: SIGKILL while the host runs a command whose script holds a secret
     proj.write_stack("slow")
@@ -831,9 +868,16 @@ def run_flow(proj: Project) -> None:
     assert "file.conf" in refreshed.stdout, proj.shown(refreshed)
     replan = proj.run("plan")
     assert "file.conf" in replan.stdout, proj.shown(replan)
+    # the diff's context shows the Basic auth line: each of its three encodings masked
+    basic = [line for line in replan.stdout.splitlines() if "basic=" in line]
+    if not basic or any(line.count("(sensitive value)") != 3 for line in basic):
+        pytest.fail(f"the Basic auth line is not shown masked:\n{proj.shown(replan)}")
     repaired = proj.run_tty("apply", answer=b"yes\n")
     assert b"(sensitive value)" in repaired and b"Enter a value" in repaired, \
         canaries.hide(repaired)
+    if not any(line.count(b"(sensitive value)") == 3
+               for line in repaired.splitlines() if b"basic=" in line):
+        pytest.fail(f"the Basic auth line is not shown masked:\n{canaries.hide(repaired)}")
     assert b"hosts done" in repaired, canaries.hide(repaired)  # the live status line
     assert "hand-edit" not in proj.remote_path("app.conf").read_text()
     proj.run("plan", "--detailed-exitcode")
@@ -905,9 +949,16 @@ def expected_destinations(proj: Project) -> dict[Path, tuple[str, ...]]:
             assert proj.canaries[channel].encode() in data, \
                 f"{path} does not hold the {channel} canary: {proj.canaries.hide(data)!r}"
     conf = proj.canaries
+    basic = " ".join(base64.b64encode(f"{user}{conf['db_password']}".encode()).decode()
+                     for user in AUTH_USERS)
     assert remote("app.conf").read_text() == w.joinpath("app.conf").read_text() == (
         f"# rendered by tectum\nuser=app\npassword={conf['db_password']}\n"
-        f"token={conf['api_token']}\n")
+        f"token={conf['api_token']}\nbasic={basic}\n")
+    # the search knows the encoded forms the file holds (so it would find them elsewhere)
+    data = remote("app.conf").read_bytes()
+    kinds = {kind for _start, _end, channel, kind in proj.canaries.found(data)
+             if channel == "db_password"}
+    assert {"base64 (alignment 1)", "base64 (alignment 2)"} <= kinds, kinds
     for path in expected:  # the mode asked for, or the command's umask
         if path.name.endswith((".conf", ".txt")):
             assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
