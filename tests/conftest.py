@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,13 +28,57 @@ class Result:
         return self.stdout + self.stderr
 
 
+#: what tectum inherits from the test process: what finds programs and Python, the locale and
+#: the temporary directory. Nothing else — no ``TECTUM_*`` setting, no HOME (and so no key
+#: under ``~/.config`` or ``~/.ssh``), no ``XDG_*`` — leaks from whoever runs the tests.
+KEPT_ENV = ("PATH", "LANG", "LANGUAGE", "TZ", "TMPDIR", "VIRTUAL_ENV")
+KEPT_ENV_PREFIXES = ("LC_", "PYTHON")
+
+_homes: list[Path] = []  # the current test's HOME for tectum, made on first use
+_homes_lock = threading.Lock()
+
+
+def tectum_home() -> Path:
+    """An empty home directory of the running test's own, for the tectum it runs (removed
+    after the test by :func:`_clean_tectum_home`)."""
+    with _homes_lock:
+        if not _homes:
+            _homes.append(Path(tempfile.mkdtemp(prefix="tectum-home-")))
+        return _homes[0]
+
+
+def _remove_tectum_homes() -> None:
+    with _homes_lock:
+        while _homes:
+            shutil.rmtree(_homes.pop(), ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _clean_tectum_home() -> Iterator[None]:
+    yield
+    _remove_tectum_homes()
+
+
+atexit.register(_remove_tectum_homes)  # one made by a module or session fixture's teardown
+
+
+def tectum_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment tectum runs in: :data:`KEPT_ENV` (and ``LC_*``, ``PYTHON*`` —
+    ``PYTHONPATH`` runs a mutated copy of the source), ``HOME`` = :func:`tectum_home`,
+    ``NO_COLOR=1``, then ``env``: a test that needs a variable passes it."""
+    full_env = {k: v for k, v in os.environ.items()
+                if k in KEPT_ENV or k.startswith(KEPT_ENV_PREFIXES)}
+    full_env["HOME"] = str(tectum_home())
+    full_env["NO_COLOR"] = "1"
+    full_env.update(env or {})
+    return full_env
+
+
 def run_tectum(*args: str, cwd: str | Path | None = None, input: str | None = None,
                env: dict[str, str] | None = None, timeout: float = 600) -> Result:
-    """Run ``python -m tectum ARGS`` (the installed package) and capture its output."""
-    full_env = dict(os.environ)
-    full_env["NO_COLOR"] = "1"
-    if env:
-        full_env.update(env)
+    """Run ``python -m tectum ARGS`` (the installed package) in a clean environment
+    (:func:`tectum_env`: pass what a test needs in ``env``) and capture its output."""
+    full_env = tectum_env(env)
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "tectum", *args], cwd=cwd, input=input, capture_output=True,

@@ -485,3 +485,57 @@ def test_force_unlock_after_a_killed_run(proj: Proj) -> None:
     assert again.returncode == 1 and "Not locked" in again.output
     plan = proj.ok("plan")
     assert "Stale lock" not in plan.output
+
+
+# -- kill -9 while a directory and its files are made; then they leave the stack -----------------
+
+def dir_trials(proj: Proj, trials: int, seed: int) -> dict[str, int]:
+    """Each trial: apply a directory with 150 files in it, kill -9 the run at a random moment
+    while it writes them, then apply a stack without them. Nothing may be left behind: the recovery
+    deletes the files before their directory and checks that each delete happened."""
+    rng = random.Random(seed)
+    stats = {"killed": 0, "left_behind": 0}
+    left: list[str] = []
+    for gen in range(trials):
+        lines = ["from tectum.host import Directory",
+                 f'd = Directory("d{gen}", path=f"{{W}}/d{gen}")']
+        lines += [f'File("f{gen}_{k}", path=f"{{W}}/d{gen}/f{k}.txt", content="{k}\\n")'
+                  for k in range(150)]
+        proj.write("\n".join(lines) + "\n")
+        run = proj.start("apply", "--auto-approve", name=f"dir{gen}")
+        # the kill lands while the files are written: a random moment after the directory
+        # appears (the whole apply takes about a second, its writes a few tens of ms)
+        deadline = time.monotonic() + 30
+        while not (proj.world / f"d{gen}").exists() and run.poll() is None:
+            assert time.monotonic() < deadline, f"trial {gen}: the directory never appeared"
+            time.sleep(0.001)
+        delay = rng.uniform(0.0, 0.04)
+        time.sleep(delay)
+        if run.poll() is None:
+            os.kill(run.pid, signal.SIGKILL)
+            stats["killed"] += 1
+        run.wait(timeout=30)
+        proj.reap(run)
+        proj.write("")
+        res = proj.run("apply", "--auto-approve")
+        where = f"trial {gen} (kill {delay:.3f} s after the directory appeared)"
+        assert res.returncode == 0, f"{where}: apply failed:\n{res.output}"
+        if (proj.world / f"d{gen}").exists():
+            left.append(f"{where}: d{gen} is still on disk:\n{res.stdout[-3000:]}")
+        plan = proj.run("plan")
+        assert "No changes." in plan.stdout, f"{where}:\n{plan.output}"
+    stats["left_behind"] = len(left)
+    assert left == [], "\n".join(left)
+    return stats
+
+
+def test_kill_9_directory_trials(any_proj: Proj) -> None:
+    stats = dir_trials(any_proj, trials=5, seed=7)
+    assert stats["left_behind"] == 0
+
+
+@pytest.mark.slow
+def test_kill_9_directory_30_trials(any_proj: Proj) -> None:
+    stats = dir_trials(any_proj, trials=30, seed=20261206)
+    assert stats["killed"] >= 15, stats
+    assert stats["left_behind"] == 0, stats

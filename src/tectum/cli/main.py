@@ -233,11 +233,12 @@ def _run_apply(obj: Ctx, session: Any, plan: Any, state: Any, parallelism: int,
             f"{c['destroy']} destroyed on the others. Run apply again when they are back.",
             fg="yellow", bold=True), err=True)
         sys.exit(EXIT_UNREACHABLE)
+    forgot = f", {c['forget']} forgotten (left in place)" if c.get("forget") else ""
     if plan.destroy:
-        text = f"\nDestroy complete! Resources: {c['destroy']} destroyed."
+        text = f"\nDestroy complete! Resources: {c['destroy']} destroyed{forgot}."
     else:
         text = (f"\nApply complete! Resources: {c['add']} added, {c['change']} changed, "
-                f"{c['replace']} replaced, {c['destroy']} destroyed.")
+                f"{c['replace']} replaced, {c['destroy']} destroyed{forgot}.")
     view.out(view.style(text, fg="green", bold=True))
     _print_outputs(view, result.state.outputs)
 
@@ -324,6 +325,7 @@ def _apply_dir(obj: Ctx, directory: str, variables: tuple[str, ...], var_files: 
                     sys.exit(1 if any(k == "refused" for k, _ in p.hosts_down.values())
                              else EXIT_UNREACHABLE)
                 return
+            session.sealer.check_ready()  # (refused now, not after the prompt)
             if not auto_approve and not _confirm(
                     obj, "destroy all managed objects" if destroy else "perform these actions"):
                 view.out("\nApply cancelled.")
@@ -370,10 +372,18 @@ def show(obj: Ctx, target: str, as_json: bool) -> None:
 
 
 def _show_record(view: View, rec: Any) -> None:
-    view.out(view.style(f"# {rec.address}:", bold=True))
+    how = ("created by tectum: deleted when its resource is removed" if rec.origin == "created"
+           else "found already there: forgotten, not deleted, when its resource is removed")
+    if rec.on_destroy == "delete":
+        how = f"{rec.origin}; on_destroy = \"delete\": deleted when its resource is removed"
+    elif rec.on_destroy == "forget":
+        how = f"{rec.origin}; on_destroy = \"forget\": left in place when its resource is removed"
+    view.out(view.style(f"# {rec.address}:", bold=True) + view.style(f"  ({how})", dim=True))
     width = max((len(k) for k in rec.attributes), default=0)
     for key in sorted(rec.attributes):
         view.out(f"  {key.ljust(width)} = {json.dumps(rec.attributes[key])}")
+    for kind, cause in rec.owed:
+        view.out(f"  owed: a {kind} ({cause} changed; the run stopped before it)")
     view.out()
 
 
@@ -447,8 +457,14 @@ def state_diff(obj: Ctx, old: int, new: int, directory: str) -> None:
     """Show what differs between state versions OLD and NEW, resource by resource."""
     session = _session(directory)
     try:
+        session.register_secrets()  # masked when printed
         a, _ = session.backend.read_version(old)
         b, _ = session.backend.read_version(new)
+        for st, serial in ((a, old), (b, new)):
+            st.resources = {
+                k: r._replace(attributes=session.sealer.unseal(r.attributes,
+                                                               f"state version {serial}"))
+                for k, r in st.resources.items()}
     finally:
         session.close()
     view = obj.view
@@ -463,7 +479,7 @@ def state_diff(obj: Ctx, old: int, new: int, directory: str) -> None:
             view.out(view.style(f"~ {address}", fg="yellow"))
             for key in sorted(set(ra.attributes) | set(rb.attributes)):
                 va, vb = ra.attributes.get(key), rb.attributes.get(key)
-                if va != vb:
+                if va != vb:  # (a digest of secret-bearing content is sealed, and masked)
                     view.out(f"    {key}: {json.dumps(va)} → {json.dumps(vb)}")
         else:
             continue
@@ -546,17 +562,26 @@ def _show_drift(view: View, drifts: list[Any]) -> None:
         view.out(view.style("No drift.", fg="green", bold=True)
                  + " Every managed object is as the last apply left it.")
         return
-    view.out(view.style("Objects changed outside of tectum:", bold=True))
-    for d in drifts:
-        if d.status == "deleted":
-            view.out(view.style(f"  - {d.address}: deleted", fg="red"))
+    by_hand = [d for d in drifts if not d.interrupted]
+    left = [d for d in drifts if d.interrupted]
+    for title, group in (("Objects changed outside of tectum:", by_hand),
+                         ("Left by an interrupted run (tectum's own changes, not made by hand; "
+                          "the next apply settles them):", left)):
+        if not group:
             continue
-        view.out(view.style(f"  ~ {d.address}:", fg="yellow"))
-        for name, was, now in d.attributes:
-            if name == "content_sha256":
-                view.out(f"      content: changed (sha256 {str(was)[:12]}… → {str(now)[:12]}…)")
-            else:
-                view.out(f"      {name}: {json.dumps(was)} → {json.dumps(now)}")
+        view.out(view.style(title, bold=True))
+        for d in group:
+            if d.status == "deleted":
+                view.out(view.style(f"  - {d.address}: deleted", fg="red"))
+                continue
+            view.out(view.style(f"  ~ {d.address}:", fg="yellow"))
+            for name, was, now in d.attributes:
+                if name == "content_sha256":
+                    # never a digest: for a file holding a secret, even a prefix of its
+                    # SHA-256 lets anyone test guessed passwords offline
+                    view.out("      content: changed")
+                else:
+                    view.out(f"      {name}: {json.dumps(was)} → {json.dumps(now)}")
 
 
 def drift(obj: Ctx, directory: str, variables: tuple[str, ...], var_files: tuple[str, ...],
@@ -621,6 +646,7 @@ def rollback(obj: Ctx, to: int, directory: str, out: str | None, auto_approve: b
             view.plan(p)
             for warning in _irreversible(p):
                 view.diagnostic(Diagnostic.warning("Change cannot be fully reversed", warning))
+            p.operation = "rollback"
             if out:
                 write_plan(out, p, session.project.root, sealer=session.sealer)
                 view.out(f"\nSaved the rollback plan to {out}. Apply it with "

@@ -1,6 +1,7 @@
 """Human-readable views. The engine never prints; these functions render its results.
 
-Plan symbols follow Terraform: ``+`` create, ``~`` update, ``-/+`` replace, ``-`` delete.
+Plan symbols follow Terraform: ``+`` create, ``~`` update, ``-/+`` replace, ``-`` delete,
+``.`` forget (Terraform 1.7's "will no longer be managed"), and ``=`` adopt (tectum's own).
 Colour (ANSI) is used only on a terminal, and never with ``--no-color`` or ``NO_COLOR``
 (https://no-color.org).
 """
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from tectum.engine.applier import ApplyResult, HostReport
 
 _COLOURS = {Action.CREATE: "green", Action.UPDATE: "yellow", Action.REPLACE: "magenta",
-            Action.DELETE: "red", Action.NOOP: None}
+            Action.DELETE: "red", Action.FORGET: None, Action.NOOP: None}
 UNKNOWN_TEXT = "(known after apply)"
 MAX_DIFF_LINES = 200
 
@@ -155,11 +156,19 @@ class View:
     def _plan(self, plan: Plan) -> None:
         self.hosts_down(plan)
         shown = [c for c in plan.changes if c.action is not Action.NOOP or c.state_only]
-        drifted = [c for c in plan.changes if c.drift and c.action is not Action.DELETE]
+        drifted = [c for c in plan.changes if c.drift
+                   and c.action not in (Action.DELETE, Action.FORGET)]
         if drifted:
             self.out(self.style("Objects changed outside of tectum:", bold=True))
             for c in drifted:
                 self.out(f"  {c.address}: {', '.join(c.drift)}")
+            self.out()
+        left = [c for c in plan.changes if c.interrupted]
+        if left:
+            self.out(self.style("Left by an interrupted run (tectum's own changes, not made "
+                                "by hand):", bold=True))
+            for c in left:
+                self.out(f"  {c.address}: {', '.join(c.interrupted)}")
             self.out()
         if not shown:
             self.out(self.style("No changes.", fg="green", bold=True)
@@ -174,6 +183,8 @@ class View:
         c = plan.counts()
         text = (f"Plan: {c['add']} to add, {c['change']} to change, {c['replace']} to replace, "
                 f"{c['destroy']} to destroy")
+        if c["forget"]:
+            text += f", {c['forget']} to forget"
         if c["adopt"]:
             text += f", {c['adopt']} to adopt"
         if c["move"]:
@@ -189,16 +200,37 @@ class View:
         if rt is not None:
             label = rt.describe(attrs) if is_known(rt.identity(attrs)) else ""
         symbol = change.action.symbol if not change.state_only else "="
+        if change.state_only and change.prior is not None and change.moved_from is None:
+            symbol = "~"  # only the state record changes
         head = f"  {symbol} {change.address}"
         colour = _COLOURS[change.action]
         head = self.style(head, fg=colour, bold=True) if colour else self.style(head, bold=True)
         notes = []
-        if change.state_only:
-            notes.append(change.note or "adopted: the object already matches; recorded in state")
+        if change.state_only and change.restate is not None:
+            notes.append(change.restate)
+        elif change.state_only and change.moved_from is not None:
+            notes.append(f"moved from {change.moved_from}")
+        elif change.state_only:
+            notes.append(change.note or "adopted: the object already matches; recorded in "
+                         "state as found, so removing the resource later leaves it in place")
         elif change.note:
             notes.append(change.note)
+        elif change.moved_from is not None:
+            notes.append(f"moved from {change.moved_from}")
+        elif change.prior is None and change.origin == "found" \
+                and change.action is Action.UPDATE:
+            notes.append("found already there: taken over; removing the resource later leaves "
+                         "it in place")
+        if change.action is Action.FORGET:
+            notes.insert(0, "will no longer be managed by tectum")
         if change.triggered:
-            notes.append(f"{change.triggered} ({', '.join(change.triggers)} changed)")
+            owed = {c for _, c in change.owed}
+            now = [t for t in change.triggers if t not in owed]
+            why = f"{', '.join(now)} changed" if now else ""
+            if owed:
+                why += ("; " if why else "") + (f"owed since an earlier run that stopped "
+                                                 f"before it: {', '.join(sorted(owed))} changed")
+            notes.append(f"{change.triggered} ({why})")
         if change.action is Action.REPLACE:
             forced = [c.name for c in change.changes if c.force_new]
             if forced:
@@ -269,7 +301,7 @@ class View:
 
     def _apply_event(self, kind: str, change: ResourceChange, message: str | None) -> None:
         verbs = {Action.CREATE: "created", Action.UPDATE: "updated", Action.REPLACE: "replaced",
-                 Action.DELETE: "destroyed"}
+                 Action.DELETE: "destroyed", Action.FORGET: "forgotten (left in place)"}
         if kind == "done":
             verb = verbs.get(change.action, "done")
             if change.triggered and not change.changes:
@@ -292,6 +324,8 @@ class View:
         counts = f"{report.changed} changed, {report.unchanged} unchanged"
         if report.failed:
             counts += f", {report.failed} failed"
+        if report.unreachable:
+            counts += f", {report.unreachable} unreachable"
         if report.skipped:
             counts += f", {report.skipped} skipped"
         colour = self._HOST_COLOURS.get(report.status)

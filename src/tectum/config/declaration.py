@@ -56,6 +56,8 @@ class Declaration(NamedTuple):
     depends_on: list[str]
     watches: dict[str, list[str]]
     ignore_changes: list[str]
+    #: ``"delete"``, ``"forget"``, or None: delete what tectum created, forget what it found
+    on_destroy: str | None = None
 
 
 class OutputDecl(NamedTuple):
@@ -164,8 +166,12 @@ class Resource:
 
     ``Resource(label, **attributes)``: ``label`` names the resource in its address
     (``file.<label>``); keyword arguments are the type's attributes. Common arguments:
-    ``depends_on`` (resources that must be applied first) and ``ignore_changes`` (attribute names
-    whose differences are not planned, as Terraform's ``lifecycle.ignore_changes``).
+    ``depends_on`` (resources that must be applied first), ``ignore_changes`` (attribute names
+    whose differences are not planned, as Terraform's ``lifecycle.ignore_changes``) and
+    ``on_destroy`` (what removing the resource does to its object: ``"delete"`` or
+    ``"forget"``; by default an object tectum created is deleted and one it found already there
+    is forgotten — left as it is and no longer managed, as Terraform's ``removed`` block with
+    ``destroy = false`` does).
     """
 
     type_name: ClassVar[str]
@@ -191,6 +197,7 @@ class Resource:
         *,
         depends_on: list[Any] | tuple[Any, ...] = (),
         ignore_changes: list[str] | tuple[str, ...] = (),
+        on_destroy: str | None = None,
         **attrs: Any,
     ) -> None:
         from tectum.providers.registry import registry
@@ -274,6 +281,14 @@ class Resource:
                     address=address,
                     source=source,
                 ))
+        if on_destroy is not None and on_destroy not in ("delete", "forget"):
+            diags.append(Diagnostic.error(
+                "Invalid attribute value",
+                f"on_destroy must be \"delete\" or \"forget\", not {on_destroy!r}.",
+                address=address,
+                source=source,
+            ))
+            on_destroy = None
         given = {k: v for k, v in attrs.items() if k in schema.attrs and v is not None}
         for problem in rtype.check(given):
             diags.append(Diagnostic.error("Invalid resource configuration", problem,
@@ -287,6 +302,7 @@ class Resource:
             depends_on=self._addresses(depends_on, "depends_on", address, source, diags),
             watches=watches,
             ignore_changes=list(ignore_changes),
+            on_destroy=on_destroy,
         )
         object.__setattr__(self, "_decl", decl)
         if ok_label and address not in stack.resources:

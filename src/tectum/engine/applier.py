@@ -18,10 +18,10 @@ from typing import Any, NamedTuple, Protocol
 from tectum.graph.dag import walk
 from tectum.masking import REDACTOR
 from tectum.plans.plan import Action, Plan, ResourceChange
-from tectum.providers.base import ApplyError
+from tectum.providers.base import ApplyError, ResourceType
 from tectum.providers.host.connector import Connector
 from tectum.providers.registry import registry
-from tectum.state.model import ResourceRecord, State
+from tectum.state.model import CREATED, ResourceRecord, State
 from tectum.values import UNKNOWN, is_known, resolve
 
 JournalEntry = tuple[str, str, "ResourceRecord | None"]  # address, action, record
@@ -34,7 +34,9 @@ class Journal(Protocol):
 class HostReport(NamedTuple):
     """How one host fared (``local``: this machine): ``status`` is ``changed``, ``ok``
     (nothing to change), ``failed``, ``unreachable``, ``refused`` (host key or login) or
-    ``not attempted`` (a ``--serial`` batch before it failed too much); counts of resources."""
+    ``not attempted`` (a ``--serial`` batch before it failed too much); counts of resources
+    (``unreachable``: changes that could not run because the host went down, apart from
+    ``failed``)."""
 
     host: str
     status: str
@@ -43,6 +45,7 @@ class HostReport(NamedTuple):
     failed: int
     skipped: int
     reason: str | None = None
+    unreachable: int = 0
 
 
 class ApplyResult:
@@ -151,7 +154,7 @@ def apply_plan(
     results: dict[str, dict[str, Any] | None] = {}
     base_serial = state.serial
     out = ApplyResult(new_state)
-    counts = {"add": 0, "change": 0, "replace": 0, "destroy": 0}
+    counts = {"add": 0, "change": 0, "replace": 0, "destroy": 0, "forget": 0}
     pending: list[JournalEntry] = []
 
     def lookup(address: str, attr: str) -> Any:
@@ -169,6 +172,9 @@ def apply_plan(
             if change.action is Action.NOOP:
                 # what the read saw, over what state knew (keeps unobservable attributes)
                 values[change.address] = _noop_record(change)
+                continue
+            if change.action is Action.FORGET:
+                values[change.address] = None  # only state changes: the object stays
                 continue
             if change.after is not None and not is_known(change.after):
                 rt = registry.get(change.type)
@@ -192,16 +198,24 @@ def apply_plan(
                 host = ResourceAddress.parse(todo[0].address).host
                 with slots[host or "local"]:
                     conn = connector(host)
-                    if rt.batches:
-                        got = rt.apply_batch(conn, todo)
+                    run: list[ResourceChange] = []
+                    for change in todo:
+                        try:
+                            run.append(_replace_identity(rt, conn, change))
+                        except Exception as exc:  # noqa: BLE001 - reported per change
+                            values[change.address] = exc
+                    if not run:
+                        got = []
+                    elif rt.batches:
+                        got = rt.apply_batch(conn, run)
                     else:
                         got = []
-                        for change in todo:
+                        for change in run:
                             try:
                                 got.append(rt.apply(conn, change))
                             except Exception as exc:  # noqa: BLE001 - reported per change
                                 got.append(exc)
-                for change, value in zip(todo, got, strict=True):
+                for change, value in zip(run, got, strict=True):
                     values[change.address] = value
         return [values[a] for a in addresses]
 
@@ -245,6 +259,14 @@ def apply_plan(
                     REDACTOR.add(value[key])  # masked in output, sealed at rest
         results[address] = value
         moved_from = change.moved_from
+        if change.action is Action.FORGET:
+            new_state.resources.pop(address, None)
+            pending.append((address, "forget", None))
+            out.applied.append(address)
+            counts["forget"] += 1
+            if on_event:
+                on_event("done", change, None)
+            return
         if change.action is Action.NOOP:
             # refreshed, adopted or moved objects: kept in the state written at the end
             if value is not None:
@@ -259,8 +281,37 @@ def apply_plan(
             pending.append((moved_from, "delete", None))
         out.applied.append(address)
         counts[_COUNT_KEYS[change.action]] += 1
+        owe(address)
         if on_event:
             on_event("done", change, None)
+
+    watchers: dict[str, list[ResourceChange]] = {}
+    for c in plan.changes:
+        if c.triggered:
+            for cause in c.triggers:
+                watchers.setdefault(cause, []).append(c)
+
+    def owe(address: str) -> None:
+        """``address`` changed: each service that restarts (or reloads) for it owes that
+        restart until it has run. The debt is journaled with the change that caused it, so a
+        run that fails or is killed before the restart leaves it in state for the next run."""
+        for w in watchers.get(address, ()):
+            if w.address in results or w.triggered not in ("restart", "reload"):
+                continue
+            rec = new_state.resources.get(w.moved_from or w.address)
+            if rec is None:
+                rtw = registry.get(w.type)
+                if w.before is None or rtw is None:
+                    continue  # nothing runs yet: creating it starts it with the new input
+                rec = ResourceRecord(w.address, w.type, rtw.stored(w.before),
+                                     list(w.dependencies), w.source,
+                                     w.origin or CREATED, w.on_destroy)
+            debt = (w.triggered, address)
+            if debt in rec.owed:
+                continue
+            rec = rec._replace(owed=(*rec.owed, debt))
+            new_state.resources[rec.address] = rec
+            pending.append((rec.address, "owed", rec))
 
     last_flush = [time.monotonic()]
 
@@ -293,7 +344,8 @@ def apply_plan(
             return
         reported.add(host)
         mine = [a for a, h in hosts.items() if h == host]
-        failed = sum(1 for a in mine if a in out.failed or a in out.unreachable)
+        failed = sum(1 for a in mine if a in out.failed)
+        lost = sum(1 for a in mine if a in out.unreachable)
         skipped = sum(1 for a in mine if a in out.skipped)
         changed = sum(1 for a in mine if a in applied_set)
         unchanged = sum(1 for a in mine if changes[a].action is Action.NOOP)
@@ -309,7 +361,7 @@ def apply_plan(
                 reason = next(out.skipped[a] for a in mine if a in out.skipped)
             else:
                 status = "changed" if changed else "ok"
-        rep = HostReport(host, status, changed, unchanged, failed, skipped, reason)
+        rep = HostReport(host, status, changed, unchanged, failed, skipped, reason, lost)
         out.hosts[host] = rep
         if on_host:
             on_host(rep)
@@ -343,7 +395,8 @@ def apply_plan(
                         for a in changes if a in members}
                 workers = max(1, parallelism) * max(1, min(forks, len(wave)))
                 walked = walk(deps, visit, parallelism=workers, group=group,
-                              inline=lambda a: changes[a].action is Action.NOOP,
+                              inline=lambda a: changes[a].action in (Action.NOOP,
+                                                                     Action.FORGET),
                               on_result=on_result, on_round=lambda: flush(force=False),
                               round_timeout=JOURNAL_INTERVAL, should_stop=should_stop)
                 for address, cause in walked.skipped.items():
@@ -419,7 +472,7 @@ def _noop_record(change: ResourceChange) -> dict[str, Any] | None:
 
 
 _COUNT_KEYS = {Action.CREATE: "add", Action.UPDATE: "change", Action.REPLACE: "replace",
-               Action.DELETE: "destroy"}
+               Action.DELETE: "destroy", Action.FORGET: "forget"}
 
 
 def _set_record(state: State, change: ResourceChange, value: dict[str, Any] | None
@@ -429,8 +482,27 @@ def _set_record(state: State, change: ResourceChange, value: dict[str, Any] | No
         return None
     rt = registry.get(change.type)
     attrs = rt.stored(value) if rt is not None else dict(value)
+    was = state.resources.get(change.moved_from or change.address)
+    origin = change.origin or (was.origin if was is not None else CREATED)
+    owed = was.owed if was is not None and change.action is Action.NOOP else ()
     rec = ResourceRecord(change.address, change.type, attrs,
                          [d for d in change.dependencies] if change.action is not Action.DELETE
-                         else [], change.source)
+                         else [], change.source, origin, change.on_destroy, owed)
     state.resources[change.address] = rec
     return rec
+
+
+def _replace_identity(rt: ResourceType, conn: Connector, change: ResourceChange
+                      ) -> ResourceChange:
+    """A replace whose identity changed (a new path, a new name) deletes the object at the old
+    identity first, then creates the new one: returns the create to run. Any other change is
+    returned as it is. Raises what the delete raises."""
+    if change.action is not Action.REPLACE or change.prior is None or change.after is None \
+            or rt.identity(change.prior) == rt.identity(change.after):
+        return change
+    rt.apply(conn, ResourceChange(change.address, change.type, Action.DELETE, change.before,
+                                  None, prior=change.prior, source=change.source))
+    _, creates = rt.plan(change.after, None, None)
+    return ResourceChange(change.address, change.type, Action.CREATE, None, change.after,
+                          creates, dependencies=change.dependencies, source=change.source,
+                          origin=change.origin, on_destroy=change.on_destroy)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import graphlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
@@ -23,11 +23,11 @@ from tectum.config.declaration import Declaration, Stack
 from tectum.diagnostics import Diagnostic, DiagnosticError, Diagnostics, SourceLocation
 from tectum.graph.dag import Graph, find_cycles
 from tectum.masking import REDACTOR
-from tectum.plans.plan import Action, Plan, ResourceChange
+from tectum.plans.plan import Action, AttrChange, Plan, ResourceChange
 from tectum.providers.base import ResourceType
 from tectum.providers.host.connector import Connector, ConnectorError, merge_facts
 from tectum.providers.registry import registry
-from tectum.state.model import ResourceRecord, State
+from tectum.state.model import CREATED, FOUND, OWED_KINDS, ResourceRecord, State
 from tectum.values import (
     SECRET_SOURCES,
     SENSITIVE_VAR,
@@ -38,6 +38,8 @@ from tectum.values import (
 )
 
 PATH_TYPES = ("file", "directory", "symlink")
+#: suffix of the read key of the object a resource managed before its identity changed
+_OLD = "\x00old"
 
 
 #: one host's reads: (resource type, [(address, attributes)]) per type
@@ -316,11 +318,11 @@ class Planner:
         order = graph.order()
         prior_records = dict(state.resources)
         interrupted: dict[str, Intent] = {i.address: i for i in pending}
-        for intent in pending:
-            if intent.address not in prior_records and (destroy or intent.address not in decls):
+        for left in pending:
+            if left.address not in prior_records and (destroy or left.address not in decls):
                 # the interrupted run may have made this object: find it by its identity
-                prior_records[intent.address] = ResourceRecord(
-                    intent.address, intent.type, dict(intent.identity))
+                prior_records[left.address] = ResourceRecord(
+                    left.address, left.type, dict(left.identity))
 
         # 2. resolve and prepare desired attributes
         resolver = Resolver(stack, state, self.secret_value)
@@ -365,13 +367,32 @@ class Planner:
             gone = prior_records[address]
             host = ResourceAddress.parse(address).host
             batches.setdefault((host, gone.type), []).append((address, gone.attributes))
+        # a resource whose identity (a path, a name) changed: its old object is read too, to
+        # be replaced (deleted) rather than left behind (Terraform's force_new)
+        reidentified: set[str] = set()
+        for address, want in desired.items():
+            rec = prior_records.get(address)
+            decl = decls[address]
+            if rec is None or address in moved or rec.type != decl.type:
+                continue
+            rt = _rtype(decl.type)
+            new_ident, old_ident = rt.identity(want), rt.identity(rec.attributes)
+            if all(is_known(v) for v in (*new_ident, *old_ident)) and new_ident != old_ident:
+                reidentified.add(address)
+                batches.setdefault((decl.address.host, decl.type), []).append(
+                    (address + _OLD, rec.attributes))
         observed: dict[str, dict[str, Any] | None] = {}
         if not refresh:
             # -refresh=false: trust state as the world (Terraform's flag), read nothing
             for items in batches.values():
                 for address, _ in items:
-                    rec = prior_records.get(moved.get(address, address))
-                    observed[address] = dict(rec.attributes) if rec is not None else None
+                    rec = prior_records.get(moved.get(address.removesuffix(_OLD), address))
+                    if address.endswith(_OLD):
+                        observed[address] = dict(rec.attributes) if rec is not None else None
+                    elif address in reidentified:
+                        observed[address] = None
+                    else:
+                        observed[address] = dict(rec.attributes) if rec is not None else None
             batches = {}
         hosts_down: dict[str, tuple[str, str]] = {}
         by_host: dict[str | None, HostBatches] = {}
@@ -422,13 +443,36 @@ class Planner:
                             return UNKNOWN
                         return lookup_config(a, attr)
                     current[0] = address
-                    want = rt.prepare(resolve(decl.attrs, lookup_apply), decl.base_dir)
+                    try:
+                        want = rt.prepare(resolve(decl.attrs, lookup_apply), decl.base_dir)
+                    except (ValueError, TypeError) as exc:
+                        diags.append(Diagnostic.error(
+                            "Invalid resource configuration", _sentence(str(exc)),
+                            address=address, source=decl.source))
+                        continue
                     desired[address] = want
                 prior_addr = moved.get(address, address)
                 rec = prior_records.get(prior_addr)
                 prior = rec.attributes if rec is not None else None
                 obs = observed.get(address)
-                action, attr_changes = rt.plan(want, obs, prior)
+                old_obs = observed.get(address + _OLD) if address in reidentified else None
+                left_in_place = old_obs is not None and rec is not None \
+                    and not rec.deletes_on_destroy
+                if left_in_place:
+                    # the old object was there before tectum: it is forgotten, not deleted
+                    old_obs = None
+                    prior = None
+                if old_obs is not None:
+                    # its identity changed and the old object is still there: replace it
+                    action = Action.REPLACE
+                    ident_keys = set(rt.schema.identity)
+                    attr_changes = [
+                        AttrChange(k, old_obs.get(k), want.get(k), force_new=True,
+                                   sensitive=rt.schema.attrs[k].sensitive)
+                        for k in rt.schema.identity if old_obs.get(k) != want.get(k)
+                    ] + [c for c in rt.diff(want, old_obs) if c.name not in ident_keys]
+                else:
+                    action, attr_changes = rt.plan(want, obs, prior)
                 if decl.ignore_changes and action in (Action.UPDATE, Action.REPLACE):
                     attr_changes = [c for c in attr_changes if c.name not in decl.ignore_changes]
                     if not attr_changes:
@@ -442,7 +486,20 @@ class Planner:
                 if hidden:
                     attr_changes = [c._replace(sensitive=True) if c.name in hidden else c
                                     for c in attr_changes]
-                seen = rt.stored(obs) if obs is not None else None
+                seen: dict[str, Any] | None
+                if old_obs is not None:
+                    seen = rt.stored(old_obs)
+                else:
+                    seen = rt.stored(obs) if obs is not None else None
+                intent = interrupted.get(address)
+                if action in (Action.CREATE, Action.REPLACE):
+                    origin = CREATED
+                elif rec is not None:
+                    origin = rec.origin
+                elif intent is not None and intent.action in ("create", "replace"):
+                    origin = CREATED  # made by the interrupted run
+                else:
+                    origin = CREATED if rt.takes_over_as_created(seen, want) else FOUND
                 change = ResourceChange(
                     address=address,
                     type=decl.type,
@@ -454,16 +511,37 @@ class Planner:
                     prior=prior,
                     source=str(decl.source),
                     watches=decl.watches,
+                    origin=origin,
+                    on_destroy=decl.on_destroy,
+                    moved_from=prior_addr if prior_addr != address else None,
                 )
-                if obs is not None and "_content" in obs:
+                if obs is not None and "_content" in obs and old_obs is None:
                     change.display["before_content"] = obs["_content"]
+                drift: list[str] = []
                 if prior is not None and seen is not None:
-                    change.drift = [d for d in _drift(rt, prior, seen, want)
-                                    if d not in decl.ignore_changes]
+                    drift = [d for d in _drift(rt, prior, seen, want)
+                             if d not in decl.ignore_changes]
                 elif prior is not None and obs is None and prior_addr == address:
-                    change.drift = ["deleted"]
-                if prior_addr != address:
-                    change.note = f"moved from {prior_addr}"
+                    drift = ["deleted"]
+                if address in reidentified and old_obs is None and not left_in_place:
+                    drift = ["deleted"]  # the object at its old identity is gone
+                if intent is not None and rec is not None:
+                    # the interrupted run's own changes: not made by hand
+                    change.interrupted = drift
+                else:
+                    change.drift = drift
+                if old_obs is not None:
+                    keys = ", ".join(c.name for c in attr_changes if c.force_new)
+                    change.note = (f"{keys} changed: the object at the old {keys} is deleted "
+                                   "and a new one created")
+                elif left_in_place and rec is not None:
+                    change.note = (f"it now manages {rt.describe(want)}; "
+                                   f"{rt.describe(rec.attributes)} was there before tectum, so "
+                                   "it is left in place and forgotten")
+                if rec is not None and action is Action.NOOP and prior_addr == address \
+                        and rec.on_destroy != decl.on_destroy:
+                    change.restate = (f"on_destroy: {rec.on_destroy or 'default'} → "
+                                      f"{decl.on_destroy or 'default'}")
                 for watch, kind in (("restart_on", "restart"), ("reload_on", "reload")):
                     fired = [d for d in decl.watches.get(watch, ())
                              if d in changes and changes[d].action is not Action.NOOP]
@@ -473,34 +551,66 @@ class Planner:
                         change.triggered = kind
                         if change.action is Action.NOOP:
                             change.action = Action.UPDATE
+                owed = rec.owed if rec is not None else ()
+                if owed and change.action in (Action.NOOP, Action.UPDATE, Action.CREATE):
+                    # a restart an earlier run owed (its trigger changed, then the run failed
+                    # or was killed before the restart): it runs now
+                    kind = next(k for k in OWED_KINDS if any(o[0] == k for o in owed))
+                    causes = [c for _, c in owed]
+                    if change.triggered is None or (kind == "restart"
+                                                    and change.triggered == "reload"):
+                        change.triggered = kind
+                    change.triggers = sorted(set(change.triggers) | set(causes))
+                    change.owed = list(owed)
+                    if change.action is Action.NOOP:
+                        change.action = Action.UPDATE
                 changes[address] = change
 
-        # deletions, in reverse dependency order (recorded dependencies)
+        # deletions, in reverse dependency order: recorded dependencies, and objects inside a
+        # directory before the directory (also for records rebuilt from a killed run's journal,
+        # which have no recorded dependencies)
         orphan_set = set(orphans)
+        inside = _contained(stack, {a: prior_records[a] for a in orphans})
         for address in orphans:
             orphan = prior_records[address]
             obs = observed.get(address)
             rt = registry.get(orphan.type)
             dependents = sorted(
                 a for a in orphan_set
-                if address in prior_records[a].dependencies and a != address)
+                if (address in prior_records[a].dependencies or a in inside.get(address, ()))
+                and a != address)
+            forget = not orphan.deletes_on_destroy or (rt is not None and not rt.deletable)
             change = ResourceChange(
                 address=address,
                 type=orphan.type,
-                action=Action.DELETE,
+                action=Action.FORGET if forget else Action.DELETE,
                 before=rt.stored(obs) if rt is not None and obs is not None else None,
                 after=None,
                 dependencies=dependents,
                 prior=orphan.attributes,
                 source=orphan.source,
+                origin=orphan.origin,
+                on_destroy=orphan.on_destroy,
             )
-            if address in interrupted and address not in state.resources:
+            if rt is not None and not rt.deletable:
+                if address in interrupted and address not in state.resources and obs is None:
+                    continue  # the interrupted run never ran it: nothing to forget
+                change.action = Action.FORGET
+                change.note = f"what a {orphan.type} did is not undone: it is only forgotten"
+            elif address in interrupted and address not in state.resources:
                 if obs is None:
                     continue  # the interrupted run never made it: nothing to clean up
                 change.note = (f"left by an interrupted run ({interrupted[address].action}); "
                                "not in the configuration, so it is removed")
             elif obs is None:
+                change.action = Action.DELETE
                 change.note = "already gone; only removed from state"
+            elif forget:
+                change.note = ("it was there before tectum managed it, so it is left as it is "
+                               "and only forgotten"
+                               if orphan.on_destroy is None else "on_destroy = \"forget\"")
+            elif rt is not None:
+                change.note = rt.delete_summary(orphan.attributes)
             changes[address] = change
 
         # outputs
@@ -530,9 +640,16 @@ class Planner:
             if pending_change.state_only:
                 pending_change.note = ("adopted: made by an interrupted run, matches the "
                                        "configuration")
-            else:
-                pending_change.note = (f"an interrupted run was doing {intent.action}; planned "
-                                       "from what is there now")
+            elif pending_change.action is not Action.NOOP:
+                what = (f": it left {', '.join(pending_change.interrupted)} changed"
+                        if pending_change.interrupted else "")
+                pending_change.note = (f"an interrupted run was doing {intent.action}{what}; "
+                                       "planned from what is there now")
+            elif pending_change.interrupted:
+                # the interrupted run finished this change but did not record it
+                pending_change.restate = (
+                    f"an interrupted run changed {', '.join(pending_change.interrupted)} as "
+                    "the configuration asks; recorded in state")
         ordered = [changes[a] for a in order if a in changes] + \
             [changes[a] for a in orphans if a in changes]
         plan = Plan(changes=ordered, outputs=outputs, output_sensitive=sensitive,
@@ -542,6 +659,19 @@ class Planner:
         plan.hosts_down = hosts_down
         plan.limit = list(limit) if limit is not None else None
         return PlanResult(plan, graph, diags)
+
+    def read_found(self, by_host: dict[str | None, HostBatches]
+                   ) -> Iterator[tuple[ResourceType, str, dict[str, Any] | None]]:
+        """:meth:`read_hosts`, then ``(type, address, observed or None)`` for each object on
+        the hosts that answered; objects whose read failed are left out."""
+        for (_host, batches), (found, _diags, down) in zip(
+                by_host.items(), self.read_hosts(by_host), strict=True):
+            if down is not None:
+                continue
+            for rt, items in batches:
+                for address, _ in items:
+                    if address in found:
+                        yield rt, address, found[address]
 
     def read_hosts(self, by_host: dict[str | None, HostBatches]) -> list[HostRead]:
         """:meth:`read_host` for every host of ``by_host``, up to ``parallelism`` at once;
@@ -594,6 +724,45 @@ class Planner:
         finally:
             conn.forget_facts()
         return observed, diags, None
+
+
+def _contained(stack: Stack, records: dict[str, ResourceRecord]) -> dict[str, set[str]]:
+    """For each directory among ``records``, the records of paths inside it on the same
+    machine: deleted before it, so a directory is deleted last (its delete removes whatever
+    else is left in it)."""
+    dirs: dict[tuple[str | None, str], str] = {}
+    for address, rec in records.items():
+        path = rec.attributes.get("path")
+        if rec.type == "directory" and isinstance(path, str) and is_known(path):
+            dirs[(machine_of(stack, ResourceAddress.parse(address).host),
+                  os.path.normpath(path))] = address
+    out: dict[str, set[str]] = {}
+    if not dirs:
+        return out
+    for address, rec in records.items():
+        path = rec.attributes.get("path")
+        if rec.type not in PATH_TYPES or not isinstance(path, str) or not is_known(path):
+            continue
+        machine = machine_of(stack, ResourceAddress.parse(address).host)
+        parent = os.path.dirname(os.path.normpath(path))
+        while parent and parent != "/":
+            found = dirs.get((machine, parent))
+            if found is not None and found != address:
+                out.setdefault(found, set()).add(address)
+            parent = os.path.dirname(parent)
+    return out
+
+
+def add_read(by_host: dict[str | None, HostBatches], host: str | None, rt: ResourceType,
+             address: str, attrs: dict[str, Any]) -> None:
+    """Queue the object ``attrs`` of ``address`` for :meth:`Planner.read_hosts` (grouped by
+    host, then by type)."""
+    batches = by_host.setdefault(host, [])
+    items = next((i for t, i in batches if t is rt), None)
+    if items is None:
+        items = []
+        batches.append((rt, items))
+    items.append((address, attrs))
 
 
 def _drift(rt: ResourceType, prior: dict[str, Any], now: dict[str, Any],

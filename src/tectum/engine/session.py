@@ -26,21 +26,23 @@ from tectum.engine.applier import (
     host_of,
     serial_batches,
 )
-from tectum.engine.planner import Planner, PlanResult
+from tectum.engine.planner import Planner, PlanResult, add_read
 from tectum.masking import REDACTOR
 from tectum.plans.plan import Action, Plan
 from tectum.providers.host.connector import Connector, LocalConnector
-from tectum.state.model import ResourceRecord, State
+from tectum.state.model import FOUND, ResourceRecord, State
 
 
 class Drift(NamedTuple):
     """An object changed outside tectum: ``status`` is ``changed`` (with ``attributes`` as
-    (name, recorded, found)) or ``deleted``."""
+    (name, recorded, found)) or ``deleted``. ``interrupted``: the change was left by a run
+    that was interrupted before it recorded it (tectum's own change, not a hand edit)."""
 
     address: str
     type: str
     status: str
     attributes: list[tuple[str, Any, Any]]
+    interrupted: bool = False
 
 
 WORKSPACE_FILE = "workspace"
@@ -110,8 +112,8 @@ def intents_of(plan: Plan) -> list[Intent]:
 
     out = []
     for c in plan.changes:
-        if c.action is Action.NOOP:
-            continue
+        if c.action in (Action.NOOP, Action.FORGET):
+            continue  # (forgetting changes no object: nothing to find after a crash)
         rt = registry.get(c.type)
         attrs = c.after or c.before or c.prior or {}
         keys = rt.schema.identity if rt is not None else ()
@@ -125,7 +127,8 @@ def desired_of(plan: Plan) -> dict[str, Any]:
     return {
         "resources": {
             c.address: {"type": c.type, "attrs": c.after, "dependencies": c.dependencies,
-                        "watches": c.watches, "source": c.source}
+                        "watches": c.watches, "source": c.source,
+                        **({"on_destroy": c.on_destroy} if c.on_destroy else {})}
             for c in plan.changes if c.after is not None
         },
         "outputs": plan.outputs,
@@ -414,41 +417,33 @@ class Session:
         for change in plan.changes:
             rt = registry.get(change.type)
             obj = change.after if change.after is not None else (change.prior or change.before)
-            if change.action is Action.NOOP or rt is None or obj is None or not is_known(obj):
-                continue
-            batches = by_host.setdefault(ResourceAddress.parse(change.address).host, [])
-            items = next((i for t, i in batches if t is rt), None)
-            if items is None:
-                items = []
-                batches.append((rt, items))
-            items.append((change.address, obj))
+            if change.action in (Action.NOOP, Action.FORGET) or rt is None or obj is None \
+                    or not is_known(obj):
+                continue  # (forgetting leaves the object alone: nothing to check)
+            if change.action is Action.REPLACE and change.prior is not None \
+                    and rt.identity(change.prior) != rt.identity(obj):
+                obj = change.prior  # its identity changes: the object it replaces
+            add_read(by_host, ResourceAddress.parse(change.address).host, rt, change.address,
+                     obj)
             planned[change.address] = change.before
         if not by_host:
             return
         planner = Planner(self.connector, self.in_limit, parallelism=forks,
                           secret_value=self.secret_value)
         moved: list[str] = []
-        for (_host, batches), (found, _diags, down) in zip(
-                by_host.items(), planner.read_hosts(by_host), strict=True):
-            if down is not None:
+        for rt, address, obs in planner.read_found(by_host):
+            now = rt.stored(obs) if obs is not None else None
+            was = planned[address]
+            if now == was:
                 continue
-            for rt, items in batches:
-                for address, _ in items:
-                    if address not in found:
-                        continue
-                    obs = found[address]
-                    now = rt.stored(obs) if obs is not None else None
-                    was = planned[address]
-                    if now == was:
-                        continue
-                    if was is None:
-                        moved.append(f"{address}: was absent, now exists")
-                    elif now is None:
-                        moved.append(f"{address}: is gone")
-                    else:
-                        keys = sorted("content" if k == "content_sha256" else k
-                                      for k in set(was) | set(now) if was.get(k) != now.get(k))
-                        moved.append(f"{address}: {', '.join(keys)} changed")
+            if was is None:
+                moved.append(f"{address}: was absent, now exists")
+            elif now is None:
+                moved.append(f"{address}: is gone")
+            else:
+                keys = sorted("content" if k == "content_sha256" else k
+                              for k in set(was) | set(now) if was.get(k) != now.get(k))
+                moved.append(f"{address}: {', '.join(keys)} changed")
         if moved:
             shown = moved[:20] + ([f"... and {len(moved) - 20} more"] if len(moved) > 20 else [])
             raise DiagnosticError(Diagnostic.error(
@@ -476,7 +471,10 @@ class Session:
         at the end (also when some resources failed). ``serial`` (``N``, ``N%`` or a list,
         see :func:`~tectum.engine.applier.serial_batches`) applies hosts in batches, in
         inventory order, stopping after a batch where more than ``max_fail_percent`` percent
-        of the hosts failed. Raises :class:`ValueError` for a malformed ``serial``."""
+        of the hosts failed. Raises :class:`ValueError` for a malformed ``serial``, and
+        :class:`DiagnosticError`, before any change, when a key or recipient that sealing
+        sensitive values at rest needs is missing."""
+        self.sealer.check_ready()
         if state.serial == 0 and plan.lineage:
             state.lineage = plan.lineage
         self._sweep_interrupted()
@@ -492,11 +490,48 @@ class Session:
                             parallelism=parallelism, on_event=on_event,
                             should_stop=should_stop, forks=forks, batches=batches,
                             max_fail_percent=max_fail_percent, on_host=on_host)
+        self._settle(plan, result, forks)
         self.backend.write(result.state,
-                           operation or ("destroy" if plan.destroy else "apply"),
+                           operation or plan.operation
+                           or ("destroy" if plan.destroy else "apply"),
                            revision=git_revision(self.project.root),
                            desired=None if plan.destroy else desired_of(plan))
         return result
+
+    def _settle(self, plan: Plan, result: ApplyResult, forks: int) -> None:
+        """State records what the world holds when the run ends, not what tectum asked for
+        before a later change ran: on each host where a change with side effects was applied
+        (a package's install scripts may chown a directory tectum just made), the objects this
+        run changed are read again (one round trip per host) and their records updated.
+        Hosts that cannot be read now keep the records as applied."""
+        from tectum.addrs import ResourceAddress
+        from tectum.engine.planner import HostBatches
+        from tectum.providers.registry import registry
+
+        applied = set(result.applied)
+        changes = [c for c in plan.changes if c.address in applied
+                   and c.action not in (Action.DELETE, Action.FORGET)]
+        touched = {ResourceAddress.parse(c.address).host for c in changes
+                   if (rt := registry.get(c.type)) is not None and rt.side_effects}
+        by_host: dict[str | None, HostBatches] = {}
+        for c in changes:
+            host = ResourceAddress.parse(c.address).host
+            rt = registry.get(c.type)
+            rec = result.state.resources.get(c.address)
+            if host not in touched or rt is None or rt.side_effects or rec is None:
+                continue
+            add_read(by_host, host, rt, c.address, rec.attributes)
+        if not by_host:
+            return
+        planner = Planner(self.connector, self.in_limit, parallelism=forks)
+        for rt, address, obs in planner.read_found(by_host):
+            rec = result.state.resources[address]
+            if obs is None:
+                continue  # (something removed it: the next plan reads it again)
+            now = {k: v for k, v in rt.stored(obs).items() if k in rec.attributes}
+            if any(rec.attributes.get(k) != v for k, v in now.items()):
+                result.state.resources[address] = rec._replace(
+                    attributes={**rec.attributes, **now})
 
     # -- refresh, drift, import, rollback ------------------------------------------------------
     def refresh(self, state: State, stack: Stack | None = None, *, forks: int = 50
@@ -533,6 +568,7 @@ class Session:
                 batches.setdefault(host, []).append(
                     (rt, [(r.address, r.attributes) for r in recs]))
         hosts = list(batches)
+        left = {i.address for i in self.backend.pending_intents()}
         done = Planner(self.connector, self.in_limit, parallelism=forks).read_hosts(batches)
         self.hosts_down = {}
         for host, (found, diags, down) in zip(hosts, done, strict=True):
@@ -545,7 +581,8 @@ class Session:
                     rec = state.resources[address]
                     obs = found.get(address)
                     if obs is None:
-                        drifts.append(Drift(rec.address, rec.type, "deleted", []))
+                        drifts.append(Drift(rec.address, rec.type, "deleted", [],
+                                            address in left))
                         del new.resources[rec.address]
                         continue
                     now = rt.stored(obs)
@@ -555,7 +592,8 @@ class Session:
                         and k not in ignored.get(rec.address, ())
                     ]
                     if changed:
-                        drifts.append(Drift(rec.address, rec.type, "changed", changed))
+                        drifts.append(Drift(rec.address, rec.type, "changed", changed,
+                                            address in left))
                     new.resources[rec.address] = rec._replace(
                         attributes={**rec.attributes, **now})
         return new, drifts
@@ -596,7 +634,7 @@ class Session:
         assert obs is not None
         new = state.copy()
         new.resources[address] = ResourceRecord(address, decl.type, rt.stored(obs),
-                                                [], str(decl.source))
+                                                [], str(decl.source), FOUND, decl.on_destroy)
         return new
 
     def rollback_stack(self, serial: int) -> tuple[Stack, State]:
@@ -626,7 +664,8 @@ class Session:
                 source=SourceLocation(name, int(line)) if line.isdigit()
                 else SourceLocation(src or f"state version {serial}"),
                 base_dir=self.project.root, depends_on=list(entry.get("dependencies", [])),
-                watches=dict(entry.get("watches", {})), ignore_changes=[])
+                watches=dict(entry.get("watches", {})), ignore_changes=[],
+                on_destroy=entry.get("on_destroy"))
         for name, value in desired.get("outputs", {}).items():
             stack.outputs[name] = OutputDecl(
                 name, value, bool(desired.get("output_sensitive", {}).get(name)), "",

@@ -17,6 +17,9 @@ class Action(enum.Enum):
     UPDATE = "update"
     REPLACE = "replace"
     DELETE = "delete"
+    #: stop managing the object and leave it as it is (Terraform's ``removed`` block with
+    #: ``destroy = false``): what tectum found already there is forgotten, not deleted
+    FORGET = "forget"
 
     @property
     def symbol(self) -> str:
@@ -29,6 +32,7 @@ _SYMBOLS = {
     Action.UPDATE: "~",
     Action.REPLACE: "-/+",
     Action.DELETE: "-",
+    Action.FORGET: ".",
 }
 
 
@@ -83,11 +87,19 @@ class ResourceChange:
     (None when the resource was not in state). ``triggers`` names upstream resources whose change
     causes ``triggered`` (``"restart"`` or ``"reload"``); ``drift`` lists attributes changed
     outside tectum since the last apply (prev-run state vs refreshed object).
+
+    ``origin`` is what state will record about who made the object (``created`` or ``found``,
+    :mod:`tectum.state.model`), ``on_destroy`` the resource's setting; ``moved_from`` the old
+    address when the plan renames a resource in state (same object); ``interrupted`` lists
+    attributes an interrupted run changed (its own changes, not drift). ``restate`` says why
+    the state record changes when the object does not (e.g. a new ``on_destroy``); ``owed``
+    lists the ``(kind, cause)`` restarts or reloads an earlier run owed, which this change runs.
     """
 
     __slots__ = ("address", "type", "action", "before", "after", "changes", "triggers",
                  "triggered", "drift", "dependencies", "prior", "source", "note", "display",
-                 "watches")
+                 "watches", "origin", "on_destroy", "moved_from", "interrupted", "restate",
+                 "owed")
 
     def __init__(
         self,
@@ -105,6 +117,12 @@ class ResourceChange:
         source: str | None = None,
         note: str | None = None,
         watches: dict[str, list[str]] | None = None,
+        origin: str | None = None,
+        on_destroy: str | None = None,
+        moved_from: str | None = None,
+        interrupted: list[str] | None = None,
+        restate: str | None = None,
+        owed: list[tuple[str, str]] | None = None,
     ) -> None:
         self.address = address
         self.type = type
@@ -121,6 +139,12 @@ class ResourceChange:
         self.note = note
         #: restart_on / reload_on addresses of the declaration (kept for rollback)
         self.watches: dict[str, list[str]] = watches if watches is not None else {}
+        self.origin = origin
+        self.on_destroy = on_destroy
+        self.moved_from = moved_from
+        self.interrupted: list[str] = interrupted if interrupted is not None else []
+        self.restate = restate
+        self.owed: list[tuple[str, str]] = owed if owed is not None else []
         # transient display data (e.g. old file content); not saved in plan files
         self.display: dict[str, Any] = {}
 
@@ -128,17 +152,11 @@ class ResourceChange:
         return f"<ResourceChange {self.action.value} {self.address}>"
 
     @property
-    def moved_from(self) -> str | None:
-        """The old address when the plan renames a resource in state (same object)."""
-        if self.note and self.note.startswith("moved from "):
-            return self.note.removeprefix("moved from ")
-        return None
-
-    @property
     def state_only(self) -> bool:
         """A no-op for the object whose state record changes: adopted (an object that
-        already matches the configuration) or moved to a new address."""
-        return self.action is Action.NOOP and (self.prior is None or self.moved_from is not None)
+        already matches the configuration), moved to a new address, or ``restate``."""
+        return self.action is Action.NOOP and (self.prior is None or self.moved_from is not None
+                                               or self.restate is not None)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -160,6 +178,12 @@ class ResourceChange:
             "source": self.source,
             "note": self.note,
             "watches": self.watches,
+            "origin": self.origin,
+            "on_destroy": self.on_destroy,
+            "moved_from": self.moved_from,
+            "interrupted": self.interrupted,
+            "restate": self.restate,
+            "owed": [list(o) for o in self.owed],
         }
 
     @classmethod
@@ -189,7 +213,29 @@ class ResourceChange:
             source=_str(data, "source", optional=True),
             note=_str(data, "note", optional=True),
             watches=dict(watches),
+            origin=_choice(data, "origin", ("created", "found")),
+            on_destroy=_choice(data, "on_destroy", ("delete", "forget")),
+            moved_from=_str(data, "moved_from", optional=True),
+            interrupted=_strs(data, "interrupted"),
+            restate=_str(data, "restate", optional=True),
+            owed=_owed(data),
         )
+
+
+def _owed(data: Any) -> list[tuple[str, str]]:
+    value = data.get("owed", [])
+    if not isinstance(value, list) or not all(
+            isinstance(o, list) and len(o) == 2 and o[0] in ("restart", "reload")
+            and isinstance(o[1], str) for o in value):
+        raise ValueError("owed must be a list of [kind, cause] pairs")
+    return [(o[0], o[1]) for o in value]
+
+
+def _choice(data: Any, key: str, allowed: tuple[str, ...]) -> str | None:
+    value = data.get(key)
+    if value is not None and value not in allowed:
+        raise ValueError(f"{key} must be one of {', '.join(allowed)} or null")
+    return value if value is None else str(value)
 
 
 class Plan:
@@ -201,7 +247,7 @@ class Plan:
     list the plan was made for (None: every host)."""
 
     __slots__ = ("changes", "outputs", "output_sensitive", "lineage", "serial", "destroy",
-                 "workspace", "variables", "hosts_down", "limit")
+                 "workspace", "variables", "hosts_down", "limit", "operation")
 
     def __init__(
         self,
@@ -224,9 +270,13 @@ class Plan:
         self.variables: dict[str, Any] = variables if variables is not None else {}
         self.hosts_down: dict[str, tuple[str, str]] = {}
         self.limit: list[str] | None = None
+        #: the operation state history records when this plan is applied (``rollback``);
+        #: None: ``apply`` (``destroy`` for a destroy plan)
+        self.operation: str | None = None
 
     def counts(self) -> dict[str, int]:
-        counts = {"add": 0, "change": 0, "replace": 0, "destroy": 0, "adopt": 0, "move": 0}
+        counts = {"add": 0, "change": 0, "replace": 0, "destroy": 0, "forget": 0, "adopt": 0,
+                  "move": 0}
         for c in self.changes:
             if c.state_only:
                 counts["move" if c.moved_from else "adopt"] += 1
@@ -238,6 +288,8 @@ class Plan:
                 counts["replace"] += 1
             elif c.action is Action.DELETE:
                 counts["destroy"] += 1
+            elif c.action is Action.FORGET:
+                counts["forget"] += 1
         return counts
 
     @property
@@ -257,6 +309,7 @@ class Plan:
             "output_sensitive": self.output_sensitive,
             "hosts_down": {h: {"kind": k, "reason": r} for h, (k, r) in self.hosts_down.items()},
             "limit": self.limit,
+            "operation": self.operation,
         }
 
     @classmethod
@@ -267,8 +320,11 @@ class Plan:
         if not isinstance(rcs, list):
             raise ValueError("resource_changes must be a list")
         serial = data["serial"]
-        if not isinstance(serial, int) or isinstance(serial, bool):
-            raise ValueError("serial must be an integer")
+        if not isinstance(serial, int) or isinstance(serial, bool) or serial < 0:
+            raise ValueError("serial must be a non-negative integer")
+        if not isinstance(data.get("destroy", False), bool) \
+                or not isinstance(data.get("workspace", "default"), str):
+            raise ValueError("destroy must be true or false, workspace a string")
         for key in ("outputs", "output_sensitive", "variables"):
             if not isinstance(data.get(key, {}), dict):
                 raise ValueError(f"{key} must be an object")
@@ -295,4 +351,8 @@ class Plan:
         )
         plan.hosts_down = {h: (v["kind"], v["reason"]) for h, v in down.items()}
         plan.limit = list(limit) if limit is not None else None
+        operation = data.get("operation")
+        if operation is not None and operation not in ("apply", "destroy", "rollback"):
+            raise ValueError("operation must be apply, destroy or rollback")
+        plan.operation = operation
         return plan

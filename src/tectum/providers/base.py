@@ -46,6 +46,13 @@ class ResourceType(ABC):
     #: as drift; a no-op keeps their value from prior state (as Terraform keeps
     #: unobservable attributes)
     unobserved: ClassVar[frozenset[str]] = frozenset()
+    #: True when applying may change other objects too (a package's install scripts chown a
+    #: directory, a command writes files): after such a change the applier re-reads what the
+    #: run changed on that host, so state records what the world holds when the run ends
+    side_effects: ClassVar[bool] = False
+    #: False for a type whose objects cannot be deleted (what a command did stays done): when
+    #: such a resource goes, it is only forgotten (planned as ``forget``)
+    deletable: ClassVar[bool] = True
 
     # -- configuration -------------------------------------------------------------------
     def check(self, attrs: dict[str, Any]) -> list[str]:
@@ -126,6 +133,20 @@ class ResourceType(ABC):
     @cached_property
     def _keep(self) -> frozenset[str]:
         return frozenset(self.schema.settable) | frozenset(self.stored_computed)
+
+    def takes_over_as_created(self, found: dict[str, Any] | None,
+                              desired: dict[str, Any]) -> bool:
+        """Whether tectum counts as the creator of an object not yet in state that it found
+        as ``found`` (stored attributes; None: absent) and makes ``desired``. The default: only
+        an object that was absent. (A service that was stopped and that tectum starts counts
+        as created: destroying it stops it again.) What tectum created is deleted when its
+        resource goes; what it found is forgotten (:mod:`tectum.state.model`)."""
+        return found is None
+
+    def delete_summary(self, prior: dict[str, Any]) -> str | None:
+        """What deleting the object recorded as ``prior`` does besides removing it, for the
+        plan view (e.g. "stops the service"); None: nothing to say."""
+        return None
 
     def describe(self, attrs: dict[str, Any]) -> str:
         """A short label for plan output (a path, a package name)."""

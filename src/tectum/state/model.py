@@ -21,14 +21,40 @@ class StateError(ValueError):
     """A state document is malformed; the message says which part."""
 
 
+#: ``ResourceRecord.origin``: tectum made the object (a create, or a service it started)
+CREATED = "created"
+#: ``ResourceRecord.origin``: the object existed before tectum managed it (adopted, imported)
+FOUND = "found"
+ORIGINS = (CREATED, FOUND)
+#: ``on_destroy`` values: delete the object, or only forget it (stop managing it)
+ON_DESTROY = ("delete", "forget")
+#: kinds of owed actions, strongest first (an owed restart covers an owed reload)
+OWED_KINDS = ("restart", "reload")
+
+
 class ResourceRecord(NamedTuple):
-    """One managed object in state (replaced, never changed in place)."""
+    """One managed object in state (replaced, never changed in place).
+
+    ``origin`` says who made the object: :data:`CREATED` (tectum created it) or :data:`FOUND`
+    (it existed before tectum; adopted or imported). Removing the resource from the code, or
+    ``destroy``, deletes only what tectum created and forgets what it found, unless
+    ``on_destroy`` (the resource's setting when it was applied: ``"delete"`` or ``"forget"``)
+    says otherwise. A record without ``origin`` (written before it existed) counts as created,
+    which is what earlier versions did with it.
+
+    ``owed`` lists ``(kind, cause)`` pairs: a restart or reload a watched resource's change made
+    necessary that has not run yet (the run failed or was killed between the change and the
+    restart; Ansible's lost-handler problem). It stays in state until the restart has run.
+    """
 
     address: str
     type: str
     attributes: dict[str, Any]
     dependencies: Sequence[str] = ()
     source: str | None = None
+    origin: str = CREATED
+    on_destroy: str | None = None
+    owed: Sequence[tuple[str, str]] = ()
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"address": self.address, "type": self.type,
@@ -37,7 +63,20 @@ class ResourceRecord(NamedTuple):
             out["dependencies"] = list(self.dependencies)
         if self.source:
             out["source"] = self.source
+        if self.origin != CREATED:
+            out["origin"] = self.origin
+        if self.on_destroy is not None:
+            out["on_destroy"] = self.on_destroy
+        if self.owed:
+            out["owed"] = [{"kind": k, "cause": c} for k, c in self.owed]
         return out
+
+    @property
+    def deletes_on_destroy(self) -> bool:
+        """Whether removing this resource deletes its object (else it is only forgotten)."""
+        if self.on_destroy is not None:
+            return self.on_destroy == "delete"
+        return self.origin == CREATED
 
     @classmethod
     def from_json(cls, data: Any) -> ResourceRecord:
@@ -54,7 +93,20 @@ class ResourceRecord(NamedTuple):
         if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
             raise StateError(f"resource {address}: dependencies must be a list of addresses")
         source = data.get("source")
-        return cls(address, rtype, attrs, list(deps), source if isinstance(source, str) else None)
+        origin = data.get("origin", CREATED)
+        if origin not in ORIGINS:
+            raise StateError(f"resource {address}: origin must be one of {', '.join(ORIGINS)}")
+        on_destroy = data.get("on_destroy")
+        if on_destroy is not None and on_destroy not in ON_DESTROY:
+            raise StateError(f"resource {address}: on_destroy must be delete or forget")
+        owed_raw = data.get("owed", [])
+        if not isinstance(owed_raw, list) or not all(
+                isinstance(o, dict) and o.get("kind") in OWED_KINDS
+                and isinstance(o.get("cause"), str) for o in owed_raw):
+            raise StateError(f"resource {address}: owed must be a list of {{kind, cause}}")
+        owed = tuple((o["kind"], o["cause"]) for o in owed_raw)
+        return cls(address, rtype, attrs, list(deps), source if isinstance(source, str) else None,
+                   origin, on_destroy, owed)
 
 
 class State:
@@ -111,7 +163,7 @@ class State:
         if not isinstance(data, dict):
             raise StateError("the document is not a JSON object")
         version = data.get("format_version")
-        if not isinstance(version, int):
+        if not isinstance(version, int) or isinstance(version, bool):
             raise StateError("the document has no format_version: it is not a tectum state")
         if version > FORMAT_VERSION:
             raise StateError(
@@ -125,8 +177,9 @@ class State:
             data = upgrade(data)
             version = data["format_version"]
         serial, lineage = data.get("serial"), data.get("lineage")
-        if not isinstance(serial, int) or serial < 0:
-            raise StateError("serial must be a non-negative integer")
+        if not isinstance(serial, int) or isinstance(serial, bool) \
+                or not 0 <= serial < 2**63 - 1:  # (what the state databases can store)
+            raise StateError("serial must be a non-negative integer below 2**63 - 1")
         if not isinstance(lineage, str) or not lineage:
             raise StateError("lineage must be a non-empty string")
         resources_raw = data.get("resources", [])

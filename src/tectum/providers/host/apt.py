@@ -117,6 +117,7 @@ class PackageType(ResourceType):
                                     "to it); unset: any installed version will do"),
     })
     batches = True
+    side_effects = True
 
     # -- configuration -------------------------------------------------------------------
     def check(self, attrs: dict[str, Any]) -> list[str]:

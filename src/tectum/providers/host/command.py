@@ -120,7 +120,12 @@ def argv_of(command: str | list[str]) -> list[str]:
 
 
 def _output_tail(result: CommandResult, limit: int = 600) -> str:
-    text = (result.stderr.strip() or result.stdout.strip()).decode("utf-8", "replace")
+    """The last ``limit`` characters of the command's stderr (else stdout), secrets masked
+    first: a cut through a secret would leave a piece that no masked form matches."""
+    from tectum.masking import REDACTOR
+
+    text = REDACTOR.redact(
+        (result.stderr.strip() or result.stdout.strip()).decode("utf-8", "replace"))
     return text[-limit:] if len(text) > limit else text
 
 
@@ -132,6 +137,8 @@ class CommandType(ResourceType):
     """A command run on a host; see the module docstring for when it runs."""
 
     name = "command"
+    side_effects = True
+    deletable = False
     unobserved = frozenset(_STORED)
     schema = Schema({
         "command": Attr((str, list), required=True, validate=_valid_command,

@@ -8,7 +8,10 @@ Shapes (attribute dicts):
   when the host has no such service (no ``/etc/init.d/NAME`` script, or no systemd unit). Absent
   is not an error at plan time: a ``package`` in the same apply may install it.
 * stored (what :meth:`ServiceType.apply` returns): ``{"name", "running", "enabled"}`` as found on
-  the host after the change.
+  the host after the change, plus two computed flags that no read can observe:
+  ``started_by_tectum`` (an apply of this resource started the service and none has stopped it
+  since) and ``enabled_by_tectum`` (an apply turned ``enabled`` from false to true and none has
+  disabled it since). A service found already running or enabled keeps the flag False.
 
 ``restart_on`` / ``reload_on`` are not attributes: the engine turns them into
 ``change.triggered`` (``"restart"`` or ``"reload"``) and ``change.triggers`` (the upstream
@@ -29,10 +32,18 @@ Two init systems are supported, chosen once per :meth:`~ServiceType.read` /
 
 The apply order follows Puppet's ``service`` type: ``enabled`` first, then ``running``; a
 triggered restart/reload (Puppet's ``refresh``) happens only when the service is running and was
-not just started or stopped by this change. A start, restart or reload is verified by polling the
-status for up to :data:`VERIFY_SECONDS`; the service must still be running
-:data:`SETTLE_SECONDS` after the command, which catches a daemon that forks and then dies on a
-bad configuration.
+not just started or stopped by this change.
+
+Deleting (the resource left the configuration, or ``destroy``) undoes what the record says:
+a service whose stored ``running`` is True is stopped, and one with ``enabled_by_tectum`` is
+disabled (one found enabled stays enabled); the stop is verified like a start. The engine deletes
+dependents first, so ``Service(..., depends_on=[package])`` is stopped before its package is
+removed (a package's own ``prerm`` cannot be trusted to: ``policy-rc.d`` may block it).
+:meth:`ServiceType.delete_summary` says in the plan what a delete will do.
+
+A start, restart, reload or stop is verified by polling the status for up to
+:data:`VERIFY_SECONDS`; a started service must still be running :data:`SETTLE_SECONDS` after the
+command, which catches a daemon that forks and then dies on a bad configuration.
 """
 
 from __future__ import annotations
@@ -63,6 +74,8 @@ _SYSTEMD_ENABLED = frozenset(
     {"enabled", "enabled-runtime", "static", "indirect", "generated", "alias", "transient"}
 )
 _SYSTEMD_RUNNING = frozenset({"active", "reloading", "activating"})
+#: stored computed attributes: what tectum itself did to the service
+_FLAGS = ("started_by_tectum", "enabled_by_tectum")
 
 # System V reader: names come in as positional arguments ("$@"), never as script text.
 # Prints one line per name: NAME <TAB> exists(0/1) <TAB> status rc <TAB> enabled(0/1) <TAB>
@@ -128,12 +141,22 @@ class ServiceType(ResourceType):
     """A system service (systemd unit or System V init script) on a host."""
 
     name = "service"
+    side_effects = True
     schema = Schema({
         "name": Attr(str, required=True, identity=True, force_new=True, validate=_valid_name,
                      description="service name (init script in /etc/init.d, or systemd unit)"),
         "running": Attr(bool, description="whether it should be running now; unset: leave it"),
         "enabled": Attr(bool, description="whether it should start at boot; unset: leave it"),
+        "started_by_tectum": Attr(bool, computed=True, description=(
+            "whether an apply started the service (and none stopped it since): what a "
+            "delete undoes")),
+        "enabled_by_tectum": Attr(bool, computed=True, description=(
+            "whether an apply enabled the service (and none disabled it since): a delete "
+            "disables it again")),
     })
+    stored_computed = _FLAGS
+    #: no read can see who started or enabled a service: never drift, kept on a no-op
+    unobserved = frozenset(_FLAGS)
 
     def describe(self, attrs: dict[str, Any]) -> str:
         return str(attrs.get("name", ""))
@@ -228,26 +251,67 @@ class ServiceType(ResourceType):
             }
         return out
 
+    # -- plan ----------------------------------------------------------------------------
+    def takes_over_as_created(self, found: dict[str, Any] | None,
+                              desired: dict[str, Any]) -> bool:
+        """Whether tectum counts as the creator of a service not yet in state: it was absent
+        (``found`` None: its package comes in the same apply), or it was stopped and
+        ``desired`` has ``running=True`` (tectum starts it, so a delete stops it again). A
+        service found running — or stopped and left stopped — was there before tectum and is
+        only forgotten when its resource goes (the rule of
+        :meth:`tectum.providers.base.ResourceType.takes_over_as_created`)."""
+        if found is None:
+            return True
+        return desired.get("running") is True and found.get("running") is False
+
+    def delete_summary(self, prior: dict[str, Any]) -> str | None:
+        """What deleting the service recorded as ``prior`` (its state record) will do, for the
+        plan: ``"stops the service and disables it"``, ``"stops the service"``,
+        ``"disables the service"``, or None when a delete only forgets it (the record says it
+        was not running and tectum did not enable it). Reads nothing; the apply re-reads the
+        service and skips what is already done."""
+        stop = prior.get("running") is True
+        disable = prior.get("enabled_by_tectum") is True
+        if stop and disable:
+            return "stops the service and disables it"
+        if stop:
+            return "stops the service"
+        if disable:
+            return "disables the service"
+        return None
+
     # -- apply ---------------------------------------------------------------------------
     def apply(self, conn: Connector, change: ResourceChange) -> dict[str, Any] | None:
         """Carry out ``change`` on the service as it is *now* (re-read first).
 
-        ``DELETE``: nothing happens, the service is left as it is and only forgotten; returns
-        None. ``CREATE`` / ``UPDATE`` / ``REPLACE``: set ``enabled`` when managed and different;
-        start when ``running=True`` and stopped, stop when ``running=False`` and running;
-        otherwise, when running, restart or reload if ``change.triggered`` says so. Returns the
-        stored ``{"name", "running", "enabled"}`` re-read afterwards.
+        ``DELETE`` (see :meth:`_delete`): the record (``change.prior``, else ``change.before``)
+        says what to undo — disable it when ``enabled_by_tectum``, stop it when ``running``
+        was True — and the stop is verified; returns None. A ``REPLACE`` whose recorded name
+        differs does the same to the old service first. ``CREATE`` / ``UPDATE`` / ``REPLACE``:
+        set ``enabled`` when managed and different; start when ``running=True`` and stopped,
+        stop when ``running=False`` and running; otherwise, when running, restart or reload if
+        ``change.triggered`` says so. Returns the stored ``{"name", "running", "enabled",
+        "started_by_tectum", "enabled_by_tectum"}``: the service re-read afterwards, and the
+        flags carried over from the record and updated by what this apply did.
 
         Raises :class:`ApplyError` when the service does not exist, when a command fails (with
         its output's tail) or when the service is not running within :data:`VERIFY_SECONDS`
-        after a start / restart / reload (or still running after a stop).
+        after a start / restart / reload (or still running after a stop, with what its status
+        command says).
         """
         if change.action is Action.DELETE:
+            self._delete(conn, change.prior or change.before or {}, str(change.address))
             return None
         after = change.after or {}
         name = after.get("name") or (change.before or change.prior or {}).get("name")
         if not isinstance(name, str):
             raise ApplyError(f"{change.address}: no service name in the change")
+        record = change.prior or {}
+        if record.get("name") != name:
+            if change.action is Action.REPLACE and isinstance(record.get("name"), str):
+                self._delete(conn, record, str(change.address))
+            record = {}  # another service's record: its flags are not this one's
+        flags = {k: record.get(k) is True for k in _FLAGS}
         systemd, found = self._read_any(conn, [name])
         cur = found.get(name)
         if cur is None:
@@ -258,13 +322,16 @@ class ServiceType(ResourceType):
         now: dict[str, Any] | None = cur
         if want_enabled is not None and want_enabled != cur["enabled"]:
             self._set_enabled(conn, name, bool(want_enabled), systemd, bool(cur.get("_links")))
+            flags["enabled_by_tectum"] = bool(want_enabled)
             now = None
 
         want_running = after.get("running")
         if want_running is True and not cur["running"]:
             now = self._control(conn, name, "start", systemd)
+            flags["started_by_tectum"] = True
         elif want_running is False and cur["running"]:
             now = self._control(conn, name, "stop", systemd)
+            flags["started_by_tectum"] = False
         elif cur["running"] and change.triggered in ("restart", "reload"):
             now = self._control(conn, name, str(change.triggered), systemd)
 
@@ -275,7 +342,33 @@ class ServiceType(ResourceType):
         if want_enabled is not None and now["enabled"] != want_enabled:
             raise ApplyError(f"service {name} is still {'dis' if want_enabled else 'en'}abled "
                              "after changing it")
-        return self.stored(now)
+        return self.stored({**now, **flags})
+
+    def _delete(self, conn: Connector, record: dict[str, Any], address: str) -> None:
+        """Undo what ``record`` (a stored ``{"name", "running", "enabled", ...flags}``) says
+        of a service that leaves the configuration: ``update-rc.d NAME disable`` / ``systemctl
+        disable`` when ``enabled_by_tectum`` and it is enabled now, then ``service NAME stop``
+        / ``systemctl stop`` when ``running`` was True and it runs now, verified by polling
+        its status (:data:`VERIFY_SECONDS`). A service that no longer exists, or whose record
+        asks for neither, is only forgotten. Raises :class:`ApplyError` when a command fails
+        or the service still runs (or is still enabled) afterwards, with the status output."""
+        if self.delete_summary(record) is None:
+            return
+        name = record.get("name")
+        if not isinstance(name, str):
+            raise ApplyError(f"{address}: no service name in the state record")
+        systemd, found = self._read_any(conn, [name])
+        cur = found.get(name)
+        if cur is None:
+            return  # nothing left to stop: no init script / unit any more
+        if record.get("enabled_by_tectum") is True and cur["enabled"]:
+            self._set_enabled(conn, name, False, systemd, bool(cur.get("_links")))
+            now = self._read_any(conn, [name])[1].get(name)
+            if now is not None and now["enabled"]:
+                raise ApplyError(f"service {name} is still enabled after disabling it: "
+                                 f"{self._status_text(conn, name, systemd)}")
+        if record.get("running") is True and cur["running"]:
+            self._control(conn, name, "stop", systemd)
 
     def _set_enabled(
         self, conn: Connector, name: str, enabled: bool, systemd: bool, links: bool
@@ -318,13 +411,17 @@ class ServiceType(ResourceType):
                 break
             time.sleep(_POLL_INTERVAL)
         state = "not running" if want else "still running"
-        said = res.error_text(400) or self._status_text(conn, name, systemd)
+        said = res.error_text(400)
+        detail = "; ".join(p for p in (said, self._status_text(conn, name, systemd)) if p)
         raise ApplyError(f"service {name} is {state} {VERIFY_SECONDS:g} s after "
-                         f"{' '.join(argv)}" + (f": {said}" if said else ""))
+                         f"{' '.join(argv)}" + (f": {detail}" if detail else ""))
 
     @staticmethod
     def _status_text(conn: Connector, name: str, systemd: bool) -> str:
-        """What the status command says (for an error message); read-only."""
+        """What the status command says (for an error message): ``COMMAND exited RC: OUTPUT``
+        (its last 400 characters); read-only."""
         argv = (["systemctl", "status", "--no-pager", "--lines=5", "--", _unit(name)] if systemd
                 else ["service", name, "status"])
-        return conn.run(argv, mutating=False, timeout=_READ_TIMEOUT).error_text(400)
+        res = conn.run(argv, mutating=False, timeout=_READ_TIMEOUT)
+        text = res.error_text(400)
+        return f"{' '.join(argv)} exited {res.returncode}" + (f": {text}" if text else "")
