@@ -2,8 +2,8 @@
 
 The fleet is ``tests.harness.fleet.Fleet(N, apt=True)`` (default N = 20): isolated Debian
 bookworm hosts on this machine, each its own network namespace with an ``sshd`` as PID 1 and apt
-through a local apt-cacher-ng. Every tool gets the same hosts, in the same run, one tool after
-the other, and the same workload per host (105 declared objects):
+through a local apt-cacher-ng. Every tool gets the same hosts, in the same run, and the same
+workload per host (105 declared objects):
 
 * 95 files in 5 directories: ``/srv/bench/d0`` … ``d4``, 19 files each, ``f00.txt`` …
   ``f18.txt`` (mode 0644, ~280 bytes of distinct content each). The issue's "100 resources" are
@@ -18,20 +18,42 @@ the other, and the same workload per host (105 declared objects):
   ``cron`` is installed (stopped: with no init system ``invoke-rc.d`` does not start it) in the
   untimed setup, so the service resource has real work on the first apply: start it.
 
-Phases, each timed as the wall time of the whole tool process (median over repetitions):
+Phases, each timed as the wall time of the whole tool process, every measurement taken at
+least 3 times by default:
 
-* ``first``  — first apply on fresh hosts (``--first-repeat``, default 1);
+* ``first``  — first apply on fresh hosts (``--first-repeat``, default 3; the hosts are reset
+  before every one, see below);
 * ``noop``   — the same apply again, nothing to change (``--repeat``, default 5);
 * ``repair`` — apply after 10 of the 95 files per host were overwritten by hand over SSH
-  (``--repair-repeat``, default 3; other files each time).
+  (``--repair-repeat``, default 3; other files each repetition, the same files for every tool
+  within one repetition).
 
-Untimed, around every run: before each first apply the hosts are reset over SSH (cron stopped,
-``tree`` purged, the user, the files and directories and apt's downloaded packages removed,
-tectum's state removed) and a fingerprint of each host (installed packages, account files,
-managed paths, cron processes, cached .debs) must equal the one taken after setup; after every
-run each host must hold exactly the desired state (every file's SHA-256, modes and types, the
-package, the user and its home, ``service cron status``); after overwriting files, exactly 10 per
-host must differ; a no-op run must change no object's ctime (reported, not fatal).
+Order (``--order``): ``interleaved`` (the default) runs the tools round-robin within each phase —
+first apply of tectum, pyinfra, Ansible, then again tectum, pyinfra, Ansible, … then the no-op
+rounds, then the repair rounds — so that a noisy period of the shared machine falls on every
+tool alike rather than on one tool's runs; ``grouped`` runs all phases of one tool before the next
+tool (the order before interleaving). For each phase and tool the report gives the median, the
+spread (min–max) and the ratio of the peer's median to tectum's (how many times faster tectum
+is), with the range of the per-round ratios (peer's run k / tectum's run k: in the interleaved
+order, runs taken moments apart), all from the same run. Fewer than 3 repetitions are accepted
+(quick checks) with a warning: they give no spread worth the name.
+
+Tectum keeps state, the peers do not: when another tool's first apply was the last to build the
+hosts (in the interleaved order, Ansible's last first apply), tectum's state describes objects
+that were since removed by a reset and made again by another tool. Before tectum's first no-op
+run, an untimed ``tectum apply`` (reported as "settle") brings its state in line with the hosts,
+so that its no-op runs measure a no-op, as the peers' do. Should a tool's run fail, the tool
+takes no further part; when it failed in the no-op or repair rounds, the hosts are brought back
+to the desired state by an untimed run of another tool before the next run (reported).
+
+Untimed, around every run: before each first apply (of every tool, every repetition) the hosts are
+reset over SSH (cron stopped, ``tree`` purged, the user, the files and directories and apt's
+downloaded packages removed, tectum's state removed) and a fingerprint of each host (installed
+packages, account files, managed paths, cron processes, cached .debs) must equal the one taken
+after setup; after every run each host must hold exactly the desired state (every file's SHA-256,
+modes and types, the package, the user and its home, ``service cron status``); after overwriting
+files, exactly 10 per host must differ; a no-op run must change no object's ctime (reported, not
+fatal).
 
 Untimed setup, once, for all tools alike: the fleet starts with fresh package lists (the harness
 runs ``apt-get update`` one host after the other), then ``python3``,
@@ -78,13 +100,18 @@ apply at least 3x faster than pyinfra.
 
 Usage (as root)::
 
-    python3 bench/fleet.py [--hosts 20] [--tools tectum,pyinfra,ansible] [--repeat 5]
-                           [--apt-cache clean|kept] [--json results.json]
+    python3 bench/fleet.py [--hosts 20] [--tools tectum,pyinfra,ansible]
+                           [--first-repeat 3] [--repeat 5] [--repair-repeat 3]
+                           [--order interleaved|grouped] [--apt-cache clean|kept]
+                           [--json results.json]
+    python3 bench/fleet.py --report results.json   # the report of an earlier --json
 
-The hosts share the machine's CPUs with the tools, so other work on the machine inflates every
-figure (the load average is reported). On 2 CPUs and 20 hosts a whole run takes over an hour,
-most of it Ansible (minutes per run); ``--tools tectum,pyinfra`` or fewer ``--repeat`` is
-quicker. ``--json`` is rewritten after every run, so a run cut short keeps what it measured.
+``--tools`` also sets the round-robin order. The hosts share the machine's CPUs with the tools,
+so other work on the machine inflates every figure (the load average is reported); interleaving
+spreads that noise over the tools, it does not remove it. On 2 CPUs and 20 hosts a whole run
+takes over an hour, most of it Ansible (minutes per run); ``--hosts 3`` or ``--tools
+tectum,pyinfra`` is quicker. ``--json`` is rewritten after every run, so a run cut short keeps
+what it measured.
 
 Exit status: 0 when every run succeeded and every target that could be measured is met, else 1.
 """
@@ -308,11 +335,14 @@ class Run:
     sessions: dict[str, int]  # per host, from sshd's log
     commands: dict[str, dict[str, int]] | None = None  # tectum: per host {"total", "mutating"}
     touched: dict[str, int] | None = None  # no-op: objects whose ctime changed, per host
+    rep: int = 0  # repetition (round) of the phase, from 0
+    seq: int = 0  # position among all the timed runs of the benchmark, from 1
 
     def doc(self) -> dict[str, Any]:
-        return {"phase": self.phase, "wall_s": self.wall, "cpu_s": self.cpu,
-                "ssh_connections": self.connections, "ssh_sessions": self.sessions,
-                "commands": self.commands, "touched": self.touched}
+        return {"phase": self.phase, "rep": self.rep, "seq": self.seq, "wall_s": self.wall,
+                "cpu_s": self.cpu, "ssh_connections": self.connections,
+                "ssh_sessions": self.sessions, "commands": self.commands,
+                "touched": self.touched}
 
 
 @dataclass
@@ -330,6 +360,15 @@ class ToolResult:
         walls = self.walls(phase)
         return statistics.median(walls) if walls else None
 
+    def spread(self, phase: str) -> tuple[float, float] | None:
+        """(min, max) of the wall times of PHASE."""
+        walls = self.walls(phase)
+        return (min(walls), max(walls)) if walls else None
+
+    def by_rep(self, phase: str) -> dict[int, float]:
+        """Wall time of each repetition (round) of PHASE."""
+        return {r.rep: r.wall for r in self.runs if r.phase == phase}
+
     def median_cpu(self, phase: str) -> float | None:
         cpus = [r.cpu for r in self.runs if r.phase == phase]
         return statistics.median(cpus) if cpus else None
@@ -344,6 +383,9 @@ def _per_host_median(values: Sequence[dict[str, int]]) -> tuple[float, int, int]
 # -- the tools -----------------------------------------------------------------------------------
 class Tool:
     name = ""
+    #: keeps state of its own between runs (tectum): its no-op runs need that state to describe
+    #: the hosts as they are (see ``Bench.settle``)
+    stateful = False
 
     def __init__(self, workdir: Path, fleet: Fleet, workload: Path, env: dict[str, str]) -> None:
         self.workdir = workdir / self.name
@@ -379,6 +421,7 @@ class Tool:
 
 class Tectum(Tool):
     name = "tectum"
+    stateful = True
 
     def __init__(self, *args: Any, executable: str, extra: Sequence[str] = ()) -> None:
         super().__init__(*args)
@@ -590,6 +633,11 @@ class Bench:
         self.baseline: dict[str, str] = {}
         self.sshd_verbose = False
         self.setup_s = 0.0
+        self.seq = 0  # timed runs so far
+        #: stateful tools whose state describes the hosts as they are (see ``settle``)
+        self.in_sync: set[str] = set()
+        #: untimed runs made between the timed ones: (tool, why, wall seconds)
+        self.untimed: list[tuple[str, str, float]] = []
 
     def say(self, text: str) -> None:
         if self.verbose:
@@ -687,7 +735,7 @@ class Bench:
                                  f"found:\n  " + "\n  ".join(lines[:30]))
 
     # -- timed runs ------------------------------------------------------------------------------
-    def timed(self, tool: Tool, phase: str, label: str) -> Run:
+    def timed(self, tool: Tool, phase: str, label: str, rep: int = 0) -> Run:
         global _CHILD
         tool.before_run(self.logs, label)
         marks = {n: len(self.fleet.log(n)) for n in self.names}
@@ -711,7 +759,7 @@ class Bench:
             text = self.fleet.log(n)[marks[n]:]
             connections[n] = text.count("Accepted publickey for")
             sessions[n] = text.count("Starting session:")
-        run = Run(phase, wall, usage.ru_utime + usage.ru_stime, connections, sessions)
+        run = Run(phase, wall, usage.ru_utime + usage.ru_stime, connections, sessions, rep=rep)
         tool.after_run(run)
         if code != 0:
             tail = log.read_text(errors="replace")[-3000:]
@@ -719,42 +767,119 @@ class Bench:
                              f"its output ({log}):\n{tail}")
         return run
 
-    def run_tool(self, tool: Tool, result: ToolResult, first_reps: int, noop_reps: int,
-                 repair_reps: int, on_run: Callable[[], None] = lambda: None) -> None:
-        """Every phase of one tool, into RESULT; ON_RUN after each run (saves progress)."""
-        try:
-            tool.prepare()
-            result.version = tool.version()
-            result.settings = tool.settings()
-            tool.warm_up()
-            for rep in range(first_reps):
-                self.reset()
-                tool.before_first()
-                run = self.timed(tool, "first", f"first-{rep + 1}")
-                self.verify(f"{tool.name} first apply")
-                result.runs.append(run)
-                self._progress(tool, run, rep, first_reps)
+    def _wrote_hosts(self, tool: Tool | None) -> None:
+        """The hosts were changed (by TOOL, or by hand when None): only TOOL's state, if it
+        keeps one, still describes them."""
+        self.in_sync = {tool.name} if tool is not None and tool.stateful else set()
+
+    def run_once(self, tool: Tool, phase: str, rep: int) -> Run:
+        """One timed run of PHASE (repetition REP) by TOOL, with the untimed work around it:
+        reset before a first apply, damage before a repair, the state check after."""
+        label = f"{phase}-{rep + 1}"
+        if phase == "first":
+            self.reset()
+            self._wrote_hosts(None)
+            tool.before_first()
+            run = self.timed(tool, phase, label, rep)
+            self._wrote_hosts(tool)
+            self.verify(f"{tool.name} first apply")
+        elif phase == "noop":
+            if tool.stateful and tool.name not in self.in_sync:
+                self.settle(tool)
+            before = self.ctimes()
+            run = self.timed(tool, phase, label, rep)
+            self.verify(f"{tool.name} no-op run")
+            after = self.ctimes()
+            run.touched = {n: len(after[n] - before[n]) for n in self.names}
+        else:
+            self.damage(rep)
+            self._wrote_hosts(None)
+            run = self.timed(tool, phase, label, rep)
+            self._wrote_hosts(tool)
+            self.verify(f"{tool.name} repair")
+        self.seq += 1
+        run.seq = self.seq
+        return run
+
+    def untimed_apply(self, tool: Tool, why: str) -> None:
+        """An apply by TOOL outside the measurements (its time is reported, not counted)."""
+        label = f"untimed-{len(self.untimed) + 1}"
+        run = self.timed(tool, "untimed", label)
+        self._wrote_hosts(tool)
+        self.verify(f"{tool.name} untimed apply ({why})")
+        self.untimed.append((tool.name, why, run.wall))
+        self.say(f"  {tool.name:<8} untimed apply ({why}): {run.wall:7.2f} s wall")
+
+    def settle(self, tool: Tool) -> None:
+        """Bring a stateful tool's state in line with hosts another tool built (untimed)."""
+        self.untimed_apply(tool, "settle: its state after another tool built the hosts")
+
+    def restore(self, tools: Sequence[Tool]) -> None:
+        """After a failed run: the desired state again on every host, by the first of TOOLS
+        that can (untimed); BenchError when none can."""
+        if not any(self.mismatches().values()):
+            return
+        for tool in tools:
+            try:
+                self.untimed_apply(tool, "restore after a failed run")
+                return
+            except (BenchError, FleetError, OSError, subprocess.SubprocessError) as exc:
+                self.say(f"  {tool.name}: could not restore the hosts: "
+                         f"{str(exc).splitlines()[0]}")
+        raise BenchError("the hosts could not be brought back to the desired state")
+
+    def run_all(self, tools: Sequence[Tool], results: dict[str, ToolResult],
+                reps: dict[str, int], order: str = "interleaved",
+                on_run: Callable[[], None] = lambda: None) -> None:
+        """Every phase of every tool into RESULTS, in ORDER (``interleaved``: round-robin per
+        phase; ``grouped``: one tool after the other); ON_RUN after each run (saves progress)."""
+        ready: list[Tool] = []
+        for tool in tools:
+            result = results.setdefault(tool.name, ToolResult(tool.name))
+            try:
+                tool.prepare()
+                result.version = tool.version()
+                result.settings = tool.settings()
+                tool.warm_up()
+                ready.append(tool)
+            except (OSError, subprocess.SubprocessError, IndexError) as exc:
+                self._fail(tool, result, exc)
+        if order == "grouped":
+            schedule = [(tool, phase, rep) for tool in ready for phase in PHASES
+                        for rep in range(reps[phase])]
+        else:
+            schedule = [(tool, phase, rep) for phase in PHASES for rep in range(reps[phase])
+                        for tool in ready]
+        failed: set[str] = set()
+        for tool, phase, rep in schedule:
+            if tool.name in failed:
+                continue
+            result = results[tool.name]
+            try:
+                run = self.run_once(tool, phase, rep)
+            except (BenchError, FleetError, OSError, subprocess.SubprocessError) as exc:
+                failed.add(tool.name)
+                self._fail(tool, result, exc)
                 on_run()
-            for rep in range(noop_reps):
-                before = self.ctimes()
-                run = self.timed(tool, "noop", f"noop-{rep + 1}")
-                self.verify(f"{tool.name} no-op run")
-                after = self.ctimes()
-                run.touched = {n: len(after[n] - before[n]) for n in self.names}
-                result.runs.append(run)
-                self._progress(tool, run, rep, noop_reps)
-                on_run()
-            for rep in range(repair_reps):
-                self.damage(rep)
-                run = self.timed(tool, "repair", f"repair-{rep + 1}")
-                self.verify(f"{tool.name} repair")
-                result.runs.append(run)
-                self._progress(tool, run, rep, repair_reps)
-                on_run()
-        except (BenchError, FleetError, OSError, subprocess.SubprocessError) as exc:
-            result.error = str(exc)
-            print(f"\n{tool.name}: FAILED — {exc}\n", file=sys.stderr, flush=True)
+                if phase != "first":  # the next run expects the desired state
+                    try:
+                        self.restore([t for t in ready if t.name not in failed])
+                    except (BenchError, FleetError) as again:
+                        for other in ready:
+                            if other.name not in failed:
+                                results[other.name].error = f"not run to the end: {again}"
+                        print(f"\nstopped: {again}\n", file=sys.stderr, flush=True)
+                        break
+                continue
+            result.runs.append(run)
+            self._progress(tool, run, rep, reps[phase])
+            on_run()
         on_run()
+
+    @staticmethod
+    def _fail(tool: Tool, result: ToolResult, exc: BaseException) -> None:
+        result.error = str(exc) or type(exc).__name__
+        print(f"\n{tool.name}: FAILED — {exc}\n", file=sys.stderr, flush=True)
 
     def _progress(self, tool: Tool, run: Run, rep: int, reps: int) -> None:
         sessions = _per_host_median([run.sessions]) if self.sshd_verbose else None
@@ -799,27 +924,36 @@ def write_workload(workdir: Path) -> Path:
     doc = {"dirs": [{"name": n, "path": p} for n, p in dir_specs()], "files": entries,
            "package": PACKAGE, "user": USER, "service": SERVICE,
            "service_conf": {"src": str(conf_src), "dest": SERVICE_CONF}}
-    path = workdir / "workload.json"
-    path.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
-    return path
+    out = workdir / "workload.json"
+    out.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+    return out
 
 
 # -- report --------------------------------------------------------------------------------------
 def summarize(results: dict[str, ToolResult], reps: dict[str, int]) -> dict[str, Any]:
+    """Ratios to tectum: ``ratios`` (peer's median / tectum's median, what the targets judge)
+    and ``round_ratios`` ([min, max] of peer's run k / tectum's run k over the rounds k)."""
     tectum = results.get("tectum")
     ratios: dict[str, dict[str, float | None]] = {}
+    round_ratios: dict[str, dict[str, list[float] | None]] = {}
     for phase in PHASES:
         ratios[phase] = {}
+        round_ratios[phase] = {}
         t = tectum.median(phase) if tectum else None
+        t_runs = tectum.by_rep(phase) if tectum else {}
         for peer in PEERS:
             p = results[peer].median(phase) if peer in results else None
             ratios[phase][peer] = p / t if p is not None and t else None
+            p_runs = results[peer].by_rep(phase) if peer in results else {}
+            paired = [p_runs[k] / t_runs[k] for k in sorted(set(p_runs) & set(t_runs))
+                      if t_runs[k] > 0]
+            round_ratios[phase][peer] = [min(paired), max(paired)] if paired else None
     targets = []
     for (phase, peer), need in TARGETS.items():
         got = ratios[phase].get(peer)
         targets.append({"phase": phase, "peer": peer, "at_least": need, "ratio": got,
                         "pass": None if got is None else got >= need})
-    return {"reps": reps, "ratios": ratios, "targets": targets}
+    return {"reps": reps, "ratios": ratios, "round_ratios": round_ratios, "targets": targets}
 
 
 def _fmt(value: float | None, unit: str = " s") -> str:
@@ -830,10 +964,16 @@ def _fmt(value: float | None, unit: str = " s") -> str:
 
 def print_report(results: dict[str, ToolResult], summary: dict[str, Any], n_hosts: int,
                  sshd_verbose: bool, load: tuple[Sequence[float], Sequence[float]],
-                 apt_cache: str = "clean") -> None:
+                 apt_cache: str = "clean", order: str = "interleaved",
+                 untimed: Sequence[Sequence[Any]] = ()) -> None:
     names = list(results)
     print(f"\ntectum fleet benchmark — {n_hosts} hosts, {RESOURCES} objects per host; whole "
-          "tool process, wall seconds, median of the runs")
+          "tool process, wall seconds")
+    if order == "grouped":
+        print("order: grouped — every phase of one tool, then the next tool")
+    else:
+        print(f"order: interleaved — within each phase, rounds of one run per tool "
+              f"({', '.join(names)}, {names[0] if names else ''}, ...)")
     print("apt's binary caches before each first apply: " + (
         "removed (--apt-cache clean)" if apt_cache == "clean" else "kept (--apt-cache kept)"))
     print(f"python {platform.python_version()}, {os.cpu_count()} CPUs (the hosts run on the same "
@@ -842,23 +982,38 @@ def print_report(results: dict[str, ToolResult], summary: dict[str, Any], n_host
         r = results[name]
         print(f"  {name:<8} {r.version or '?'}\n           {r.settings}")
     print()
-    head = f"{'phase':<7} {'runs':>4}" + "".join(f"  {n:>20}" for n in names)
+    tectum = results.get("tectum")
+    head = (f"{'phase':<7} {'tool':<8} {'runs':>4} {'median':>9} {'min–max':>17}   "
+            "vs tectum: median (per round)")
     print(head)
     print("-" * len(head))
-    tectum = results.get("tectum")
     for phase in PHASES:
-        runs = max((len(results[n].walls(phase)) for n in names), default=0)
-        row = f"{phase:<7} {runs:>4}"
+        shown = False
         for name in names:
-            med = results[name].median(phase)
-            cell = _fmt(med)
+            r = results[name]
+            walls = r.walls(phase)
+            spread = r.spread(phase)
+            cell = ""
             if name != "tectum" and tectum is not None:
                 ratio = summary["ratios"][phase].get(name)
-                cell += f" ({ratio:.1f}x)" if ratio is not None else " (—)"
-            row += f"  {cell:>20}"
-        print(row)
+                per_round = (summary.get("round_ratios") or {}).get(phase, {}).get(name)
+                if ratio is not None:
+                    cell = f"{ratio:.2f}x"
+                    if per_round:
+                        cell += f" ({per_round[0]:.2f}–{per_round[1]:.2f}x)"
+                elif walls:
+                    cell = "—"
+            rng = f"{_fmt(spread[0], '')}–{_fmt(spread[1])}" if spread else "—"
+            print(f"{phase if not shown else '':<7} {name:<8} {len(walls):>4} "
+                  f"{_fmt(r.median(phase)):>9} {rng:>17}   {cell}".rstrip())
+            shown = True
     if tectum is not None and len(names) > 1:
-        print("(x) = peer's median / tectum's median: how many times faster tectum is")
+        print("vs tectum: the peer's median / tectum's median, how many times faster tectum is; "
+              "(per round): the range of the peer's run k / tectum's run k")
+    if untimed:
+        print("\nuntimed applies between the measurements (not counted):")
+        for tool, why, wall in untimed:
+            print(f"  {tool:<8} {_fmt(wall):>9}  {why}")
     print("\ncontroller CPU seconds (user + system of the tool process and its children), "
           "median:")
     for phase in PHASES:
@@ -904,8 +1059,9 @@ def print_report(results: dict[str, ToolResult], summary: dict[str, Any], n_host
         else:
             print(f"  {need:<46} {'PASS' if t['pass'] else 'FAIL'} ({t['ratio']:.1f}x)")
     for name in names:
-        if results[name].error:
-            first_line = results[name].error.splitlines()[0]
+        error = results[name].error
+        if error:
+            first_line = error.splitlines()[0]
             print(f"  {name} FAILED: {first_line}")
     print(f"\nload average (1 min): {load[0][0]:.2f} before, {load[1][0]:.2f} after; other work "
           "on the machine inflates wall times.")
@@ -918,14 +1074,21 @@ def report_from_json(path: str) -> int:
     results = {}
     for name, t in doc["tools"].items():
         r = ToolResult(name, t["version"], t["settings"], error=t["error"])
+        seen: dict[str, int] = {}
         for x in t["runs"]:
+            # results written before the interleaving have no "rep": the runs of a phase are
+            # in order
+            rep = x.get("rep", seen.get(x["phase"], 0))
+            seen[x["phase"]] = rep + 1
             r.runs.append(Run(x["phase"], x["wall_s"], x["cpu_s"], x["ssh_connections"],
-                              x["ssh_sessions"], x.get("commands"), x.get("touched")))
+                              x["ssh_sessions"], x.get("commands"), x.get("touched"), rep,
+                              x.get("seq", 0)))
         results[name] = r
     summary = summarize(results, doc["reps"])
     load = doc["loadavg"]
     print_report(results, summary, doc["hosts"], doc["sshd_sessions_logged"],
-                 (load["before"], load.get("after") or load["now"]), doc.get("apt_cache", "clean"))
+                 (load["before"], load.get("after") or load["now"]), doc.get("apt_cache", "clean"),
+                 doc.get("order", "grouped"), doc.get("untimed_applies", []))
     if doc.get("partial"):
         print("(partial results: the run was cut short)")
     return 0
@@ -939,8 +1102,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5, help="no-op runs per tool (default 5)")
     parser.add_argument("--repair-repeat", type=int, default=3,
                         help="repair runs per tool (default 3)")
-    parser.add_argument("--first-repeat", type=int, default=1,
-                        help="first applies per tool, each on freshly reset hosts (default 1)")
+    parser.add_argument("--first-repeat", type=int, default=3,
+                        help="first applies per tool, each on freshly reset hosts (default 3)")
+    parser.add_argument("--order", choices=("interleaved", "grouped"), default="interleaved",
+                        help="interleaved (default): round-robin over the tools within each "
+                             "phase; grouped: every phase of one tool, then the next")
     parser.add_argument("--venv", type=Path, default=DEFAULT_VENV,
                         help=f"the peers' virtual environment (default {DEFAULT_VENV})")
     parser.add_argument("--tectum", metavar="PATH",
@@ -965,6 +1131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--tools: a comma-separated subset of {','.join(TOOLS)}")
     if args.hosts < 1 or args.repeat < 1 or args.repair_repeat < 1 or args.first_repeat < 1:
         parser.error("--hosts and the repetitions must be at least 1")
+    if min(args.repeat, args.repair_repeat, args.first_repeat) < 3:
+        print("warning: fewer than 3 repetitions of a phase: its median and spread say little",
+              file=sys.stderr)
     if os.geteuid() != 0:
         parser.error("the fleet harness needs root")
     tectum_exe = None
@@ -988,6 +1157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_s = 0.0
     sshd_verbose = False
     interrupted = False
+    bench: Bench | None = None
 
     def save(partial: bool) -> None:
         """Write the JSON results (also after every run, so a cut-short run keeps them)."""
@@ -996,7 +1166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary = summarize(results, reps)
         doc = {
             "benchmark": "fleet", "partial": partial, "hosts": args.hosts,
-            "apt_cache": args.apt_cache,
+            "apt_cache": args.apt_cache, "order": args.order, "tool_order": tools,
             "resources_per_host": RESOURCES,
             "workload": {"dirs": 1 + N_DIRS, "files": N_DIRS * FILES_PER_DIR, "package": PACKAGE,
                          "user": USER["name"], "service": SERVICE,
@@ -1007,9 +1177,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "loadavg": {"before": load_before, "now": os.getloadavg()},
             "tools": {name: {"version": r.version, "settings": r.settings, "error": r.error,
                              "median_s": {p: r.median(p) for p in PHASES},
+                             "spread_s": {p: r.spread(p) for p in PHASES},
                              "median_cpu_s": {p: r.median_cpu(p) for p in PHASES},
                              "runs": [run.doc() for run in r.runs]}
                       for name, r in results.items()},
+            "untimed_applies": [list(u) for u in bench.untimed] if bench else [],
             **summary,
         }
         tmp = f"{args.json_path}.tmp"
@@ -1023,21 +1195,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             bench = Bench(fleet, workdir, verbose, args.apt_cache)
             bench.setup()
             setup_s, sshd_verbose = bench.setup_s, bench.sshd_verbose
-            bench.say(f"setup done in {setup_s:.1f} s; work directory {workdir}")
+            bench.say(f"setup done in {setup_s:.1f} s; work directory {workdir}; "
+                      f"order {args.order}")
+            runners: list[Tool] = []
             for name in tools:
-                tool: Tool
                 if name == "tectum":
                     assert tectum_exe is not None
-                    tool = Tectum(workdir, fleet, workload, env, executable=tectum_exe,
-                                  extra=args.tectum_arg)
+                    runners.append(Tectum(workdir, fleet, workload, env, executable=tectum_exe,
+                                          extra=args.tectum_arg))
                 elif name == "pyinfra":
-                    tool = Pyinfra(workdir, fleet, workload, env, venv=args.venv)
+                    runners.append(Pyinfra(workdir, fleet, workload, env, venv=args.venv))
                 else:
-                    tool = Ansible(workdir, fleet, workload, env, venv=args.venv)
-                bench.say(f"{name}:")
-                results[name] = ToolResult(name)
-                bench.run_tool(tool, results[name], args.first_repeat, args.repeat,
-                               args.repair_repeat, on_run=lambda: save(partial=True))
+                    runners.append(Ansible(workdir, fleet, workload, env, venv=args.venv))
+            bench.run_all(runners, results, reps, args.order, on_run=lambda: save(partial=True))
     except FleetError as exc:
         print(f"the test fleet failed: {exc}", file=sys.stderr)
         return 1
@@ -1052,7 +1222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_after = os.getloadavg()
     summary = summarize(results, reps)
     print_report(results, summary, args.hosts, sshd_verbose, (load_before, load_after),
-                 args.apt_cache)
+                 args.apt_cache, args.order, bench.untimed if bench else ())
     save(partial=interrupted)
     ok = not interrupted and all(r.error is None for r in results.values()) and \
         all(t["pass"] is not False for t in summary["targets"])

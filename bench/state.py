@@ -23,6 +23,18 @@ and stops at the end. Unlike the test fixture's cluster (``fsync=off``,
    (median of ``--reps``) and peak memory (``ru_maxrss`` of that process, from ``wait4`` in a
    small helper that forks it — see ``SPAWN_CODE``; ~10 MB is the least it can report). Targets
    (issue): < 2 s and < 300 MB. For reading it: the start-up floor ``python -m tectum --version``.
+   Next to it, on the same project and state, the **default plan** — ``python -m tectum plan
+   DIR``, refresh on: it reads every one of the 10,100 objects on disk (each file's type, mode,
+   owner and content, hashed) before it compares — timed the same way, each repetition right
+   after the ``-refresh=false`` one (so the two share the machine's state), with the ratio of the
+   medians (default / ``-refresh=false``) and the cost per file of the refresh. For reading it: a
+   *read floor*, a bare Python process that only lstats, reads and SHA-256-hashes the same files
+   (as in bench/local_files.py). The page cache is warm (the files were just written and read by
+   the warm-up run): a cold read is the disk's business. No target for the default plan (the
+   issue sets none): reported, not judged. Untimed, afterwards: one file is changed by hand,
+   and the default plan must find a change (exit 2 with ``--detailed-exitcode``) where
+   ``-refresh=false`` finds none (exit 0), the proof that the default plan did read the files.
+   The files are real, under the temporary directory, and removed with it.
 3. **durability** — a real apply through the Python API (``Session.evaluate / read_state /
    plan / apply``) of 2,000 files in 20 directories with ``Command`` resources mixed in, each
    resource's "done" event time (``on_event``) against the time the ``record`` call that held
@@ -41,6 +53,7 @@ on Ctrl-C or SIGTERM).
 Usage::
 
     python bench/state.py [--sizes 1000,10000] [--reps 3] [--skip-postgres] [--json FILE]
+    python bench/state.py --only plan --skip-postgres   # measurement 2 alone, SQLite only
 
 Exit status: 0 when every target (and budget) is met, 1 when one is missed (or a run failed).
 """
@@ -451,7 +464,7 @@ def measure_commits(variants: Sequence[Variant], sizes: Sequence[int], reps: int
     return rows
 
 
-# -- 2. plan -refresh=false ---------------------------------------------------------------------
+# -- 2. plan, -refresh=false and default -----------------------------------------------------------
 @dataclass(frozen=True)
 class Proc:
     wall: float  # seconds, whole process
@@ -482,6 +495,21 @@ sys.exit(code if code >= 0 else 128 - code)
 """
 
 
+# The read floor of measurement 2: what any tool has to do to know the files are right — stat,
+# read, hash (as bench/local_files.py's FLOOR_CODE; the same layout as STACK_TEMPLATE's).
+READ_FLOOR_CODE = """
+import hashlib, os, sys
+root, n, n_dirs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for j in range(n_dirs):
+    os.lstat(f"{root}/d{j}")
+for i in range(n):
+    p = f"{root}/d{i % n_dirs}/f{i}.txt"
+    os.lstat(p)
+    with open(p, "rb") as fh:
+        hashlib.sha256(fh.read()).hexdigest()
+"""
+
+
 class Runner:
     def __init__(self, workdir: str) -> None:
         self.workdir = workdir
@@ -503,8 +531,8 @@ class Runner:
         os.unlink(self.report)
         return Proc(got["wall"], got["cpu"], got["maxrss_kb"] / 1024)  # kB on Linux
 
-    def tectum(self, *args: str, what: str) -> Proc:
-        return self.run([sys.executable, "-m", "tectum", *args], what)
+    def tectum(self, *args: str, what: str, ok_codes: Sequence[int] = (0,)) -> Proc:
+        return self.run([sys.executable, "-m", "tectum", *args], what, ok_codes)
 
 
 def state_doc_bytes(backend: str, where: str) -> int:
@@ -521,9 +549,20 @@ def state_doc_bytes(backend: str, where: str) -> int:
     return int(row[0]) if row else 0
 
 
+def _spread(times: Sequence[Proc]) -> dict[str, Any]:
+    """Median, min and max wall seconds, median cpu, peak RSS and every wall time of TIMES."""
+    return {"median_s": statistics.median(t.wall for t in times),
+            "min_s": min(t.wall for t in times), "max_s": max(t.wall for t in times),
+            "median_cpu_s": statistics.median(t.cpu for t in times),
+            "peak_rss_mb": max(t.maxrss_mb for t in times),
+            "times_s": [t.wall for t in times], "rss_mb": [t.maxrss_mb for t in times]}
+
+
 def measure_plan(runner: Runner, backends: dict[str, str], reps: int,
                  verbose: bool) -> dict[str, Any]:
-    """``backends``: name -> PostgreSQL DSN ("" for SQLite)."""
+    """``backends``: name -> PostgreSQL DSN ("" for SQLite). Per backend: ``plan
+    -refresh=false`` (judged) and the default plan (refresh on), alternately, and the read
+    floor."""
     floor = [runner.tectum("--version", what="tectum --version") for _ in range(reps + 1)][1:]
     rows = []
     for name, dsn in backends.items():
@@ -531,35 +570,67 @@ def measure_plan(runner: Runner, backends: dict[str, str], reps: int,
         root = os.path.join(runner.workdir, f"plan-{name}-files")
         toml = f'[state]\nbackend = "postgres"\nconn_str = "{dsn}"\n' if dsn else ""
         write_stack(project, root, PLAN_RESOURCES, PLAN_DIRS, None, toml)
-        applied = runner.tectum("apply", "--auto-approve", project,
-                                what=f"apply of {PLAN_RESOURCES} files ({name})")
-        log(verbose, f"  plan {name}: applied {PLAN_RESOURCES} files in {applied.wall:.1f} s "
-            "(untimed setup)")
-        argv = ("plan", "-refresh=false", "--detailed-exitcode", project)
-        runner.tectum(*argv, what=f"plan -refresh=false ({name}, warm-up)")
-        times = []
-        for rep in range(reps):
-            t = runner.tectum(*argv, what=f"plan -refresh=false ({name})")
-            times.append(t)
-            log(verbose, f"  plan {name} rep {rep + 1}/{reps}: {t.wall:.3f} s wall, "
-                f"{t.cpu:.3f} s cpu, {t.maxrss_mb:.0f} MB")
+        try:
+            applied = runner.tectum("apply", "--auto-approve", project,
+                                    what=f"apply of {PLAN_RESOURCES} files ({name})")
+            log(verbose, f"  plan {name}: applied {PLAN_RESOURCES} files in {applied.wall:.1f} "
+                "s (untimed setup)")
+            no_refresh = ("plan", "-refresh=false", "--detailed-exitcode", project)
+            # --detailed-exitcode: 0 = nothing to change (2 would be a change found: a failure
+            # here, the files are as applied)
+            default = ("plan", "--detailed-exitcode", project)
+            read_floor = [sys.executable, "-c", READ_FLOOR_CODE, root, str(PLAN_RESOURCES),
+                          str(PLAN_DIRS)]
+            runner.tectum(*no_refresh, what=f"plan -refresh=false ({name}, warm-up)")
+            runner.tectum(*default, what=f"plan ({name}, warm-up)")
+            runner.run(read_floor, f"read floor ({name}, warm-up)")
+            times, refreshed, floors = [], [], []
+            for rep in range(reps):
+                t = runner.tectum(*no_refresh, what=f"plan -refresh=false ({name})")
+                r = runner.tectum(*default, what=f"plan ({name})")
+                f = runner.run(read_floor, f"read floor ({name})")
+                times.append(t)
+                refreshed.append(r)
+                floors.append(f)
+                log(verbose, f"  plan {name} rep {rep + 1}/{reps}: -refresh=false {t.wall:.3f} "
+                    f"s wall, {t.cpu:.3f} s cpu, {t.maxrss_mb:.0f} MB; default (refresh) "
+                    f"{r.wall:.3f} s wall, {r.cpu:.3f} s cpu, {r.maxrss_mb:.0f} MB; read floor "
+                    f"{f.wall:.3f} s")
+            # untimed proof that the default plan reads the files: one file changed by hand is
+            # a change for it (exit 2) and none for -refresh=false (exit 0)
+            with open(os.path.join(root, "d0", "f0.txt"), "a", encoding="utf-8") as fh:
+                fh.write("changed by hand\n")
+            runner.tectum(*default, what=f"plan ({name}) after a file was changed by hand "
+                          "(expected exit 2: a change)", ok_codes=(2,))
+            runner.tectum(*no_refresh, what=f"plan -refresh=false ({name}) after a file was "
+                          "changed by hand (expected exit 0: from state)")
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
         wall = statistics.median(t.wall for t in times)
         rss = max(t.maxrss_mb for t in times)
         where = dsn or os.path.join(project, ".tectum", "state.db")
+        refresh = _spread(refreshed)
+        read = _spread(floors)
+        objects = PLAN_RESOURCES + PLAN_DIRS
+        refresh.update({
+            "ratio_to_no_refresh": refresh["median_s"] / wall,
+            "per_round_ratios": [r.wall / t.wall for r, t in zip(refreshed, times, strict=True)],
+            "refresh_cost_s": refresh["median_s"] - wall,
+            "refresh_us_per_object": 1e6 * (refresh["median_s"] - wall) / objects,
+            "read_floor_s": read["median_s"], "read_floor_times_s": read["times_s"],
+            "ratio_to_read_floor": refresh["median_s"] / read["median_s"],
+            "pass": None,  # no target
+        })
         rows.append({
-            "backend": name, "resources": PLAN_RESOURCES + PLAN_DIRS,
-            "median_s": wall, "min_s": min(t.wall for t in times),
-            "max_s": max(t.wall for t in times),
-            "median_cpu_s": statistics.median(t.cpu for t in times),
-            "peak_rss_mb": rss, "times_s": [t.wall for t in times],
-            "rss_mb": [t.maxrss_mb for t in times],
+            "backend": name, "resources": objects,
+            **_spread(times),
             "wall_of_target": wall / PLAN_TARGET_S, "rss_of_target": rss / PLAN_TARGET_MB,
             "pass_wall": wall < PLAN_TARGET_S, "pass_rss": rss < PLAN_TARGET_MB,
             "pass": wall < PLAN_TARGET_S and rss < PLAN_TARGET_MB,
             "apply_setup_s": applied.wall, "apply_setup_rss_mb": applied.maxrss_mb,
             "state_doc_mb": state_doc_bytes(name, where) / 1e6,
+            "refresh": refresh,
         })
-        shutil.rmtree(root, ignore_errors=True)
     return {"rows": rows, "startup_floor_s": statistics.median(t.wall for t in floor),
             "startup_floor_rss_mb": max(t.maxrss_mb for t in floor)}
 
@@ -751,8 +822,9 @@ def report_commits(rows: list[dict[str, Any]], reps: int) -> None:
 
 
 def report_plan(result: dict[str, Any], reps: int) -> None:
-    print(f"\n2. tectum plan -refresh=false, {PLAN_RESOURCES:,} files in {PLAN_DIRS} directories "
-          f"(+{PLAN_DIRS} directory resources) — whole process, median of {reps}")
+    print(f"\n2. tectum plan -refresh=false and the default plan, {PLAN_RESOURCES:,} files in "
+          f"{PLAN_DIRS} directories (+{PLAN_DIRS} directory resources) — whole process, median "
+          f"of {reps}")
     print(f"   targets: wall < {PLAN_TARGET_S:g} s, peak RSS < {PLAN_TARGET_MB:.0f} MB; start-up "
           f"floor (python -m tectum --version): {result['startup_floor_s']:.3f} s, "
           f"{result['startup_floor_rss_mb']:.0f} MB\n")
@@ -765,6 +837,23 @@ def report_plan(result: dict[str, Any], reps: int) -> None:
           verdict(r["pass"])) for r in result["rows"]])
     print("\n   apply s: the untimed first apply that made the state (for reading only); "
           "state MB: size of the state document")
+    print(f"\n   default plan (refresh on: reads every file — type, mode, owner, content hash), "
+          f"same project and state, median of {reps}; no target (reported, not judged)\n")
+    print_table(
+        [("backend", -8), ("wall s", 7), ("min-max s", 11), ("cpu s", 6), ("RSS MB", 7),
+         ("x no-refresh", 12), ("per round", 11), ("+s refresh", 10), ("us/object", 9),
+         ("read floor s", 12), ("x floor", 7)],
+        [(r["backend"], f"{f['median_s']:.3f}", f"{f['min_s']:.2f}-{f['max_s']:.2f}",
+          f"{f['median_cpu_s']:.2f}", f"{f['peak_rss_mb']:.0f}",
+          f"{f['ratio_to_no_refresh']:.2f}x",
+          f"{min(f['per_round_ratios']):.2f}-{max(f['per_round_ratios']):.2f}",
+          f"{f['refresh_cost_s']:.3f}", f"{f['refresh_us_per_object']:.0f}",
+          f"{f['read_floor_s']:.3f}", f"{f['ratio_to_read_floor']:.1f}x")
+         for r in result["rows"] for f in [r["refresh"]]])
+    print("\n   x no-refresh: default plan median / plan -refresh=false median; per round: the "
+          "range of the same ratio\n   within each repetition; +s refresh: the difference of "
+          "the medians, us/object: that per object read;\n   read floor: a bare Python "
+          "process that lstats, reads and hashes the same files (start-up included)")
 
 
 def report_durability(rows: list[dict[str, Any]], reps: int) -> None:
