@@ -25,7 +25,7 @@ from tests.conftest import Result, run_tectum
 from tests.harness.fleet import HOST_KEY, Fleet
 
 pytestmark = [
-    pytest.mark.slow,
+    pytest.mark.fleet,
     pytest.mark.skipif(os.geteuid() != 0, reason="the fleet harness needs root"),
 ]
 

@@ -93,12 +93,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Result, run_tectum
+from tests.conftest import Result, run_tectum, tectum_env
 from tests.harness.fleet import Fleet
 from tests.secrets import canary_forms
 
 pytestmark = [
-    pytest.mark.slow,
+    pytest.mark.fleet,
     pytest.mark.skipif(os.geteuid() != 0, reason="the fleet harness needs root"),
 ]
 
@@ -537,7 +537,7 @@ class Project:
         live status line, colours, the approval prompt), typing ``answer``; returns all it
         wrote, which is kept as captured output both as is and without ANSI escapes."""
         master, slave = pty.openpty()
-        env = {**os.environ, **self.env, "TERM": "xterm-256color"}
+        env = {**tectum_env(self.env), "TERM": "xterm-256color"}
         env.pop("NO_COLOR", None)
         began = time.monotonic()
         proc = subprocess.Popen([sys.executable, "-m", "tectum", *args], cwd=self.root, env=env,
@@ -577,7 +577,7 @@ class Project:
 
     def start(self, *args: str, name: str) -> subprocess.Popen[bytes]:
         """``tectum ARGS`` in the background (its own session), stdout and stderr to files."""
-        env = {**os.environ, "NO_COLOR": "1", **self.env}
+        env = tectum_env(self.env)
         with open(self.logs / f"{name}.out", "wb") as out, \
                 open(self.logs / f"{name}.err", "wb") as err:
             proc = subprocess.Popen([sys.executable, "-m", "tectum", *args], cwd=self.root,

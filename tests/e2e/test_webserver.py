@@ -23,7 +23,7 @@ import pytest
 
 from tests.conftest import run_tectum
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.apt, pytest.mark.system]
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "webserver"
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Result
+from tests.conftest import Result, tectum_env
 
 HEADER = """\
 from tectum import output, var
@@ -201,7 +201,7 @@ def test_world_moved_while_the_prompt_waited(proj: Proj) -> None:
     proj.write("""
         File("a", path=f"{W}/a.txt", content="a\\n")
     """)
-    env = {**os.environ, "NO_COLOR": "1"}
+    env = tectum_env()
     proc = subprocess.Popen([sys.executable, "-m", "tectum", "apply"], cwd=proj.root, env=env,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Result
+from tests.conftest import Result, tectum_env
 
 HEADER = """\
 from tectum.host import Command, File
@@ -77,8 +77,7 @@ class Proj:
 
     def start(self, *args: str, name: str) -> subprocess.Popen[bytes]:
         """``python -m tectum ARGS`` in the background (its own session), output to a log."""
-        env = dict(os.environ, NO_COLOR="1")
-        env.pop("TECTUM_WORKSPACE", None)
+        env = tectum_env()
         with open(self.logs / f"{name}.log", "wb") as fh:
             proc = subprocess.Popen([sys.executable, "-m", "tectum", *args], cwd=self.root,
                                     env=env, stdin=subprocess.DEVNULL, stdout=fh,

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Result
+from tests.conftest import Result, tectum_env
 
 HEADER = """\
 from tectum import output, var
@@ -641,7 +641,7 @@ def package_set() -> Iterator[dict[str, bool]]:
     assert {name: installed(name) for name in ROLLBACK_PACKAGES} == before
 
 
-@pytest.mark.slow
+@pytest.mark.apt
 def test_rollback_with_packages(proj: Proj, package_set: dict[str, bool]) -> None:
     for name in ROLLBACK_PACKAGES:
         if installed(name):
@@ -740,8 +740,7 @@ def test_workspaces(proj: Proj) -> None:
 
 def popen_tectum(root: Path, *args: str, log: Path,
                  workspace: str | None = None) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, NO_COLOR="1")
-    env.pop("TECTUM_WORKSPACE", None)
+    env = tectum_env()
     if workspace:
         env["TECTUM_WORKSPACE"] = workspace
     with open(log, "wb") as fh:

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Result
+from tests.conftest import Result, tectum_env
 from tests.engine.test_cli_engine import Proj as EngineProj
 
 HEADER = """\
@@ -277,6 +277,7 @@ def owed_stack(proj: Proj, name: str, content: str, fail: bool, sleep: float = 0
     (proj.root / "stack.py").write_text(text)
 
 
+@pytest.mark.system
 def test_restart_owed_after_a_failure_is_kept_until_it_runs(proj: Proj, daemon: str) -> None:
     owed_stack(proj, daemon, "v1\n", fail=False)
     proj.apply()
@@ -301,14 +302,14 @@ def test_restart_owed_after_a_failure_is_kept_until_it_runs(proj: Proj, daemon: 
 
 
 @pytest.mark.slow
+@pytest.mark.system
 def test_restart_owed_survives_kill_9(proj: Proj, daemon: str) -> None:
     """kill -9 between the write and the restart (10 trials): the next apply restarts."""
     owed_stack(proj, daemon, "v0\n", fail=False)
     proj.apply()
     for trial in range(1, 11):
         owed_stack(proj, daemon, f"v{trial}\n", fail=False, sleep=3.0)
-        env = dict(os.environ, NO_COLOR="1")
-        env.pop("TECTUM_WORKSPACE", None)
+        env = tectum_env()
         run = subprocess.Popen([sys.executable, "-m", "tectum", "apply", "--auto-approve"],
                                cwd=proj.root, env=env, stdin=subprocess.DEVNULL,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -342,7 +343,7 @@ def test_interrupted_changes_are_not_called_drift(proj: Proj) -> None:
         f'depends_on=[a] if {k} % 2 else [])' for k in range(n))
     for attempt in range(20):
         proj.write(body.replace("two", f"two{attempt}"))
-        env = dict(os.environ, NO_COLOR="1")
+        env = tectum_env()
         run = subprocess.Popen([sys.executable, "-m", "tectum", "apply", "--auto-approve",
                                 "--parallelism", "1"], cwd=proj.root, env=env,
                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

@@ -29,7 +29,7 @@ from tests.harness.fleet import (
 )
 
 pytestmark = [
-    pytest.mark.slow,
+    pytest.mark.fleet,
     pytest.mark.skipif(os.geteuid() != 0, reason="the fleet harness needs root"),
 ]
 

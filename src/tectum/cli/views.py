@@ -233,7 +233,7 @@ class View:
             notes.append(f"{change.triggered} ({why})")
         if change.action is Action.REPLACE:
             forced = [c.name for c in change.changes if c.force_new]
-            if forced:
+            if forced and not (change.note or "").startswith(f"{', '.join(forced)} changed"):
                 notes.append(f"{', '.join(forced)} forces replacement")
         if change.action is Action.DELETE and change.type == "directory":
             notes.append("with everything in it")

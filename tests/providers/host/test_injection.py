@@ -49,7 +49,7 @@ from tectum.providers.host.users import GroupType, UserType
 from tests.harness.fleet import Fleet
 
 pytestmark = [
-    pytest.mark.slow,
+    pytest.mark.fleet,
     pytest.mark.skipif(os.geteuid() != 0, reason="the fleet harness needs root"),
 ]
 

@@ -188,7 +188,7 @@ def test_read_is_one_dpkg_query(rt: PackageType) -> None:
 
 
 # -- apply (apt-get) -----------------------------------------------------------------------
-@pytest.mark.slow
+@pytest.mark.apt
 @needs_root
 def test_create_then_noop(rt: PackageType, restore: list[str]) -> None:
     pkg = restore[0]
@@ -210,7 +210,7 @@ def test_create_then_noop(rt: PackageType, restore: list[str]) -> None:
     assert mutations(again) == []
 
 
-@pytest.mark.slow
+@pytest.mark.apt
 @needs_root
 def test_update_ensure_absent(rt: PackageType, restore: list[str]) -> None:
     pkg = restore[0]
@@ -231,7 +231,7 @@ def test_update_ensure_absent(rt: PackageType, restore: list[str]) -> None:
     assert mutations(again) == []
 
 
-@pytest.mark.slow
+@pytest.mark.apt
 @needs_root
 def test_pinned_version(rt: PackageType, restore: list[str]) -> None:
     pkg = restore[0]
@@ -262,7 +262,7 @@ def test_pinned_version(rt: PackageType, restore: list[str]) -> None:
     assert installed_version(pkg) == version
 
 
-@pytest.mark.slow
+@pytest.mark.apt
 @needs_root
 def test_delete_removes(rt: PackageType, restore: list[str]) -> None:
     pkg = restore[0]
@@ -281,7 +281,7 @@ def test_delete_removes(rt: PackageType, restore: list[str]) -> None:
     assert mutations(conn2) == []
 
 
-@pytest.mark.slow
+@pytest.mark.apt
 @needs_root
 def test_batch_is_one_install_and_one_remove(rt: PackageType, restore: list[str]) -> None:
     pkgs = restore[:2]
@@ -324,7 +324,7 @@ def test_batch_is_one_install_and_one_remove(rt: PackageType, restore: list[str]
     assert all(installed_version(p) is None for p in pkgs)
 
 
-@pytest.mark.slow
+@pytest.mark.apt
 @needs_root
 def test_batch_failure_is_reported_per_change(rt: PackageType, restore: list[str]) -> None:
     pkg = restore[0]

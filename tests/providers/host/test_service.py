@@ -32,6 +32,7 @@ from tectum.providers.host.connector import LocalConnector
 from tectum.providers.host.service import ServiceType
 
 pytestmark = [
+    pytest.mark.system,
     pytest.mark.skipif(os.geteuid() != 0, reason="managing services needs root"),
     pytest.mark.skipif(os.path.isdir("/run/systemd/system"),
                        reason="these tests drive System V init scripts; systemd is running"),

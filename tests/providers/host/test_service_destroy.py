@@ -27,7 +27,8 @@ from tests.conftest import Result, run_tectum
 from tests.harness.fleet import Fleet
 
 pytestmark = [
-    pytest.mark.slow,
+    pytest.mark.fleet,
+    pytest.mark.apt,
     pytest.mark.skipif(os.geteuid() != 0, reason="the fleet harness needs root"),
 ]
 

@@ -30,7 +30,7 @@ from tests.conftest import run_tectum
 from tests.harness.systemd_host import SystemdHost
 
 pytestmark = [
-    pytest.mark.slow,
+    pytest.mark.fleet,
     pytest.mark.skipif(os.geteuid() != 0, reason="the systemd test host needs root"),
 ]
 

@@ -20,7 +20,8 @@ from tectum.providers.base import ApplyError, ResourceType
 from tectum.providers.host.connector import LocalConnector
 from tectum.providers.host.users import GroupType, UserType
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="creates accounts: needs root")
+pytestmark = [pytest.mark.system,
+              pytest.mark.skipif(os.geteuid() != 0, reason="creates accounts: needs root")]
 
 
 # -- fixtures and helpers ------------------------------------------------------------------
