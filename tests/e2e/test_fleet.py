@@ -227,6 +227,9 @@ def test_host_stopped_mid_run_is_unreachable_and_converges_later(
         assert run.returncode == 4, run.output
         assert f"host {victim}: unreachable" in run.stderr
         assert "1 unreachable" in run.stdout and "0 failed" in run.stdout
+        # its own line agrees with the summary: what could not run is unreachable, not failed
+        line = next(x for x in run.stderr.splitlines() if x.startswith(f"host {victim}:"))
+        assert "failed" not in line, line
         assert "Traceback" not in run.output
         for h in fleet.hosts:
             if h.name != victim:
