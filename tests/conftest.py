@@ -124,3 +124,14 @@ def make_project(tmp_path: Path) -> Callable[..., Path]:
 
 # PostgreSQL for any test that needs it (a private cluster, started once per session)
 from tests.backends.conftest import pg_dsn, postgres_dsn  # noqa: E402, F401
+
+#: fixtures whose tests change this machine outside temporary directories (marker ``system``)
+SYSTEM_FIXTURES = frozenset({"accounts"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that use a fixture of :data:`SYSTEM_FIXTURES` get the ``system`` marker, so that
+    ``-m "not system"`` leaves them out (README lists the markers)."""
+    for item in items:
+        if SYSTEM_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.system)

@@ -5,7 +5,7 @@ Each class declares one resource; its first argument is the resource's name (its
 (``site.path``) gives a reference that orders the two resources and is resolved at plan time.
 
 ==========  ==========================================================================
-File        path, content | template (+ vars), mode, owner, group
+File        path, content | template (+ vars), mode, owner, group, validate
 Directory   path, mode, owner, group
 Symlink     path, target
 Package     name (defaults to the resource name), ensure ("present"/"absent"), version

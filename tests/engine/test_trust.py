@@ -364,3 +364,35 @@ def test_interrupted_changes_are_not_called_drift(proj: Proj) -> None:
             return
         proj.apply()
     pytest.fail("no kill landed between a write and its journal record in 20 attempts")
+
+
+# -- 14. reports that say what happened ----------------------------------------------------------
+
+def test_saved_rollback_plan_is_recorded_as_rollback(proj: Proj, tmp_path: Path) -> None:
+    proj.write('File("f", path=f"{W}/f", content="one\\n")')
+    proj.apply()
+    proj.write('File("f", path=f"{W}/f", content="two\\n")')
+    proj.apply()
+    planfile = tmp_path / "back.plan"
+    proj.ok("rollback", "--to", "1", "-out", str(planfile))
+    proj.ok("apply", str(planfile))
+    assert (proj.world / "f").read_text() == "one\n"
+    history = proj.ok("state", "history").stdout.splitlines()
+    assert " rollback " in history[-1], history
+
+
+def test_state_diff_shows_values_not_sealed_text(proj: Proj) -> None:
+    """A value sealed at rest (a file rendered from a sensitive variable: its digest) is shown
+    decrypted and masked by state diff, never as sealed text."""
+    proj.write("""
+        pw = var("pw", str, sensitive=True)
+        File("f", path=f"{W}/f", content=f"password={pw}\\n")
+    """)
+    (proj.root / "tectum.toml").write_text('[vars]\npw = "first-secret-1"\n')
+    proj.apply()
+    (proj.root / "tectum.toml").write_text('[vars]\npw = "second-secret-2"\n')
+    proj.apply()
+    out = proj.ok("state", "diff", "1", "2").stdout
+    assert "~ file.f" in out, out
+    assert "tectum-sealed" not in out and "age-encryption" not in out, out
+    assert "secret" not in out, out

@@ -279,9 +279,24 @@ class View:
         import difflib
 
         path = str((change.after or {}).get("path", change.address))
+        old_lines, new_lines = before.splitlines(), after.splitlines()
+        # lines both ends share are not handed to difflib (its matcher is slow on large files
+        # of repeated lines); the hunk headers still count from the real first line
+        head = 0
+        while head < min(len(old_lines), len(new_lines)) - 2 \
+                and old_lines[head] == new_lines[head]:
+            head += 1
+        head = max(0, head - 2)
+        tail = 0
+        while tail < min(len(old_lines), len(new_lines)) - head - 2 \
+                and old_lines[-1 - tail] == new_lines[-1 - tail]:
+            tail += 1
+        tail = max(0, tail - 2)
         diff = list(difflib.unified_diff(
-            before.splitlines(), after.splitlines(), f"{path} (now)", f"{path} (planned)",
-            lineterm="", n=2))
+            old_lines[head:len(old_lines) - tail], new_lines[head:len(new_lines) - tail],
+            f"{path} (now)", f"{path} (planned)", lineterm="", n=2))
+        if head:
+            diff = [_shift_hunk(line, head) for line in diff]
         self.out("      content:" + (" (secrets masked)" if c.sensitive else ""))
         for line in diff[:MAX_DIFF_LINES]:
             colour = "green" if line.startswith("+") else "red" if line.startswith("-") else None
@@ -345,6 +360,16 @@ class View:
         if result.stopped:
             self.out(self.style(f"Stopped after {result.stopped}.", fg="red", bold=True),
                      err=True)
+
+
+def _shift_hunk(line: str, by: int) -> str:
+    """A unified-diff hunk header ``@@ -a,b +c,d @@`` with both starts moved by ``by`` lines
+    (other lines unchanged)."""
+    m = re.match(r"@@ -(\d+)(,\d+)? \+(\d+)(,\d+)? @@", line)
+    if m is None:
+        return line
+    return (f"@@ -{int(m[1]) + by}{m[2] or ''} +{int(m[3]) + by}{m[4] or ''} @@"
+            + line[m.end():])
 
 
 def _fmt(value: Any) -> str:

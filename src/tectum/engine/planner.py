@@ -127,7 +127,7 @@ def build_graph(stack: Stack) -> tuple[Graph, Diagnostics]:
         path = decl.attrs.get("path")
         if decl.type in PATH_TYPES and isinstance(path, str) and is_known(path):
             parent = os.path.dirname(os.path.normpath(path))
-            while parent and parent != "/":
+            while parent not in ("", "/", "//"):
                 if (host, parent) in dir_paths:
                     auto.append(dir_paths[(host, parent)])
                     break
@@ -745,7 +745,7 @@ def _contained(stack: Stack, records: dict[str, ResourceRecord]) -> dict[str, se
             continue
         machine = machine_of(stack, ResourceAddress.parse(address).host)
         parent = os.path.dirname(os.path.normpath(path))
-        while parent and parent != "/":
+        while parent not in ("", "/", "//"):
             found = dirs.get((machine, parent))
             if found is not None and found != address:
                 out.setdefault(found, set()).add(address)

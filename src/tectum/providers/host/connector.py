@@ -20,8 +20,10 @@ import hashlib
 import json
 import os
 import pwd
+import shlex
 import shutil
 import stat
+import sys
 import threading
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple, Protocol
@@ -114,8 +116,17 @@ class Connector(Protocol):
     ) -> list[PathFact | None]: ...
 
     def write_file(
-        self, path: str, data: bytes, *, mode: str | None, owner: str | None, group: str | None
-    ) -> None: ...
+        self, path: str, data: bytes, *, mode: str | None, owner: str | None, group: str | None,
+        validate: str | None = None,
+    ) -> None:
+        """Replace ``path`` atomically with ``data``: a temporary file in the same directory,
+        given its mode and ownership, then renamed over ``path``. ``mode`` None keeps the
+        mode of the regular file replaced (else 0644); ``owner``/``group`` None keep the
+        replaced file's owner/group (else the writer's). ``validate`` (Ansible's
+        ``validate``, see :func:`validate_words`) runs on the staged file before the rename;
+        when it exits non-zero the staged file is removed, ``path`` is left as it was and
+        :class:`ValidationFailed` is raised. Raises :class:`ConnectorError` otherwise."""
+        ...
 
     def set_attrs(
         self, path: str, *, mode: str | None, owner: str | None, group: str | None
@@ -131,7 +142,12 @@ class Connector(Protocol):
 
     def make_symlink(self, path: str, target: str) -> None: ...
 
-    def remove(self, path: str, *, recursive: bool = False) -> None: ...
+    def remove(self, path: str, *, recursive: bool = False) -> None:
+        """Remove ``path`` (a directory only when ``recursive`` or empty); nothing there is
+        no error. Entries another process removes meanwhile are no error either; the removal
+        is checked afterwards, and :class:`ConnectorError` is raised when ``path`` is still
+        there."""
+        ...
 
     def exists(self, path: str) -> bool: ...
 
@@ -140,6 +156,76 @@ class Connector(Protocol):
 
 class ConnectorError(Exception):
     """A mutation could not be carried out; the message says what and where."""
+
+
+class ValidationFailed(ConnectorError):
+    """A file's ``validate`` command refused the staged file; the target was left as it was."""
+
+
+#: lines of a failed validate command's output kept in the error (its last ones)
+VALIDATE_LINES = 12
+#: seconds a validate command may run on the local machine (over SSH the connector's
+#: ``command_timeout`` bounds the whole write); then it is killed and the write refused
+VALIDATE_TIMEOUT = 600.0
+
+
+def validate_words(command: str) -> list[list[str]]:
+    """Split a ``validate`` command (as Ansible's ``validate: nginx -t -c %s``) into words
+    with :func:`shlex.split` (no shell: pipes, ``;`` and ``$VAR`` are not interpreted; write
+    ``sh -c '...' sh %s`` for a shell), each word given as the literal pieces between its
+    ``%s`` placeholders (where the staged file's path goes, whole, as part of that one word);
+    ``%%`` is a literal ``%``. Raises ``ValueError`` for a command that cannot be split, is
+    empty, or has no ``%s``. Unlike Ansible, the path is put in after the split, so a path
+    with spaces or quotes stays one argument."""
+    try:
+        words = shlex.split(command)
+    except ValueError as exc:
+        raise ValueError(f"cannot be split into words ({exc}: unbalanced quotes?)") from None
+    if not words:
+        raise ValueError("must not be empty")
+    out: list[list[str]] = []
+    placeholders = 0
+    for word in words:
+        pieces = [""]
+        i = 0
+        while i < len(word):
+            if word.startswith("%%", i):
+                pieces[-1] += "%"
+                i += 2
+            elif word.startswith("%s", i):
+                pieces.append("")
+                placeholders += 1
+                i += 2
+            else:
+                pieces[-1] += word[i]
+                i += 1
+        out.append(pieces)
+    if not placeholders:
+        raise ValueError("must contain %s, where the path of the staged file goes (e.g. "
+                         "\"nginx -t -c %s\")")
+    return out
+
+
+def validate_argv(command: str, staged: str) -> list[str]:
+    """The argv of ``command`` (see :func:`validate_words`) run on the file ``staged``."""
+    return [staged.join(pieces) for pieces in validate_words(command)]
+
+
+def validation_error(path: str, command: str, returncode: int, output: bytes) -> ValidationFailed:
+    """The error of a ``validate`` command that refused the staged file for ``path``: the
+    exit code and the last :data:`VALIDATE_LINES` lines of its output."""
+    lines = [line.rstrip() for line in output.decode("utf-8", "replace").splitlines()
+             if line.strip()]
+    what = "exit code 127: command not found" if returncode == 127 and not lines \
+        else f"exit code {returncode}"
+    text = f"cannot write {path}: the validate command `{command}` refused the new " \
+        f"content ({what}); {path} was not changed"
+    if lines:
+        shown = lines[-VALIDATE_LINES:]
+        more = f"(last {len(shown)} of {len(lines)} lines)" if len(lines) > len(shown) else ""
+        text += ". Its output" + (f" {more}" if more else "") + ":\n" + \
+            "\n".join("  " + line[-300:] for line in shown)
+    return ValidationFailed(text)
 
 
 def secret_script(argv: Sequence[str], host: str) -> str | None:
@@ -249,10 +335,16 @@ class LocalConnector:
         cwd: str | None = None,
         timeout: float | None = None,
     ) -> CommandResult:
-        import subprocess
-
         argv = tuple(argv)
         self._record("run", mutating, argv=list(argv))
+        return self._execute(argv, input=input, env=env, cwd=cwd, timeout=timeout)
+
+    def _execute(self, argv: tuple[str, ...], *, input: bytes | None = None,
+                 env: Mapping[str, str] | None = None, cwd: str | None = None,
+                 timeout: float | None = None) -> CommandResult:
+        """:meth:`run` without the log entry (a step of a logged mutation)."""
+        import subprocess
+
         # tectum's own settings (TECTUM_VAR_*, TECTUM_AGE_KEY...) and anything holding a secret
         # stay out of the commands it runs
         full_env = {k: v for k, v in os.environ.items()
@@ -359,8 +451,11 @@ class LocalConnector:
 
     # -- mutations -----------------------------------------------------------------------
     def write_file(
-        self, path: str, data: bytes, *, mode: str | None, owner: str | None, group: str | None
+        self, path: str, data: bytes, *, mode: str | None, owner: str | None, group: str | None,
+        validate: str | None = None,
     ) -> None:
+        """See :meth:`Connector.write_file`. The temporary file is ``.NAME.tectum-PID-TID``
+        beside ``path``; ``validate`` runs as :meth:`run` runs commands."""
         self._record("write", True, path=path, bytes=len(data))
         directory = os.path.dirname(path) or "."
         tmp = os.path.join(directory, f".{os.path.basename(path)}.tectum-{os.getpid()}-"
@@ -376,23 +471,32 @@ class LocalConnector:
                 while view:
                     n = os.write(fd, view)
                     view = view[n:]
-                if mode is None:
-                    # keep the mode of the regular file being replaced, else the usual 0644
-                    file_mode = 0o644
-                    try:
-                        cur = os.lstat(path)
-                    except FileNotFoundError:
-                        cur = None
-                    if cur is not None and stat.S_ISREG(cur.st_mode):
-                        file_mode = stat.S_IMODE(cur.st_mode)
-                        if owner is None and group is None:
-                            os.fchown(fd, cur.st_uid, cur.st_gid)
-                else:
-                    file_mode = int(mode, 8)
-                self._chown_fd(fd, owner, group)
+                uid = _uid(owner) if owner else -1
+                gid = _gid(group) if group else -1
+                # what the configuration leaves alone is kept from the regular file replaced:
+                # its mode (else the usual 0644), its owner and its group (else the writer's)
+                try:
+                    cur: os.stat_result | None = os.lstat(path)
+                except (FileNotFoundError, NotADirectoryError):
+                    cur = None
+                if cur is not None and not stat.S_ISREG(cur.st_mode):
+                    cur = None
+                if cur is not None:
+                    uid = cur.st_uid if uid == -1 else uid
+                    gid = cur.st_gid if gid == -1 else gid
+                file_mode = int(mode, 8) if mode is not None else \
+                    stat.S_IMODE(cur.st_mode) if cur is not None else 0o644
+                if (uid, gid) != (-1, -1):
+                    os.fchown(fd, uid, gid)  # before the mode: chown clears set-id bits
                 os.fchmod(fd, file_mode)
             finally:
                 os.close(fd)
+            if validate is not None:  # a step of this write: no log entry of its own
+                result = self._execute(tuple(validate_argv(validate, tmp)),
+                                       timeout=VALIDATE_TIMEOUT)
+                if not result.ok:
+                    raise validation_error(path, validate, result.returncode,
+                                           result.stdout + result.stderr)
             os.replace(tmp, path)
         except OSError as exc:
             try:
@@ -406,11 +510,6 @@ class LocalConnector:
             except OSError:
                 pass
             raise
-
-    def _chown_fd(self, fd: int, owner: str | None, group: str | None) -> None:
-        if owner is None and group is None:
-            return
-        os.fchown(fd, _uid(owner) if owner else -1, _gid(group) if group else -1)
 
     def set_attrs(
         self, path: str, *, mode: str | None, owner: str | None, group: str | None
@@ -468,16 +567,32 @@ class LocalConnector:
             raise ConnectorError(f"cannot create symlink {path}: {exc.strerror}") from None
 
     def remove(self, path: str, *, recursive: bool = False) -> None:
+        """See :meth:`Connector.remove`. A recursive delete goes on past entries that vanish
+        under it (as ``rm -rf``: another worker may be deleting the files of the directory at
+        the same time) and past other errors, then checks that ``path`` is gone."""
         self._record("remove", True, path=path, recursive=recursive)
+        errors: list[OSError] = []
+
+        def note(_func: object, _path: str, exc: BaseException) -> None:
+            if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
+                errors.append(exc)
+
         try:
             if os.path.isdir(path) and not os.path.islink(path):
                 if recursive:
-                    shutil.rmtree(path)
+                    if sys.version_info >= (3, 12):
+                        shutil.rmtree(path, onexc=note)
+                    else:
+                        shutil.rmtree(path, onerror=lambda f, p, info: note(f, p, info[1]))
                 else:
                     os.rmdir(path)
             else:
                 os.unlink(path)
         except FileNotFoundError:
-            return
+            pass
         except OSError as exc:
             raise ConnectorError(f"cannot remove {path}: {exc.strerror}") from None
+        if os.path.lexists(path):
+            why = errors[0].strerror if errors else "was something added to it meanwhile?"
+            raise ConnectorError(f"cannot remove {path}: it is still there after the delete "
+                                 f"({why})")

@@ -15,7 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from tectum.plans.plan import Action, AttrChange, ResourceChange
 from tectum.providers.base import ApplyError, ResourceType
-from tectum.providers.host.connector import ConnectorError, FactRequest, PathFact
+from tectum.providers.host.connector import (
+    ConnectorError,
+    FactRequest,
+    PathFact,
+    validate_words,
+)
 from tectum.schema import Attr, Schema
 from tectum.values import is_known
 
@@ -55,15 +60,29 @@ def path_problem(value: str) -> str | None:
     return None
 
 
+def normal_path(value: str) -> str:
+    """The normal form of an absolute path: no ``.`` or ``..`` component, no ``//``, no
+    trailing ``/`` (``os.path.normpath``, which keeps a leading ``//`` as POSIX allows; on
+    Linux it means ``/``). ``..`` is taken lexically: ``/a/link/..`` is ``/a``, whatever
+    ``link`` points to."""
+    normal = os.path.normpath(value)
+    if normal.startswith("//"):
+        normal = "/" + normal.lstrip("/")
+    return normal
+
+
 def _abs_path(value: Any) -> str | None:
+    """Validator for ``path``: an absolute path in its normal form (issue 10: a path such as
+    ``/etc/../etc/passwd`` names the object under another spelling, which would defeat the
+    checks that two resources do not manage the same object)."""
     if not isinstance(value, str) or not value.startswith("/"):
         return "must be an absolute path (starting with /)"
     if "\x00" in value:
         return "must not contain a NUL byte"
-    if value != "/" and value.endswith("/"):
-        return "must not end with /"
-    if value.rsplit("/", 1)[1] in (".", ".."):
-        return "must name the object itself, not end with /. or /.."
+    normal = normal_path(value)
+    if value != normal:
+        return (f"must be written in its normal form, without \".\" or \"..\" components, "
+                f"\"//\" or a trailing \"/\": write \"{normal}\"")
     return path_problem(value)
 
 
@@ -101,20 +120,63 @@ def _link_target(value: Any) -> str | None:
     return None
 
 
+def _int_mode(value: int) -> str:
+    """Why the integer ``value`` is refused as a mode, with the string(s) to write instead.
+
+    Python hands tectum ``0o644`` and ``420`` as the same number, and ``644`` as 0o1204, so no
+    integer tells which octal digits were meant (issue 10: ``mode=644`` silently became
+    ``"1204"``). The hint offers the decimal digits read as octal (``644`` → ``"0644"``) and,
+    for a value that is a plain permission mode (0o777 at most), what ``0o...`` gave it."""
+    text = str(value)
+    readings = []
+    if value >= 0 and all(c in "01234567" for c in text) and len(text.lstrip("0")) <= 4:
+        readings.append(f'mode="{text.zfill(4)}"')
+    if 0 <= value <= 0o777:
+        octal = format(value, "04o")
+        if f'mode="{octal}"' not in readings:
+            readings.append(f'mode="{octal}"' + (f" if you wrote 0o{octal.lstrip('0') or '0'}"
+                                                 if readings else ""))
+    hint = ", or ".join(readings) if readings else 'a string such as mode="0644"'
+    return (f"{value} is an integer, and an integer does not say which octal digits were "
+            f"meant (0o644 and 420 are the same number, 644 is 0o1204): write the mode as a "
+            f"string of octal digits: {hint}")
+
+
+def _validate_command(value: Any) -> str | None:
+    """Validator for ``validate``: a command :func:`validate_words` can split, with ``%s``."""
+    if not isinstance(value, str):
+        return None
+    if "\x00" in value:
+        return "must not contain a NUL byte"
+    problem = not_encodable(value)
+    if problem is not None:
+        return problem
+    try:
+        validate_words(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def _mode(value: Any) -> str | None:
-    text = format(value, "o") if isinstance(value, int) and not isinstance(value, bool) else value
-    if not isinstance(text, str) or not text.isdigit() or any(c not in "01234567" for c in text) \
-            or len(text.lstrip("0")) > 4:
-        return "must be an octal mode such as \"0644\" or 0o644"
+    """Validator for ``mode``: a string of 1 to 4 octal digits (a leading zero more is fine).
+    Integers are refused, see :func:`_int_mode`."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _int_mode(value)
+    if not isinstance(value, str) or not value.isascii() or not value.isdigit() \
+            or any(c not in "01234567" for c in value) or len(value.lstrip("0")) > 4:
+        return "must be an octal mode written as a string, such as \"0644\""
     return None
 
 
 def normalize_mode(value: Any) -> str | None:
-    """``0o644`` / ``"644"`` / ``"0644"`` → ``"0644"``."""
+    """``"644"`` / ``"0644"`` → ``"0644"`` (four octal digits); None stays None, a reference
+    token is left for later. Raises ``ValueError`` for an integer (see :func:`_int_mode`:
+    a mode that reached here as an integer, e.g. through an ``int`` variable)."""
     if value is None:
         return None
     if isinstance(value, int) and not isinstance(value, bool):
-        return format(value, "04o")
+        raise ValueError(f"Attribute 'mode': {_int_mode(value)}")
     text = str(value)
     if text.startswith("${tectum:"):
         return text
@@ -122,7 +184,9 @@ def normalize_mode(value: Any) -> str | None:
 
 
 _OWNERSHIP = {
-    "mode": Attr((str, int), validate=_mode, description="permission bits, e.g. \"0644\""),
+    "mode": Attr((str, int), validate=_mode, description=(
+        "permission bits as a string of octal digits, e.g. \"0644\"; an integer is refused "
+        "(0o644 and 420 are the same number to tectum, and 644 is 0o1204)")),
     "owner": Attr(str, validate=_account, description="user name owning the object"),
     "group": Attr(str, validate=_account, description="group name owning the object"),
 }
@@ -137,8 +201,8 @@ def _path_of(change: ResourceChange) -> str:
 def _fill_ownership(conn: Connector, path: str, after: dict[str, Any],
                     before: dict[str, Any] | None) -> None:
     """State records mode/owner/group even when the configuration leaves them alone: from the
-    object as read, or (after a create) as it now is, so later versions differ only in what
-    really changed."""
+    object as read, or (after a create or a replace: ``before`` None) as it now is, so later
+    versions differ only in what really changed."""
     missing = [k for k in ("mode", "owner", "group") if after.get(k) is None]
     if not missing:
         return
@@ -223,7 +287,19 @@ class _PathType(ResourceType):
 
 
 class FileType(_PathType):
-    """A regular file with ``content`` (or a Jinja2 ``template`` rendered with ``vars``)."""
+    """A regular file with ``content`` (or a Jinja2 ``template`` rendered with ``vars``).
+
+    A write replaces the file atomically and keeps what the configuration leaves alone: the
+    mode, owner and group of the file it replaces (a new file: 0644, the writer's owner and
+    group). ``validate`` is Ansible's ``validate`` (``validate: nginx -t -c %s``): a command
+    run, without a shell, on the staged new file (``%s`` is its path; see
+    :func:`~tectum.providers.host.connector.validate_words`) before it replaces the target; a
+    non-zero exit leaves the old file in place, removes the staged one and fails the resource
+    (:class:`~tectum.providers.base.ApplyError`) with the command's last lines of output. It
+    runs only when the content is written (not for a change of mode or owner alone); as it
+    cannot be read back from the host, it is never drift and changing it alone changes
+    nothing (``unobserved``). Over SSH, a file with ``validate`` is written on its own, not in
+    the batch of plain writes."""
 
     name = "file"
     kind = "file"
@@ -231,14 +307,20 @@ class FileType(_PathType):
     batches = True
     schema = Schema({
         "path": Attr(str, required=True, identity=True, force_new=True, validate=_abs_path,
-                     description="absolute path of the file"),
+                     description="absolute path of the file (in normal form: no . or .. "
+                                 "components, no //, no trailing /)"),
         "content": Attr(str, description="the file's text"),
         "template": Attr(str, description="a Jinja2 template file, relative to the stack"),
         "vars": Attr(dict, description="variables for the template"),
         **_OWNERSHIP,
+        "validate": Attr(str, validate=_validate_command, description=(
+            "a command run on the staged file before it replaces the target, with %s for its "
+            "path (%% for a literal %), e.g. \"nginx -t -c %s\" (Ansible's validate); a "
+            "non-zero exit keeps the old file and fails the resource")),
         "content_sha256": Attr(str, computed=True, description="SHA-256 of the content"),
     })
     stored_computed = ("content_sha256",)
+    unobserved = frozenset({"validate"})
 
     def check(self, attrs: dict[str, Any]) -> list[str]:
         problems = []
@@ -328,13 +410,16 @@ class FileType(_PathType):
                 if "kind" in names:
                     conn.remove(path, recursive=False)
                 conn.write_file(path, content.encode(), mode=after.get("mode"),
-                                owner=after.get("owner"), group=after.get("group"))
+                                owner=after.get("owner"), group=after.get("group"),
+                                validate=after.get("validate"))
             else:
                 self._apply_ownership(conn, path, change.changes, after)
         except ConnectorError as exc:
             raise ApplyError(str(exc)) from None
         after["content_sha256"] = hashlib.sha256(content.encode()).hexdigest()
-        _fill_ownership(conn, path, after, change.before)
+        # a replace made a new object: what the old one had says nothing about it
+        _fill_ownership(conn, path, after,
+                        None if change.action is Action.REPLACE else change.before)
         return self.stored(after)
 
 
@@ -357,9 +442,12 @@ class FileType(_PathType):
 
 
 def _plain_write(change: ResourceChange) -> bool:
-    """A change that only (re)writes a file's content at its path."""
+    """A change that only (re)writes a file's content at its path (and has no ``validate``
+    command: those are written one by one)."""
     after = change.after or {}
     if not isinstance(after.get("content"), str) or change.action is Action.DELETE:
+        return False
+    if after.get("validate") is not None:
         return False
     names = {c.name for c in change.changes}
     if "kind" in names:
@@ -390,7 +478,7 @@ class DirectoryType(_PathType):
     kind = "directory"
     schema = Schema({
         "path": Attr(str, required=True, identity=True, force_new=True, validate=_abs_path,
-                     description="absolute path of the directory"),
+                     description="absolute path of the directory (in normal form)"),
         **_OWNERSHIP,
     })
 
@@ -443,7 +531,9 @@ class DirectoryType(_PathType):
                 self._apply_ownership(conn, path, change.changes, after)
         except ConnectorError as exc:
             raise ApplyError(str(exc)) from None
-        _fill_ownership(conn, path, after, change.before)
+        # a replace made a new object: what the old one had says nothing about it
+        _fill_ownership(conn, path, after,
+                        None if change.action is Action.REPLACE else change.before)
         return self.stored(after)
 
 
@@ -454,7 +544,7 @@ class SymlinkType(_PathType):
     kind = "symlink"
     schema = Schema({
         "path": Attr(str, required=True, identity=True, force_new=True, validate=_abs_path,
-                     description="absolute path of the link"),
+                     description="absolute path of the link (in normal form)"),
         "target": Attr(str, required=True, validate=_link_target,
                        description="what the link points to"),
     })

@@ -17,7 +17,9 @@ How it works:
 * **No shell interpretation of data.** Every remote call is ``sh -c SCRIPT sh ARG...`` where the
   script is a constant of this module and every argument (paths, contents' metadata, argv) is a
   positional parameter quoted with :func:`shlex.quote`; file contents and path lists travel on
-  stdin. The target needs a POSIX ``sh``, GNU coreutils, findutils (``xargs``) and GNU tar
+  stdin. The one text a script evaluates is a file's ``validate`` command, built from words
+  quoted with :func:`shlex.quote` and the staged path as a variable: nothing else expands.
+  The target needs a POSIX ``sh``, GNU coreutils, findutils (``xargs``) and GNU tar
   (>= 1.29) — a Debian ``minbase`` has all of them.
 * **One round trip per operation**: :meth:`SSHConnector.stat_paths` reads all paths with one
   remote script (one ``stat`` over ``xargs -0`` for the metadata, one ``tar`` stream for the
@@ -66,6 +68,8 @@ from tectum.providers.host.connector import (
     FactRequest,
     PathFact,
     secret_script,
+    validate_words,
+    validation_error,
 )
 
 __all__ = [
@@ -253,8 +257,10 @@ tar -c -f - -P --no-recursion --hard-dereference --null --no-unquote --verbatim-
 exit 0
 """
 
+# $9: the validate command as sh words, the staged file's path as "$t" (empty: none); it is
+# run with its output on stderr, and a refusal prints "tectum-validate:RC" before failing
 _WRITE = _PRELUDE + """\
-p=$1 d=$2 b=$3 r=$4 n=$5 m=$6 o=$7 g=$8
+p=$1 d=$2 b=$3 r=$4 n=$5 m=$6 o=$7 g=$8 v=$9
 t=$d/.$b.tectum-$$-$r
 [ -d "$d" ] || fail nodir
 """ + _IDS + """\
@@ -263,16 +269,24 @@ bad() { rm -f -- "$t"; fail "$1"; }
 (umask 077; set -C; exec cat > "$t") || bad write
 # stdin ends early when the client dies mid-transfer: never commit a truncated file
 [ "$(wc -c < "$t")" = "$n" ] || bad short
-if [ -z "$m" ]; then
-  if [ -e "$p" ] && [ ! -h "$p" ]; then
-    m=0$(stat -c %a -- "$p") || bad write
-    if [ -z "$spec" ]; then spec=$(stat -c +%u:+%g -- "$p") || bad write; fi
-  else
-    m=00644
+# what is not managed is kept from the file replaced: mode, owner, group
+if [ -e "$p" ] && [ ! -h "$p" ]; then
+  if [ -z "$m" ]; then m=0$(stat -c %a -- "$p") || bad write; fi
+  if [ -z "$o" ] || [ -z "$g" ]; then
+    ids=$(stat -c '%u %g' -- "$p") || bad write
+    if [ -z "$o" ]; then spec=+${ids% *}$spec; fi
+    if [ -z "$g" ]; then spec=$spec:+${ids#* }; fi
   fi
+elif [ -z "$m" ]; then
+  m=00644
 fi
 if [ -n "$spec" ]; then chown -- "$spec" "$t" || bad write; fi
 chmod -- "$m" "$t" || bad write
+if [ -n "$v" ]; then
+  (eval "exec $v") < /dev/null 1>&2
+  rc=$?
+  if [ "$rc" -ne 0 ]; then printf 'tectum-validate:%s\\n' "$rc"; bad validate; fi
+fi
 mv -fT -- "$t" "$p" || bad write
 """
 
@@ -281,7 +295,8 @@ mv -fT -- "$t" "$p" || bad write
 # (0644 when none is given). Args: the stat format, R, then per file, grouped by directory:
 # path dir name mode owner group. Each directory's files are staged in a private directory next
 # to their targets and renamed into place together (one mv per directory, rename(2) per file:
-# atomic); only files with an owner, a group or a kept mode cost processes of their own.
+# atomic); only files with an owner, a group, a kept mode or a target owned by someone else
+# (whose owner and group are kept) cost processes of their own.
 # Prints "tectum-fail:I:KIND" for a file that failed, "tectum-ok:I" for each file no longer
 # staged (a failure line wins), then "tectum-stat" and the stat of the written paths.
 _WRITE_MANY = """\
@@ -316,30 +331,40 @@ trap 'exit 1' HUP INT TERM
 umask 077
 tar -x -P -p --no-same-owner -f - --transform "s|/\\.tectum-PID-$r/|/.tectum-$$-$r/|" >&2 || {
   printf 'tectum-fail:tar\\n'; exit 97; }
-# one file's owner, group and kept mode; sets k to the failure kind
+# one file's owner, group and mode: what is not managed is kept from the file it replaces
+# (its owner and group cost no process when they are already the staged file's: ours);
+# sets k to the failure kind
 one() {
-  p=$1 t=$2 m=$3 o=$4 g=$5 k= spec=
+  p=$1 t=$2 m=$3 o=$4 g=$5 k= spec= c=
 """ + _IDS_K + """\
-  if [ -n "$spec" ]; then chown -- "$spec" "$t" || { k=write; return; }; fi
-  if [ -z "$m" ]; then
-    if [ -e "$p" ] && [ ! -h "$p" ]; then
-      if [ -z "$spec" ]; then chown --reference="$p" -- "$t" || { k=write; return; }; fi
-      chmod --reference="$p" -- "$t" || k=write
+  if [ -e "$p" ] && [ ! -h "$p" ]; then
+    if [ -z "$o$g" ]; then
+      if ! { [ -O "$p" ] && [ -G "$p" ] && [ -G "$t" ]; }; then
+        chown --reference="$p" -- "$t" || { k=write; return; }
+        c=1
+      fi
+    elif [ -z "$o" ] || [ -z "$g" ]; then
+      ids=$(stat -c '%u %g' -- "$p") || { k=write; return; }
+      if [ -z "$o" ]; then spec=+${ids% *}$spec; fi
+      if [ -z "$g" ]; then spec=$spec:+${ids#* }; fi
     fi
-  elif [ -n "$spec" ]; then
-    # chown clears set-id bits: the mode goes on again
-    chmod -- "$m" "$t" || k=write
+    if [ -z "$m" ]; then
+      if [ -n "$spec" ]; then chown -- "$spec" "$t" || { k=write; return; }; fi
+      chmod --reference="$p" -- "$t" || k=write
+      return
+    fi
   fi
+  if [ -n "$spec" ]; then chown -- "$spec" "$t" || { k=write; return; }; c=1; fi
+  # chown clears set-id bits: the mode goes on again
+  if [ -n "$c" ] && [ -n "$m" ]; then chmod -- "$m" "$t" || k=write; fi
 }
 attrs() {
   i=0
   while [ "$#" -ge 6 ]; do
-    if [ -n "$5$6" ] || [ -z "$4" ]; then
-      one "$1" "$2/.tectum-$$-$r/$3" "$4" "$5" "$6"
-      if [ -n "$k" ]; then
-        rm -f -- "$2/.tectum-$$-$r/$3"
-        printf 'tectum-fail:%s:%s\\n' "$i" "$k"
-      fi
+    one "$1" "$2/.tectum-$$-$r/$3" "$4" "$5" "$6"
+    if [ -n "$k" ]; then
+      rm -f -- "$2/.tectum-$$-$r/$3"
+      printf 'tectum-fail:%s:%s\\n' "$i" "$k"
     fi
     shift 6
     i=$((i + 1))
@@ -447,15 +472,24 @@ ln -s -- "$target" "$t" || fail symlink
 mv -fT -- "$t" "$p" || { rm -f -- "$t"; fail symlink; }
 """
 
+# remove $1 (recursively when $2 is 1); a failure whose path is gone anyway (another process
+# removed it meanwhile) is no failure; what is still there after the delete fails ("remains")
 _REMOVE = _PRELUDE + """\
 p=$1 r=$2
+gone() { ! [ -e "$p" ] && ! [ -h "$p" ]; }
 if [ -d "$p" ] && [ ! -h "$p" ]; then
-  if [ "$r" = 1 ]; then rm -rf -- "$p" || fail remove; else rmdir -- "$p" || fail remove; fi
+  if [ "$r" = 1 ]; then
+    # rm -f skips entries that vanish under it; a second pass takes what the first missed
+    rm -rf -- "$p" || rm -rf -- "$p" || gone || fail remains
+  else
+    rmdir -- "$p" || gone || fail remove
+  fi
 elif [ -e "$p" ] || [ -h "$p" ]; then
-  rm -f -- "$p" || fail remove
+  rm -f -- "$p" || gone || fail remove
 else
-  rm -- "$p" || fail remove
+  rm -- "$p" || fail absent
 fi
+gone || { printf 'tectum: still there after the delete\\n' >&2; fail remains; }
 exit 0
 """
 
@@ -578,6 +612,17 @@ def _octal(mode: str | None) -> str:
     if mode is None or mode == "":
         return ""
     return "0" + format(int(mode, 8), "04o")
+
+
+_VALIDATE_RC = re.compile(rb"^tectum-validate:([0-9]+)$", re.MULTILINE)
+
+
+def _validate_line(command: str) -> str:
+    """The ``validate`` command as the text ``_WRITE`` evals: every literal piece
+    single-quoted (:func:`shlex.quote`), the staged file's path put in as ``"$t"`` — so the
+    shell splits nothing and expands nothing but that one variable."""
+    return " ".join('"$t"'.join(shlex.quote(piece) for piece in pieces)
+                    for pieces in validate_words(command))
 
 
 def _no_nul(value: str, what: str) -> str:
@@ -750,7 +795,7 @@ class SSHConnector:
             recorded = [self._tofu_key]
             source = "the key trusted on first use earlier in this run"
         else:
-            recorded = list(self._recorded_keys(addr, port))
+            recorded = self._recorded_keys(addr, port)
             source = self.known_hosts
         if recorded:
             prints = ", ".join(f"{k.get_algorithm()} {k.get_fingerprint('sha256')}"
@@ -789,10 +834,16 @@ class SSHConnector:
             raise ConnectorError(f"cannot parse known_hosts {self.known_hosts}: {exc}") from None
 
     def _recorded_keys(self, addr: str, port: int) -> list[asyncssh.SSHKey]:
+        """The keys ``known_hosts`` records for the host, each once: asyncssh matches the
+        host name and the address separately, so a line naming the address (the usual case,
+        where the two are the same) comes back twice."""
         known = self._known()
         found = asyncssh.match_known_hosts(known, self.address, addr,
                                            None if port == 22 else port)
-        return list(found[0])
+        unique: dict[bytes, asyncssh.SSHKey] = {}
+        for key in found[0]:
+            unique.setdefault(key.public_data, key)
+        return list(unique.values())
 
     async def _connection(self) -> asyncssh.SSHClientConnection:
         conn, client = self._conn, self._client
@@ -1233,6 +1284,12 @@ class SSHConnector:
                 ) -> tuple[str, bytes] | None:
         """Run a mutation script: None when it succeeded, else the failure kind and the
         failing tool's message (stderr)."""
+        failed = self._mutate_out(script, args, stdin)
+        return None if failed is None else failed[:2]
+
+    def _mutate_out(self, script: str, args: Sequence[str], stdin: bytes = b""
+                    ) -> tuple[str, bytes, bytes] | None:
+        """:meth:`_mutate`, with the script's stdout after the failure kind and stderr."""
         result = self._exec(script, args, stdin)
         if result.timed_out:
             raise ConnectorError(f"{self._where()}: the operation timed out after "
@@ -1241,7 +1298,7 @@ class SSHConnector:
             return None
         match = _FAIL.search(result.stdout)
         if result.returncode == 99 and match:
-            return match.group(1).decode(), result.stderr
+            return match.group(1).decode(), result.stderr, result.stdout
         detail = result.stderr.decode("utf-8", "replace").strip()[-400:]
         raise ConnectorError(f"{self._where()}: a remote step failed with exit code "
                              f"{result.returncode}: {detail}")
@@ -1253,20 +1310,29 @@ class SSHConnector:
             raise ConnectorError(f"group {group!r} does not exist on this host")
 
     def write_file(
-        self, path: str, data: bytes, *, mode: str | None, owner: str | None, group: str | None
+        self, path: str, data: bytes, *, mode: str | None, owner: str | None, group: str | None,
+        validate: str | None = None,
     ) -> None:
-        """Atomic: a temporary file in the same directory (``cat`` from stdin, chown, chmod),
-        then ``mv -fT`` over PATH; one round trip. With ``mode`` None the replaced file's mode
-        (and, with no owner/group either, its ownership) is kept, else 0644 — but a symlink's
-        0777 is not copied onto the file that replaces it (LocalConnector copies it)."""
+        """Atomic: a temporary file in the same directory (``cat`` from stdin, chown, chmod,
+        the ``validate`` command), then ``mv -fT`` over PATH; one round trip. What is None is
+        kept from the file replaced: its mode (else 0644), its owner and its group (else the
+        writer's) — but a symlink is not a file replaced: its 0777 and owner are not copied.
+        ``validate`` (see :meth:`Connector.write_file`) runs on the host under ``sh``'s
+        ``exec``, every word single-quoted and the staged path put in as a variable, so
+        nothing in the command or the path is interpreted by a shell; a refusal raises
+        :class:`~tectum.providers.host.connector.ValidationFailed`."""
         self._record("write", True, path=path, bytes=len(data))
         directory = os.path.dirname(path) or "."
-        failed = self._mutate(_WRITE, [path, directory, os.path.basename(path),
-                                       secrets.token_hex(6), str(len(data)), _octal(mode),
-                                       owner or "", group or ""], data)
+        failed = self._mutate_out(_WRITE, [path, directory, os.path.basename(path),
+                                           secrets.token_hex(6), str(len(data)), _octal(mode),
+                                           owner or "", group or "",
+                                           _validate_line(validate) if validate else ""], data)
         if failed is None:
             return
-        kind, stderr = failed
+        kind, stderr, stdout = failed
+        if kind == "validate" and validate is not None:
+            code = _VALIDATE_RC.search(stdout)
+            raise validation_error(path, validate, int(code.group(1)) if code else 1, stderr)
         self._ids_error(kind, owner, group)
         if kind == "nodir":
             raise ConnectorError(f"cannot write {path}: directory {directory} does not exist")
@@ -1460,11 +1526,20 @@ class SSHConnector:
         raise ConnectorError(f"cannot create symlink {path}: {_strerror(stderr)}")
 
     def remove(self, path: str, *, recursive: bool = False) -> None:
+        """See :meth:`Connector.remove`: one round trip; a recursive delete is ``rm -rf``
+        (which skips entries that vanish under it), twice if the first pass failed, and the
+        host checks that ``path`` is gone before it answers."""
         self._record("remove", True, path=path, recursive=recursive)
         failed = self._mutate(_REMOVE, [path, "1" if recursive else "0"])
         if failed is None:
             return
         kind, stderr = failed
-        if _strerror(stderr) == "No such file or directory":
+        if kind == "absent" and _strerror(stderr) == "No such file or directory":
             return  # already gone, as with LocalConnector
+        if kind == "remains":
+            lines = [line for line in stderr.splitlines()
+                     if line.strip() and not line.startswith(b"tectum:")]
+            why = _strerror(lines[0]) if lines else "was something added to it meanwhile?"
+            raise ConnectorError(f"cannot remove {path}: it is still there after the delete "
+                                 f"({why})")
         raise ConnectorError(f"cannot remove {path}: {_strerror(stderr)}")
