@@ -504,5 +504,6 @@ def _replace_identity(rt: ResourceType, conn: Connector, change: ResourceChange
                                   None, prior=change.prior, source=change.source))
     _, creates = rt.plan(change.after, None, None)
     return ResourceChange(change.address, change.type, Action.CREATE, None, change.after,
-                          creates, dependencies=change.dependencies, source=change.source,
+                          creates, triggers=change.triggers, triggered=change.triggered,
+                          dependencies=change.dependencies, source=change.source,
                           origin=change.origin, on_destroy=change.on_destroy)
