@@ -397,7 +397,7 @@ DECL_CASES = [
         "bad-file-mode",
         'from tectum.host import File\nFile("f", path="@OUT@/f", content="x", mode="0999")\n',
         "Invalid attribute value", 'File("f"', "file.f",
-        detail=("Attribute 'mode': must be an octal mode such as \"0644\"",),
+        detail=("Attribute 'mode': must be an octal mode written as a string, such as \"0644\"",),
     ),
     Case(
         "relative-path",
