@@ -126,12 +126,10 @@ def build_graph(stack: Stack) -> tuple[Graph, Diagnostics]:
         auto: list[str] = []
         path = decl.attrs.get("path")
         if decl.type in PATH_TYPES and isinstance(path, str) and is_known(path):
-            parent = os.path.dirname(os.path.normpath(path))
-            while parent not in ("", "/", "//"):
+            for parent in _ancestors(path):
                 if (host, parent) in dir_paths:
                     auto.append(dir_paths[(host, parent)])
                     break
-                parent = os.path.dirname(parent)
         for key, index in (("owner", users), ("group", groups)):
             val = decl.attrs.get(key)
             if isinstance(val, str) and (host, val) in index:
@@ -744,13 +742,20 @@ def _contained(stack: Stack, records: dict[str, ResourceRecord]) -> dict[str, se
         if rec.type not in PATH_TYPES or not isinstance(path, str) or not is_known(path):
             continue
         machine = machine_of(stack, ResourceAddress.parse(address).host)
-        parent = os.path.dirname(os.path.normpath(path))
-        while parent not in ("", "/", "//"):
+        for parent in _ancestors(path):
             found = dirs.get((machine, parent))
             if found is not None and found != address:
                 out.setdefault(found, set()).add(address)
-            parent = os.path.dirname(parent)
     return out
+
+
+def _ancestors(path: str) -> Iterator[str]:
+    """The directories above ``path``, nearest first, without the root (``/a/b/c`` → ``/a/b``,
+    ``/a``)."""
+    parent = os.path.dirname(os.path.normpath(path))
+    while parent not in ("", "/", "//"):
+        yield parent
+        parent = os.path.dirname(parent)
 
 
 def add_read(by_host: dict[str | None, HostBatches], host: str | None, rt: ResourceType,
