@@ -1,6 +1,9 @@
 """The state backend conformance suite: every backend keeps the rules of
 :mod:`tectum.backends.base`, tested the same way on each (``store`` is parameterized over the
-embedded SQLite file and a PostgreSQL database of the test's own).
+embedded SQLite file and a PostgreSQL database of the test's own). Each backend is the state
+manager (:mod:`tectum.state.manager`, the rules) over its own storage, so this suite tests both
+the rules and that each storage gives them what they need (snapshots, one transaction for a
+check and the write it allows).
 
 Locks are tested across real processes: a worker subprocess (``WORKER`` below) opens its own
 backend object on the same store and takes, holds, releases the lock on command, or is killed
@@ -29,7 +32,7 @@ import pytest
 
 from tectum.backends.base import Intent, LockInfo, StateBackend
 from tectum.diagnostics import Diagnostic, DiagnosticError
-from tectum.state.model import ResourceRecord, State
+from tectum.state.model import FORMAT_VERSION, ResourceRecord, State
 
 WORKER = r"""
 import json, os, sys, time
@@ -483,6 +486,7 @@ def test_push_rules(store: Store) -> None:
         backend.push(older)
     assert diag(exc).summary == "State serial is older"
     assert [v.serial for v in backend.history()] == [1, 2], "refused pushes store nothing"
+    assert (stranger.serial, older.serial) == (7, 1), "a refused push leaves the serial as it was"
     same = backend.read()
     assert backend.push(same) == 3
     assert backend.push(older, force=True) == 4
@@ -647,6 +651,80 @@ def test_corrupt_journal_entry(store: Store) -> None:
             call()
         assert diag(exc).summary == "Unreadable state"
         assert "journal" in diag(exc).detail and "file.a" in diag(exc).detail
+
+
+@pytest.mark.parametrize("record, damage", [
+    (json.dumps(rec("file.b", v=2).to_json()), "the record is for file.b"),
+    (json.dumps({"address": "file.a", "type": "file"}), "has no 'attributes'"),
+    ("[" * 100_000 + "]" * 100_000, "damaged"),
+], ids=["another address", "no attributes", "nested too deep"])
+def test_journal_record_that_does_not_fit_its_row(store: Store, record: str,
+                                                  damage: str) -> None:
+    """The journal replay rule, the same on every backend (it had drifted: PostgreSQL took a
+    record for another address, and a deep one crashed it): a result row holds the record of
+    its own address, else the state is unreadable rather than silently wrong."""
+    backend = store.open()
+    serial = backend.write(state_with(rec("file.a", v=1)), "apply")
+    backend.record(serial, [("file.a", "update", rec("file.a", v=2))])
+    store.sql("UPDATE journal SET record = ?", record)
+    for call in (backend.read, store.open().read):
+        with pytest.raises(DiagnosticError) as exc:
+            call()
+        assert diag(exc).summary == "Unreadable state"
+        assert "the journal entry for file.a is damaged" in diag(exc).detail
+        assert damage in diag(exc).detail
+    assert backend.read_version(serial)[0].resources == {"file.a": rec("file.a", v=1)}
+
+
+@pytest.mark.parametrize("outputs", ['{"url": 1}', "[]", '"x"'])
+def test_journal_outputs_that_are_not_objects(store: Store, outputs: str) -> None:
+    backend = store.open()
+    serial = backend.write(state_with(rec("file.a")), "apply")
+    store.sql("INSERT INTO journal (workspace, base_serial, address, action, record, "
+              "created_at) VALUES ('default', ?, 'outputs', 'outputs', ?, 0)", serial, outputs)
+    with pytest.raises(DiagnosticError) as exc:
+        backend.read()
+    assert diag(exc).summary == "Unreadable state"
+    assert "journal entry for outputs is damaged" in diag(exc).detail
+    assert "outputs must be an object of objects" in diag(exc).detail
+
+
+def test_deeply_nested_state_document(store: Store) -> None:
+    backend = store.open()
+    backend.write(state_with(rec("file.a")), "apply")
+    store.sql("UPDATE states SET document = ?", "[" * 100_000 + "]" * 100_000)
+    for call in (backend.read, lambda: backend.read_version(1)):
+        with pytest.raises(DiagnosticError) as exc:
+            call()
+        assert diag(exc).summary == "Unreadable state"
+        assert "state version 1 is damaged" in diag(exc).detail
+
+
+def test_damaged_desired_state(store: Store) -> None:
+    backend = store.open()
+    backend.write(state_with(rec("file.a")), "apply", desired={"resources": {}})
+    store.sql("UPDATE states SET desired = ?", "{not json")
+    with pytest.raises(DiagnosticError) as exc:
+        backend.read_version(1)
+    assert diag(exc).summary == "Unreadable state"
+    assert "the desired state of version 1 is damaged" in diag(exc).detail
+    assert backend.read().resources == {"file.a": rec("file.a")}
+
+
+def test_a_format_1_document_is_read(store: Store) -> None:
+    """A version stored by tectum before format 2 (no ``schema_version``) reads as it was, and
+    the next write stores it in the current format."""
+    backend = store.open()
+    backend.write(state_with(rec("file.a", n=1)), "apply")
+    (document,) = store.sql("SELECT document FROM states")[0]
+    old = json.loads(document)
+    old["format_version"] = 1
+    store.sql("UPDATE states SET document = ?", json.dumps(old))
+    state = backend.read()
+    assert state.resources == {"file.a": rec("file.a", n=1)}
+    assert backend.write(state, "apply") == 2
+    (document,) = store.sql("SELECT document FROM states WHERE serial = 2")[0]
+    assert json.loads(document)["format_version"] == FORMAT_VERSION == 2
 
 
 # -- PostgreSQL specifics -----------------------------------------------------------------------

@@ -47,7 +47,7 @@ from tectum.backends.sqlite import SQLiteBackend
 from tectum.diagnostics import DiagnosticError
 from tectum.plans.plan import Action, AttrChange, Plan, ResourceChange
 from tectum.plans.planfile import read_plan, write_plan
-from tectum.state.model import ResourceRecord, State, StateError
+from tectum.state.model import FORMAT_VERSION, ResourceRecord, State, StateError
 
 FUZZ = settings(max_examples=150, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -105,7 +105,7 @@ def _worst(*verdicts: str) -> str:
 
 
 #: resource entry keys whose rules the oracle leaves to the reader (newer, optional fields)
-_RECORD_UNSURE = ("origin", "on_destroy", "owed")
+_RECORD_UNSURE = ("origin", "on_destroy", "owed", "schema_version")
 
 
 def record_verdict(entry: Any) -> str:
@@ -125,13 +125,14 @@ def record_verdict(entry: Any) -> str:
 
 
 def state_verdict(doc: Any) -> str:
-    """A state document (format 1): an object with format_version 1 (an integer), serial (an
-    integer, 0 ≤ serial ≤ MAX_SERIAL), lineage (a non-empty string), resources (a list of
+    """A state document (format 1 or 2): an object with format_version 1 or 2 (an integer),
+    serial (an integer, 0 ≤ serial ≤ MAX_SERIAL), lineage (a non-empty string), resources (a
+    list of
     resource entries, each address once), outputs (an object of objects, each with a value);
     tectum_version and other keys are not checked."""
     if not isinstance(doc, dict):
         return REJECT
-    if not _int(doc.get("format_version")) or doc["format_version"] != 1:
+    if not _int(doc.get("format_version")) or doc["format_version"] not in (1, 2):
         return REJECT  # newer: refused; older: there is no format before 1
     serial: Any = doc.get("serial")
     lineage = doc.get("lineage")
@@ -437,7 +438,7 @@ STATE_CASES = {
     "boolean format": {**valid_state_doc(), "format_version": True},
     "float serial": {**valid_state_doc(), "serial": 3.0},
     "string serial": {**valid_state_doc(), "serial": "3"},
-    "newer format": {**valid_state_doc(), "format_version": 2},
+    "newer format": {**valid_state_doc(), "format_version": FORMAT_VERSION + 1},
     "huge format": {**valid_state_doc(), "format_version": 10**4000},
     "old format": {**valid_state_doc(), "format_version": 0},
     "negative format": {**valid_state_doc(), "format_version": -(10**4000)},

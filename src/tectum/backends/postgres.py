@@ -3,18 +3,19 @@ in one PostgreSQL database shared by a team (psycopg 3; ``pip install 'tectum[po
 
 ``PostgresBackend(dsn, workspace)`` takes a libpq connection string (``host=db.example port=5432
 dbname=tectum user=ops`` or ``postgresql://ops@db.example/tectum``); the password may come from
-the string, ``PGPASSWORD`` or ``~/.pgpass`` and is never shown in a message. It keeps the rules
-of :mod:`tectum.backends.base` exactly as the embedded SQLite backend does, on these tables
-(created when missing, in the first schema of the ``search_path``; pass
-``options=-csearch_path=NAME`` to keep them apart from other applications' tables):
+the string, ``PGPASSWORD`` or ``~/.pgpass`` and is never shown in a message. It is the
+:class:`~tectum.state.manager.StateManager` (the state rules, the same for every backend) over
+:class:`PostgresStorage`, which stores on these tables (created when missing, in the first schema
+of the ``search_path``; pass ``options=-csearch_path=NAME`` to keep them apart from other
+applications' tables):
 
 * ``states(workspace, serial, lineage, created_at, author, operation, document, revision,
   desired)`` — one row per version, primary key ``(workspace, serial)``; ``document`` and
   ``desired`` are JSON text, as in SQLite (not ``jsonb``: a damaged document must be storable,
   so that reading it reports "Unreadable state" instead of failing the write that made it).
 * ``journal(id, workspace, base_serial, address, action, record, created_at)`` — intents
-  (``action = 'intent'``) and results of the run in progress; replayed by :meth:`read` onto the
-  version ``base_serial`` when that is still the latest, cleared by :meth:`write`.
+  (``action = 'intent'``) and results of the run in progress; replayed by ``read`` onto the
+  version ``base_serial`` when that is still the latest, cleared by ``write``.
 * ``lock_info(workspace, info, pg_pid)`` — the lock holder's :class:`LockInfo` as JSON (NULL when
   free) and the PostgreSQL backend pid of its session.
 
@@ -36,14 +37,11 @@ Differences from SQLite, all in what PostgreSQL makes possible:
   the lock.
 * Connection problems are :class:`DiagnosticError` "Cannot reach the state database" naming host,
   port, database and user (never the password) and what to check.
-* :meth:`read` and :meth:`pending_intents` read the version and the journal in one snapshot;
-  :meth:`push` checks lineage and serial in the same transaction as the write.
-
-Errors: "State is locked" (naming the holder), "Lock ID mismatch", "Not locked", "Lock is in
-use" (the holder's session could not be terminated), "State lock lost", "Unreadable state" (a
-damaged document or journal entry), "No such state version", "State lineage differs", "State
-serial is older", "Cannot reach the state database", "Invalid state database address", "State
-database error" (anything else the server refuses, with its message).
+Storage errors: "State is locked" (naming the holder), "Lock ID mismatch", "Not locked", "Lock is
+in use" (the holder's session could not be terminated), "State lock lost", "Unreadable state"
+(naming the workspace and the database), "Cannot reach the state database", "Invalid state
+database address", "State database error" (anything else the server refuses, with its message);
+the manager's are in :mod:`tectum.state.manager`.
 
 psycopg is imported only when a backend is used, so ``import tectum`` stays light.
 """
@@ -53,15 +51,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pwd
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from tectum.backends.base import Intent, JournalEntry, LockInfo, VersionInfo
+from tectum.backends.base import (
+    JournalRow,
+    LockInfo,
+    NewVersion,
+    StoredVersion,
+    VersionInfo,
+    author,
+)
 from tectum.diagnostics import Diagnostic, DiagnosticError
-from tectum.state.model import ResourceRecord, State, StateError
+from tectum.state.manager import StateManager
 
 if TYPE_CHECKING:
     import psycopg
@@ -108,14 +112,6 @@ def _key(purpose: str, workspace: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-def _author() -> str:
-    try:
-        user = pwd.getpwuid(os.getuid()).pw_name
-    except KeyError:
-        user = str(os.getuid())
-    return f"{user}@{os.uname().nodename}"
-
-
 def _parse_lock_info(text: str | None) -> LockInfo | None:
     if not text:
         return None
@@ -130,8 +126,9 @@ def _dumps(data: Any) -> str:
     return json.dumps(data, separators=(",", ":"))
 
 
-class PostgresBackend:
-    """State versions, journal and lock of one workspace in a PostgreSQL database."""
+class PostgresStorage:
+    """The versions, journal and lock of one workspace in a PostgreSQL database: storage only
+    (:class:`~tectum.backends.base.StateStorage`); :class:`PostgresBackend` adds the rules."""
 
     def __init__(self, dsn: str, workspace: str = "default") -> None:
         import importlib.util
@@ -208,7 +205,9 @@ class PostgresBackend:
             "ran force-unlock), so another run may now hold it. Nothing more was stored; run "
             "the command again: what was already recorded is kept in the journal."))
 
-    def _corrupt(self, detail: str) -> DiagnosticError:
+    def damaged(self, detail: str) -> DiagnosticError:
+        """"Unreadable state" naming the workspace and the database (no password): ``detail``
+        says what the state manager found damaged."""
         return DiagnosticError(Diagnostic.error(
             "Unreadable state",
             f"The state of workspace {self.workspace!r} in the PostgreSQL database at "
@@ -324,7 +323,7 @@ class PostgresBackend:
         if self._lock_held is not None:  # this object's own lock: no point in waiting
             raise self._locked(self._lock_held, 0)
         while True:
-            info = LockInfo(lock_id, operation, _author(), os.uname().nodename,
+            info = LockInfo(lock_id, operation, author(), os.uname().nodename,
                             os.getpid(), __version__, time.time())
             got, holder = self._try_lock(info)
             if got:
@@ -494,194 +493,77 @@ class PostgresBackend:
             "(it releases the lock as it ends), or run force-unlock as a role that may "
             "terminate its session (the same role, or one with pg_signal_backend)."))
 
-    # -- state -------------------------------------------------------------------------------
-    def _parse_state(self, serial: int, document: str) -> State:
-        try:
-            return State.from_json(json.loads(document))
-        except (ValueError, StateError) as exc:
-            raise self._corrupt(
-                f"state version {serial} is damaged ({exc}). Earlier versions are kept in the "
-                "same table: `tectum state history` lists them, and `tectum state show "
-                "--version N --json > s.json` then `tectum state push --force s.json` restores "
-                "one") from None
-
-    def read(self) -> State:
-        """The latest state version with any unfinished run's journal replayed onto it (one
-        snapshot for both). Raises :class:`DiagnosticError` "Unreadable state" when the document
-        or a journal entry is damaged."""
+    # -- versions and journal ------------------------------------------------------------------
+    def get_latest(self) -> tuple[StoredVersion | None, list[JournalRow]]:
+        """The latest version and the journal rows on it, in one snapshot (REPEATABLE READ)."""
         with self._tx(snapshot=True) as conn:
             row = conn.execute(
                 "SELECT serial, document FROM states WHERE workspace = %s "
                 "ORDER BY serial DESC LIMIT 1", (self.workspace,)).fetchone()
-            state = State.new() if row is None else self._parse_state(row[0], row[1])
-            base = 0 if row is None else int(row[0])
-            entries = conn.execute(
+            latest = None if row is None else StoredVersion(int(row[0]), row[1])
+            rows = conn.execute(
                 "SELECT address, action, record FROM journal WHERE workspace = %s "
-                "AND base_serial = %s AND action != 'intent' ORDER BY id",
-                (self.workspace, base)).fetchall()
-        for address, action, record in entries:
-            try:
-                if action == "outputs" and record is not None:
-                    outputs = json.loads(record)
-                    if not isinstance(outputs, dict):
-                        raise StateError("outputs must be an object")
-                    state.outputs = outputs
-                elif record is None:
-                    state.resources.pop(address, None)
-                else:
-                    state.resources[address] = ResourceRecord.from_json(json.loads(record))
-            except (ValueError, StateError) as exc:
-                raise self._corrupt(
-                    f"the journal entry for {address} is damaged ({exc}). Delete that row of "
-                    "the journal table: its result is then lost, and the next plan reads the "
-                    "object from the world again") from None
-        return state
+                "AND base_serial = %s ORDER BY id",
+                (self.workspace, 0 if latest is None else latest.serial)).fetchall()
+        return latest, [JournalRow(*r) for r in rows]
 
-    def intend(self, base_serial: int, intents: Sequence[Intent]) -> None:
-        """Commit what is about to be done (one transaction for all of them)."""
-        now = time.time()
-        self._insert([(self.workspace, base_serial, i.address, "intent",
-                       _dumps({"action": i.action, "type": i.type, "identity": i.identity}),
-                       now) for i in intents])
-
-    def record(self, base_serial: int, entries: Sequence[JournalEntry]) -> None:
-        """Commit finished resources — ``(address, action, record or None)`` — to the journal
-        in one transaction (durable when this returns)."""
-        now = time.time()
-        self._insert([(self.workspace, base_serial, address, action,
-                       _dumps(rec.to_json()) if rec is not None else None, now)
-                      for address, action, rec in entries])
-
-    def _insert(self, rows: list[tuple[Any, ...]]) -> None:
-        if not rows:
-            return
-        with self._tx() as conn, conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO journal (workspace, base_serial, address, action, record, "
-                "created_at) VALUES (%s, %s, %s, %s, %s, %s)", rows)
-
-    def pending_intents(self) -> list[Intent]:
-        """Intents of an interrupted run (on the latest version) that have no result."""
+    def get_journal(self) -> list[JournalRow]:
+        """The journal rows on the latest version, oldest first."""
         with self._tx() as conn:
             rows = conn.execute(
                 "SELECT address, action, record FROM journal WHERE workspace = %s "
                 "AND base_serial = (SELECT COALESCE(MAX(serial), 0) FROM states "
                 "WHERE workspace = %s) ORDER BY id", (self.workspace, self.workspace)).fetchall()
-        open_intents: dict[str, Intent] = {}
-        for address, action, record in rows:
-            if action == "intent":
-                try:
-                    data = json.loads(record)
-                    if not isinstance(data, dict) or not isinstance(data["action"], str) \
-                            or not isinstance(data["type"], str) \
-                            or not isinstance(data["identity"], dict):
-                        raise ValueError("action and type must be strings, identity an object")
-                    open_intents[address] = Intent(address, data["action"], data["type"],
-                                                   data["identity"])
-                except (ValueError, TypeError, KeyError, RecursionError) as exc:
-                    raise self._corrupt(
-                        f"the journal intent for {address} is damaged ({exc}). Delete that "
-                        "row of the journal table, then check that object by hand") from None
-            else:
-                open_intents.pop(address, None)
-        return list(open_intents.values())
+        return [JournalRow(*r) for r in rows]
 
-    def _store(self, conn: Connection, state: State, operation: str, revision: str | None,
-               desired: dict[str, Any] | None, latest: int) -> int:
-        old = state.serial
-        state.serial = max(state.serial, latest) + 1
-        try:
-            conn.execute(
-                "INSERT INTO states (workspace, serial, lineage, created_at, author, operation, "
-                "document, revision, desired) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (self.workspace, state.serial, state.lineage, time.time(), _author(), operation,
-                 _dumps(state.to_json()), revision,
-                 _dumps(desired) if desired is not None else None))
-            conn.execute("DELETE FROM journal WHERE workspace = %s", (self.workspace,))
-        except BaseException:
-            state.serial = old
-            raise
-        return state.serial
-
-    def _latest(self, conn: Connection) -> tuple[int, str | None]:
-        """Serial and document of the latest version, writers of the workspace held off."""
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._write_key,))
-        row = conn.execute("SELECT serial, document FROM states WHERE workspace = %s "
-                           "ORDER BY serial DESC LIMIT 1", (self.workspace,)).fetchone()
-        return (0, None) if row is None else (int(row[0]), row[1])
-
-    def write(self, state: State, operation: str, *, revision: str | None = None,
-              desired: dict[str, Any] | None = None) -> int:
-        """Store ``state`` as a new version (serial = max(its serial, latest) + 1) with the
-        configuration ``revision`` and the ``desired`` state it applied, and clear the journal,
-        in one transaction. Returns the new serial."""
-        old = state.serial
-        try:
-            with self._tx() as conn:
-                latest, _ = self._latest(conn)
-                return self._store(conn, state, operation, revision, desired, latest)
-        except BaseException:
-            state.serial = old  # not stored: the commit failed
-            raise
-
-    def push(self, state: State, *, force: bool = False) -> int:
-        """Store a state made elsewhere (``tectum state push``): refused for another lineage or
-        a lower serial than the latest, unless ``force``. Returns the new serial."""
-        old = state.serial
-        try:
-            with self._tx() as conn:
-                latest, document = self._latest(conn)
-                if latest and not force and document is not None:
-                    current = self._parse_state(latest, document)
-                    if state.lineage != current.lineage:
-                        raise DiagnosticError(Diagnostic.error(
-                            "State lineage differs",
-                            f"The pushed state has lineage {state.lineage}; workspace "
-                            f"{self.workspace!r} has {current.lineage}. They are different "
-                            "histories; pass --force to replace it anyway."))
-                    if state.serial < latest:
-                        raise DiagnosticError(Diagnostic.error(
-                            "State serial is older",
-                            f"The pushed state has serial {state.serial}, lower than the "
-                            f"stored {latest}: it would undo later applies. Pull, or pass "
-                            "--force."))
-                return self._store(conn, state, "push", None, None, latest)
-        except BaseException:
-            state.serial = old
-            raise
-
-    def read_version(self, serial: int) -> tuple[State, dict[str, Any] | None]:
-        """Version ``serial`` and the desired state it applied (None when not recorded)."""
+    def get_version(self, serial: int) -> StoredVersion | None:
+        """Version ``serial`` with its desired state, or None."""
         with self._tx() as conn:
             row = conn.execute(
                 "SELECT document, desired FROM states WHERE workspace = %s AND serial = %s",
                 (self.workspace, serial)).fetchone()
-        if row is None:
-            raise DiagnosticError(Diagnostic.error(
-                "No such state version",
-                f"Workspace {self.workspace!r} has no state version {serial}. "
-                "`tectum state history` lists the versions there are."))
-        state = self._parse_state(serial, row[0])
-        try:
-            desired = json.loads(row[1]) if row[1] else None
-        except ValueError as exc:
-            raise self._corrupt(f"the desired state of version {serial} is damaged ({exc})"
-                                ) from None
-        return state, desired
+        return None if row is None else StoredVersion(serial, row[0], row[1])
 
     def history(self) -> list[VersionInfo]:
+        """Every version's metadata, oldest first."""
         with self._tx() as conn:
             rows = conn.execute(
                 "SELECT serial, lineage, created_at, author, operation, revision FROM states "
                 "WHERE workspace = %s ORDER BY serial", (self.workspace,)).fetchall()
         return [VersionInfo(int(r[0]), r[1], float(r[2]), r[3], r[4], r[5]) for r in rows]
 
+    def put_version(self, make: Callable[[StoredVersion | None], NewVersion]) -> NewVersion:
+        """Insert the version ``make`` returns for the latest one and clear the journal, in one
+        transaction; a transaction-level advisory lock on the workspace's write key holds off
+        every other writer until it commits."""
+        with self._tx() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._write_key,))
+            row = conn.execute("SELECT serial, document FROM states WHERE workspace = %s "
+                               "ORDER BY serial DESC LIMIT 1", (self.workspace,)).fetchone()
+            new = make(None if row is None else StoredVersion(int(row[0]), row[1]))
+            conn.execute(
+                "INSERT INTO states (workspace, serial, lineage, created_at, author, operation, "
+                "document, revision, desired) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (self.workspace, *new))
+            conn.execute("DELETE FROM journal WHERE workspace = %s", (self.workspace,))
+        return new
+
+    def append_journal(self, base_serial: int, rows: Sequence[JournalRow]) -> None:
+        """Commit ``rows`` in one transaction (durable when this returns)."""
+        if not rows:
+            return
+        now = time.time()
+        with self._tx() as conn, conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO journal (workspace, base_serial, address, action, record, "
+                "created_at) VALUES (%s, %s, %s, %s, %s, %s)",
+                [(self.workspace, base_serial, *row, now) for row in rows])
+
     # -- workspaces --------------------------------------------------------------------------
     def workspaces(self) -> list[str]:
-        """Workspaces with at least one version, and ``default``, sorted."""
+        """Workspaces with at least one version."""
         with self._tx() as conn:
-            rows = conn.execute("SELECT DISTINCT workspace FROM states").fetchall()
-        return sorted({"default", *(r[0] for r in rows)})
+            return [r[0] for r in conn.execute("SELECT DISTINCT workspace FROM states")]
 
     def delete_workspace(self, name: str) -> None:
         """Remove the versions and journal of workspace ``name`` (its lock is left alone)."""
@@ -689,3 +571,13 @@ class PostgresBackend:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_key("write", name),))
             conn.execute("DELETE FROM states WHERE workspace = %s", (name,))
             conn.execute("DELETE FROM journal WHERE workspace = %s", (name,))
+
+
+class PostgresBackend(StateManager):
+    """The state of workspace ``workspace`` in the PostgreSQL database ``dsn``: the state rules
+    of :class:`~tectum.state.manager.StateManager` over :class:`PostgresStorage`."""
+
+    storage: PostgresStorage
+
+    def __init__(self, dsn: str, workspace: str = "default") -> None:
+        super().__init__(PostgresStorage(dsn, workspace))

@@ -1,5 +1,7 @@
 """The embedded backend: one SQLite file (``.tectum/state.db``) holds state versions, the
-journal of the current run and the workspace locks.
+journal of the current run and the workspace locks. ``SQLiteBackend(path, workspace)`` is the
+:class:`~tectum.state.manager.StateManager` (the state rules, the same for every backend) over
+:class:`SQLiteStorage`, which stores:
 
 * Every apply stores a new state version (``serial`` + 1); all earlier versions stay (history).
 * During an apply each finished resource is committed to the journal at once (a small insert in
@@ -29,17 +31,22 @@ import errno
 import fcntl
 import json
 import os
-import pwd
 import sqlite3
 import stat
 import time
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
 
-from tectum.backends.base import Intent, JournalEntry, LockInfo, VersionInfo
+from tectum.backends.base import (
+    JournalRow,
+    LockInfo,
+    NewVersion,
+    StoredVersion,
+    VersionInfo,
+    author,
+)
 from tectum.diagnostics import Diagnostic, DiagnosticError, SourceLocation
 from tectum.process import pid_alive
-from tectum.state.model import ResourceRecord, State, StateError
+from tectum.state.manager import StateManager
 
 _SCHEMA_VERSION = 3
 _SCHEMA = """
@@ -74,14 +81,6 @@ _STATES_COLUMNS = frozenset({"workspace", "serial", "lineage", "created_at", "au
 _GUARD_WAIT = 10.0
 
 
-def _author() -> str:
-    try:
-        user = pwd.getpwuid(os.getuid()).pw_name
-    except KeyError:
-        user = str(os.getuid())
-    return f"{user}@{os.uname().nodename}"
-
-
 def _holder_details(fd: int) -> LockInfo | None:
     """The details of the process holding the lock, read under the guard (so complete). A holder
     that took the lock without the guard (a tectum from before it) writes them just after it
@@ -104,21 +103,9 @@ def _read_lock_info(fd: int) -> LockInfo | None:
         return None
 
 
-def _parse_intent(address: str, record: str) -> Intent:
-    """An intent row's record: ``{"action": str, "type": str, "identity": object}``; raises
-    ValueError (or TypeError, KeyError, RecursionError) for anything else."""
-    data = json.loads(record)
-    if not isinstance(data, dict):
-        raise ValueError("the intent is not an object")
-    action, rtype, identity = data["action"], data["type"], data["identity"]
-    if not isinstance(action, str) or not isinstance(rtype, str) \
-            or not isinstance(identity, dict):
-        raise ValueError("action and type must be strings, identity an object")
-    return Intent(address, action, rtype, identity)
-
-
-class SQLiteBackend:
-    """State versions, journal and lock for the workspaces of one project."""
+class SQLiteStorage:
+    """The versions, journal and lock of one workspace in the SQLite file ``path``: storage
+    only (:class:`~tectum.backends.base.StateStorage`); :class:`SQLiteBackend` adds the rules."""
 
     def __init__(self, path: str, workspace: str = "default") -> None:
         self.path = path
@@ -128,7 +115,9 @@ class SQLiteBackend:
         self._lock_id: str | None = None
 
     # -- connection ----------------------------------------------------------------------
-    def _corrupt(self, detail: str) -> DiagnosticError:
+    def damaged(self, detail: str) -> DiagnosticError:
+        """"Unreadable state" naming the file: ``detail`` says what is damaged (what the state
+        manager found, or SQLite's error)."""
         return DiagnosticError(Diagnostic.error(
             "Unreadable state",
             f"The state database {self.path} cannot be read: {detail}. Nothing was changed. "
@@ -164,7 +153,7 @@ class SQLiteBackend:
             except FileNotFoundError:
                 self._create()
             except OSError as exc:
-                raise self._corrupt(exc.strerror or str(exc)) from None
+                raise self.damaged(exc.strerror or str(exc)) from None
             else:
                 if stat.S_ISREG(info.st_mode) and info.st_size == 0:
                     raise self._foreign("an empty file (0 bytes)")
@@ -172,13 +161,13 @@ class SQLiteBackend:
                 db = sqlite3.connect(self.path, timeout=10, isolation_level=None,
                                      check_same_thread=False)
             except sqlite3.DatabaseError as exc:
-                raise self._corrupt(str(exc)) from None
+                raise self.damaged(str(exc)) from None
             try:
                 self._check_schema(db)
                 db.execute("PRAGMA synchronous=NORMAL")
             except sqlite3.DatabaseError as exc:
                 db.close()
-                raise self._corrupt(str(exc)) from None
+                raise self.damaged(str(exc)) from None
             except BaseException:
                 db.close()
                 raise
@@ -209,9 +198,9 @@ class SQLiteBackend:
                 if not os.path.exists(self.path):  # a file system without hard links
                     os.rename(tmp, self.path)
         except sqlite3.DatabaseError as exc:
-            raise self._corrupt(f"it cannot be created ({exc})") from None
+            raise self.damaged(f"it cannot be created ({exc})") from None
         except OSError as exc:
-            raise self._corrupt(f"it cannot be created ({exc.strerror or exc})") from None
+            raise self.damaged(f"it cannot be created ({exc.strerror or exc})") from None
         finally:
             for suffix in ("", "-wal", "-shm", "-journal"):
                 with contextlib.suppress(FileNotFoundError):
@@ -297,7 +286,7 @@ class SQLiteBackend:
         object — still holds it."""
         from tectum import __version__
 
-        info = LockInfo(os.urandom(16).hex(), operation, _author(), os.uname().nodename,
+        info = LockInfo(os.urandom(16).hex(), operation, author(), os.uname().nodename,
                         os.getpid(), __version__, time.time())
         os.makedirs(os.path.dirname(self.lock_path) or ".", exist_ok=True)
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -411,213 +400,113 @@ class SQLiteBackend:
         finally:
             os.close(fd)
 
-    # -- state -------------------------------------------------------------------------------
-    def read(self) -> State:
-        """The latest state version with any unfinished run's journal replayed onto it.
-
-        Raises :class:`DiagnosticError` when the database or the document is unreadable."""
+    # -- versions and journal ------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _transaction(self, *, write: bool = False) -> Iterator[sqlite3.Connection]:
+        """One transaction (one snapshot; ``write``: ``BEGIN IMMEDIATE``, holding off every
+        other writer of the file), committed when the block ends and rolled back when it
+        raises. SQLite's own errors become :class:`DiagnosticError` "Unreadable state" (or
+        "Cannot write state" for ``write``)."""
         db = self.db
         try:
-            db.execute("BEGIN")  # one snapshot for the version and its journal
-            row = db.execute(
-                "SELECT serial, document FROM states WHERE workspace = ? "
-                "ORDER BY serial DESC LIMIT 1", (self.workspace,)).fetchone()
-            if row is None:
-                state = State.new()
-            else:
-                try:
-                    state = State.from_json(json.loads(row[1]))
-                except (ValueError, RecursionError, StateError) as exc:
-                    raise self._corrupt(
-                        f"state version {row[0]} is damaged ({exc}). Earlier versions are kept "
-                        "in the same file: `tectum state history` lists them, and "
-                        "`tectum state show --version N --json > s.json` then "
-                        "`tectum state push --force s.json` restores one"
-                    ) from None
-            for address, action, record in db.execute(
-                    "SELECT address, action, record FROM journal WHERE workspace = ? "
-                    "AND base_serial = ? AND action != 'intent' ORDER BY id",
-                    (self.workspace, state.serial)):
-                try:
-                    self._replay(state, address, action, record)
-                except (ValueError, KeyError, TypeError, RecursionError, StateError) as exc:
-                    raise self._corrupt(
-                        f"the journal entry for {address} is damaged ({exc})") from None
-        except sqlite3.DatabaseError as exc:
-            raise self._corrupt(str(exc)) from None
-        finally:
-            if db.in_transaction:
+            db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                yield db
                 db.execute("COMMIT")
-        return state
-
-    @staticmethod
-    def _replay(state: State, address: str, action: str, record: str | None) -> None:
-        if action == "outputs" and record is not None:
-            outputs = json.loads(record)
-            if not isinstance(outputs, dict) or not all(isinstance(v, dict)
-                                                        for v in outputs.values()):
-                raise StateError("outputs must be an object of objects")
-            state.outputs = outputs
-        elif record is None:
-            state.resources.pop(address, None)
-        else:
-            rec = ResourceRecord.from_json(json.loads(record))
-            if rec.address != address:
-                raise StateError(f"the record is for {rec.address}")
-            state.resources[address] = rec
-
-    def _latest_serial(self) -> int:
-        row = self.db.execute("SELECT MAX(serial) FROM states WHERE workspace = ?",
-                              (self.workspace,)).fetchone()
-        return int(row[0]) if row and row[0] is not None else 0
-
-    def intend(self, base_serial: int, intents: Sequence[Intent]) -> None:
-        """Commit what is about to be done (one transaction for all of them)."""
-        now = time.time()
-        self._insert([(self.workspace, base_serial, i.address, "intent",
-                       json.dumps({"action": i.action, "type": i.type,
-                                   "identity": i.identity}), now) for i in intents])
-
-    def pending_intents(self) -> list[Intent]:
-        """Intents of an interrupted run that have no recorded result."""
-        try:
-            rows = self.db.execute(
-                "SELECT id, address, action, record FROM journal WHERE workspace = ? "
-                "AND base_serial = ? ORDER BY id",
-                (self.workspace, self._latest_serial())).fetchall()
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
         except sqlite3.DatabaseError as exc:
-            raise self._corrupt(str(exc)) from None
-        open_intents: dict[str, Intent] = {}
-        for _, address, action, record in rows:
-            if action == "intent":
-                try:
-                    intent = _parse_intent(address, record)
-                except (ValueError, KeyError, TypeError, RecursionError) as exc:
-                    raise self._corrupt(
-                        f"the journal intent for {address} is damaged ({exc})") from None
-                open_intents[address] = intent
-            else:
-                open_intents.pop(address, None)
-        return list(open_intents.values())
+            if not write:
+                raise self.damaged(str(exc)) from None
+            raise DiagnosticError(Diagnostic.error(
+                "Cannot write state",
+                f"The state database {self.path} refused a write: {exc}. Nothing was changed. "
+                "Check that the file and its directory are writable and that the disk has "
+                "room.", source=SourceLocation(self.path))) from None
 
-    def _insert(self, rows: list[tuple[Any, ...]]) -> None:
-        if not rows:
-            return
-        db = self.db
-        db.execute("BEGIN")
-        try:
-            db.executemany(
-                "INSERT INTO journal (workspace, base_serial, address, action, record, "
-                "created_at) VALUES (?, ?, ?, ?, ?, ?)", rows)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-
-    def record(self, base_serial: int, entries: Sequence[JournalEntry]) -> None:
-        """Commit finished resources — ``(address, action, record or None)`` — to the journal
-        in one transaction (durable against a killed process when this returns)."""
-        now = time.time()
-        self._insert([(self.workspace, base_serial, address, action,
-                       json.dumps(rec.to_json()) if rec is not None else None, now)
-                      for address, action, rec in entries])
-
-    def write(self, state: State, operation: str, *, revision: str | None = None,
-              desired: dict[str, Any] | None = None) -> int:
-        """Store ``state`` as a new version (serial = max(its serial, latest) + 1) with the
-        configuration ``revision`` and the ``desired`` state it applied, and clear the journal.
-        Returns the new serial."""
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            self._insert_version(state, operation, revision, desired)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        return state.serial
-
-    def _insert_version(self, state: State, operation: str, revision: str | None,
-                        desired: dict[str, Any] | None) -> None:
-        db = self.db
-        state.serial = max(state.serial, self._latest_serial()) + 1
-        db.execute(
-            "INSERT INTO states VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (self.workspace, state.serial, state.lineage, time.time(), _author(), operation,
-             json.dumps(state.to_json(), separators=(",", ":")), revision,
-             json.dumps(desired, separators=(",", ":")) if desired is not None else None))
-        db.execute("DELETE FROM journal WHERE workspace = ?", (self.workspace,))
-
-    def push(self, state: State, *, force: bool = False) -> int:
-        """Store a state made elsewhere (``tectum state push``): refused for another lineage or
-        a lower serial than the latest, unless ``force``. Check and write are one transaction.
-        Returns the new serial."""
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+    def get_latest(self) -> tuple[StoredVersion | None, list[JournalRow]]:
+        """The latest version and the journal rows on it, in one snapshot."""
+        with self._transaction() as db:
             row = db.execute(
                 "SELECT serial, document FROM states WHERE workspace = ? "
                 "ORDER BY serial DESC LIMIT 1", (self.workspace,)).fetchone()
-            if row is not None and not force:
-                latest = int(row[0])
-                try:
-                    lineage = State.from_json(json.loads(row[1])).lineage
-                except (ValueError, RecursionError, StateError) as exc:
-                    raise self._corrupt(f"state version {latest} is damaged ({exc})") from None
-                if state.lineage != lineage:
-                    raise DiagnosticError(Diagnostic.error(
-                        "State lineage differs",
-                        f"The pushed state has lineage {state.lineage}; workspace "
-                        f"{self.workspace!r} has {lineage}. They are different histories; "
-                        "pass --force to replace it anyway."))
-                if state.serial < latest:
-                    raise DiagnosticError(Diagnostic.error(
-                        "State serial is older",
-                        f"The pushed state has serial {state.serial}, lower than the stored "
-                        f"{latest}: it would undo later applies. Pull, or pass --force."))
-            self._insert_version(state, "push", None, None)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        return state.serial
+            latest = None if row is None else StoredVersion(int(row[0]), row[1])
+            rows = db.execute(
+                "SELECT address, action, record FROM journal WHERE workspace = ? "
+                "AND base_serial = ? ORDER BY id",
+                (self.workspace, 0 if latest is None else latest.serial)).fetchall()
+        return latest, [JournalRow(*r) for r in rows]
 
-    def read_version(self, serial: int) -> tuple[State, dict[str, Any] | None]:
-        try:
-            row = self.db.execute(
+    def get_journal(self) -> list[JournalRow]:
+        """The journal rows on the latest version, oldest first."""
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT address, action, record FROM journal WHERE workspace = ? "
+                "AND base_serial = (SELECT COALESCE(MAX(serial), 0) FROM states "
+                "WHERE workspace = ?) ORDER BY id", (self.workspace, self.workspace)).fetchall()
+        return [JournalRow(*r) for r in rows]
+
+    def get_version(self, serial: int) -> StoredVersion | None:
+        """Version ``serial`` with its desired state, or None."""
+        with self._transaction() as db:
+            row = db.execute(
                 "SELECT document, desired FROM states WHERE workspace = ? AND serial = ?",
                 (self.workspace, serial)).fetchone()
-        except sqlite3.DatabaseError as exc:
-            raise self._corrupt(str(exc)) from None
-        if row is None:
-            raise DiagnosticError(Diagnostic.error(
-                "No such state version",
-                f"Workspace {self.workspace!r} has no state version {serial}. "
-                "`tectum state history` lists the versions there are."))
-        try:
-            state = State.from_json(json.loads(row[0]))
-            desired = json.loads(row[1]) if row[1] else None
-        except (ValueError, RecursionError, StateError) as exc:
-            raise self._corrupt(f"state version {serial} is damaged ({exc})") from None
-        return state, desired
+        return None if row is None else StoredVersion(serial, row[0], row[1])
 
     def history(self) -> list[VersionInfo]:
-        rows = self.db.execute(
-            "SELECT serial, lineage, created_at, author, operation, revision FROM states "
-            "WHERE workspace = ? ORDER BY serial", (self.workspace,)).fetchall()
+        """Every version's metadata, oldest first."""
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT serial, lineage, created_at, author, operation, revision FROM states "
+                "WHERE workspace = ? ORDER BY serial", (self.workspace,)).fetchall()
         return [VersionInfo(*r) for r in rows]
 
+    def put_version(self, make: Callable[[StoredVersion | None], NewVersion]) -> NewVersion:
+        """Insert the version ``make`` returns for the latest one and clear the journal, in one
+        ``BEGIN IMMEDIATE`` transaction (no other writer in between)."""
+        with self._transaction(write=True) as db:
+            row = db.execute(
+                "SELECT serial, document FROM states WHERE workspace = ? "
+                "ORDER BY serial DESC LIMIT 1", (self.workspace,)).fetchone()
+            new = make(None if row is None else StoredVersion(int(row[0]), row[1]))
+            db.execute(
+                "INSERT INTO states (workspace, serial, lineage, created_at, author, operation, "
+                "document, revision, desired) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (self.workspace, *new))
+            db.execute("DELETE FROM journal WHERE workspace = ?", (self.workspace,))
+        return new
+
+    def append_journal(self, base_serial: int, rows: Sequence[JournalRow]) -> None:
+        """Commit ``rows`` in one transaction (a small insert in WAL mode)."""
+        if not rows:
+            return
+        now = time.time()
+        with self._transaction(write=True) as db:
+            db.executemany(
+                "INSERT INTO journal (workspace, base_serial, address, action, record, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                [(self.workspace, base_serial, *row, now) for row in rows])
+
     def workspaces(self) -> list[str]:
-        rows = self.db.execute("SELECT DISTINCT workspace FROM states").fetchall()
-        return sorted({"default", *(r[0] for r in rows)})
+        """Workspaces with at least one version."""
+        with self._transaction() as db:
+            return [r[0] for r in db.execute("SELECT DISTINCT workspace FROM states")]
 
     def delete_workspace(self, name: str) -> None:
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        """Remove the versions and journal of workspace ``name``."""
+        with self._transaction(write=True) as db:
             db.execute("DELETE FROM states WHERE workspace = ?", (name,))
             db.execute("DELETE FROM journal WHERE workspace = ?", (name,))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+
+
+class SQLiteBackend(StateManager):
+    """The state of workspace ``workspace`` in the SQLite file ``path``: the state rules of
+    :class:`~tectum.state.manager.StateManager` over :class:`SQLiteStorage`."""
+
+    storage: SQLiteStorage
+
+    def __init__(self, path: str, workspace: str = "default") -> None:
+        super().__init__(SQLiteStorage(path, workspace))

@@ -4,9 +4,16 @@ A JSON document, versioned (``format_version``), identified by ``lineage`` (a UU
 state is first created) and ``serial`` (incremented by every apply that changes it) — Terraform's
 state file conventions. Each resource record holds the attributes the provider returned after the
 last apply, the addresses it depended on (used to order its deletion once it leaves the stack),
-and where it was declared.
+where it was declared, and the ``schema_version`` of its type those attributes follow.
 
-Older formats are upgraded in place by one function per version (:data:`UPGRADES`).
+Two kinds of upgrade, as in Terraform/OpenTofu:
+
+* the document's ``format_version``: an older document is upgraded as it is read, by one
+  function per version (:data:`UPGRADES`); format 2 added ``schema_version`` to records;
+* a record's ``schema_version``: a resource type that changes the shape of its attributes raises
+  its ``schema_version`` and upgrades older records (``ResourceType.upgrade_state``, OpenTofu's
+  ``UpgradeResourceState``) — done by :class:`tectum.state.manager.StateManager` when it reads
+  state, since it needs the provider registry.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 class StateError(ValueError):
@@ -45,6 +52,9 @@ class ResourceRecord(NamedTuple):
     ``owed`` lists ``(kind, cause)`` pairs: a restart or reload a watched resource's change made
     necessary that has not run yet (the run failed or was killed between the change and the
     restart; Ansible's lost-handler problem). It stays in state until the restart has run.
+
+    ``schema_version`` is the version of the resource type's record shape that ``attributes``
+    follow (0 for records written before format 2, and for types that never changed theirs).
     """
 
     address: str
@@ -55,6 +65,7 @@ class ResourceRecord(NamedTuple):
     origin: str = CREATED
     on_destroy: str | None = None
     owed: Sequence[tuple[str, str]] = ()
+    schema_version: int = 0
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"address": self.address, "type": self.type,
@@ -69,6 +80,8 @@ class ResourceRecord(NamedTuple):
             out["on_destroy"] = self.on_destroy
         if self.owed:
             out["owed"] = [{"kind": k, "cause": c} for k, c in self.owed]
+        if self.schema_version:
+            out["schema_version"] = self.schema_version
         return out
 
     @property
@@ -80,6 +93,8 @@ class ResourceRecord(NamedTuple):
 
     @classmethod
     def from_json(cls, data: Any) -> ResourceRecord:
+        """A record from a decoded resource entry (``to_json``'s shape; keys other than those
+        are ignored). Raises :class:`StateError` naming the part that is wrong."""
         if not isinstance(data, dict):
             raise StateError("a resource entry is not an object")
         try:
@@ -105,8 +120,13 @@ class ResourceRecord(NamedTuple):
                 and isinstance(o.get("cause"), str) for o in owed_raw):
             raise StateError(f"resource {address}: owed must be a list of {{kind, cause}}")
         owed = tuple((o["kind"], o["cause"]) for o in owed_raw)
+        schema_version = data.get("schema_version", 0)
+        if not isinstance(schema_version, int) or isinstance(schema_version, bool) \
+                or schema_version < 0:
+            raise StateError(f"resource {address}: schema_version must be a non-negative "
+                             "integer")
         return cls(address, rtype, attrs, list(deps), source if isinstance(source, str) else None,
-                   origin, on_destroy, owed)
+                   origin, on_destroy, owed, schema_version)
 
 
 class State:
@@ -198,5 +218,12 @@ class State:
         return cls(lineage, serial, resources, dict(outputs), str(data.get("tectum_version", "")))
 
 
+def _upgrade_1_to_2(data: dict[str, Any]) -> dict[str, Any]:
+    """Format 2 added the optional ``schema_version`` of each resource record (absent: 0). A
+    version-1 document has none, and every one of its records is at schema version 0: only its
+    ``format_version`` changes."""
+    return {**data, "format_version": 2}
+
+
 #: format_version N → function that turns a version-N document into version N+1
-UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _upgrade_1_to_2}
