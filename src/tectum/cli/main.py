@@ -18,10 +18,18 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from tectum.cli.views import View
 from tectum.diagnostics import Diagnostic, DiagnosticError
+
+if TYPE_CHECKING:
+    from tectum.config.declaration import Stack
+    from tectum.engine.planner import PlanResult
+    from tectum.engine.session import Session
+    from tectum.engine.world import Drift
+    from tectum.plans.plan import Plan
+    from tectum.state.model import ResourceRecord, State
 
 
 class Ctx:
@@ -62,7 +70,7 @@ def _parse_vars(items: tuple[str, ...]) -> dict[str, str]:
 
 def _session(directory: str, variables: tuple[str, ...] = (), var_files: tuple[str, ...] = (),
              lock_timeout: float = 0.0, fleet: dict[str, Any] | None = None,
-             limit: str | None = None) -> Any:
+             limit: str | None = None) -> Session:
     from tectum.engine.session import Session
 
     fleet = fleet or {}
@@ -86,14 +94,9 @@ def _duration(text: str) -> float:
 def validate(obj: Ctx, directory: str, variables: tuple[str, ...],
              var_files: tuple[str, ...]) -> None:
     """Check the stack: evaluation, attributes, references, cycles. Touches nothing."""
-    from tectum.engine.planner import Resolver, build_graph
-    from tectum.state.model import State
-
     session = _session(directory, variables, var_files, fleet=obj.fleet)
     stack = session.evaluate()
-    graph, diags = build_graph(stack)
-    if not diags.has_errors:
-        diags.extend(Resolver(stack, State.new()).resolve_all(graph.order()))
+    diags = session.validate(stack)
     obj.view.diagnostics(session.warnings)
     if diags.has_errors:
         obj.view.diagnostics(diags)
@@ -103,7 +106,8 @@ def validate(obj: Ctx, directory: str, variables: tuple[str, ...],
                  + f" The configuration is valid ({n} resource{'s' if n != 1 else ''}).")
 
 
-def _make_plan(obj: Ctx, session: Any, destroy: bool, refresh: bool = True) -> Any:
+def _make_plan(obj: Ctx, session: Session, destroy: bool, refresh: bool = True
+               ) -> tuple[PlanResult, State]:
     stack = session.evaluate() if not destroy else _empty_stack(session)
     with session.locked("plan"):
         state = session.read_state()
@@ -113,7 +117,7 @@ def _make_plan(obj: Ctx, session: Any, destroy: bool, refresh: bool = True) -> A
     return result, state
 
 
-def _empty_stack(session: Any) -> Any:
+def _empty_stack(session: Session) -> Stack:
     from tectum.config.declaration import Stack
 
     return Stack(session.project.root)
@@ -162,7 +166,7 @@ def _confirm(obj: Ctx, what: str) -> bool:
     return line.strip() == "yes"
 
 
-def _check_after_prompt(obj: Ctx, session: Any, plan: Any) -> None:
+def _check_after_prompt(obj: Ctx, session: Session, plan: Plan) -> None:
     """The world may have moved while the prompt waited: re-read what the plan changes."""
     session.check_world(
         plan, made="The plan above holds what tectum read before you answered.",
@@ -170,15 +174,16 @@ def _check_after_prompt(obj: Ctx, session: Any, plan: Any) -> None:
         forks=obj.fleet.get("forks", 50))
 
 
-def _run_apply(obj: Ctx, session: Any, plan: Any, state: Any, parallelism: int,
+def _run_apply(obj: Ctx, session: Session, plan: Plan, state: State, parallelism: int,
                operation: str | None = None) -> None:
     from tectum.engine.applier import host_of
 
     view = obj.view
     fleet = any(host_of(c.address) != "local" for c in plan.changes) or bool(plan.hosts_down)
     if fleet:
-        hosts = {host_of(c.address) for c in plan.changes} | set(plan.hosts_down)
-        view.start_progress(len(hosts), sum(1 for c in plan.changes if c.action.value != "no-op"))
+        view.start_progress(len({host_of(c.address) for c in plan.changes}
+                                | set(plan.hosts_down)),
+                            sum(1 for c in plan.changes if c.action.value != "no-op"))
     try:
         with _interruptible(view) as stopping:
             result = session.apply(plan, state, parallelism=parallelism,
@@ -371,7 +376,7 @@ def show(obj: Ctx, target: str, as_json: bool) -> None:
     _print_outputs(obj.view, state.outputs)
 
 
-def _show_record(view: View, rec: Any) -> None:
+def _show_record(view: View, rec: ResourceRecord) -> None:
     how = ("created by tectum: deleted when its resource is removed" if rec.origin == "created"
            else "found already there: forgotten, not deleted, when its resource is removed")
     if rec.on_destroy == "delete":
@@ -424,14 +429,14 @@ def state_show(obj: Ctx, address: str | None, directory: str, version: int | Non
             _show_record(obj.view, rec)
         _print_outputs(obj.view, st.outputs)
         return
-    rec = st.resources.get(address)
-    if rec is None:
+    found = st.resources.get(address)
+    if found is None:
         where = f"state version {version}" if version is not None else "state"
         _fail(obj.view, Diagnostic.error(
             "No such resource in state",
             f"{address} is not in {where}. `tectum state list` shows what is.",
             address=address))
-    _show_record(obj.view, rec)
+    _show_record(obj.view, found)
 
 
 def state_history(obj: Ctx, directory: str) -> None:
@@ -557,7 +562,9 @@ def _show_hosts_down(view: View, down: dict[str, tuple[str, str]]) -> None:
                  + " Its objects were not read; state keeps them as they were.", err=True)
 
 
-def _show_drift(view: View, drifts: list[Any]) -> None:
+def _show_drift(view: View, drifts: list[Drift]) -> None:
+    from tectum.providers.registry import registry
+
     if not drifts:
         view.out(view.style("No drift.", fg="green", bold=True)
                  + " Every managed object is as the last apply left it.")
@@ -575,11 +582,14 @@ def _show_drift(view: View, drifts: list[Any]) -> None:
                 view.out(view.style(f"  - {d.address}: deleted", fg="red"))
                 continue
             view.out(view.style(f"  ~ {d.address}:", fg="yellow"))
+            rt = registry.get(d.type)
             for name, was, now in d.attributes:
-                if name == "content_sha256":
-                    # never a digest: for a file holding a secret, even a prefix of its
-                    # SHA-256 lets anyone test guessed passwords offline
-                    view.out("      content: changed")
+                label = rt.label(name) if rt is not None else name
+                if label != name:
+                    # never a digest (an attribute shown under the name of what it stands
+                    # for): for a file holding a secret, even a prefix of its SHA-256 lets
+                    # anyone test guessed passwords offline
+                    view.out(f"      {label}: changed")
                 else:
                     view.out(f"      {name}: {json.dumps(was)} → {json.dumps(now)}")
 
@@ -665,22 +675,17 @@ def rollback(obj: Ctx, to: int, directory: str, out: str | None, auto_approve: b
         session.close()
 
 
-def _irreversible(plan: Any) -> list[str]:
-    """Sentences about changes a rollback cannot undo completely."""
+def _irreversible(plan: Plan) -> list[str]:
+    """Sentences about changes a rollback cannot undo completely (each type's
+    :meth:`~tectum.providers.base.ResourceType.warnings`)."""
     from tectum.plans.plan import Action
+    from tectum.providers.registry import registry
 
-    out = []
+    out: list[str] = []
     for c in plan.changes:
-        if c.action is Action.DELETE and c.type == "directory":
-            out.append(f"{c.address}: the directory is deleted with everything in it; files "
-                       "not managed by tectum are not restored later.")
-        elif c.action is Action.DELETE and c.type == "user" and (c.prior or {}).get(
-                "remove_home"):
-            out.append(f"{c.address}: the user's home directory is removed with the user.")
-        elif c.type == "command" and c.action is not Action.NOOP:
-            out.append(f"{c.address}: a command runs again; what it did is not undone.")
-        elif c.action is Action.DELETE and c.type == "package":
-            out.append(f"{c.address}: removing the package keeps its configuration files.")
+        rt = registry.get(c.type)
+        if rt is not None and c.action is not Action.NOOP:
+            out.extend(f"{c.address}: {w}" for w in rt.warnings(c))
     return out
 
 
@@ -799,11 +804,9 @@ def output(obj: Ctx, name: str | None, as_json: bool, raw: bool, directory: str,
 def graph(obj: Ctx, directory: str, variables: tuple[str, ...],
           var_files: tuple[str, ...]) -> None:
     """Print the dependency graph in DOT (Graphviz)."""
-    from tectum.engine.planner import build_graph
-
     session = _session(directory, variables, var_files, fleet=obj.fleet)
     stack = session.evaluate()
-    g, diags = build_graph(stack)
+    g, diags = session.graph(stack)
     if diags.has_errors:
         obj.view.diagnostics(diags)
         sys.exit(1)
@@ -828,9 +831,10 @@ def _lock_timeout(p: argparse.ArgumentParser) -> None:
 
 
 def _parallelism(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--parallelism", type=_bounded, default=10, metavar="N",
-                   help="how many resource operations may run at once on one host "
-                   "(default: 10)")
+    p.add_argument("--parallelism", type=_bounded, default=100, metavar="N",
+                   help="resource operations at most at once in the whole run, as Terraform's "
+                   "-parallelism (default: 100); each provider also limits operations at once "
+                   "on one target ([providers.NAME] concurrency)")
 
 
 def _fleet(p: argparse.ArgumentParser, *, apply: bool = False, hosts: bool = True) -> None:
@@ -843,7 +847,8 @@ def _fleet(p: argparse.ArgumentParser, *, apply: bool = False, hosts: bool = Tru
                    help="only these hosts: host or group names, comma-separated; 'local' is "
                    "this machine, 'all' every inventory host")
     g.add_argument("--forks", type=_bounded, default=50, metavar="N",
-                   help="hosts worked on at once (default: 50)")
+                   help="hosts worked on at once, as Ansible's --forks: reads, and hosts with "
+                   "an operation running (default: 50)")
     g.add_argument("--accept-new-host-keys", action="store_true",
                    help="trust an unknown host key for this run (trust on first use; never a "
                    "changed one)")
@@ -885,7 +890,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="tectum: infrastructure as code in Python — plan, apply, state, drift.")
     parser.add_argument("--no-color", action="store_true", help="plain output without colour")
     parser.add_argument("--version", action="version", version=f"tectum, version {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="subcommand", metavar="COMMAND")
 
     def command(name: str, func: Callable[..., None],
                 sub: Any = commands) -> argparse.ArgumentParser:
@@ -1047,7 +1052,7 @@ def main(argv: list[str] | None = None) -> None:
                   {k: getattr(args, k) for k in FLEET_OPTIONS if hasattr(args, k)})
         view = obj.view
         params = {k: v for k, v in vars(args).items()
-                  if k not in ("func", "command", "state_command", "no_color", "lock_timeout",
+                  if k not in ("func", "subcommand", "state_command", "no_color", "lock_timeout",
                                *FLEET_OPTIONS)}
         for key in ("variables", "var_files"):
             if key in params:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, TextIO
 
 from tectum.diagnostics import Diagnostic, Severity
@@ -128,7 +129,7 @@ class View:
             lines.extend("  " + line for line in d.detail.splitlines())
         self.out("\n".join(lines), err=True)
 
-    def diagnostics(self, diags: Any) -> None:
+    def diagnostics(self, diags: Iterable[Diagnostic]) -> None:
         for d in diags:
             self.diagnostic(d)
 
@@ -235,21 +236,21 @@ class View:
             forced = [c.name for c in change.changes if c.force_new]
             if forced and not (change.note or "").startswith(f"{', '.join(forced)} changed"):
                 notes.append(f"{', '.join(forced)} forces replacement")
-        if change.action is Action.DELETE and change.type == "directory":
-            notes.append("with everything in it")
         if change.drift:
             notes.append(f"changed outside tectum: {', '.join(change.drift)}")
         line = head + (f"  {label}" if label else "")
         if notes:
             line += self.style(f"  ({'; '.join(notes)})", dim=True)
         self.out(line)
+        text = rt.text_attrs if rt is not None else frozenset()
         for attr in change.changes:
-            self.attr_change(change, attr)
+            self.attr_change(change, attr, attr.name in text)
         self.out()
 
-    def attr_change(self, change: ResourceChange, c: AttrChange) -> None:
-        if c.name == "content" and (isinstance(c.after, str) or isinstance(c.before, str)):
-            # a file rendered with a secret: the diff with every secret masked
+    def attr_change(self, change: ResourceChange, c: AttrChange, text: bool = False) -> None:
+        """One attribute's change; ``text``: a multi-line text attribute, shown as a line
+        diff (with every secret masked)."""
+        if text and (isinstance(c.after, str) or isinstance(c.before, str)):
             self.content_diff(change, c)
             return
         if c.sensitive:
@@ -278,7 +279,11 @@ class View:
             return
         import difflib
 
-        path = str((change.after or {}).get("path", change.address))
+        from tectum.providers.registry import registry
+
+        rt = registry.get(change.type)
+        path = (rt.describe(change.after) if rt is not None and change.after else "") \
+            or change.address
         old_lines, new_lines = before.splitlines(), after.splitlines()
         # lines both ends share are not handed to difflib (its matcher is slow on large files
         # of repeated lines); the hunk headers still count from the real first line

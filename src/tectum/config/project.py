@@ -16,6 +16,9 @@
     backend = "postgres"
     conn_str = "host=db.example port=5432 dbname=tectum user=tectum"
                                  # or TECTUM_PG_CONN_STR in the environment (it wins)
+
+    [providers.host]             # each provider's settings (docs/providers.md); an
+    concurrency = 10             # environment variable TECTUM_PROVIDER_HOST_CONCURRENCY wins
 """
 
 from __future__ import annotations
@@ -32,18 +35,26 @@ STACK_FILE = "stack.py"
 class Project:
     """A loaded project: its ``root`` directory, ``name``, ``vars`` and ``state`` tables."""
 
-    __slots__ = ("root", "name", "vars", "state")
+    __slots__ = ("root", "name", "vars", "state", "providers")
 
     def __init__(self, root: str, name: str, vars: dict[str, Any] | None = None,
-                 state: dict[str, Any] | None = None) -> None:
+                 state: dict[str, Any] | None = None,
+                 providers: dict[str, dict[str, Any]] | None = None) -> None:
         self.root = root
         self.name = name
         self.vars: dict[str, Any] = vars if vars is not None else {}
         self.state: dict[str, Any] = state if state is not None else {}
+        #: ``[providers.NAME]`` tables: each provider's settings (checked when it is configured)
+        self.providers: dict[str, dict[str, Any]] = providers if providers is not None else {}
 
     @property
     def stack_file(self) -> str:
         return os.path.join(self.root, STACK_FILE)
+
+    @property
+    def config_path(self) -> str:
+        """Where ``tectum.toml`` is (or would be)."""
+        return os.path.join(self.root, PROJECT_FILE)
 
     @property
     def data_dir(self) -> str:
@@ -119,21 +130,20 @@ def load_project(directory: str) -> Project:
     project = data.get("project", {})
     vars_ = data.get("vars", {})
     state = data.get("state", {})
-    for key, value in (("project", project), ("vars", vars_), ("state", state)):
+    providers = data.get("providers", {})
+    for key, value in (("project", project), ("vars", vars_), ("state", state),
+                       ("providers", providers), *(
+                           (f"providers.{k}", v) for k, v in
+                           (providers.items() if isinstance(providers, dict) else ()))):
         if not isinstance(value, dict):
             raise DiagnosticError(Diagnostic.error(
                 "Invalid project file",
                 f"[{key}] in {cfg_path} must be a table.",
                 source=SourceLocation(cfg_path),
             ))
+    # (an unknown backend name is refused where the backend is opened:
+    # tectum.backends.factory, which knows the installed ones)
     backend = state.get("backend", "sqlite")
-    if backend not in ("sqlite", "postgres"):
-        raise DiagnosticError(Diagnostic.error(
-            "Unsupported state backend",
-            f"[state] backend = {backend!r} in {cfg_path}: tectum supports \"sqlite\" (the "
-            "embedded default) and \"postgres\".",
-            source=SourceLocation(cfg_path),
-        ))
     if backend == "postgres" and not (state.get("conn_str")
                                        or os.environ.get("TECTUM_PG_CONN_STR")):
         raise DiagnosticError(Diagnostic.error(
@@ -144,7 +154,8 @@ def load_project(directory: str) -> Project:
             source=SourceLocation(cfg_path),
         ))
     return Project(root=root, name=str(project.get("name", os.path.basename(root))),
-                   vars=dict(vars_), state=dict(state))
+                   vars=dict(vars_), state=dict(state),
+                   providers={k: dict(v) for k, v in providers.items()})
 
 
 def read_var_file(path: str) -> dict[str, Any]:

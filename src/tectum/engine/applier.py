@@ -1,7 +1,9 @@
 """The applier: executes a :class:`~tectum.plans.Plan` and never re-decides it.
 
-Changes run in dependency order, up to ``parallelism`` at once; ready changes of a type that
-batches (apt packages) run as one operation. Each finished change's new state record is
+Changes run in dependency order, up to ``parallelism`` operations at once in the whole run
+(Terraform's ``-parallelism``), on up to ``forks`` hosts at once (Ansible's ``--forks``), and
+never more at once on one target than its provider's concurrency allows; ready changes of a
+type that batches (apt packages) run as one operation. Each finished change's new state record is
 committed to the backend's journal within :data:`JOURNAL_INTERVAL` seconds (the changes finished
 meanwhile share one transaction: one per change would cost more than the change), so a killed run
 keeps what it did; at the end the state is stored as a new version. A failed change skips
@@ -12,14 +14,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, NamedTuple, Protocol
 
+from tectum.engine.targets import Targets
 from tectum.graph.dag import walk
 from tectum.masking import REDACTOR
 from tectum.plans.plan import Action, Plan, ResourceChange
 from tectum.providers.base import ApplyError, ResourceType
-from tectum.providers.host.connector import Connector
 from tectum.providers.registry import registry
 from tectum.state.model import CREATED, ResourceRecord, State
 from tectum.values import UNKNOWN, is_known, resolve
@@ -126,10 +129,10 @@ def serial_batches(hosts: Sequence[str], spec: str) -> list[list[str]]:
 def apply_plan(
     plan: Plan,
     state: State,
-    connector: Callable[[str | None], Connector],
+    targets: Targets,
     journal: Journal,
     *,
-    parallelism: int = 10,
+    parallelism: int = 100,
     on_event: Event | None = None,
     should_stop: Callable[[], bool] | None = None,
     forks: int = 50,
@@ -141,12 +144,14 @@ def apply_plan(
     change, message)`` is called with kind ``start``, ``done``, ``failed`` or ``skipped``;
     ``on_host(report)`` when a host has nothing left to do.
 
-    Hosts: up to ``forks`` hosts are worked on at once, with at most ``parallelism``
-    operations on one host. ``batches`` (host names, ``local`` for this machine; see
-    :func:`serial_batches`) are applied one after another; after a batch in which more than
-    ``max_fail_percent`` percent of its hosts failed, were unreachable or refused (strictly
-    more, as Ansible's ``max_fail_percentage``), the later batches are not attempted. A
-    dependency on a resource of a later batch is not waited for."""
+    At most ``parallelism`` operations run at once in the whole run, on at most ``forks``
+    hosts at once (a host counts while an operation runs on it), and on one target no more
+    than its provider's :meth:`~tectum.providers.base.Provider.concurrency`. ``batches``
+    (host names, ``local`` for this machine; see :func:`serial_batches`) are applied one
+    after another; after a batch in which more than ``max_fail_percent`` percent of its
+    hosts failed, were unreachable or refused (strictly more, as Ansible's
+    ``max_fail_percentage``), the later batches are not attempted. A dependency on a
+    resource of a later batch is not waited for."""
     from tectum.addrs import ResourceAddress
 
     new_state = state.copy()
@@ -196,23 +201,29 @@ def apply_plan(
                         f"no provider offers resource type {change.type!r}")
             else:
                 host = ResourceAddress.parse(todo[0].address).host
-                with slots[host or "local"]:
-                    conn = connector(host)
-                    run: list[ResourceChange] = []
+                run: list[ResourceChange] = []
+                got: list[Any] = []
+                try:
+                    slot = targets.slot(rt, host)
+                    target = targets.target(rt, host)
+                except Exception as exc:  # noqa: BLE001 - reported per change
+                    for change in todo:
+                        values[change.address] = exc
+                    return [values[a] for a in addresses]
+                with gate.working(host or "local"), slot:
                     for change in todo:
                         try:
-                            run.append(_replace_identity(rt, conn, change))
+                            run.append(_replace_identity(rt, target, change))
                         except Exception as exc:  # noqa: BLE001 - reported per change
                             values[change.address] = exc
                     if not run:
                         got = []
                     elif rt.batches:
-                        got = rt.apply_batch(conn, run)
+                        got = rt.apply_batch(target, run)
                     else:
-                        got = []
                         for change in run:
                             try:
-                                got.append(rt.apply(conn, change))
+                                got.append(rt.apply(target, change))
                             except Exception as exc:  # noqa: BLE001 - reported per change
                                 got.append(exc)
                 for change, value in zip(run, got, strict=True):
@@ -249,12 +260,12 @@ def apply_plan(
             settle(address)
 
     def succeeded(address: str, change: ResourceChange, value: Any) -> None:
-        if isinstance(value, dict):
-            if any(c.sensitive and c.name == "content" for c in change.changes) \
-                    and isinstance(value.get("content_sha256"), str):
-                REDACTOR.add(value["content_sha256"])
-            rt = registry.get(change.type)
-            for key, spec in (rt.schema.attrs.items() if rt is not None else ()):
+        rt = registry.get(change.type)
+        if isinstance(value, dict) and rt is not None:
+            hidden = {c.name for c in change.changes if c.sensitive}
+            for masked in rt.masked_values(value, hidden):
+                REDACTOR.add(masked)
+            for key, spec in rt.schema.attrs.items():
                 if spec.sensitive and isinstance(value.get(key), str):
                     REDACTOR.add(value[key])  # masked in output, sealed at rest
         results[address] = value
@@ -305,7 +316,8 @@ def apply_plan(
                     continue  # nothing runs yet: creating it starts it with the new input
                 rec = ResourceRecord(w.address, w.type, rtw.stored(w.before),
                                      list(w.dependencies), w.source,
-                                     w.origin or CREATED, w.on_destroy)
+                                     w.origin or CREATED, w.on_destroy,
+                                     schema_version=rtw.schema_version)
             debt = (w.triggered, address)
             if debt in rec.owed:
                 continue
@@ -326,7 +338,7 @@ def apply_plan(
     remaining: dict[str, int] = {}
     for h in hosts.values():
         remaining[h] = remaining.get(h, 0) + 1
-    slots = {h: threading.BoundedSemaphore(max(1, parallelism)) for h in remaining}
+    gate = _HostGate(forks)
     for h in plan.hosts_down:
         remaining.setdefault(h, 0)
     reported: set[str] = set()
@@ -336,8 +348,7 @@ def apply_plan(
             return plan.hosts_down[host]
         if host == "local":
             return None
-        down = getattr(connector(host), "down", None)
-        return down if isinstance(down, tuple) else None
+        return targets.down(host)
 
     def report(host: str, status: str | None = None, reason: str | None = None) -> None:
         if host in reported:
@@ -393,8 +404,7 @@ def apply_plan(
             if members:
                 deps = {a: {d for d in changes[a].dependencies if d in members}
                         for a in changes if a in members}
-                workers = max(1, parallelism) * max(1, min(forks, len(wave)))
-                walked = walk(deps, visit, parallelism=workers, group=group,
+                walked = walk(deps, visit, parallelism=max(1, parallelism), group=group,
                               inline=lambda a: changes[a].action in (Action.NOOP,
                                                                      Action.FORGET),
                               on_result=on_result, on_round=lambda: flush(force=False),
@@ -487,12 +497,43 @@ def _set_record(state: State, change: ResourceChange, value: dict[str, Any] | No
     owed = was.owed if was is not None and change.action is Action.NOOP else ()
     rec = ResourceRecord(change.address, change.type, attrs,
                          [d for d in change.dependencies] if change.action is not Action.DELETE
-                         else [], change.source, origin, change.on_destroy, owed)
+                         else [], change.source, origin, change.on_destroy, owed,
+                         schema_version=rt.schema_version if rt is not None else 0)
     state.resources[change.address] = rec
     return rec
 
 
-def _replace_identity(rt: ResourceType, conn: Connector, change: ResourceChange
+class _HostGate:
+    """At most ``forks`` hosts worked on at once: a host takes a place while an operation
+    runs on it and gives it back when none does (Ansible's forks). A visit waiting for a place
+    never holds one, so waiting cannot deadlock."""
+
+    def __init__(self, forks: int) -> None:
+        self._free = max(1, forks)
+        self._busy: dict[str, int] = {}
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def working(self, host: str) -> Iterator[None]:
+        with self._cond:
+            while host not in self._busy and self._free == 0:
+                self._cond.wait()
+            if host not in self._busy:
+                self._free -= 1
+                self._busy[host] = 0
+            self._busy[host] += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._busy[host] -= 1
+                if self._busy[host] == 0:
+                    del self._busy[host]
+                    self._free += 1
+                    self._cond.notify_all()
+
+
+def _replace_identity(rt: ResourceType[Any], conn: Any, change: ResourceChange
                       ) -> ResourceChange:
     """A replace whose identity changed (a new path, a new name) deletes the object at the old
     identity first, then creates the new one: returns the create to run. Any other change is

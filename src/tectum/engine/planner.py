@@ -12,8 +12,7 @@
 from __future__ import annotations
 
 import graphlib
-import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
@@ -21,11 +20,11 @@ from tectum.addrs import ResourceAddress
 from tectum.backends.base import Intent
 from tectum.config.declaration import Declaration, Stack
 from tectum.diagnostics import Diagnostic, DiagnosticError, Diagnostics, SourceLocation
+from tectum.engine.targets import Targets, where
 from tectum.graph.dag import Graph, find_cycles
 from tectum.masking import REDACTOR
 from tectum.plans.plan import Action, AttrChange, Plan, ResourceChange
-from tectum.providers.base import ResourceType
-from tectum.providers.host.connector import Connector, ConnectorError, merge_facts
+from tectum.providers.base import ReadItem, ResourceType
 from tectum.providers.registry import registry
 from tectum.state.model import CREATED, FOUND, OWED_KINDS, ResourceRecord, State
 from tectum.values import (
@@ -37,13 +36,12 @@ from tectum.values import (
     resolve,
 )
 
-PATH_TYPES = ("file", "directory", "symlink")
 #: suffix of the read key of the object a resource managed before its identity changed
 _OLD = "\x00old"
 
 
-#: one host's reads: (resource type, [(address, attributes)]) per type
-HostBatches = list[tuple[ResourceType, list[tuple[str, dict[str, Any]]]]]
+#: one host's reads: (resource type, [(address, (desired, prior))]) per type
+HostBatches = list[tuple[ResourceType[Any], list[tuple[str, ReadItem]]]]
 #: what reading one host gave: observed per address, diagnostics, (kind, reason) when down
 HostRead = tuple[dict[str, dict[str, Any] | None], Diagnostics, tuple[str, str] | None]
 
@@ -54,25 +52,12 @@ class PlanResult(NamedTuple):
     diagnostics: Diagnostics
 
 
-def _rtype(name: str) -> ResourceType:
+def _rtype(name: str) -> ResourceType[Any]:
     rtype = registry.get(name)
     if rtype is None:
         raise DiagnosticError(Diagnostic.error(
             "Unknown resource type", f"No provider offers resource type {name!r}."))
     return rtype
-
-
-def machine_of(stack: Stack, host: str | None) -> str | None:
-    """The machine a host's resources live on: None for this machine (resources outside a
-    role, and every inventory host with ``connector = "local"``), else the host's name. Two
-    names for this machine are one machine to automatic dependencies and to the check that
-    no object is managed twice."""
-    if host is None:
-        return None
-    entry = stack.inventory.hosts.get(host)
-    if entry is not None and entry.connection.connector == "local":
-        return None
-    return host
 
 
 def build_graph(stack: Stack) -> tuple[Graph, Diagnostics]:
@@ -81,24 +66,17 @@ def build_graph(stack: Stack) -> tuple[Graph, Diagnostics]:
     diags = Diagnostics()
     graph = Graph()
     decls = stack.resources
-    # automatic dependencies (Puppet's autorequire) stay on one machine: indexes are keyed
-    # by (machine, path or name)
-    dir_paths: dict[tuple[str | None, str], str] = {}
-    users: dict[tuple[str | None, str], str] = {}
-    groups: dict[tuple[str | None, str], str] = {}
+    # automatic dependencies (Puppet's autorequire) stay on one target: the keys objects offer
+    # (a directory's path, a user's name) are indexed by (provider, target key, key)
+    offered: dict[tuple[str, Hashable, Hashable], str] = {}
     for address, decl in decls.items():
         graph.add(address)
-        host = machine_of(stack, decl.address.host)
-        path = decl.attrs.get("path")
-        if decl.type == "directory" and isinstance(path, str) and is_known(path):
-            dir_paths[(host, os.path.normpath(path))] = address
-        name = decl.attrs.get("name")
-        if decl.type == "user" and isinstance(name, str):
-            users[(host, name)] = address
-        if decl.type == "group" and isinstance(name, str):
-            groups[(host, name)] = address
+        rt = registry.get(decl.type)
+        if rt is not None:
+            at = where(rt, decl.address.host, stack.inventory)
+            for key in rt.implicit_keys(decl.attrs):
+                offered[(*at, key)] = address
     for address, decl in decls.items():
-        host = machine_of(stack, decl.address.host)
         targets: list[tuple[str, str]] = []
         for ref_addr, attr in sorted(refs_in(decl.attrs)):
             if ref_addr not in SECRET_SOURCES:
@@ -124,20 +102,13 @@ def build_graph(stack: Stack) -> tuple[Graph, Diagnostics]:
             graph.connect(address, target)
         # automatic dependencies (never create a cycle: only added when the reverse is absent)
         auto: list[str] = []
-        path = decl.attrs.get("path")
-        if decl.type in PATH_TYPES and isinstance(path, str) and is_known(path):
-            for parent in _ancestors(path):
-                if (host, parent) in dir_paths:
-                    auto.append(dir_paths[(host, parent)])
-                    break
-        for key, index in (("owner", users), ("group", groups)):
-            val = decl.attrs.get(key)
-            if isinstance(val, str) and (host, val) in index:
-                auto.append(index[(host, val)])
-        if decl.type == "user":
-            for g in [decl.attrs.get("group"), *(decl.attrs.get("groups") or [])]:
-                if isinstance(g, str) and (host, g) in groups:
-                    auto.append(groups[(host, g)])
+        rt = registry.get(decl.type)
+        if rt is not None and offered:
+            at = where(rt, decl.address.host, stack.inventory)
+            for group in rt.implicit_needs(decl.attrs):
+                found = next((offered[(*at, k)] for k in group if (*at, k) in offered), None)
+                if found is not None:
+                    auto.append(found)
         for target in auto:
             if target != address and address not in graph.ancestors_of(target):
                 graph.connect(address, target)
@@ -148,10 +119,10 @@ def build_graph(stack: Stack) -> tuple[Graph, Diagnostics]:
         cycles = find_cycles(graph.deps)
     for cycle in cycles:
         members = " → ".join([*cycle, cycle[0]])
-        where = "; ".join(f"{m} at {decls[m].source}" for m in cycle if m in decls)
+        places = "; ".join(f"{m} at {decls[m].source}" for m in cycle if m in decls)
         diags.append(Diagnostic.error(
             "Dependency cycle",
-            f"These resources depend on each other in a loop: {members}. ({where}.) Break the "
+            f"These resources depend on each other in a loop: {members}. ({places}.) Break the "
             "loop by removing one of the references or depends_on entries.",
             address=cycle[0],
             source=decls[cycle[0]].source if cycle[0] in decls else None,
@@ -231,9 +202,8 @@ class Resolver:
             ident = _rtype(decl.type).identity(want)
             if not ident or not all(isinstance(v, str) and is_known(v) for v in ident):
                 continue
-            family = "path" if decl.type in PATH_TYPES else decl.type
-            key = (family, machine_of(self.stack, decl.address.host),
-                   *(os.path.normpath(v) if family == "path" else v for v in ident))
+            rt = _rtype(decl.type)
+            key = (*where(rt, decl.address.host, self.stack.inventory), *rt.identity_key(want))
             other = seen.get(key)
             if other is None:
                 seen[key] = decl
@@ -259,19 +229,17 @@ def _no_secrets(stack: Stack) -> Callable[[str, str], Any]:
     return value
 
 
-def sensitive_attrs(decl: Declaration, rt: ResourceType,
+def sensitive_attrs(decl: Declaration, rt: ResourceType[Any],
                     sensitive_of: dict[str, set[str]]) -> set[str]:
     """The attributes of ``decl`` that are sensitive: declared so in the type's schema, holding
-    a secret token, or referring to another resource's sensitive attribute; a file's content is
-    sensitive when its template variables are."""
+    a secret token, or referring to another resource's sensitive attribute, and what the type
+    derives from those (:meth:`~tectum.providers.base.ResourceType.sensitive_derived`)."""
     out = {k for k, a in rt.schema.attrs.items() if a.sensitive}
     for key, value in decl.attrs.items():
         for address, attr in refs_in(value):
             if address in SECRET_SOURCES or attr in sensitive_of.get(address, ()):
                 out.add(key)
-    if decl.type == "file" and out & {"vars", "template"}:
-        out.add("content")
-    return out
+    return out | rt.sensitive_derived(out)
 
 
 def _sentence(text: str) -> str:
@@ -280,14 +248,14 @@ def _sentence(text: str) -> str:
 
 
 class Planner:
-    """``connector(host)`` gives a host's connector (None: the local machine); ``in_limit(host)``
-    says whether ``--limit`` selects it; ``parallelism``: hosts read at once."""
+    """``targets`` gives the providers' targets; ``in_limit(host)`` says whether ``--limit``
+    selects a host (None: resources outside a role); ``parallelism``: hosts read at once."""
 
-    def __init__(self, connector: Callable[[str | None], Connector],
+    def __init__(self, targets: Targets,
                  in_limit: Callable[[str | None], bool] = lambda host: True,
                  parallelism: int = 50,
                  secret_value: Callable[[str, str], str] | None = None) -> None:
-        self.connector = connector
+        self.targets = targets
         self.in_limit = in_limit
         self.parallelism = parallelism
         self.secret_value = secret_value
@@ -302,15 +270,22 @@ class Planner:
         configuration errors."""
         graph, diags = build_graph(stack)
         for address, decl in stack.resources.items():
-            argv = decl.attrs.get("command")
-            if decl.type == "command" and isinstance(argv, list) and any(
-                    a in SECRET_SOURCES for a, _ in refs_in(argv)):
+            rt = registry.get(decl.type)
+            for title, detail in rt.check_declared(decl.attrs) if rt is not None else ():
+                diags.append(Diagnostic.error(title, detail, address=address,
+                                              source=decl.source))
+        diags.raise_if_errors()
+        for recorded in state.resources.values():
+            known = registry.get(recorded.type)
+            if known is not None and recorded.schema_version > known.schema_version:
+                # OpenTofu refuses state a newer provider wrote: this one cannot read it right
                 diags.append(Diagnostic.error(
-                    "Secret in a command argument",
-                    "A secret is an element of this command's argument list: every user of the "
-                    "host could read it in the process list. Pass it in environment={...} (the "
-                    "command reads $NAME), or write the command as a string, which runs from a "
-                    "private file.", address=address, source=decl.source))
+                    "Resource state from a newer provider",
+                    f"State records {recorded.address} in schema version "
+                    f"{recorded.schema_version} of resource type {recorded.type!r}, but the "
+                    f"installed provider knows only up to version {known.schema_version}. "
+                    "Upgrade the provider (the tectum that wrote this state was newer).",
+                    address=recorded.address))
         diags.raise_if_errors()
         decls = stack.resources
         order = graph.order()
@@ -354,17 +329,7 @@ class Planner:
                     moved[address] = by_ident.pop(ident_key)
             orphans = [a for a in orphans if a not in moved.values()]
 
-        # 3. refresh: one read per (host, type)
-        batches: dict[tuple[str | None, str], list[tuple[str, dict[str, Any]]]] = {}
-        for address, want in desired.items():
-            decl = decls[address]
-            rt = _rtype(decl.type)
-            if all(is_known(v) for v in rt.identity(want)):
-                batches.setdefault((decl.address.host, decl.type), []).append((address, want))
-        for address in orphans:
-            gone = prior_records[address]
-            host = ResourceAddress.parse(address).host
-            batches.setdefault((host, gone.type), []).append((address, gone.attributes))
+        # 3. refresh: one read per (host, type), of (desired, prior) pairs
         # a resource whose identity (a path, a name) changed: its old object is read too, to
         # be replaced (deleted) rather than left behind (Terraform's force_new)
         reidentified: set[str] = set()
@@ -377,8 +342,25 @@ class Planner:
             new_ident, old_ident = rt.identity(want), rt.identity(rec.attributes)
             if all(is_known(v) for v in (*new_ident, *old_ident)) and new_ident != old_ident:
                 reidentified.add(address)
+        batches: dict[tuple[str | None, str], list[tuple[str, ReadItem]]] = {}
+        for address, want in desired.items():
+            decl = decls[address]
+            rt = _rtype(decl.type)
+            if all(is_known(v) for v in rt.identity(want)):
+                rec = prior_records.get(moved.get(address, address))
+                prior = rec.attributes if rec is not None and address not in reidentified \
+                    and rec.type == decl.type else None
                 batches.setdefault((decl.address.host, decl.type), []).append(
-                    (address + _OLD, rec.attributes))
+                    (address, ReadItem(want, prior)))
+        for address in orphans:
+            gone = prior_records[address]
+            host = ResourceAddress.parse(address).host
+            batches.setdefault((host, gone.type), []).append(
+                (address, ReadItem(None, gone.attributes)))
+        for address in sorted(reidentified):
+            rec = prior_records[address]
+            batches.setdefault((decls[address].address.host, rec.type), []).append(
+                (address + _OLD, ReadItem(None, rec.attributes)))
         observed: dict[str, dict[str, Any] | None] = {}
         if not refresh:
             # -refresh=false: trust state as the world (Terraform's flag), read nothing
@@ -478,9 +460,9 @@ class Planner:
                     elif not any(c.force_new for c in attr_changes):
                         action = Action.UPDATE
                 hidden = sensitive_of.get(address, set())
-                if "content" in hidden and isinstance(want.get("content_sha256"), str):
-                    # the digest of a secret-bearing file would let anyone test guesses
-                    REDACTOR.add(want["content_sha256"])
+                for value in rt.masked_values(want, hidden):
+                    # (the digest of a secret-bearing file would let anyone test guesses)
+                    REDACTOR.add(value)
                 if hidden:
                     attr_changes = [c._replace(sensitive=True) if c.name in hidden else c
                                     for c in attr_changes]
@@ -513,8 +495,8 @@ class Planner:
                     on_destroy=decl.on_destroy,
                     moved_from=prior_addr if prior_addr != address else None,
                 )
-                if obs is not None and "_content" in obs and old_obs is None:
-                    change.display["before_content"] = obs["_content"]
+                if obs is not None and old_obs is None:
+                    change.display.update(rt.display(obs))
                 drift: list[str] = []
                 if prior is not None and seen is not None:
                     drift = [d for d in _drift(rt, prior, seen, want)
@@ -648,7 +630,8 @@ class Planner:
                 pending_change.restate = (
                     f"an interrupted run changed {', '.join(pending_change.interrupted)} as "
                     "the configuration asks; recorded in state")
-        ordered = [changes[a] for a in order if a in changes] + \
+        # (destroying, every change is a deletion of an orphan: listed once)
+        ordered = ([] if destroy else [changes[a] for a in order if a in changes]) + \
             [changes[a] for a in orphans if a in changes]
         plan = Plan(changes=ordered, outputs=outputs, output_sensitive=sensitive,
                     lineage=state.lineage, serial=state.serial, destroy=destroy,
@@ -659,7 +642,7 @@ class Planner:
         return PlanResult(plan, graph, diags)
 
     def read_found(self, by_host: dict[str | None, HostBatches]
-                   ) -> Iterator[tuple[ResourceType, str, dict[str, Any] | None]]:
+                   ) -> Iterator[tuple[ResourceType[Any], str, dict[str, Any] | None]]:
         """:meth:`read_hosts`, then ``(type, address, observed or None)`` for each object on
         the hosts that answered; objects whose read failed are left out."""
         for (_host, batches), (found, _diags, down) in zip(
@@ -681,103 +664,100 @@ class Planner:
             return list(pool.map(lambda kv: self.read_host(*kv), by_host.items()))
 
     def read_host(self, host: str | None, batches: HostBatches) -> HostRead:
-        """Read every object on one host: all facts fetched in one round trip where the
-        connector can (:meth:`Connector.prefetch`), then each type's read answered from them.
-        Returns what was observed per address, diagnostics, and ``(kind, reason)`` when the
-        host is down (unreachable, or its key or login refused)."""
+        """Read every object on one host, provider by provider: the provider first fetches
+        what all the reads of its target need, in one round trip where it can
+        (:meth:`~tectum.providers.base.Provider.begin_read`), then each type's read is
+        answered from that. Returns what was observed per address, diagnostics, and ``(kind,
+        reason)`` when the host is down (unreachable, or its key or login refused)."""
         observed: dict[str, dict[str, Any] | None] = {}
         diags = Diagnostics()
-        conn = self.connector(host)
-        try:
+        by_provider: dict[str, HostBatches] = {}
+        for rt, items in batches:
+            by_provider.setdefault(registry.provider_of(rt.name) or rt.name, []).append(
+                (rt, items))
+        for name, mine in by_provider.items():
+            provider = self.targets.provider(name)
+            target = provider.target(host)
             try:
-                conn.prefetch(merge_facts([rt.facts([o for _, o in items])
-                                           for rt, items in batches]))
-            except Exception as exc:  # noqa: BLE001 - reported below, or by the reads
-                down = getattr(conn, "down", None)
-                if down is not None:
-                    return observed, diags, down
-                if not isinstance(exc, ConnectorError):
-                    raise
-            for rt, items in batches:
                 try:
-                    found = rt.read(conn, [obj for _, obj in items])
-                except Exception as exc:  # noqa: BLE001 - a failed read is a diagnostic
-                    down = getattr(conn, "down", None)
+                    provider.begin_read(target, [(rt, [i for _, i in items])
+                                                 for rt, items in mine])
+                except Exception:  # noqa: BLE001 - reported below, or by the reads
+                    down = provider.down(target)
                     if down is not None:
                         return {}, Diagnostics(), down
-                    diags.append(Diagnostic.error(
-                        "Cannot read objects",
-                        f"Reading the {rt.name} objects ({', '.join(a for a, _ in items[:5])}"
-                        f"{'...' if len(items) > 5 else ''}) failed: {exc}.",
-                        address=items[0][0]))
-                    continue
-                for (address, _), obs in zip(items, found, strict=True):
-                    observed[address] = obs
-                    if obs is not None and REDACTOR and isinstance(obs.get("_content"), bytes) \
-                            and isinstance(obs.get("content_sha256"), str) \
-                            and REDACTOR.holds_secret(
-                                obs["_content"].decode("utf-8", "surrogateescape")):
-                        # a file found holding a secret: its digest is masked and sealed too
-                        REDACTOR.add(obs["content_sha256"])
-        finally:
-            conn.forget_facts()
+                for rt, items in mine:
+                    try:
+                        found = rt.read(target, [item for _, item in items])
+                    except Exception as exc:  # noqa: BLE001 - a failed read is a diagnostic
+                        down = provider.down(target)
+                        if down is not None:
+                            return {}, Diagnostics(), down
+                        diags.append(Diagnostic.error(
+                            "Cannot read objects",
+                            f"Reading the {rt.name} objects "
+                            f"({', '.join(a for a, _ in items[:5])}"
+                            f"{'...' if len(items) > 5 else ''}) failed: {exc}.",
+                            address=items[0][0]))
+                        continue
+                    for (address, _), obs in zip(items, found, strict=True):
+                        observed[address] = obs
+                        if obs is not None and REDACTOR:
+                            # an object found holding a secret: what would reveal it (a
+                            # file's digest) is masked and sealed too
+                            for value in rt.masked_observed(obs, REDACTOR.holds_secret):
+                                REDACTOR.add(value)
+            finally:
+                provider.end_read(target)
         return observed, diags, None
 
 
 def _contained(stack: Stack, records: dict[str, ResourceRecord]) -> dict[str, set[str]]:
-    """For each directory among ``records``, the records of paths inside it on the same
-    machine: deleted before it, so a directory is deleted last (its delete removes whatever
-    else is left in it)."""
-    dirs: dict[tuple[str | None, str], str] = {}
+    """For each record among ``records`` that offers implicit keys (a directory its path),
+    the records on the same target that need one of them (paths inside it): deleted before
+    it, so a directory is deleted last (its delete removes whatever else is left in it)."""
+    offered: dict[tuple[str, Hashable, Hashable], str] = {}
+    placed: dict[str, tuple[ResourceType[Any], tuple[str, Hashable]]] = {}
     for address, rec in records.items():
-        path = rec.attributes.get("path")
-        if rec.type == "directory" and isinstance(path, str) and is_known(path):
-            dirs[(machine_of(stack, ResourceAddress.parse(address).host),
-                  os.path.normpath(path))] = address
-    out: dict[str, set[str]] = {}
-    if not dirs:
-        return out
-    for address, rec in records.items():
-        path = rec.attributes.get("path")
-        if rec.type not in PATH_TYPES or not isinstance(path, str) or not is_known(path):
+        rt = registry.get(rec.type)
+        if rt is None:
             continue
-        machine = machine_of(stack, ResourceAddress.parse(address).host)
-        for parent in _ancestors(path):
-            found = dirs.get((machine, parent))
-            if found is not None and found != address:
-                out.setdefault(found, set()).add(address)
+        at = where(rt, ResourceAddress.parse(address).host, stack.inventory)
+        placed[address] = (rt, at)
+        for key in rt.implicit_keys(rec.attributes):
+            offered[(*at, key)] = address
+    out: dict[str, set[str]] = {}
+    if not offered:
+        return out
+    for address, (rt, at) in placed.items():
+        for group in rt.implicit_needs(records[address].attributes):
+            for key in group:
+                found = offered.get((*at, key))
+                if found is not None and found != address:
+                    out.setdefault(found, set()).add(address)
     return out
 
 
-def _ancestors(path: str) -> Iterator[str]:
-    """The directories above ``path``, nearest first, without the root (``/a/b/c`` → ``/a/b``,
-    ``/a``)."""
-    parent = os.path.dirname(os.path.normpath(path))
-    while parent not in ("", "/", "//"):
-        yield parent
-        parent = os.path.dirname(parent)
-
-
-def add_read(by_host: dict[str | None, HostBatches], host: str | None, rt: ResourceType,
-             address: str, attrs: dict[str, Any]) -> None:
-    """Queue the object ``attrs`` of ``address`` for :meth:`Planner.read_hosts` (grouped by
+def add_read(by_host: dict[str | None, HostBatches], host: str | None, rt: ResourceType[Any],
+             address: str, item: ReadItem) -> None:
+    """Queue the object ``item`` of ``address`` for :meth:`Planner.read_hosts` (grouped by
     host, then by type)."""
     batches = by_host.setdefault(host, [])
     items = next((i for t, i in batches if t is rt), None)
     if items is None:
         items = []
         batches.append((rt, items))
-    items.append((address, attrs))
+    items.append((address, item))
 
 
-def _drift(rt: ResourceType, prior: dict[str, Any], now: dict[str, Any],
+def _drift(rt: ResourceType[Any], prior: dict[str, Any], now: dict[str, Any],
            desired: dict[str, Any]) -> list[str]:
     """Attributes the configuration manages whose value changed since the last apply."""
     out = []
     for key, was in prior.items():
         if key in now and now[key] != was and key in rt.schema.attrs \
                 and key not in rt.unobserved and desired.get(key) is not None:
-            out.append("content" if key == "content_sha256" else key)
+            out.append(rt.label(key))
     return out
 
 

@@ -30,7 +30,7 @@ def rt() -> CommandType:
 def plan(rt: CommandType, conn: LocalConnector, attrs: dict[str, Any],
          prior: dict[str, Any] | None = None) -> tuple[ResourceChange, dict[str, Any]]:
     desired = rt.prepare(attrs, "/tmp")
-    observed = rt.read(conn, [desired])[0]
+    observed = rt.read_objects(conn, [desired])[0]
     assert observed is not None
     action, changes = rt.plan(desired, observed, prior)
     change = ResourceChange(address="command.x", type="command", action=action,
@@ -342,7 +342,7 @@ def test_read_many_objects(rt: CommandType, conn: LocalConnector, tmp_path: Path
         {"command": ["f"], "cwd": "/", "environment": {"A": "1"}, "creates": None,
          "unless": None, "exit_code": 0},
     ]
-    found = rt.read(conn, objects)
+    found = rt.read_objects(conn, objects)
     assert [o["_guard"] if o else "?" for o in found] == [None, True, False, True, False, None]
     assert found[5] == {**objects[5], "_guard": None}
     assert [e["argv"] for e in conn.log] == [["/bin/sh", "-c", "true"], ["/bin/false"]]

@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 
 from tectum.plans.plan import Action, ResourceChange
-from tectum.providers.base import ApplyError, ResourceType
+from tectum.providers.base import ApplyError, ReadItem
+from tectum.providers.host.base import HostType
 from tectum.providers.host.connector import LocalConnector
 from tectum.providers.host.files import DirectoryType, FileType, SymlinkType
 from tests.conftest import Result
@@ -99,17 +100,17 @@ def leftovers(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.rglob("*") if ".tectum-" in p.name)
 
 
-def plan_one(rt: ResourceType, conn: LocalConnector, attrs: dict[str, Any],
+def plan_one(rt: HostType, conn: LocalConnector, attrs: dict[str, Any],
              prior: dict[str, Any] | None = None, base_dir: str = "/") -> ResourceChange:
     desired = rt.prepare(attrs, base_dir)
-    observed = rt.read(conn, [desired])[0]
+    observed = rt.read(conn, [ReadItem(desired, prior)])[0]
     action, changes = rt.plan(desired, observed, prior)
     return ResourceChange(address=f"{rt.name}.x", type=rt.name, action=action,
                           before=rt.stored(observed) if observed is not None else None,
                           after=desired, changes=changes, prior=prior)
 
 
-def converge(rt: ResourceType, conn: LocalConnector, attrs: dict[str, Any],
+def converge(rt: HostType, conn: LocalConnector, attrs: dict[str, Any],
              prior: dict[str, Any] | None = None) -> tuple[Action, dict[str, Any] | None]:
     change = plan_one(rt, conn, attrs, prior)
     if change.action is Action.NOOP:
@@ -622,15 +623,15 @@ def test_read_reports_kind_mismatch(conn: LocalConnector, tmp_path: Path) -> Non
     (tmp_path / "f").write_text("x")
     (tmp_path / "l").symlink_to(tmp_path / "f")
     objs = [{"path": str(tmp_path / n)} for n in ("d", "f", "l", "none")]
-    files = FileType().read(conn, objs)
+    files = FileType().read_objects(conn, objs)
     assert files[0] is not None and files[0]["_kind"] == "directory"
     assert files[1] is not None and files[1]["_content"] == b"x"
     assert files[2] is not None and files[2]["_kind"] == "symlink"
     assert files[3] is None
-    dirs = DirectoryType().read(conn, objs)
+    dirs = DirectoryType().read_objects(conn, objs)
     assert dirs[0] is not None and "_kind" not in dirs[0]
     assert dirs[1] is not None and dirs[1]["_kind"] == "file"
-    links = SymlinkType().read(conn, objs)
+    links = SymlinkType().read_objects(conn, objs)
     assert links[2] == {"path": str(tmp_path / "l"), "target": str(tmp_path / "f")}
     assert links[0] is not None and links[0]["_kind"] == "directory"
     assert conn.log == []  # reading mutates nothing
@@ -891,7 +892,7 @@ def test_directory_delete_while_its_files_are_deleted_concurrently(
 
     files, dirs = FileType(), DirectoryType()
 
-    def delete(rt: ResourceType, path: Path) -> ResourceChange:
+    def delete(rt: HostType, path: Path) -> ResourceChange:
         prior = {"path": str(path)}
         return ResourceChange(address=f"{rt.name}.x", type=rt.name, action=Action.DELETE,
                               before=prior, after=None, changes=[], prior=prior)

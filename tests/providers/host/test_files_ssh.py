@@ -20,9 +20,11 @@ import pytest
 
 import tectum.providers.host.connector as connector_module
 from tectum.plans.plan import Action, ResourceChange
-from tectum.providers.base import ApplyError, ResourceType
+from tectum.providers.base import ApplyError, ReadItem
+from tectum.providers.host.base import HostType
 from tectum.providers.host.connector import Connector
 from tectum.providers.host.files import DirectoryType, FileType
+from tectum.providers.host.provider import HostProvider
 from tectum.providers.host.ssh import SSHConnector
 from tests.harness.fleet import Fleet
 
@@ -72,15 +74,17 @@ def ids_mode(fleet: Fleet, path: str) -> tuple[int, int, str]:
     return st.st_uid, st.st_gid, format(st.st_mode & 0o7777, "04o")
 
 
-def plan_one(rt: ResourceType, conn: Connector, attrs: dict[str, Any],
+def plan_one(rt: HostType, conn: Connector, attrs: dict[str, Any],
              prior: dict[str, Any] | None = None, *, prefetch: bool = False) -> ResourceChange:
     desired = rt.prepare(attrs, "/")
+    item = ReadItem(desired, prior)
+    provider = HostProvider()
     if prefetch:  # as the planner reads: every fact of the host in one round trip
-        conn.prefetch(rt.facts([desired]))
+        provider.begin_read(conn, [(rt, [item])])
     try:
-        observed = rt.read(conn, [desired])[0]
+        observed = rt.read(conn, [item])[0]
     finally:
-        conn.forget_facts()
+        provider.end_read(conn)
     action, changes = rt.plan(desired, observed, prior)
     # one address per path: a batch reports its results by address
     address = f"{rt.name}.{hashlib.sha256(str(desired['path']).encode()).hexdigest()[:8]}"
@@ -243,7 +247,7 @@ def test_files_with_validate_leave_the_batch_but_the_rest_stays_in_it(
 
 # -- deletes are verified (issue 10 item 2) -----------------------------------------------------
 
-def _delete(rt: ResourceType, path: str) -> ResourceChange:
+def _delete(rt: HostType, path: str) -> ResourceChange:
     prior = {"path": path}
     return ResourceChange(address=f"{rt.name}.x", type=rt.name, action=Action.DELETE,
                           before=prior, after=None, changes=[], prior=prior)

@@ -39,8 +39,9 @@ from typing import Any
 import pytest
 
 from tectum.plans.plan import Action, ResourceChange
-from tectum.providers.base import ApplyError, ResourceType
+from tectum.providers.base import ApplyError
 from tectum.providers.host.apt import PackageType
+from tectum.providers.host.base import HostType
 from tectum.providers.host.command import CommandType
 from tectum.providers.host.files import DirectoryType, FileType, SymlinkType
 from tectum.providers.host.service import ServiceType
@@ -299,7 +300,7 @@ class Host:
         self.sh('mkdir -p -- "$1"', path)
 
 
-def validated(rt: ResourceType, attrs: dict[str, Any], base_dir: str = "/") -> dict[str, Any]:
+def validated(rt: HostType, attrs: dict[str, Any], base_dir: str = "/") -> dict[str, Any]:
     """What the engine does before planning: each attribute against the schema (its
     diagnostic reads ``Attribute 'NAME': PROBLEM``), ``check()``, then ``prepare()``."""
     problems = [f"Attribute {key!r}: {problem}." for key, value in attrs.items()
@@ -315,10 +316,10 @@ def validated(rt: ResourceType, attrs: dict[str, Any], base_dir: str = "/") -> d
         raise Rejected("prepare", str(exc)) from None
 
 
-def plan(rt: ResourceType, conn: SSHConnector, desired: dict[str, Any],
+def plan(rt: HostType, conn: SSHConnector, desired: dict[str, Any],
          prior: dict[str, Any] | None = None) -> ResourceChange:
     try:
-        observed = rt.read(conn, [desired])[0]
+        observed = rt.read_objects(conn, [desired])[0]
     except ApplyError as exc:  # the engine reports a failed read as a diagnostic
         raise Rejected("read", str(exc)) from None
     action, changes = rt.plan(desired, observed, prior)
@@ -328,14 +329,14 @@ def plan(rt: ResourceType, conn: SSHConnector, desired: dict[str, Any],
                           after=desired, changes=changes, prior=prior)
 
 
-def apply(rt: ResourceType, conn: SSHConnector, change: ResourceChange) -> dict[str, Any] | None:
+def apply(rt: HostType, conn: SSHConnector, change: ResourceChange) -> dict[str, Any] | None:
     try:
         return rt.apply(conn, change)
     except ApplyError as exc:
         raise Rejected("apply", str(exc)) from None
 
 
-def create(rt: ResourceType, host: Host, attrs: dict[str, Any], base_dir: str = "/"
+def create(rt: HostType, host: Host, attrs: dict[str, Any], base_dir: str = "/"
            ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Validate, plan (must be a create) and apply; returns (desired, state)."""
     desired = validated(rt, attrs, base_dir)
@@ -346,13 +347,13 @@ def create(rt: ResourceType, host: Host, attrs: dict[str, Any], base_dir: str = 
     return desired, state
 
 
-def settle(rt: ResourceType, host: Host, desired: dict[str, Any], state: dict[str, Any]) -> None:
+def settle(rt: HostType, host: Host, desired: dict[str, Any], state: dict[str, Any]) -> None:
     """The next plan (a fresh read) is a no-op."""
     again = plan(rt, host.conn, desired, state)
     assert again.action is Action.NOOP, ("second plan", again.action, again.changes)
 
 
-def delete(rt: ResourceType, host: Host, state: dict[str, Any]) -> None:
+def delete(rt: HostType, host: Host, state: dict[str, Any]) -> None:
     change = ResourceChange(address=f"{rt.name}.inj", type=rt.name, action=Action.DELETE,
                             before=state, after=None, changes=[], prior=state)
     assert rt.apply(host.conn, change) is None
@@ -449,7 +450,7 @@ def odd_accounts(host: Host) -> Iterator[None]:
 
 # -- file, directory, symlink ----------------------------------------------------------------
 
-def path_round_trip(rt: ResourceType, host: Host, attrs: dict[str, Any],
+def path_round_trip(rt: HostType, host: Host, attrs: dict[str, Any],
                     verify: Callable[[str], None], base_dir: str = "/") -> None:
     """Create at attrs["path"] (its directory made first), verify, plan again (no-op),
     delete, and check that it is gone."""

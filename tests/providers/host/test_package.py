@@ -65,7 +65,7 @@ def plan_change(rt: PackageType, conn: LocalConnector, desired: dict[str, Any],
                 address: str = "host.local.package.p") -> ResourceChange:
     """read → plan → ResourceChange, as the engine does."""
     desired = rt.prepare(desired, ".")
-    observed = rt.read(conn, [desired])[0]
+    observed = rt.read_objects(conn, [desired])[0]
     action, changes = rt.plan(desired, observed, None)
     return change_for(address, action, observed, desired, changes)
 
@@ -176,7 +176,7 @@ def test_plan_decisions(rt: PackageType) -> None:
 # -- read (dpkg-query, no apt-get) ---------------------------------------------------------
 def test_read_is_one_dpkg_query(rt: PackageType) -> None:
     conn = LocalConnector()
-    got = rt.read(conn, [{"name": "dpkg"}, {"name": NO_SUCH_PACKAGE}, {"name": "bash"}])
+    got = rt.read_objects(conn, [{"name": "dpkg"}, {"name": NO_SUCH_PACKAGE}, {"name": "bash"}])
     assert got[0] == {"name": "dpkg", "ensure": "present", "version": installed_version("dpkg")}
     assert got[1] == {"name": NO_SUCH_PACKAGE, "ensure": "absent", "version": None}
     assert got[2] is not None and got[2]["ensure"] == "present"
@@ -184,7 +184,7 @@ def test_read_is_one_dpkg_query(rt: PackageType) -> None:
     assert conn.log[0]["mutating"] is False
     argv = conn.log[0]["argv"]
     assert isinstance(argv, list) and argv[0] == "dpkg-query"
-    assert rt.read(conn, []) == []
+    assert rt.read_objects(conn, []) == []
 
 
 # -- apply (apt-get) -----------------------------------------------------------------------
@@ -269,12 +269,12 @@ def test_delete_removes(rt: PackageType, restore: list[str]) -> None:
     if installed_version(pkg) is None:
         apt("install", pkg)
     conn = LocalConnector()
-    observed = rt.read(conn, [{"name": pkg}])[0]
+    observed = rt.read_objects(conn, [{"name": pkg}])[0]
     change = change_for("host.local.package.p", Action.DELETE, observed, None, [])
     assert rt.apply(conn, change) is None
     assert installed_version(pkg) is None
     # deleting what is already gone runs no apt-get
-    gone = rt.read(conn, [{"name": pkg}])[0]
+    gone = rt.read_objects(conn, [{"name": pkg}])[0]
     conn2 = LocalConnector()
     assert rt.apply(conn2, change_for("host.local.package.p", Action.DELETE, gone, None,
                                       [])) is None
@@ -290,7 +290,7 @@ def test_batch_is_one_install_and_one_remove(rt: PackageType, restore: list[str]
         apt("remove", *present)
     conn = LocalConnector()
     desired = [rt.prepare({"name": p}, ".") for p in pkgs]
-    observed = rt.read(conn, desired)
+    observed = rt.read_objects(conn, desired)
     assert len(conn.log) == 1  # one dpkg-query for both
     changes = []
     for want, have in zip(desired, observed, strict=True):
@@ -310,7 +310,7 @@ def test_batch_is_one_install_and_one_remove(rt: PackageType, restore: list[str]
     # and both go with one apt-get remove
     conn = LocalConnector()
     gone = [rt.prepare({"name": p, "ensure": "absent"}, ".") for p in pkgs]
-    observed = rt.read(conn, gone)
+    observed = rt.read_objects(conn, gone)
     changes = []
     for want, have in zip(gone, observed, strict=True):
         action, attr_changes = rt.plan(want, have, None)
@@ -332,7 +332,7 @@ def test_batch_failure_is_reported_per_change(rt: PackageType, restore: list[str
         apt("remove", pkg)
     conn = LocalConnector()
     desired = [rt.prepare({"name": n}, ".") for n in (pkg, NO_SUCH_PACKAGE)]
-    observed = rt.read(conn, desired)
+    observed = rt.read_objects(conn, desired)
     changes = [
         change_for(f"host.local.package.p{i}", *_plan(rt, want, have))
         for i, (want, have) in enumerate(zip(desired, observed, strict=True))

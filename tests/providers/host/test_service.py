@@ -194,7 +194,7 @@ def plan_change(rt: ServiceType, conn: LocalConnector, desired: dict[str, Any],
                 triggered: str | None = None) -> ResourceChange:
     """read → plan → ResourceChange, as the engine does (a trigger makes a NOOP an UPDATE)."""
     desired = rt.prepare(desired, ".")
-    observed = rt.read(conn, [desired])[0]
+    observed = rt.read_objects(conn, [desired])[0]
     action, changes = rt.plan(desired, observed, None)
     if triggered and action is Action.NOOP:
         action = Action.UPDATE
@@ -248,7 +248,7 @@ def test_schema_and_describe(rt: ServiceType) -> None:
 def test_absent_service_reads_none_and_plans_create(rt: ServiceType) -> None:
     conn = LocalConnector()
     name = f"tectum-test-{secrets.token_hex(4)}"
-    assert rt.read(conn, [{"name": name}]) == [None]
+    assert rt.read_objects(conn, [{"name": name}]) == [None]
     assert rt.plan({"name": name, "running": True}, None, None) == (
         Action.CREATE, [AttrChange("name", None, name), AttrChange("running", None, True)])
     assert commands(conn, mutating=True) == []
@@ -259,7 +259,7 @@ def test_read_batches_in_one_command(rt: ServiceType, svc: Svc) -> None:
     assert pid
     conn = LocalConnector()
     missing = f"tectum-test-{secrets.token_hex(4)}"
-    got = rt.read(conn, [{"name": svc.name}, {"name": missing}, {"name": svc.name}])
+    got = rt.read_objects(conn, [{"name": svc.name}, {"name": missing}, {"name": svc.name}])
     assert got[0] is not None and got[0]["running"] is True and got[0]["enabled"] is False
     assert got[1] is None
     assert got[2] == got[0]
@@ -515,7 +515,7 @@ def test_delete_stops_a_running_service(rt: ServiceType, svc: Svc) -> None:
     conn = LocalConnector()
     record = rt.apply(conn, plan_change(rt, conn, {"name": svc.name, "running": True}))
     assert record is not None and svc.running()
-    observed = rt.read(conn, [{"name": svc.name}])[0]
+    observed = rt.read_objects(conn, [{"name": svc.name}])[0]
     conn = LocalConnector()
     assert rt.apply(conn, delete_change(record, rt.stored(observed or {}))) is None
     assert not svc.running()

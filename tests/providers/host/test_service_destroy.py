@@ -22,7 +22,6 @@ from typing import Any
 
 import pytest
 
-from tectum.providers.base import ResourceType
 from tests.conftest import Result, run_tectum
 from tests.harness.fleet import Fleet
 
@@ -140,10 +139,6 @@ def test_destroy_stops_the_service_before_its_package_is_removed(host: Fleet,
     assert tectum(root, "state", "list").stdout.split() == []
 
 
-@pytest.mark.xfail(not hasattr(ResourceType, "delete_summary"), strict=True,
-                   reason="the plan view shows ResourceType.delete_summary once the engine "
-                          "and views call the hook (being wired in providers/base.py and the "
-                          "CLI by the lead)")
 def test_destroy_plan_says_the_service_will_be_stopped(host: Fleet, tmp_path: Path) -> None:
     root = project(tmp_path, host)
     _apply(host, root)

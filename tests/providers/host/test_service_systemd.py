@@ -124,7 +124,7 @@ def plan_change(rt: ServiceType, conn: SSHConnector, desired: dict[str, Any],
                 triggered: str | None = None) -> ResourceChange:
     """read → plan → ResourceChange, as the engine does (a trigger makes a NOOP an UPDATE)."""
     desired = rt.prepare(desired, ".")
-    observed = rt.read(conn, [desired])[0]
+    observed = rt.read_objects(conn, [desired])[0]
     action, changes = rt.plan(desired, observed, None)
     if triggered and action is Action.NOOP:
         action = Action.UPDATE
@@ -152,7 +152,7 @@ def test_the_host_runs_systemd(host: SystemdHost) -> None:
 
 def test_read_uses_systemctl_show(rt: ServiceType, conn: SSHConnector, unit: Unit) -> None:
     missing = f"tectum-test-{secrets.token_hex(4)}"
-    got = rt.read(conn, [{"name": unit.name}, {"name": missing}, {"name": unit.unit}])
+    got = rt.read_objects(conn, [{"name": unit.name}, {"name": missing}, {"name": unit.unit}])
     assert got == [{"name": unit.name, "running": False, "enabled": False}, None,
                    {"name": unit.unit, "running": False, "enabled": False}]
     assert len(conn.log) == 1 and conn.log[0]["mutating"] is False

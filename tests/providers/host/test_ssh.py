@@ -28,7 +28,7 @@ import pytest
 
 import tectum.providers.host.ssh as ssh_module
 from tectum.plans.plan import Action, ResourceChange
-from tectum.providers.base import ResourceType
+from tectum.providers.host.base import HostType
 from tectum.providers.host.command import CommandType
 from tectum.providers.host.connector import Connector, ConnectorError, LocalConnector, PathFact
 from tectum.providers.host.files import DirectoryType, FileType, SymlinkType
@@ -101,10 +101,10 @@ def remote_sha256(fleet: Fleet, name: str, path: str) -> str:
     return out.split()[0]
 
 
-def plan_one(rt: ResourceType, conn: Connector, attrs: dict[str, Any],
+def plan_one(rt: HostType, conn: Connector, attrs: dict[str, Any],
              prior: dict[str, Any] | None = None) -> ResourceChange:
     desired = rt.prepare(attrs, "/")
-    observed = rt.read(conn, [desired])[0]
+    observed = rt.read_objects(conn, [desired])[0]
     action, changes = rt.plan(desired, observed, prior)
     before = observed if rt.name == "command" else (
         rt.stored(observed) if observed is not None else None)
@@ -112,7 +112,7 @@ def plan_one(rt: ResourceType, conn: Connector, attrs: dict[str, Any],
                           after=desired, changes=changes, prior=prior)
 
 
-def converge(rt: ResourceType, conn: Connector, attrs: dict[str, Any],
+def converge(rt: HostType, conn: Connector, attrs: dict[str, Any],
              prior: dict[str, Any] | None = None) -> tuple[Action, dict[str, Any] | None]:
     change = plan_one(rt, conn, attrs, prior)
     if change.action is Action.NOOP:
@@ -120,7 +120,7 @@ def converge(rt: ResourceType, conn: Connector, attrs: dict[str, Any],
     return change.action, rt.apply(conn, change)
 
 
-def delete(rt: ResourceType, conn: Connector, prior: dict[str, Any]) -> None:
+def delete(rt: HostType, conn: Connector, prior: dict[str, Any]) -> None:
     change = ResourceChange(address=f"{rt.name}.x", type=rt.name, action=Action.DELETE,
                             before=prior, after=None, changes=[], prior=prior)
     assert rt.apply(conn, change) is None

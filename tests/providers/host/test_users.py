@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from tectum.plans.plan import Action, AttrChange, ResourceChange
-from tectum.providers.base import ApplyError, ResourceType
+from tectum.providers.base import ApplyError
+from tectum.providers.host.base import HostType
 from tectum.providers.host.connector import LocalConnector
 from tectum.providers.host.users import GroupType, UserType
 
@@ -105,13 +106,13 @@ def tool_runs(conn: LocalConnector) -> list[tuple[object, object]]:
     return out
 
 
-def converge(rt: ResourceType, conn: LocalConnector, attrs: dict[str, Any],
+def converge(rt: HostType, conn: LocalConnector, attrs: dict[str, Any],
              prior: dict[str, Any] | None = None
              ) -> tuple[Action, list[AttrChange], dict[str, Any] | None]:
     """Prepare, read, plan and (unless no-op) apply ``attrs``; returns what the plan decided and
     what apply stored."""
     desired = rt.prepare(attrs, "/tmp")
-    observed = rt.read(conn, [desired])[0]
+    observed = rt.read_objects(conn, [desired])[0]
     action, changes = rt.plan(desired, observed, prior)
     if action is Action.NOOP:
         return action, changes, prior
@@ -120,16 +121,16 @@ def converge(rt: ResourceType, conn: LocalConnector, attrs: dict[str, Any],
     return action, changes, rt.apply(conn, change)
 
 
-def assert_noop(rt: ResourceType, attrs: dict[str, Any], prior: dict[str, Any] | None) -> None:
+def assert_noop(rt: HostType, attrs: dict[str, Any], prior: dict[str, Any] | None) -> None:
     fresh = LocalConnector(log_path="")
     desired = rt.prepare(attrs, "/tmp")
-    observed = rt.read(fresh, [desired])[0]
+    observed = rt.read_objects(fresh, [desired])[0]
     assert rt.plan(desired, observed, prior) == (Action.NOOP, [])
     assert mutations(fresh) == []
 
 
-def delete(rt: ResourceType, conn: LocalConnector, stored: dict[str, Any]) -> None:
-    observed = rt.read(conn, [stored])[0]
+def delete(rt: HostType, conn: LocalConnector, stored: dict[str, Any]) -> None:
+    observed = rt.read_objects(conn, [stored])[0]
     change = ResourceChange(address=f"{rt.name}.x", type=rt.name, action=Action.DELETE,
                             before=observed, after=None, prior=stored)
     assert rt.apply(conn, change) is None
@@ -168,7 +169,7 @@ def test_user_create_then_noop(accounts: Accounts, conn: LocalConnector) -> None
 def test_user_read_is_one_readonly_command(accounts: Accounts, conn: LocalConnector) -> None:
     rt = UserType()
     names = [accounts.user() for _ in range(3)]
-    observed = rt.read(conn, [{"name": n} for n in names] + [{"name": "root"}])
+    observed = rt.read_objects(conn, [{"name": n} for n in names] + [{"name": "root"}])
     assert observed[:3] == [{"name": n, "ensure": "absent"} for n in names]
     root = observed[3]
     assert root is not None
@@ -262,7 +263,7 @@ def test_user_noop_record_keeps_remove_home(accounts: Accounts, conn: LocalConne
     name = accounts.user()
     attrs = {"name": name, "remove_home": True}
     converge(rt, conn, attrs)
-    observed = rt.read(conn, [rt.prepare(attrs, "/tmp")])[0]
+    observed = rt.read_objects(conn, [rt.prepare(attrs, "/tmp")])[0]
     assert observed is not None
     record = rt.stored(observed)
     assert record["remove_home"] is True
@@ -380,7 +381,7 @@ def test_group_ensure_absent_and_delete(accounts: Accounts, conn: LocalConnector
 
     delete(rt, conn, other_stored)
     assert getent("group", other) is None
-    assert rt.read(conn, [{"name": other}]) == [{"name": other, "ensure": "absent"}]
+    assert rt.read_objects(conn, [{"name": other}]) == [{"name": other, "ensure": "absent"}]
 
 
 def test_group_delete_primary_group_fails(accounts: Accounts, conn: LocalConnector) -> None:

@@ -33,7 +33,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from tectum.plans.plan import Action, AttrChange, ResourceChange
-from tectum.providers.base import ApplyError, ResourceType
+from tectum.providers.base import ApplyError
+from tectum.providers.host.base import HostType
 from tectum.providers.host.connector import FactRequest
 from tectum.schema import Attr, Schema
 
@@ -103,7 +104,7 @@ def _apt_error(what: str, result: CommandResult) -> ApplyError:
     return ApplyError(f"{what} failed (exit {result.returncode}): {result.error_text(800)}")
 
 
-class PackageType(ResourceType):
+class PackageType(HostType):
     """A Debian package managed with ``dpkg-query`` (read) and ``apt-get`` (apply)."""
 
     name = "package"
@@ -132,7 +133,7 @@ class PackageType(ResourceType):
         return f"{name}={version}" if version and attrs.get("ensure") != "absent" else name
 
     # -- refresh -------------------------------------------------------------------------
-    def read(
+    def read_objects(
         self, conn: Connector, objects: Sequence[dict[str, Any]]
     ) -> list[dict[str, Any] | None]:
         """Read all packages with one ``dpkg-query -W`` (non-mutating).
@@ -150,6 +151,11 @@ class PackageType(ResourceType):
     def facts(self, objects: Sequence[dict[str, Any]]) -> FactRequest:
         unique = list(dict.fromkeys(str(o["name"]) for o in objects))
         return FactRequest(commands=(_dpkg_query(unique),) if unique else ())
+
+    def warnings(self, change: ResourceChange) -> list[str]:
+        if change.action is Action.DELETE:
+            return ["removing the package keeps its configuration files."]
+        return []
 
     def _query(self, conn: Connector, names: Sequence[str]) -> dict[str, dict[str, Any]]:
         """``{name: {"name", "ensure", "version"}}`` for the names dpkg knows as installed."""

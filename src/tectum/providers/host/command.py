@@ -33,11 +33,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from tectum.plans.plan import Action, AttrChange, ResourceChange
-from tectum.providers.base import ApplyError, ResourceType
+from tectum.providers.base import ApplyError
+from tectum.providers.host.base import HostType
 from tectum.providers.host.connector import FactRequest
 from tectum.providers.host.files import not_encodable, path_problem
 from tectum.schema import Attr, Schema
-from tectum.values import is_known
+from tectum.values import SECRET_SOURCES, is_known, refs_in
 
 if TYPE_CHECKING:
     from tectum.providers.host.connector import CommandResult, Connector
@@ -133,7 +134,7 @@ def _has_guard(attrs: dict[str, Any]) -> bool:
     return attrs.get("creates") is not None or attrs.get("unless") is not None
 
 
-class CommandType(ResourceType):
+class CommandType(HostType):
     """A command run on a host; see the module docstring for when it runs."""
 
     name = "command"
@@ -181,6 +182,17 @@ class CommandType(ResourceType):
             problems.append(f"creates {problem}, got {shown}.")
         return problems
 
+    def check_declared(self, attrs: dict[str, Any]) -> list[tuple[str, str]]:
+        """A secret may not be an element of an argument list: the process list shows it."""
+        argv = attrs.get("command")
+        if isinstance(argv, list) and any(a in SECRET_SOURCES for a, _ in refs_in(argv)):
+            return [("Secret in a command argument",
+                     "A secret is an element of this command's argument list: every user of "
+                     "the host could read it in the process list. Pass it in environment={...} "
+                     "(the command reads $NAME), or write the command as a string, which runs "
+                     "from a private file.")]
+        return []
+
     def describe(self, attrs: dict[str, Any]) -> str:
         command = attrs.get("command")
         text = command if isinstance(command, str) else " ".join(map(str, command or []))
@@ -195,8 +207,8 @@ class CommandType(ResourceType):
             and is_known([o.get("creates"), o.get("unless"), o.get("cwd"),
                           o.get("environment")])))
 
-    def read(self, conn: Connector, objects: Sequence[dict[str, Any]]
-             ) -> list[dict[str, Any] | None]:
+    def read_objects(self, conn: Connector, objects: Sequence[dict[str, Any]]
+                     ) -> list[dict[str, Any] | None]:
         """Evaluate every object's guard: all ``creates`` paths in one ``stat_paths`` call, then
         each remaining ``unless`` command (read-only, ``mutating=False``).
 
@@ -268,6 +280,11 @@ class CommandType(ResourceType):
     def _create_changes(self, desired: dict[str, Any]) -> list[AttrChange]:
         return [AttrChange(k, None, desired[k], sensitive=self.schema.attrs[k].sensitive)
                 for k in self.managed(desired) if k != "timeout"]
+
+    def warnings(self, change: ResourceChange) -> list[str]:
+        if change.action is not Action.NOOP:
+            return ["a command runs again; what it did is not undone."]
+        return []
 
     def stored(self, attrs: dict[str, Any]) -> dict[str, Any]:
         """The state record: ``command``, ``creates``, ``unless``, ``cwd``, ``environment`` and

@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tectum.plans.plan import Action, AttrChange, ResourceChange
-from tectum.providers.base import ApplyError, ResourceType
+from tectum.providers.base import ApplyError, ImplicitKey
+from tectum.providers.host.base import HostType
 from tectum.providers.host.connector import (
     ConnectorError,
     FactRequest,
@@ -227,12 +228,48 @@ def _ownership_of(fact: PathFact, want: dict[str, Any] | None = None) -> dict[st
     return {"mode": fact.mode, "owner": owner, "group": group}
 
 
+def ancestors(path: str) -> Iterator[str]:
+    """The directories above ``path``, nearest first, without the root (``/a/b/c`` → ``/a/b``,
+    ``/a``)."""
+    parent = os.path.dirname(os.path.normpath(path))
+    while parent not in ("", "/", "//"):
+        yield parent
+        parent = os.path.dirname(parent)
+
+
 def _is_id(value: Any) -> bool:
     return isinstance(value, str) and value.isascii() and value.isdigit()
 
 
-class _PathType(ResourceType):
+class _PathType(HostType):
     kind: str
+
+    def identity_key(self, attrs: dict[str, Any]) -> tuple[Any, ...]:
+        """Files, directories and symlinks share one namespace: a path (in normal form)."""
+        path = attrs.get("path")
+        return ("path", os.path.normpath(path) if isinstance(path, str) else path)
+
+    def implicit_needs(self, attrs: dict[str, Any]) -> list[list[ImplicitKey]]:
+        """The nearest managed directory above the path; the owner (a user) and the group."""
+        out: list[list[ImplicitKey]] = []
+        path = attrs.get("path")
+        if isinstance(path, str) and is_known(path):
+            parents: list[ImplicitKey] = [("dir", p) for p in ancestors(path)]
+            if parents:
+                out.append(parents)
+        for key, kind in (("owner", "user"), ("group", "group")):
+            value = attrs.get(key)
+            if isinstance(value, str):
+                out.append([(kind, value)])
+        return out
+
+    def sweep_interrupted(self, target: Connector,
+                          identities: Sequence[dict[str, Any]]) -> None:
+        """Remove the temporary files the atomic writes of a killed run left next to these
+        paths."""
+        paths = [str(i["path"]) for i in identities if isinstance(i.get("path"), str)]
+        if paths:
+            target.sweep_temp(paths)
 
     def prepare(self, attrs: dict[str, Any], base_dir: str) -> dict[str, Any]:
         out = super().prepare(attrs, base_dir)
@@ -321,6 +358,9 @@ class FileType(_PathType):
     })
     stored_computed = ("content_sha256",)
     unobserved = frozenset({"validate"})
+    #: the digest stands for the content: drift and changes name "content"
+    labels = {"content_sha256": "content"}
+    text_attrs = frozenset({"content"})
 
     def check(self, attrs: dict[str, Any]) -> list[str]:
         problems = []
@@ -354,11 +394,33 @@ class FileType(_PathType):
             out["content_sha256"] = hashlib.sha256(content.encode()).hexdigest()
         return out
 
+    def sensitive_derived(self, sensitive: set[str]) -> set[str]:
+        """A file rendered from a template with a sensitive variable holds it in its content."""
+        return {"content"} if sensitive & {"vars", "template"} else set()
+
+    def masked_values(self, attrs: dict[str, Any], sensitive: set[str]) -> list[str]:
+        """The digest of a secret-bearing content would let anyone test guesses."""
+        digest = attrs.get("content_sha256")
+        return [digest] if "content" in sensitive and isinstance(digest, str) else []
+
+    def masked_observed(self, observed: dict[str, Any],
+                        holds_secret: Callable[[str], bool]) -> list[str]:
+        """A file found holding a secret: its digest is masked (and sealed) too."""
+        content, digest = observed.get("_content"), observed.get("content_sha256")
+        if isinstance(content, bytes) and isinstance(digest, str) \
+                and holds_secret(content.decode("utf-8", "surrogateescape")):
+            return [digest]
+        return []
+
+    def display(self, observed: dict[str, Any]) -> dict[str, Any]:
+        """The old content, for the plan's line diff."""
+        return {"before_content": observed["_content"]} if "_content" in observed else {}
+
     def facts(self, objects: Sequence[dict[str, Any]]) -> FactRequest:
         return FactRequest(content=tuple(str(o["path"]) for o in objects))
 
-    def read(self, conn: Connector, objects: Sequence[dict[str, Any]]
-             ) -> list[dict[str, Any] | None]:
+    def read_objects(self, conn: Connector, objects: Sequence[dict[str, Any]]
+                     ) -> list[dict[str, Any] | None]:
         facts = conn.stat_paths([o["path"] for o in objects], content=True)
         out: list[dict[str, Any] | None] = []
         for obj, fact in zip(objects, facts, strict=True):
@@ -482,11 +544,27 @@ class DirectoryType(_PathType):
         **_OWNERSHIP,
     })
 
+    def implicit_keys(self, attrs: dict[str, Any]) -> list[ImplicitKey]:
+        """Its path (in normal form): objects under it depend on the nearest directory."""
+        path = attrs.get("path")
+        if isinstance(path, str) and is_known(path):
+            return [("dir", os.path.normpath(path))]
+        return []
+
+    def delete_summary(self, prior: dict[str, Any]) -> str | None:
+        return "with everything in it"
+
+    def warnings(self, change: ResourceChange) -> list[str]:
+        if change.action is Action.DELETE:
+            return ["the directory is deleted with everything in it; files not managed by "
+                    "tectum are not restored later."]
+        return []
+
     def facts(self, objects: Sequence[dict[str, Any]]) -> FactRequest:
         return FactRequest(paths=tuple(str(o["path"]) for o in objects))
 
-    def read(self, conn: Connector, objects: Sequence[dict[str, Any]]
-             ) -> list[dict[str, Any] | None]:
+    def read_objects(self, conn: Connector, objects: Sequence[dict[str, Any]]
+                     ) -> list[dict[str, Any] | None]:
         facts = conn.stat_paths([o["path"] for o in objects])
         out: list[dict[str, Any] | None] = []
         for obj, fact in zip(objects, facts, strict=True):
@@ -552,8 +630,8 @@ class SymlinkType(_PathType):
     def facts(self, objects: Sequence[dict[str, Any]]) -> FactRequest:
         return FactRequest(paths=tuple(str(o["path"]) for o in objects))
 
-    def read(self, conn: Connector, objects: Sequence[dict[str, Any]]
-             ) -> list[dict[str, Any] | None]:
+    def read_objects(self, conn: Connector, objects: Sequence[dict[str, Any]]
+                     ) -> list[dict[str, Any] | None]:
         facts = conn.stat_paths([o["path"] for o in objects])
         out: list[dict[str, Any] | None] = []
         for obj, fact in zip(objects, facts, strict=True):

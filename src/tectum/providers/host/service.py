@@ -54,7 +54,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from tectum.plans.plan import Action, ResourceChange
-from tectum.providers.base import ApplyError, ResourceType
+from tectum.providers.base import ApplyError
+from tectum.providers.host.base import HostType
 from tectum.schema import Attr, Schema
 
 if TYPE_CHECKING:
@@ -137,7 +138,7 @@ def _tail(result: CommandResult) -> str:
     return text or f"exit {result.returncode}, no output"
 
 
-class ServiceType(ResourceType):
+class ServiceType(HostType):
     """A system service (systemd unit or System V init script) on a host."""
 
     name = "service"
@@ -162,7 +163,7 @@ class ServiceType(ResourceType):
         return str(attrs.get("name", ""))
 
     # -- refresh -------------------------------------------------------------------------
-    def read(
+    def read_objects(
         self, conn: Connector, objects: Sequence[dict[str, Any]]
     ) -> list[dict[str, Any] | None]:
         """Read every service with one command (non-mutating): ``systemctl show`` for all

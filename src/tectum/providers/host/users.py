@@ -37,7 +37,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from tectum.plans.plan import Action, AttrChange, ResourceChange
-from tectum.providers.base import ApplyError, ResourceType
+from tectum.providers.base import ApplyError, ImplicitKey
+from tectum.providers.host.base import HostType
 from tectum.providers.host.connector import FactRequest
 from tectum.providers.host.files import path_problem
 from tectum.schema import Attr, Schema
@@ -354,7 +355,7 @@ def _norm(key: str, value: Any) -> Any:
     return value
 
 
-class _AccountType(ResourceType):
+class _AccountType(HostType):
     """What users and groups share: ensure present/absent, compared attributes, planning."""
 
     #: attributes compared with the world (the others act only on create or delete)
@@ -434,11 +435,27 @@ class UserType(_AccountType):
                             description="remove the home and mail spool on removal"),
     })
 
+    def implicit_keys(self, attrs: dict[str, Any]) -> list[ImplicitKey]:
+        """Its name: files it owns depend on it."""
+        name = attrs.get("name")
+        return [("user", name)] if isinstance(name, str) else []
+
+    def implicit_needs(self, attrs: dict[str, Any]) -> list[list[ImplicitKey]]:
+        """Its primary group and its supplementary groups."""
+        groups = attrs.get("groups")
+        names = [attrs.get("group"), *(groups if isinstance(groups, list) else [])]
+        return [[("group", g)] for g in dict.fromkeys(names) if isinstance(g, str)]
+
+    def warnings(self, change: ResourceChange) -> list[str]:
+        if change.action is Action.DELETE and (change.prior or {}).get("remove_home"):
+            return ["the user's home directory is removed with the user."]
+        return []
+
     def facts(self, objects: Sequence[dict[str, Any]]) -> FactRequest:
         return FactRequest(commands=(_accounts_argv(users=True),) if objects else ())
 
-    def read(self, conn: Connector, objects: Sequence[dict[str, Any]]
-             ) -> list[dict[str, Any] | None]:
+    def read_objects(self, conn: Connector, objects: Sequence[dict[str, Any]]
+                     ) -> list[dict[str, Any] | None]:
         """Every user in one read-only command; see the module docstring for the shapes.
         ``remove_home`` is echoed from the object when it holds one."""
         if not objects:
@@ -567,11 +584,16 @@ class GroupType(_AccountType):
         "system": Attr(bool, default=False, description="create as a system group"),
     })
 
+    def implicit_keys(self, attrs: dict[str, Any]) -> list[ImplicitKey]:
+        """Its name: users and files that name it as their group depend on it."""
+        name = attrs.get("name")
+        return [("group", name)] if isinstance(name, str) else []
+
     def facts(self, objects: Sequence[dict[str, Any]]) -> FactRequest:
         return FactRequest(commands=(_accounts_argv(users=False),) if objects else ())
 
-    def read(self, conn: Connector, objects: Sequence[dict[str, Any]]
-             ) -> list[dict[str, Any] | None]:
+    def read_objects(self, conn: Connector, objects: Sequence[dict[str, Any]]
+                     ) -> list[dict[str, Any] | None]:
         """Every group in one read-only ``getent group``; see the module docstring."""
         if not objects:
             return []

@@ -12,15 +12,12 @@ from __future__ import annotations
 import secrets
 import string
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tectum.masking import REDACTOR
 from tectum.plans.plan import Action, AttrChange, ResourceChange
-from tectum.providers.base import ResourceType
+from tectum.providers.base import ReadItem, ResourceType
 from tectum.schema import Attr, Schema
-
-if TYPE_CHECKING:
-    from tectum.providers.host.connector import Connector
 
 #: the punctuation a password may hold with ``special`` (shell- and URL-unsafe ones left out)
 SPECIAL = "!#%*+,-.:=?@^_~"
@@ -30,7 +27,7 @@ def _length(value: Any) -> str | None:
     return None if isinstance(value, int) and 8 <= value <= 1024 else "must be 8 to 1024"
 
 
-class PasswordType(ResourceType):
+class PasswordType(ResourceType[Any]):
     """A random password (``secrets.choice`` over letters, digits and, with ``special``,
     :data:`SPECIAL`; at least one of each class)."""
 
@@ -46,10 +43,10 @@ class PasswordType(ResourceType):
     })
     stored_computed = ("result",)
 
-    def read(self, conn: Connector, objects: Sequence[dict[str, Any]]
-             ) -> list[dict[str, Any] | None]:
-        """Nothing to read: the object is the record in state (see :meth:`plan`)."""
-        return [{} for _ in objects]
+    def read(self, target: Any, items: Sequence[ReadItem]) -> list[dict[str, Any] | None]:
+        """Nothing to read: the object is the record in state (see :meth:`plan`), so each item
+        reads as its prior record, and as absent when state has none."""
+        return [dict(i.prior) if i.prior is not None else None for i in items]
 
     def plan(self, desired: dict[str, Any], observed: dict[str, Any] | None,
              prior: dict[str, Any] | None) -> tuple[Action, list[AttrChange]]:
@@ -60,7 +57,7 @@ class PasswordType(ResourceType):
                    for k in ("length", "special", "keepers") if prior.get(k) != desired.get(k)]
         return (Action.REPLACE if changes else Action.NOOP), changes
 
-    def apply(self, conn: Connector, change: ResourceChange) -> dict[str, Any] | None:
+    def apply(self, target: Any, change: ResourceChange) -> dict[str, Any] | None:
         if change.action is Action.DELETE:
             return None
         after = dict(change.after or {})
