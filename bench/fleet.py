@@ -103,7 +103,7 @@ Usage (as root)::
     python3 bench/fleet.py [--hosts 20] [--tools tectum,pyinfra,ansible]
                            [--first-repeat 3] [--repeat 5] [--repair-repeat 3]
                            [--order interleaved|grouped] [--apt-cache clean|kept]
-                           [--json results.json]
+                           [--baseline PATH] [--json results.json]
     python3 bench/fleet.py --report results.json   # the report of an earlier --json
 
 ``--tools`` also sets the round-robin order. The hosts share the machine's CPUs with the tools,
@@ -497,6 +497,14 @@ class Tectum(Tool):
     def settings(self) -> str:
         return (f"{shlex.join(self.argv())}; inventory.toml + stack.py (apply_role to group "
                 "bench); default parallelism; TECTUM_COMMAND_LOG set")
+
+
+class TectumBefore(Tectum):
+    """Another tectum (``--baseline PATH``: e.g. a wrapper running a snapshot of an earlier
+    commit), run in the same rounds as ``tectum`` so a change is measured before and after on
+    the same machine at the same time; reported as ``before`` with its ratio to ``tectum``."""
+
+    name = "before"
 
     def warm_up(self) -> None:
         subprocess.run([self.executable, "--help"], capture_output=True, env=self.env)
@@ -941,7 +949,7 @@ def summarize(results: dict[str, ToolResult], reps: dict[str, int]) -> dict[str,
         round_ratios[phase] = {}
         t = tectum.median(phase) if tectum else None
         t_runs = tectum.by_rep(phase) if tectum else {}
-        for peer in PEERS:
+        for peer in (*PEERS, TectumBefore.name):
             p = results[peer].median(phase) if peer in results else None
             ratios[phase][peer] = p / t if p is not None and t else None
             p_runs = results[peer].by_rep(phase) if peer in results else {}
@@ -1111,6 +1119,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"the peers' virtual environment (default {DEFAULT_VENV})")
     parser.add_argument("--tectum", metavar="PATH",
                         help="the tectum executable (default: the one beside this Python)")
+    parser.add_argument("--baseline", metavar="PATH",
+                        help="also run this tectum executable (e.g. a wrapper that runs a "
+                        "snapshot of an earlier commit with PYTHONPATH) as tool 'before', in "
+                        "the same rounds as tectum: a change measured before and after")
     parser.add_argument("--tectum-arg", action="append", default=[], metavar="ARG",
                         help="extra argument for `tectum apply` (repeatable)")
     parser.add_argument("--json", dest="json_path", metavar="FILE",
@@ -1203,6 +1215,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     assert tectum_exe is not None
                     runners.append(Tectum(workdir, fleet, workload, env, executable=tectum_exe,
                                           extra=args.tectum_arg))
+                    if args.baseline:
+                        runners.append(TectumBefore(workdir, fleet, workload, env,
+                                                    executable=args.baseline,
+                                                    extra=args.tectum_arg))
                 elif name == "pyinfra":
                     runners.append(Pyinfra(workdir, fleet, workload, env, venv=args.venv))
                 else:

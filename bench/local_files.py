@@ -24,6 +24,12 @@ warm-up cycle first caches bytecode.
 Usage::
 
     python bench/local_files.py [--reps 5] [--sizes 500,2000] [--json results.json]
+                                [--baseline DIR]   # also a snapshot, in turn: after/before
+
+For a before/after comparison, ``TMPDIR=/dev/shm`` keeps the files in memory: on a disk file
+system, creating and deleting thousands of files costs very different times from one repetition
+to the next (the bare write floor moved sixfold between repetitions on the CI machine), which
+buries a few percent of tectum's own time.
 
 Exit status: 0 when every target is met, 1 when one is missed (or a run failed).
 """
@@ -249,27 +255,32 @@ class Bench:
         self.write_project(n)
         res = SizeResult(n)
         for rep in range(reps):
-            t_wfloor = self.write_floor(n)
-            self.reset(n)
-            t_first = self.apply(n, "first apply")
-            before = self.check_files(n, "first apply")
-            t_floor = self.floor(n)
-            t_noop = self.apply(n, "no-op")
-            if self.check_files(n, "no-op") != before:
-                raise SystemExit(f"the no-op run ({n} files) rewrote files")
-            self.damage(n, seed=rep)
-            t_repair = self.apply(n, "repair")
-            self.check_files(n, "repair")
-            t_floor2 = self.floor(n)
-            for key, value in (("floor", t_floor), ("floor", t_floor2), ("wfloor", t_wfloor),
-                               ("first", t_first), ("noop", t_noop), ("repair", t_repair)):
-                res.times[key].append(value)
-            if self.verbose:
-                print(f"  n={n} rep {rep + 1}/{reps} (wall s): floor {t_floor.wall:.3f}/"
-                      f"{t_floor2.wall:.3f}  write floor {t_wfloor.wall:.3f}  first "
-                      f"{t_first.wall:.3f}  noop {t_noop.wall:.3f}  repair {t_repair.wall:.3f}",
-                      file=sys.stderr, flush=True)
+            self.run_rep(n, rep, reps, res)
         return res
+
+    def run_rep(self, n: int, rep: int, reps: int, res: SizeResult) -> None:
+        """One repetition of every scenario at size ``n`` (the project written), into
+        ``res``."""
+        t_wfloor = self.write_floor(n)
+        self.reset(n)
+        t_first = self.apply(n, "first apply")
+        before = self.check_files(n, "first apply")
+        t_floor = self.floor(n)
+        t_noop = self.apply(n, "no-op")
+        if self.check_files(n, "no-op") != before:
+            raise SystemExit(f"the no-op run ({n} files) rewrote files")
+        self.damage(n, seed=rep)
+        t_repair = self.apply(n, "repair")
+        self.check_files(n, "repair")
+        t_floor2 = self.floor(n)
+        for key, value in (("floor", t_floor), ("floor", t_floor2), ("wfloor", t_wfloor),
+                           ("first", t_first), ("noop", t_noop), ("repair", t_repair)):
+            res.times[key].append(value)
+        if self.verbose:
+            print(f"  n={n} rep {rep + 1}/{reps} (wall s): floor {t_floor.wall:.3f}/"
+                  f"{t_floor2.wall:.3f}  write floor {t_wfloor.wall:.3f}  first "
+                  f"{t_first.wall:.3f}  noop {t_noop.wall:.3f}  repair {t_repair.wall:.3f}",
+                  file=sys.stderr, flush=True)
 
     def warm_up(self) -> None:
         """One small untimed cycle so every module's bytecode is cached."""
@@ -363,6 +374,37 @@ def print_report(summary: dict[str, Any], reps: int) -> None:
           "the machine inflates wall times; cpu s (user + system of the process) much less.")
 
 
+def compare(after: list[SizeResult], before: list[SizeResult]) -> list[dict[str, Any]]:
+    """Per size and scenario: medians (wall and cpu) of the current tectum and the baseline,
+    their ratio (after / before: above 1 is slower), and the range of per-repetition ratios
+    (the two ran in turn, so repetition k of each saw about the same machine)."""
+    rows = []
+    for now, then in zip(after, before, strict=True):
+        for s in SCENARIOS:
+            pairs = [a.wall / b.wall for a, b in zip(now.times[s], then.times[s], strict=True)
+                     if b.wall > 0]
+            rows.append({
+                "n": now.n, "scenario": s,
+                "after_s": now.median(s), "before_s": then.median(s),
+                "ratio": now.median(s) / then.median(s),
+                "cpu_ratio": now.median_cpu(s) / then.median_cpu(s),
+                "per_rep": [min(pairs), max(pairs)] if pairs else None})
+    return rows
+
+
+def print_comparison(rows: list[dict[str, Any]], baseline: str) -> None:
+    print(f"\nAfter vs before (baseline: tectum from {baseline}; run in turn, repetition by "
+          "repetition):")
+    head = (f"{'N':>6}  {'scenario':<8} {'after s':>8} {'before s':>9} {'ratio':>7} "
+            f"{'cpu ratio':>10}  per repetition")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        span = (f"{r['per_rep'][0]:.2f}-{r['per_rep'][1]:.2f}" if r["per_rep"] else "")
+        print(f"{r['n']:>6}  {r['scenario']:<8} {r['after_s']:>8.3f} {r['before_s']:>9.3f} "
+              f"{r['ratio']:>6.2f}x {r['cpu_ratio']:>9.2f}x  {span}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=int, default=5, help="repetitions per size (default 5)")
@@ -373,6 +415,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--src", metavar="DIR",
                         help="import tectum from DIR (put first on PYTHONPATH), e.g. a "
                         "snapshot made with `git archive HEAD src | tar -x -C /tmp/snap`")
+    parser.add_argument("--baseline", metavar="DIR",
+                        help="also measure the tectum package under DIR (e.g. a snapshot of "
+                        "the commit before a change), repetition by repetition in turn with "
+                        "the current one, and report after/before ratios")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("-q", "--quiet", action="store_true", help="no per-repetition lines")
     args = parser.parse_args(argv)
@@ -382,12 +428,32 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     workdir = tempfile.mkdtemp(prefix="tectum-bench-")
     bench = Bench(workdir, verbose=not args.quiet, src=args.src)
+    before: Bench | None = None
+    if args.baseline:
+        os.makedirs(os.path.join(workdir, "before"))
+        before = Bench(os.path.join(workdir, "before"), verbose=not args.quiet,
+                       src=args.baseline)
     load_before = os.getloadavg()
+    baseline: list[SizeResult] = []
     try:
         bench.warm_up()
         results = []
-        for n in sizes:
-            results.append(bench.run_size(n, args.reps))
+        if before is None:
+            for n in sizes:
+                results.append(bench.run_size(n, args.reps))
+        else:
+            before.warm_up()
+            for n in sizes:
+                bench.write_project(n)
+                before.write_project(n)
+                now, then = SizeResult(n), SizeResult(n)
+                for rep in range(args.reps):
+                    # in turn, each version first every other repetition
+                    pair = [(bench, now), (before, then)]
+                    for b, res in (pair if rep % 2 == 0 else pair[::-1]):
+                        b.run_rep(n, rep, args.reps, res)
+                results.append(now)
+                baseline.append(then)
     finally:
         if args.keep:
             print(f"kept {workdir}", file=sys.stderr)
@@ -396,10 +462,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = summarize(results)
     summary["loadavg"] = {"before": load_before, "after": os.getloadavg()}
     print_report(summary, args.reps)
+    compared = compare(results, baseline) if baseline else []
+    if compared:
+        print_comparison(compared, args.baseline)
     if args.json_path:
         doc = {"benchmark": "local_files", "reps": args.reps, "sizes": sizes,
                "python": platform.python_version(), "executable": sys.executable,
-               "cpus": os.cpu_count(), "src": args.src, "targets": TARGETS, **summary}
+               "cpus": os.cpu_count(), "src": args.src, "targets": TARGETS, **summary,
+               "baseline": args.baseline, "after_vs_before": compared}
         with open(args.json_path, "w", encoding="utf-8") as fh:
             json.dump(doc, fh, indent=2)
     ok = all(r["pass"] is not False for r in summary["rows"]) and \

@@ -53,7 +53,8 @@ def open_backend(project: Project, workspace: str) -> StateBackend:
     """The backend ``[state] backend`` names (default ``sqlite``) for ``workspace``. Raises
     :class:`DiagnosticError` for a backend no installed package provides."""
     name = str(project.state.get("backend", "sqlite"))
-    found = backend_names()
+    # (the built-in ones are found without scanning the entry points: ~20 ms a process)
+    found = _BUILTIN if name in _BUILTIN else backend_names()
     target = found.get(name)
     if target is None:
         raise DiagnosticError(Diagnostic.error(

@@ -387,6 +387,29 @@ def apply_plan(
         if remaining[host] == 0:
             report(host)
 
+    def _workers(members: set[str], parallelism: int) -> int:
+        """Threads for a walk: ``parallelism``, but no more than the targets of ``members``
+        can take at once (their concurrency limits summed): a thread more would only wait."""
+        limits: dict[Any, int] = {}
+        seen: set[tuple[str, str]] = set()
+        for a in members:
+            change = changes[a]
+            if change.action in (Action.NOOP, Action.FORGET) \
+                    or (change.type, hosts[a]) in seen:
+                continue
+            seen.add((change.type, hosts[a]))
+            rt = registry.get(change.type)
+            if rt is None:
+                continue
+            host = ResourceAddress.parse(a).host
+            key = targets.where(rt, host)
+            if key not in limits:
+                try:
+                    limits[key] = targets.limit(rt, host)
+                except Exception:  # noqa: BLE001 - reported when its changes run
+                    limits[key] = 1
+        return max(1, min(parallelism, sum(limits.values()) or 1))
+
     order = list(dict.fromkeys([*remaining]))
     if batches is None:
         waves = [order]
@@ -404,7 +427,8 @@ def apply_plan(
             if members:
                 deps = {a: {d for d in changes[a].dependencies if d in members}
                         for a in changes if a in members}
-                walked = walk(deps, visit, parallelism=max(1, parallelism), group=group,
+                walked = walk(deps, visit, parallelism=_workers(members, parallelism),
+                              group=group,
                               inline=lambda a: changes[a].action in (Action.NOOP,
                                                                      Action.FORGET),
                               on_result=on_result, on_round=lambda: flush(force=False),

@@ -20,7 +20,7 @@ from tectum.addrs import ResourceAddress
 from tectum.backends.base import Intent
 from tectum.config.declaration import Declaration, Stack
 from tectum.diagnostics import Diagnostic, DiagnosticError, Diagnostics, SourceLocation
-from tectum.engine.targets import Targets, where
+from tectum.engine.targets import Places, Targets
 from tectum.graph.dag import Graph, find_cycles
 from tectum.masking import REDACTOR
 from tectum.plans.plan import Action, AttrChange, Plan, ResourceChange
@@ -69,11 +69,12 @@ def build_graph(stack: Stack) -> tuple[Graph, Diagnostics]:
     # automatic dependencies (Puppet's autorequire) stay on one target: the keys objects offer
     # (a directory's path, a user's name) are indexed by (provider, target key, key)
     offered: dict[tuple[str, Hashable, Hashable], str] = {}
+    place = Places(stack.inventory)
     for address, decl in decls.items():
         graph.add(address)
         rt = registry.get(decl.type)
         if rt is not None:
-            at = where(rt, decl.address.host, stack.inventory)
+            at = place(rt, decl.address.host)
             for key in rt.implicit_keys(decl.attrs):
                 offered[(*at, key)] = address
     for address, decl in decls.items():
@@ -104,7 +105,7 @@ def build_graph(stack: Stack) -> tuple[Graph, Diagnostics]:
         auto: list[str] = []
         rt = registry.get(decl.type)
         if rt is not None and offered:
-            at = where(rt, decl.address.host, stack.inventory)
+            at = place(rt, decl.address.host)
             for group in rt.implicit_needs(decl.attrs):
                 found = next((offered[(*at, k)] for k in group if (*at, k) in offered), None)
                 if found is not None:
@@ -197,13 +198,14 @@ class Resolver:
         """Two resources may not manage one object (a path, a package, a user)."""
         diags = Diagnostics()
         seen: dict[tuple[Any, ...], Declaration] = {}
+        place = Places(self.stack.inventory)
         for address, want in self.desired.items():
             decl = self.decls[address]
             ident = _rtype(decl.type).identity(want)
             if not ident or not all(isinstance(v, str) and is_known(v) for v in ident):
                 continue
             rt = _rtype(decl.type)
-            key = (*where(rt, decl.address.host, self.stack.inventory), *rt.identity_key(want))
+            key = (*place(rt, decl.address.host), *rt.identity_key(want))
             other = seen.get(key)
             if other is None:
                 seen[key] = decl
@@ -276,6 +278,8 @@ class Planner:
                                               source=decl.source))
         diags.raise_if_errors()
         for recorded in state.resources.values():
+            if not recorded.schema_version:
+                continue  # (version 0: no provider is older than that)
             known = registry.get(recorded.type)
             if known is not None and recorded.schema_version > known.schema_version:
                 # OpenTofu refuses state a newer provider wrote: this one cannot read it right
@@ -718,11 +722,12 @@ def _contained(stack: Stack, records: dict[str, ResourceRecord]) -> dict[str, se
     it, so a directory is deleted last (its delete removes whatever else is left in it)."""
     offered: dict[tuple[str, Hashable, Hashable], str] = {}
     placed: dict[str, tuple[ResourceType[Any], tuple[str, Hashable]]] = {}
+    place = Places(stack.inventory)
     for address, rec in records.items():
         rt = registry.get(rec.type)
         if rt is None:
             continue
-        at = where(rt, ResourceAddress.parse(address).host, stack.inventory)
+        at = place(rt, ResourceAddress.parse(address).host)
         placed[address] = (rt, at)
         for key in rt.implicit_keys(rec.attributes):
             offered[(*at, key)] = address

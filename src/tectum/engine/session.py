@@ -66,7 +66,11 @@ def intents_of(plan: Plan) -> list[Intent]:
         if c.action in (Action.NOOP, Action.FORGET):
             continue  # (forgetting changes no object: nothing to find after a crash)
         rt = registry.get(c.type)
-        attrs = {**(c.prior or {}), **(c.before or {}), **(c.after or {})}
+        # (what the change makes, else what it found, else what state knew: a prior may hold
+        # a server-assigned id the desired attributes do not)
+        attrs = c.after or c.before or c.prior or {}
+        if c.prior and c.after is not None:
+            attrs = {**c.prior, **attrs}
         out.append(Intent(c.address, c.action.value, c.type,
                           rt.journal_identity(attrs) if rt is not None else {}))
     return out

@@ -26,9 +26,24 @@ def where(rt: ResourceType[Any], host: str | None, inventory: Inventory) -> Wher
     """Which target a resource of type ``rt`` declared on ``host`` is on, without configuring
     anything (used to group reads and to match implicit dependencies)."""
     name = registry.provider_of(rt.name) or rt.name
-    cls = registry.providers().get(name)
+    cls = registry.provider_class(name)
     key = cls.target_key(host, inventory) if cls is not None else host
     return name, key
+
+
+class Places:
+    """:func:`where` for one inventory, remembered per (type, host): asked once per resource
+    and more, it is answered from a dict after the first time."""
+
+    def __init__(self, inventory: Inventory) -> None:
+        self.inventory = inventory
+        self._known: dict[tuple[str, str | None], Where] = {}
+
+    def __call__(self, rt: ResourceType[Any], host: str | None) -> Where:
+        found = self._known.get((rt.name, host))
+        if found is None:
+            found = self._known[(rt.name, host)] = where(rt, host, self.inventory)
+        return found
 
 
 class Targets:
@@ -41,13 +56,14 @@ class Targets:
                  settings: Mapping[str, Mapping[str, Any]] | None = None,
                  options: Mapping[str, Any] | None = None, source: str = "") -> None:
         self.inventory = inventory
+        self._places = Places(inventory)
         self._context = ProviderContext(root, workspace, inventory, dict(options or {}))
         self._settings = dict(settings or {})
         self._source = source or os.path.join(root, "tectum.toml")
         self._providers: dict[str, Provider] = {}
         self._lock = threading.Lock()
         self._slots: dict[tuple[str, Hashable], threading.BoundedSemaphore] = {}
-        unknown = sorted(set(self._settings) - set(registry.providers()))
+        unknown = sorted(n for n in self._settings if registry.provider_class(n) is None)
         if unknown:
             raise DiagnosticError(Diagnostic.error(
                 "Unknown provider",
@@ -62,7 +78,7 @@ class Targets:
             found = self._providers.get(name)
             if found is not None:
                 return found
-            cls = registry.providers().get(name)
+            cls = registry.provider_class(name)
             if cls is None:
                 raise DiagnosticError(Diagnostic.error(
                     "Unknown provider", f"No installed provider is named {name!r}."))
@@ -76,7 +92,7 @@ class Targets:
         return self.provider(registry.provider_of(rt.name) or rt.name)
 
     def where(self, rt: ResourceType[Any], host: str | None) -> Where:
-        return where(rt, host, self.inventory)
+        return self._places(rt, host)
 
     def target(self, rt: ResourceType[Any], host: str | None) -> Any:
         """The target resources of ``rt`` on ``host`` are read and applied on."""
@@ -89,11 +105,15 @@ class Targets:
         with self._lock:
             found = self._slots.get(key)
         if found is None:
-            provider = self.provider_of(rt)
-            limit = max(1, provider.concurrency(provider.target(host)))
+            limit = self.limit(rt, host)
             with self._lock:
                 found = self._slots.setdefault(key, threading.BoundedSemaphore(limit))
         return found
+
+    def limit(self, rt: ResourceType[Any], host: str | None) -> int:
+        """Operations at most at once on the target of ``rt`` on ``host`` (at least 1)."""
+        provider = self.provider_of(rt)
+        return max(1, provider.concurrency(provider.target(host)))
 
     def down(self, host: str | None) -> tuple[str, str] | None:
         """``(kind, reason)`` when a target made for ``host`` was found unreachable."""

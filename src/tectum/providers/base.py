@@ -407,36 +407,55 @@ class Registry:
         self._types: dict[str, ResourceType[Any]] = {}
         self._providers: dict[str, type[Provider]] | None = None
         self._type_provider: dict[str, str] = {}
-        self._lock = threading.Lock()
+        self._scanned = False
+        self._lock = threading.RLock()
 
-    def _load_providers(self) -> dict[str, type[Provider]]:
+    def _load_providers(self, full: bool = True) -> dict[str, type[Provider]]:
+        """The providers loaded: the built-in ones at first; with ``full`` also every
+        ``tectum.providers`` entry point (scanning them costs a process about 20 ms, so a
+        run whose types are all built-in never does)."""
+        loaded = self._providers
+        if loaded is not None and (self._scanned or not full):
+            return loaded  # (the common case, without the lock: called per resource)
         with self._lock:
-            if self._providers is not None:
-                return self._providers
-            found = {**_BUILTIN_PROVIDERS, **_entry_points()}
-            providers: dict[str, type[Provider]] = {}
-            type_provider: dict[str, str] = {}
-            for name, target in sorted(found.items()):
+            if self._providers is None:
+                self._providers, self._type_provider = {}, {}
+                self._register(_BUILTIN_PROVIDERS)
+            if full and not self._scanned:
+                saved = (dict(self._providers), dict(self._type_provider))
                 try:
-                    cls = _load(target)
-                except Exception as exc:  # noqa: BLE001 - a broken plug-in is a diagnostic
-                    raise ProviderError(Diagnostic.error(
-                        "Provider cannot be loaded",
-                        f"The entry point tectum.providers {name} = {target!r} failed to "
-                        f"load: {type(exc).__name__}: {exc}. Reinstall the package that "
-                        "provides it, or uninstall it.")) from None
-                if not (isinstance(cls, type) and issubclass(cls, Provider)) \
-                        or cls.name != name:
-                    raise ProviderError(Diagnostic.error(
-                        "Invalid provider",
-                        f"The entry point tectum.providers {name} = {target!r} is not a "
-                        f"tectum Provider named {name!r}."))
-                _check_types(cls, type_provider)
-                type_provider.update(dict.fromkeys(cls.resource_types, name))
-                providers[name] = cls
-            self._type_provider = type_provider
-            self._providers = providers
-            return providers
+                    self._register({name: target for name, target in _entry_points().items()
+                                    if _BUILTIN_PROVIDERS.get(name) != target})
+                except ProviderError:
+                    self._providers, self._type_provider = saved
+                    raise
+                self._scanned = True
+            return self._providers
+
+    def _register(self, found: Mapping[str, str]) -> None:
+        assert self._providers is not None
+        for name, target in sorted(found.items()):
+            try:
+                cls = _load(target)
+            except Exception as exc:  # noqa: BLE001 - a broken plug-in is a diagnostic
+                raise ProviderError(Diagnostic.error(
+                    "Provider cannot be loaded",
+                    f"The entry point tectum.providers {name} = {target!r} failed to "
+                    f"load: {type(exc).__name__}: {exc}. Reinstall the package that "
+                    "provides it, or uninstall it.")) from None
+            if not (isinstance(cls, type) and issubclass(cls, Provider)) or cls.name != name:
+                raise ProviderError(Diagnostic.error(
+                    "Invalid provider",
+                    f"The entry point tectum.providers {name} = {target!r} is not a "
+                    f"tectum Provider named {name!r}."))
+            if name in self._providers:
+                raise ProviderError(Diagnostic.error(
+                    "Provider registered twice",
+                    f"The entry point tectum.providers {name} = {target!r} names a provider "
+                    "tectum has already. Uninstall one of them."))
+            _check_types(cls, self._type_provider)
+            self._type_provider.update(dict.fromkeys(cls.resource_types, name))
+            self._providers[name] = cls
 
     def add(self, cls: type[Provider]) -> bool:
         """Register ``cls`` as if an entry point declared it (tests, embedding). Returns False
@@ -471,13 +490,16 @@ class Registry:
         for providers again (entry points on the current ``sys.path``); afterwards what it
         held before is back."""
         with self._lock:
-            saved = (self._providers, dict(self._type_provider), dict(self._types))
+            saved = (self._providers, dict(self._type_provider), dict(self._types),
+                     self._scanned)
             self._providers, self._type_provider, self._types = None, {}, {}
+            self._scanned = False
         try:
             yield
         finally:
             with self._lock:
-                self._providers, self._type_provider, self._types = saved
+                (self._providers, self._type_provider, self._types,
+                 self._scanned) = saved
 
     def providers(self) -> dict[str, type[Provider]]:
         """Every provider found, by name."""
@@ -489,9 +511,20 @@ class Registry:
         return sorted(self._type_provider)
 
     def provider_of(self, type_name: str) -> str | None:
-        """The name of the provider that offers ``type_name`` (None: none does)."""
-        self._load_providers()
-        return self._type_provider.get(type_name)
+        """The name of the provider that offers ``type_name`` (None: none does). A built-in
+        type is found without scanning the entry points."""
+        self._load_providers(full=False)
+        found = self._type_provider.get(type_name)
+        if found is None:
+            self._load_providers()
+            found = self._type_provider.get(type_name)
+        return found
+
+    def provider_class(self, name: str) -> type[Provider] | None:
+        """The provider named ``name`` (None: not installed); a built-in one is found
+        without scanning the entry points."""
+        found = self._load_providers(full=False).get(name)
+        return found if found is not None else self._load_providers().get(name)
 
     def get(self, name: str) -> ResourceType[Any] | None:
         """The resource type ``name`` (None when no provider offers it)."""
@@ -501,7 +534,9 @@ class Registry:
         provider = self.provider_of(name)
         if provider is None:
             return None
-        cls = _load(self._load_providers()[provider].resource_types[name])
+        provider_cls = self.provider_class(provider)
+        assert provider_cls is not None
+        cls = _load(provider_cls.resource_types[name])
         inst: ResourceType[Any] = cls()
         with self._lock:
             return self._types.setdefault(name, inst)

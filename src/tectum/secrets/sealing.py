@@ -23,8 +23,10 @@ class SealingBackend:
     def __init__(self, inner: StateBackend, sealer: Sealer) -> None:
         self._inner = inner
         self._sealer = sealer
-        if hasattr(inner, "unseal"):
-            inner.unseal = self._unseal_state
+        #: whether the wrapped backend unseals what it reads itself (through the hook)
+        self._unseals = hasattr(inner, "unseal")
+        if self._unseals:
+            setattr(inner, "unseal", self._unseal_state)  # noqa: B010 - not every backend has it
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -39,7 +41,8 @@ class SealingBackend:
         return out
 
     def read(self) -> State:
-        return self._unseal_state(self._inner.read())
+        state = self._inner.read()
+        return state if self._unseals else self._unseal_state(state)
 
     def _unseal_state(self, state: State) -> State:
         if any(has_sealed(r.attributes) for r in state.resources.values()) \

@@ -49,8 +49,13 @@ from tectum.state.model import ResourceRecord, State, StateError
 _DAMAGE = (ValueError, TypeError, KeyError, RecursionError)
 
 
+#: compact JSON; one encoder for every record (``json.dumps`` with arguments makes a new one
+#: per call, which shows in a run that journals thousands of records)
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def _dumps(data: Any) -> str:
-    return json.dumps(data, separators=(",", ":"))
+    return _ENCODER.encode(data)
 
 
 def _parse_intent(address: str, record: str | bytes | None) -> Intent:
