@@ -17,6 +17,8 @@ import json
 import os
 import re
 import sys
+import types
+import typing
 from collections.abc import Mapping
 from types import FrameType, TracebackType
 from typing import Any, ClassVar, NamedTuple
@@ -370,7 +372,16 @@ _BOOL_TEXT = {"true": True, "false": False, "1": True, "0": False, "yes": True, 
 
 
 def _convert(value: Any, typ: Any) -> Any:
-    """Convert a given value (often text from the CLI or environment) to ``typ``."""
+    """Convert a given value (often text from the CLI or environment) to ``typ``: one of
+    ``str``, ``int``, ``float``, ``bool``, ``list``, ``dict``, or a union of them (``int |
+    str``, ``Optional[int]``). A union takes a value of any of its types as it is; text is
+    tried as each of its types in turn, ``str`` last (so ``"512"`` is 512 for ``int | str``
+    and ``"512mb"`` the string), and ``null`` is None where None is allowed. Raises
+    ``ValueError`` naming what was expected."""
+    members = typing.get_args(typ) if isinstance(typ, types.UnionType) \
+        or typing.get_origin(typ) is typing.Union else ()
+    if members:
+        return _convert_union(value, members)
     origin = getattr(typ, "__origin__", None) or typ
     if origin is Any or origin is object:
         return value
@@ -399,6 +410,28 @@ def _convert(value: Any, typ: Any) -> Any:
     raise ValueError(f"cannot convert {value!r} to {typ!r}")
 
 
+def _convert_union(value: Any, members: tuple[Any, ...]) -> Any:
+    plain = [m for m in members if m is not type(None)]
+    if type(None) in members and (value is None or (
+            isinstance(value, str) and value.strip().lower() in ("null", "none"))):
+        return None
+    if isinstance(value, str):
+        # text (the CLI, the environment): as each other type in turn, as a string last
+        for member in sorted(plain, key=lambda m: m is str):
+            try:
+                return _convert(value, member)
+            except (ValueError, TypeError):
+                continue
+    else:
+        for member in plain:
+            origin = getattr(member, "__origin__", None) or member
+            if isinstance(value, origin) \
+                    and not (isinstance(value, bool) and origin is not bool):
+                return value
+    names = " or ".join(getattr(m, "__name__", str(m)) for m in members)
+    raise ValueError(f"expected {names}, got {value!r}")
+
+
 def var(
     name: str,
     type: Any = str,
@@ -412,8 +445,8 @@ def var(
     The value comes, lowest precedence first (Terraform's order): ``default``, the environment
     (``TECTUM_VAR_<name>``), ``[vars]`` in ``tectum.toml``, ``-var-file`` files, then ``-var
     name=value``. Text values are converted to ``type`` (``str``, ``int``, ``float``, ``bool``,
-    ``list``, ``dict``; lists and mappings as JSON). A missing or unconvertible value is a
-    diagnostic at the line of this call.
+    ``list``, ``dict``, or a union such as ``int | str``; lists and mappings as JSON). A missing
+    or unconvertible value is a diagnostic at the line of this call.
     """
     source = caller_location()
     stack = current_stack(f"var({name!r})")
