@@ -1033,7 +1033,29 @@ def build_parser() -> argparse.ArgumentParser:
     from tectum.cli import secrets_cmd
 
     secrets_cmd.add_parser(commands)
+    both_dash_forms(parser)
     return parser
+
+
+def both_dash_forms(parser: argparse.ArgumentParser) -> None:
+    """Every long option of ``parser`` and its sub-commands in both forms: Terraform's single
+    dash (``-auto-approve``, ``-json``, ``-lock-timeout=5s``) and the double dash
+    (``--auto-approve``, ``--var``). One-letter options (``-i``) stay as they are."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                both_dash_forms(sub)
+            continue
+        for option in list(action.option_strings):
+            if option.startswith("--") and len(option) > 3:
+                alias = option[1:]
+            elif option.startswith("-") and not option.startswith("--") and len(option) > 2:
+                alias = "-" + option
+            else:
+                continue
+            if alias not in parser._option_string_actions:
+                action.option_strings = [*action.option_strings, alias]
+                parser._option_string_actions[alias] = action
 
 
 def main(argv: list[str] | None = None) -> None:

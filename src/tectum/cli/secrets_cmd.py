@@ -302,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
         description="Manage the encrypted secrets files of the project (secrets/ENV.yaml).")
     parser.add_argument("--no-color", action="store_true", help="plain output without colour")
     _add_subcommands(parser)
+    from tectum.cli.main import both_dash_forms
+
+    both_dash_forms(parser)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
