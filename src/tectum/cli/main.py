@@ -526,6 +526,34 @@ def state_push(obj: Ctx, file: str, directory: str, force: bool) -> None:
     obj.view.out(f"Pushed: the state is now version {serial}.")
 
 
+def state_rm(obj: Ctx, addresses: list[str], directory: str) -> None:
+    """Stop managing resources: remove them from state and leave their objects as they are
+    (Terraform's `state rm`); a later apply of code that still declares them adopts them."""
+    session = _session(directory, lock_timeout=obj.lock_timeout)
+    try:
+        with session.locked("state rm"):
+            new = session.forget(session.read_state(), addresses)
+            serial = session.backend.write(new, "state rm")
+    finally:
+        session.close()
+    for address in addresses:
+        obj.view.out(f"Removed {address} (its object is left as it is)")
+    obj.view.out(f"State is now version {serial}.")
+
+
+def state_mv(obj: Ctx, source: str, destination: str, directory: str) -> None:
+    """Rename a resource in state (after renaming it in the code), so the next plan moves it
+    instead of deleting and creating its object (Terraform's `state mv`)."""
+    session = _session(directory, lock_timeout=obj.lock_timeout)
+    try:
+        with session.locked("state mv"):
+            new = session.move(session.read_state(), source, destination)
+            serial = session.backend.write(new, "state mv")
+    finally:
+        session.close()
+    obj.view.out(f"Moved {source} to {destination}. State is now version {serial}.")
+
+
 def force_unlock(obj: Ctx, lock_id: str, directory: str) -> None:
     """Release a workspace lock left behind by a run that died (give the lock's ID)."""
     session = _session(directory)
@@ -971,6 +999,18 @@ def build_parser() -> argparse.ArgumentParser:
     _directory(p)
     p.add_argument("--force", action="store_true",
                    help="push even for another lineage or an older serial")
+    _lock_timeout(p)
+    p = command("rm", state_rm, state_commands)
+    p.add_argument("addresses", nargs="+", metavar="ADDRESS",
+                   help="a resource address in state, e.g. file.site (repeatable)")
+    p.add_argument("--dir", dest="directory", default=".", metavar="DIR",
+                   help="project directory (default: the current one)")
+    _lock_timeout(p)
+    p = command("mv", state_mv, state_commands)
+    p.add_argument("source", metavar="SOURCE", help="the address in state, e.g. file.site")
+    p.add_argument("destination", metavar="DESTINATION", help="its new address, e.g. file.home")
+    p.add_argument("--dir", dest="directory", default=".", metavar="DIR",
+                   help="project directory (default: the current one)")
     _lock_timeout(p)
 
     p = command("refresh", refresh)

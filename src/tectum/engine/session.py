@@ -389,6 +389,69 @@ class Session:
         (:meth:`World.import_object`)."""
         return self.world().import_object(stack, state, address, ident)
 
+    def forget(self, state: State, addresses: Sequence[str]) -> State:
+        """``state`` without the records of ``addresses`` (``tectum state rm``, Terraform's
+        ``state rm``): their objects are left as they are and no longer managed. Raises
+        :class:`DiagnosticError` naming every address not in state (nothing is removed)."""
+        missing = [a for a in addresses if a not in state.resources]
+        if missing:
+            raise DiagnosticError(Diagnostic.error(
+                "No such resource in state",
+                f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not in the state "
+                "of workspace " f"{self.workspace!r}; nothing was removed. `tectum state list` "
+                "shows what is.", address=missing[0]))
+        gone = set(addresses)
+        new = state.copy()
+        for address in gone:
+            del new.resources[address]
+        for address, rec in new.resources.items():
+            if gone & set(rec.dependencies):
+                new.resources[address] = rec._replace(
+                    dependencies=[d for d in rec.dependencies if d not in gone])
+        return new
+
+    def move(self, state: State, source: str, destination: str) -> State:
+        """``state`` with the record of ``source`` under the address ``destination``
+        (``tectum state mv``, Terraform's ``state mv``: a rename in the code without deleting
+        and creating the object); dependencies on it follow. Raises :class:`DiagnosticError`
+        when ``source`` is not in state, ``destination`` is taken or malformed, or the two
+        differ in type or host (an object keeps its type and stays on its machine)."""
+        from tectum.addrs import AddressError, ResourceAddress
+
+        def refuse(summary: str, detail: str) -> DiagnosticError:
+            return DiagnosticError(Diagnostic.error(summary, detail, address=source))
+
+        rec = state.resources.get(source)
+        if rec is None:
+            raise refuse("No such resource in state",
+                         f"{source} is not in the state of workspace {self.workspace!r}. "
+                         "`tectum state list` shows what is.")
+        try:
+            src, dst = ResourceAddress.parse(source), ResourceAddress.parse(destination)
+        except AddressError as exc:
+            raise refuse("Invalid address", f"{exc}.") from None
+        if destination in state.resources:
+            raise refuse("Destination already in state",
+                         f"{destination} is in state already; remove it first "
+                         f"(`tectum state rm {destination}`) or choose another name.")
+        if src.type != dst.type:
+            raise refuse("Cannot move to another resource type",
+                         f"{source} is a {src.type}; {destination} would be a {dst.type}. "
+                         "An object keeps its type: declare the new resource and import the "
+                         "object into it instead.")
+        if src.host != dst.host:
+            raise refuse("Cannot move to another host",
+                         f"{source} is on {src.host or 'this machine'}; {destination} would be "
+                         f"on {dst.host or 'this machine'}. An object stays where it is.")
+        new = state.copy()
+        del new.resources[source]
+        new.resources[destination] = rec._replace(address=destination)
+        for address, other in list(new.resources.items()):
+            if source in other.dependencies:
+                new.resources[address] = other._replace(dependencies=[
+                    destination if d == source else d for d in other.dependencies])
+        return new
+
     def rollback_stack(self, serial: int) -> tuple[Stack, State]:
         """A stack that declares what state version ``serial`` applied (from the desired state
         kept with it; the code of that version is not needed), and that version."""
