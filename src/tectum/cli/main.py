@@ -106,13 +106,15 @@ def validate(obj: Ctx, directory: str, variables: tuple[str, ...],
                  + f" The configuration is valid ({n} resource{'s' if n != 1 else ''}).")
 
 
-def _make_plan(obj: Ctx, session: Session, destroy: bool, refresh: bool = True
+def _make_plan(obj: Ctx, session: Session, destroy: bool, refresh: bool = True,
+               targets: list[str] | None = None, replace: list[str] | None = None
                ) -> tuple[PlanResult, State]:
     stack = session.evaluate() if not destroy else _empty_stack(session)
     with session.locked("plan"):
         state = session.read_state()
         result = session.plan(stack, state, destroy=destroy, refresh=refresh,
-                              forks=obj.fleet.get("forks", 50))
+                              forks=obj.fleet.get("forks", 50), targets=targets or None,
+                              replace=replace or ())
     obj.view.diagnostics(session.warnings)
     return result, state
 
@@ -126,7 +128,8 @@ def _empty_stack(session: Session) -> Stack:
 def plan(obj: Ctx, directory: str, variables: tuple[str, ...], var_files: tuple[str, ...],
          out: str | None, as_json: bool, detailed_exitcode: bool, destroy: bool,
          parallelism: int, refresh: str = "true",
-         encrypt_to: list[str] | None = None) -> None:
+         encrypt_to: list[str] | None = None, targets: list[str] | None = None,
+         replace: list[str] | None = None) -> None:
     """Show what apply would change, attribute by attribute."""
     from tectum.plans.planfile import write_plan
 
@@ -135,7 +138,7 @@ def plan(obj: Ctx, directory: str, variables: tuple[str, ...], var_files: tuple[
             "--encrypt-to needs -out", "--encrypt-to encrypts a saved plan file: add -out FILE."))
     session = _session(directory, variables, var_files, obj.lock_timeout, obj.fleet)
     try:
-        result, _ = _make_plan(obj, session, destroy, refresh == "true")
+        result, _ = _make_plan(obj, session, destroy, refresh == "true", targets, replace)
     finally:
         session.close()
     p = result.plan
@@ -283,11 +286,17 @@ def _print_outputs(view: View, outputs: dict[str, Any]) -> None:
 
 
 def apply(obj: Ctx, target: str, variables: tuple[str, ...], var_files: tuple[str, ...],
-          auto_approve: bool, parallelism: int) -> None:
+          auto_approve: bool, parallelism: int, targets: list[str] | None = None,
+          replace: list[str] | None = None) -> None:
     """Apply the stack in DIRECTORY, or exactly the saved plan in PLANFILE."""
     from tectum.plans.planfile import read_plan
 
     view = obj.view
+    if os.path.isfile(target) and (targets or replace):
+        _fail(view, Diagnostic.error(
+            "-target and -replace go with the plan",
+            f"{target} is a saved plan: it already says what is applied. Give -target or "
+            f"-replace to `tectum plan -out {target}`, or apply the directory."))
     if os.path.isfile(target):
         saved, project_dir = read_plan(target)
         session = _session(project_dir, lock_timeout=obj.lock_timeout, fleet=obj.fleet,
@@ -307,11 +316,13 @@ def apply(obj: Ctx, target: str, variables: tuple[str, ...], var_files: tuple[st
         finally:
             session.close()
         return
-    _apply_dir(obj, target, variables, var_files, auto_approve, parallelism, destroy=False)
+    _apply_dir(obj, target, variables, var_files, auto_approve, parallelism, destroy=False,
+               targets=targets, replace=replace)
 
 
 def _apply_dir(obj: Ctx, directory: str, variables: tuple[str, ...], var_files: tuple[str, ...],
-               auto_approve: bool, parallelism: int, *, destroy: bool) -> None:
+               auto_approve: bool, parallelism: int, *, destroy: bool,
+               targets: list[str] | None = None, replace: list[str] | None = None) -> None:
     view = obj.view
     session = _session(directory, variables, var_files, obj.lock_timeout, obj.fleet)
     try:
@@ -319,7 +330,8 @@ def _apply_dir(obj: Ctx, directory: str, variables: tuple[str, ...], var_files: 
         with session.locked("destroy" if destroy else "apply"):
             state = session.read_state()
             result = session.plan(stack, state, destroy=destroy,
-                                  forks=obj.fleet.get("forks", 50))
+                                  forks=obj.fleet.get("forks", 50), targets=targets or None,
+                                  replace=replace or ())
             view.diagnostics(session.warnings)
             p = result.plan
             view.plan(p)
@@ -344,9 +356,11 @@ def _apply_dir(obj: Ctx, directory: str, variables: tuple[str, ...], var_files: 
 
 
 def destroy(obj: Ctx, directory: str, variables: tuple[str, ...], var_files: tuple[str, ...],
-            auto_approve: bool, parallelism: int) -> None:
-    """Delete every object in state, in reverse dependency order."""
-    _apply_dir(obj, directory, variables, var_files, auto_approve, parallelism, destroy=True)
+            auto_approve: bool, parallelism: int, targets: list[str] | None = None) -> None:
+    """Delete every object in state, in reverse dependency order (with -target: those
+    resources and what depends on them)."""
+    _apply_dir(obj, directory, variables, var_files, auto_approve, parallelism, destroy=True,
+               targets=targets)
 
 
 def show(obj: Ctx, target: str, as_json: bool) -> None:
@@ -858,6 +872,15 @@ def _lock_timeout(p: argparse.ArgumentParser) -> None:
                    help="wait this long for the state lock, e.g. 30s or 5m (default: 0)")
 
 
+def _selection(p: argparse.ArgumentParser, *, replace: bool = True) -> None:
+    p.add_argument("-target", dest="targets", action="append", metavar="ADDRESS",
+                   help="plan only this resource and what it depends on (repeatable; "
+                   "Terraform's -target, for exceptional cases)")
+    if replace:
+        p.add_argument("-replace", dest="replace", action="append", metavar="ADDRESS",
+                       help="replace this resource's object even if it matches (repeatable)")
+
+
 def _parallelism(p: argparse.ArgumentParser) -> None:
     p.add_argument("--parallelism", type=_bounded, default=100, metavar="N",
                    help="resource operations at most at once in the whole run, as Terraform's "
@@ -945,6 +968,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detailed-exitcode", action="store_true",
                    help="exit 0 with no changes, 2 with changes, 1 on error")
     p.add_argument("--destroy", action="store_true", help="plan to destroy everything in state")
+    _selection(p)
     p.add_argument("-refresh", choices=("true", "false"), default="true",
                    help="-refresh=false plans from state alone, reading nothing")
     _parallelism(p)
@@ -956,6 +980,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="project directory, or a saved plan (default: the current directory)")
     _var_options(p)
     p.add_argument("--auto-approve", action="store_true", help="apply without asking")
+    _selection(p)
     _parallelism(p)
     _lock_timeout(p)
     _fleet(p, apply=True)
@@ -964,6 +989,7 @@ def build_parser() -> argparse.ArgumentParser:
     _directory(p)
     _var_options(p)
     p.add_argument("--auto-approve", action="store_true", help="destroy without asking")
+    _selection(p, replace=False)
     _parallelism(p)
     _lock_timeout(p)
     _fleet(p, apply=True)

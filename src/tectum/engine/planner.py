@@ -264,12 +264,18 @@ class Planner:
 
     def plan(self, stack: Stack, state: State, *, destroy: bool = False,
              workspace: str = "default", pending: Sequence[Intent] = (),
-             refresh: bool = True, limit: Sequence[str] | None = None) -> PlanResult:
+             refresh: bool = True, limit: Sequence[str] | None = None,
+             targets: Sequence[str] | None = None, replace: Sequence[str] = ()
+             ) -> PlanResult:
         """Make the plan. ``pending``: intents an interrupted run left without a result — their
         objects are read like any other and adopted (in the configuration) or planned for
         removal (not in it). Resources on hosts outside the limit, or on hosts that cannot be
-        reached, are left out (their state stays). Raises :class:`DiagnosticError` for
-        configuration errors."""
+        reached, are left out (their state stays). ``targets`` (Terraform's ``-target``): only
+        those resources and what they depend on are planned (destroying: those and what
+        depends on them); the rest keep their state. ``replace`` (Terraform's ``-replace``):
+        those objects are replaced even when they match. Raises :class:`DiagnosticError` for
+        configuration errors and for a target or replace address that is neither declared nor
+        in state."""
         graph, diags = build_graph(stack)
         for address, decl in stack.resources.items():
             rt = registry.get(decl.type)
@@ -332,6 +338,17 @@ class Planner:
                 if ident_key in by_ident:
                     moved[address] = by_ident.pop(ident_key)
             orphans = [a for a in orphans if a not in moved.values()]
+        for flag, given in (("-target", targets or ()), ("-replace", replace)):
+            unknown = [a for a in given if a not in decls and a not in prior_records]
+            if unknown:
+                raise DiagnosticError(Diagnostic.error(
+                    "Resource not found",
+                    f"{flag} {unknown[0]}: no such resource is declared or in state. "
+                    "`tectum state list` shows what state holds.", address=unknown[0]))
+        if targets is not None:
+            chosen = _targeted(targets, graph, prior_records, destroy)
+            desired = {a: w for a, w in desired.items() if a in chosen}
+            orphans = [a for a in orphans if a in chosen]
 
         # 3. refresh: one read per (host, type), of (desired, prior) pairs
         # a resource whose identity (a path, a name) changed: its old object is read too, to
@@ -457,6 +474,10 @@ class Planner:
                     ] + [c for c in rt.diff(want, old_obs) if c.name not in ident_keys]
                 else:
                     action, attr_changes = rt.plan(want, obs, prior)
+                forced = address in replace and obs is not None \
+                    and action in (Action.NOOP, Action.UPDATE)
+                if forced:
+                    action = Action.REPLACE  # (-replace: made anew though it matches)
                 if decl.ignore_changes and action in (Action.UPDATE, Action.REPLACE):
                     attr_changes = [c for c in attr_changes if c.name not in decl.ignore_changes]
                     if not attr_changes:
@@ -514,7 +535,9 @@ class Planner:
                     change.interrupted = drift
                 else:
                     change.drift = drift
-                if old_obs is not None:
+                if forced:
+                    change.note = "replaced as requested (-replace)"
+                elif old_obs is not None:
                     keys = ", ".join(c.name for c in attr_changes if c.force_new)
                     change.note = (f"{keys} changed: the object at the old {keys} is deleted "
                                    "and a new one created")
@@ -714,6 +737,31 @@ class Planner:
             finally:
                 provider.end_read(target)
         return observed, diags, None
+
+
+def _targeted(targets: Sequence[str], graph: Graph, records: dict[str, ResourceRecord],
+              destroy: bool) -> set[str]:
+    """What ``-target`` selects: the targets and everything they depend on (in the
+    configuration, else as state recorded it); destroying, the targets and everything that
+    depends on them (Terraform's rule: targeting never leaves a dependent without what it
+    needs)."""
+    deps: dict[str, set[str]] = {a: set(r.dependencies) for a, r in records.items()}
+    for node, on in graph.deps.items():
+        deps.setdefault(node, set()).update(on)
+    if destroy:
+        dependents: dict[str, set[str]] = {}
+        for node, on in deps.items():
+            for d in on:
+                dependents.setdefault(d, set()).add(node)
+        deps = dependents
+    chosen: set[str] = set()
+    todo = list(targets)
+    while todo:
+        node = todo.pop()
+        if node not in chosen:
+            chosen.add(node)
+            todo.extend(deps.get(node, ()))
+    return chosen
 
 
 def _contained(stack: Stack, records: dict[str, ResourceRecord]) -> dict[str, set[str]]:

@@ -291,17 +291,29 @@ class Session:
         return values
 
     def plan(self, stack: Stack, state: State, *, destroy: bool = False,
-             refresh: bool = True, forks: int = 50) -> PlanResult:
+             refresh: bool = True, forks: int = 50, targets: Sequence[str] | None = None,
+             replace: Sequence[str] = ()) -> PlanResult:
         """Plan ``stack`` against ``state``, reading up to ``forks`` hosts at once (one round
         trip each for the facts). Hosts that cannot be reached are left out of the plan and
-        named in ``plan.hosts_down``."""
+        named in ``plan.hosts_down``. ``targets`` and ``replace``: Terraform's ``-target`` and
+        ``-replace`` (:meth:`Planner.plan`); targeting adds a warning that the plan may leave
+        other changes out."""
         self._stack = stack
         planner = Planner(self.targets, self.in_limit, parallelism=forks,
                           secret_value=self.secret_value)
         result = planner.plan(stack, state, destroy=destroy, workspace=self.workspace,
                               pending=self.backend.pending_intents(), refresh=refresh,
-                              limit=sorted(self.limit) if self.limit is not None else None)
+                              limit=sorted(self.limit) if self.limit is not None else None,
+                              targets=targets, replace=replace)
         self.warnings.extend(d for d in result.diagnostics if d.severity.value == "warning")
+        if targets is not None:
+            self.warnings.append(Diagnostic.warning(
+                "Resource targeting is in effect",
+                f"Only {', '.join(targets)} and what "
+                f"{'depends on them' if destroy else 'they depend on'} were planned: changes "
+                "to other resources are left out, and the world may not match the "
+                "configuration after this apply. Use -target for exceptional cases, such as "
+                "recovering from a mistake (Terraform's advice), then run a full plan."))
         return result
 
     def check_fresh(self, plan: Plan, state: State, origin: str) -> None:
