@@ -91,6 +91,75 @@ def _duration(text: str) -> float:
     raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 30s, 5m or 500ms")
 
 
+_INIT_STACK = '''"""The stack: what this project manages, declared (evaluating it changes nothing).
+
+`tectum plan` shows what `tectum apply` would change; README.md describes every resource type.
+"""
+
+from tectum import output, var
+from tectum.host import Directory, File
+
+greeting = var("greeting", str, default="hello from tectum", description="the file's text")
+
+place = Directory("place", path="/tmp/{name}", mode="0755")
+hello = File("hello", path=f"{{place.path}}/hello.txt", content=f"{{greeting}}\\n")
+
+output("hello", hello.path)
+'''
+
+_INIT_TOML = '''[project]
+name = "{name}"
+
+[vars]
+# greeting = "hello"
+
+# [state]                     # the default: SQLite in .tectum/state.db
+# backend = "postgres"        # for a team: conn_str here or TECTUM_PG_CONN_STR
+#
+# [providers.host]            # settings of the host provider (docs/providers.md)
+# concurrency = 10
+'''
+
+_INIT_GITIGNORE = """# tectum's working data: state (SQLite), its locks and the project's state key
+.tectum/
+"""
+
+
+def init(obj: Ctx, directory: str) -> None:
+    """Make a new project in DIR: a stack.py to start from, tectum.toml and .gitignore. Files
+    already there are kept as they are."""
+    from tectum.addrs import valid_name
+
+    root = os.path.abspath(directory)
+    name = os.path.basename(root.rstrip("/")) or "project"
+    slug = name if valid_name(name) else "project"
+    try:
+        os.makedirs(root, exist_ok=True)
+    except OSError as exc:
+        _fail(obj.view, Diagnostic.error(
+            "Cannot create the project directory", f"{root}: {exc.strerror or exc}."))
+    made, kept = [], []
+    for file, text in (("stack.py", _INIT_STACK.format(name=f"tectum-{slug}")),
+                       ("tectum.toml", _INIT_TOML.format(name=slug)),
+                       (".gitignore", _INIT_GITIGNORE)):
+        path = os.path.join(root, file)
+        try:
+            with open(path, "x", encoding="utf-8") as fh:
+                fh.write(text)
+            made.append(file)
+        except FileExistsError:
+            kept.append(file)
+        except OSError as exc:
+            _fail(obj.view, Diagnostic.error(
+                "Cannot write the project", f"{path}: {exc.strerror or exc}."))
+    if made:
+        obj.view.out(f"Initialized a tectum project in {root}: wrote {', '.join(made)}.")
+    if kept:
+        obj.view.out(f"Kept what was there already: {', '.join(kept)}.")
+    where = "" if os.path.abspath(".") == root else f" {directory}"
+    obj.view.out(f"Next: `tectum plan{where}` shows what `tectum apply{where}` would do.")
+
+
 def validate(obj: Ctx, directory: str, variables: tuple[str, ...],
              var_files: tuple[str, ...]) -> None:
     """Check the stack: evaluation, attributes, references, cycles. Touches nothing."""
@@ -904,7 +973,7 @@ def _fleet(p: argparse.ArgumentParser, *, apply: bool = False, hosts: bool = Tru
                    help="trust an unknown host key for this run (trust on first use; never a "
                    "changed one)")
     if apply:
-        g.add_argument("--serial", metavar="N|N%%[,...]",
+        g.add_argument("--serial", metavar="N|N%[,...]",
                        help="apply to hosts in batches of N hosts or N%% of them (a list: "
                        "1,25%%,100%%); batches run one after another")
         g.add_argument("--max-fail-percent", type=_percent, metavar="P",
@@ -932,14 +1001,59 @@ def _bounded(text: str) -> int:
     return value
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a "did you mean" for an unknown command or flag (the closest known
+    ones, by :func:`difflib.get_close_matches`)."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(message + _did_you_mean(self, message))
+
+
+def _did_you_mean(parser: argparse.ArgumentParser, message: str) -> str:
+    import difflib
+    import re
+
+    choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if choice:
+        known = re.findall(r"'([^']*)'", choice[2])
+        close = difflib.get_close_matches(choice[1], known, n=3)
+    else:
+        given = re.search(r"unrecognized arguments: (.*)", message)
+        if not given:
+            return ""
+        root = parser
+        while getattr(root, "_tectum_parent", None) is not None:
+            root = getattr(root, "_tectum_parent")  # noqa: B009 - set by _link_parents
+        known = sorted(_option_strings(root))
+        close = []
+        for word in given[1].split():
+            if word.startswith("-"):
+                close += difflib.get_close_matches(word.split("=")[0], known, n=2)
+    close = list(dict.fromkeys(close))
+    return f"\n\nDid you mean {' or '.join(close)}?" if close else ""
+
+
+def _option_strings(parser: argparse.ArgumentParser) -> set[str]:
+    out: set[str] = set()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                out |= _option_strings(sub)
+        else:
+            out.update(action.option_strings)
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line: one sub-command per operation, Terraform's names and flags."""
     from tectum import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="tectum", allow_abbrev=False,
         description="tectum: infrastructure as code in Python — plan, apply, state, drift.")
     parser.add_argument("--no-color", action="store_true", help="plain output without colour")
+    parser.add_argument("-chdir", dest="chdir", metavar="DIR",
+                        help="run as if started in DIR (Terraform's -chdir), before the command")
     parser.add_argument("--version", action="version", version=f"tectum, version {__version__}")
     commands = parser.add_subparsers(dest="subcommand", metavar="COMMAND")
 
@@ -951,6 +1065,9 @@ def build_parser() -> argparse.ArgumentParser:
             allow_abbrev=False)
         p.set_defaults(func=func)
         return p
+
+    p = command("init", init)
+    _directory(p)
 
     p = command("validate", validate)
     _directory(p)
@@ -1100,7 +1217,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     secrets_cmd.add_parser(commands)
     both_dash_forms(parser)
+    _link_parents(parser)
     return parser
+
+
+def _link_parents(parser: argparse.ArgumentParser) -> None:
+    """Each sub-command's parser knows the top one (its "did you mean" looks at every flag)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                setattr(sub, "_tectum_parent", parser)  # noqa: B010 - not an argparse field
+                _link_parents(sub)
 
 
 def both_dash_forms(parser: argparse.ArgumentParser) -> None:
@@ -1132,6 +1259,14 @@ def main(argv: list[str] | None = None) -> None:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
+        if args.chdir:
+            try:
+                os.chdir(args.chdir)
+            except OSError as exc:
+                raise DiagnosticError(Diagnostic.error(
+                    "Cannot change directory",
+                    f"-chdir={args.chdir}: {exc.strerror or exc}. Give the project "
+                    "directory.")) from None
         if getattr(args, "func", None) is None:
             parser.print_help()
             sys.exit(0)
@@ -1140,7 +1275,8 @@ def main(argv: list[str] | None = None) -> None:
                   {k: getattr(args, k) for k in FLEET_OPTIONS if hasattr(args, k)})
         view = obj.view
         params = {k: v for k, v in vars(args).items()
-                  if k not in ("func", "subcommand", "state_command", "no_color", "lock_timeout",
+                  if k not in ("func", "subcommand", "state_command", "no_color", "chdir",
+                               "lock_timeout",
                                *FLEET_OPTIONS)}
         for key in ("variables", "var_files"):
             if key in params:

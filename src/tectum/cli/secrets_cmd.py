@@ -59,7 +59,7 @@ _EDIT_HEADER = """\
 # -- the parser -----------------------------------------------------------------------------
 
 
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
     """Add the ``secrets`` command (with its sub-commands) to ``tectum``'s sub-parsers.
 
     The parser's ``func`` default is the adapter ``tectum.cli.main.main`` calls; :func:`run`

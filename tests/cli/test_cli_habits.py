@@ -1,0 +1,59 @@
+"""Terraform's CLI habits (issue 12 item 5): ``tectum init`` scaffolds a project, ``-chdir``
+names the project directory for any command, and a mistyped command or flag gets a "did you
+mean". Everything is made under ``tmp_path``, except the scaffolded stack's own directory
+(``/tmp/tectum-NAME``, removed by its destroy)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.conftest import Result
+
+
+def test_init_scaffolds_a_project_that_plans_applies_and_destroys(
+        tmp_path: Path, tectum: Callable[..., Result]) -> None:
+    name = f"init{uuid.uuid4().hex[:8]}"
+    root = tmp_path / name
+    res = tectum("init", str(root), cwd=tmp_path)
+    assert res.returncode == 0, res.output
+    assert "wrote stack.py, tectum.toml, .gitignore" in res.stdout
+    assert ".tectum/" in (root / ".gitignore").read_text()
+    assert f'name = "{name}"' in (root / "tectum.toml").read_text()
+    world = Path(f"/tmp/tectum-{name}")
+    try:
+        assert tectum("-chdir", str(root), "validate").returncode == 0
+        res = tectum(f"-chdir={root}", "apply", "-auto-approve", cwd=tmp_path)
+        assert res.returncode == 0, res.output
+        assert (world / "hello.txt").read_text() == "hello from tectum\n"
+        (root / "stack.py").write_text("# mine\n")
+        again = tectum("init", str(root), cwd=tmp_path)
+        assert again.returncode == 0 and "Kept what was there already" in again.stdout
+        assert (root / "stack.py").read_text() == "# mine\n"  # never overwritten
+        (root / "stack.py").unlink()
+        tectum("init", str(root), cwd=tmp_path)
+        res = tectum("destroy", "-auto-approve", str(root), cwd=tmp_path)
+        assert res.returncode == 0, res.output
+        assert not world.exists()
+    finally:
+        if world.exists():
+            import shutil
+
+            shutil.rmtree(world)
+
+
+def test_chdir_that_does_not_exist_is_a_diagnostic(
+        tmp_path: Path, tectum: Callable[..., Result]) -> None:
+    res = tectum("-chdir", str(tmp_path / "nope"), "plan", cwd=tmp_path)
+    assert res.returncode == 1 and "Cannot change directory" in res.stderr, res.output
+    assert "Traceback" not in res.output
+
+
+def test_did_you_mean(tmp_path: Path, tectum: Callable[..., Result]) -> None:
+    res = tectum("aply", cwd=tmp_path)
+    assert res.returncode == 2 and "Did you mean apply?" in res.stderr, res.output
+    res = tectum("plan", "-auto-aprove", cwd=tmp_path)
+    assert res.returncode == 2 and "Did you mean -auto-approve" in res.stderr, res.output
+    res = tectum("state", "lst", cwd=tmp_path)
+    assert res.returncode == 2 and "Did you mean list?" in res.stderr, res.output
