@@ -39,6 +39,10 @@ def _isatty(stream: TextIO) -> bool:
         return False
 
 
+#: lines of a new text attribute (a new file's content) the plan shows
+NEW_TEXT_LINES = 20
+
+
 class View:
     """Writes to stdout/stderr. ``color``: None = on a terminal only, False = never."""
 
@@ -268,12 +272,19 @@ class View:
         after = c.after if isinstance(c.after, str) else None
         before = c.before if isinstance(c.before, str) else None
         if after is not None and not is_known(after):
-            self.out(f"      content: {UNKNOWN_TEXT}")
+            self.out(f"      {c.name}: {UNKNOWN_TEXT}")
             return
         if before is None:
-            n = len((after or "").splitlines())
-            self.out(f"      content: ({n} line{'s' if n != 1 else ''}, "
-                     f"{len((after or '').encode())} bytes)")
+            # a new text: its first lines, as Terraform shows a new file's content (every
+            # secret masked by out(); one write for the block, as plans list many files)
+            lines = (after or "").splitlines()
+            n = len(lines)
+            block = [f"      {c.name}: ({n} line{'s' if n != 1 else ''}, "
+                     f"{len((after or '').encode())} bytes)"]
+            block += [f"        | {line}" for line in lines[:NEW_TEXT_LINES]]
+            if n > NEW_TEXT_LINES:
+                block.append(f"        ... and {n - NEW_TEXT_LINES} more lines")
+            self.out("\n".join(block))
             return
         if after is None:
             return
