@@ -75,3 +75,19 @@ def test_plan_shows_a_new_files_content_masked(
     assert "content: (2 lines, 23 bytes)\n        | first line\n        | second line\n" in out
     assert "        | password=(sensitive value)" in out and "s3cret-Value-9" not in out
     assert "        | l19\n        ... and 5 more lines" in out and "| l20" not in out
+
+
+def test_verbose_lists_the_command_log(tmp_path: Path, tectum: Callable[..., Result]) -> None:
+    out = tmp_path / "out"
+    (tmp_path / "stack.py").write_text(
+        "from tectum.host import Command, File\n"
+        f'f = File("a", path="{out}", content="x\\n")\n'
+        f'Command("c", command=["touch", "{tmp_path}/ran"], creates="{tmp_path}/ran",'
+        " depends_on=[f])\n")
+    res = tectum("-v", "apply", "-auto-approve", cwd=tmp_path)
+    assert res.returncode == 0, res.output
+    assert "Command log (2 operations; * changes something):" in res.stderr
+    assert f"* [local] write path={out} bytes=2" in res.stderr
+    assert f"* [local] $ touch {tmp_path}/ran" in res.stderr
+    again = tectum("-v", "apply", "-auto-approve", cwd=tmp_path)
+    assert "Command log: nothing was run on a host." in again.stderr, again.output

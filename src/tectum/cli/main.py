@@ -13,6 +13,7 @@ every run). Options that Terraform spells with one dash keep it: ``-var``, ``-va
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -1052,6 +1053,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tectum", allow_abbrev=False,
         description="tectum: infrastructure as code in Python — plan, apply, state, drift.")
     parser.add_argument("--no-color", action="store_true", help="plain output without colour")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="afterwards, list every command and change made on each host "
+                        "(the command log; TECTUM_COMMAND_LOG=FILE keeps it as JSON lines)")
     parser.add_argument("-chdir", dest="chdir", metavar="DIR",
                         help="run as if started in DIR (Terraform's -chdir), before the command")
     parser.add_argument("--version", action="version", version=f"tectum, version {__version__}")
@@ -1251,6 +1255,51 @@ def both_dash_forms(parser: argparse.ArgumentParser) -> None:
                 parser._option_string_actions[alias] = action
 
 
+def _command_log() -> tuple[str, int, bool] | None:
+    """The command log ``-v`` shows: ``TECTUM_COMMAND_LOG`` (from its current end) when set,
+    else a temporary file set as it for this process: (path, offset, temporary)."""
+    import tempfile
+
+    path = os.environ.get("TECTUM_COMMAND_LOG")
+    if path:
+        try:
+            return path, os.path.getsize(path), False
+        except OSError:
+            return path, 0, False
+    fd, path = tempfile.mkstemp(prefix="tectum-commands-", suffix=".jsonl")
+    os.close(fd)
+    os.environ["TECTUM_COMMAND_LOG"] = path
+    return path, 0, True
+
+
+def _show_command_log(view: View, path: str, offset: int, temporary: bool) -> None:
+    """Print what the connectors recorded (every command run and every change made, per host,
+    secrets masked when recorded) to standard error, then drop a temporary log."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            fh.seek(offset)
+            entries = [json.loads(line) for line in fh if line.strip()]
+    except (OSError, ValueError):
+        entries = []
+    finally:
+        if temporary:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+    if not entries:
+        view.out("\nCommand log: nothing was run on a host.", err=True)
+        return
+    view.out(f"\nCommand log ({len(entries)} operations; * changes something):", err=True)
+    for e in entries:
+        op = str(e.get("op"))
+        if op == "run":
+            what = "$ " + " ".join(str(a) for a in e.get("argv") or ())
+        else:
+            detail = {k: v for k, v in e.items()
+                      if k not in ("op", "mutating", "host") and v is not None}
+            what = op + " " + " ".join(f"{k}={v}" for k, v in detail.items())
+        view.out(f"  {'*' if e.get('mutating') else ' '} [{e.get('host')}] {what}", err=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the CLI; diagnostics → exit 1, never a traceback."""
     for stream in (sys.stdout, sys.stderr):
@@ -1270,13 +1319,20 @@ def main(argv: list[str] | None = None) -> None:
         if getattr(args, "func", None) is None:
             parser.print_help()
             sys.exit(0)
+        if args.verbose:
+            log = _command_log()
+            if log is not None:
+                import atexit
+
+                atexit.register(_show_command_log, View(
+                    False if args.no_color or os.environ.get("NO_COLOR") else None), *log)
         obj = Ctx(False if args.no_color or os.environ.get("NO_COLOR") else None,
                   getattr(args, "lock_timeout", 0.0),
                   {k: getattr(args, k) for k in FLEET_OPTIONS if hasattr(args, k)})
         view = obj.view
         params = {k: v for k, v in vars(args).items()
                   if k not in ("func", "subcommand", "state_command", "no_color", "chdir",
-                               "lock_timeout",
+                               "verbose", "lock_timeout",
                                *FLEET_OPTIONS)}
         for key in ("variables", "var_files"):
             if key in params:
