@@ -12,11 +12,13 @@ Package     name (defaults to the resource name), ensure ("present"/"absent"), v
 User        name, uid, group, groups, home, shell, system, comment, ensure
 Group       name, gid, system, ensure
 Service     name, running, enabled, restart_on=[...], reload_on=[...]
-Command     command, creates, unless, cwd, environment
+Command     command, creates, unless, cwd, environment, run_on=[...]
 ==========  ==========================================================================
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from tectum.config.declaration import Resource
 
@@ -85,8 +87,16 @@ class Command(Resource):
     """A command: ``Command("init", command=["/usr/bin/x", "--init"], creates="/var/lib/x")``.
 
     With ``creates`` or ``unless`` it runs whenever the guard does not hold; without a guard it
-    runs once, and again when its arguments change.
+    runs once, and again when its arguments change. With ``run_on=[...]`` it runs only in an
+    apply where one of those resources changed (Puppet's ``refreshonly`` with ``subscribe``),
+    its guards still checked then.
     """
 
     type_name = "command"
+    watch_args = ("run_on",)
     __slots__ = ()
+
+    def __init__(self, label: str, /, **kwargs: Any) -> None:
+        if kwargs.get("run_on"):
+            kwargs.setdefault("refreshonly", True)
+        super().__init__(label, **kwargs)

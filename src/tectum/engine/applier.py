@@ -24,7 +24,7 @@ from tectum.masking import REDACTOR
 from tectum.plans.plan import Action, Plan, ResourceChange
 from tectum.providers.base import ApplyError, ResourceType
 from tectum.providers.registry import registry
-from tectum.state.model import CREATED, ResourceRecord, State
+from tectum.state.model import CREATED, OWED_KINDS, ResourceRecord, State
 from tectum.values import UNKNOWN, is_known, resolve
 
 JournalEntry = tuple[str, str, "ResourceRecord | None"]  # address, action, record
@@ -307,7 +307,7 @@ def apply_plan(
         restart until it has run. The debt is journaled with the change that caused it, so a
         run that fails or is killed before the restart leaves it in state for the next run."""
         for w in watchers.get(address, ()):
-            if w.address in results or w.triggered not in ("restart", "reload"):
+            if w.address in results or w.triggered not in OWED_KINDS:
                 continue
             rec = new_state.resources.get(w.moved_from or w.address)
             if rec is None:

@@ -26,7 +26,14 @@ from tectum.masking import REDACTOR
 from tectum.plans.plan import Action, AttrChange, Plan, ResourceChange
 from tectum.providers.base import ReadItem, ResourceType
 from tectum.providers.registry import registry
-from tectum.state.model import CREATED, FOUND, OWED_KINDS, ResourceRecord, State
+from tectum.state.model import (
+    CREATED,
+    FOUND,
+    OWED_KINDS,
+    WATCH_KINDS,
+    ResourceRecord,
+    State,
+)
 from tectum.values import (
     SECRET_SOURCES,
     SENSITIVE_VAR,
@@ -549,7 +556,7 @@ class Planner:
                         and rec.on_destroy != decl.on_destroy:
                     change.restate = (f"on_destroy: {rec.on_destroy or 'default'} → "
                                       f"{decl.on_destroy or 'default'}")
-                for watch, kind in (("restart_on", "restart"), ("reload_on", "reload")):
+                for watch, kind in WATCH_KINDS.items():
                     fired = [d for d in decl.watches.get(watch, ())
                              if d in changes and changes[d].action is not Action.NOOP]
                     if fired and change.triggered is None and change.action in (

@@ -10,6 +10,8 @@ from __future__ import annotations
 import enum
 from typing import Any, NamedTuple
 
+from tectum.state.model import OWED_KINDS
+
 
 class Action(enum.Enum):
     NOOP = "no-op"
@@ -225,7 +227,7 @@ class ResourceChange:
 def _owed(data: Any) -> list[tuple[str, str]]:
     value = data.get("owed", [])
     if not isinstance(value, list) or not all(
-            isinstance(o, list) and len(o) == 2 and o[0] in ("restart", "reload")
+            isinstance(o, list) and len(o) == 2 and o[0] in OWED_KINDS
             and isinstance(o[1], str) for o in value):
         raise ValueError("owed must be a list of [kind, cause] pairs")
     return [(o[0], o[1]) for o in value]

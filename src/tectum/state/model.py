@@ -35,8 +35,12 @@ FOUND = "found"
 ORIGINS = (CREATED, FOUND)
 #: ``on_destroy`` values: delete the object, or only forget it (stop managing it)
 ON_DESTROY = ("delete", "forget")
-#: kinds of owed actions, strongest first (an owed restart covers an owed reload)
-OWED_KINDS = ("restart", "reload")
+#: kinds of owed actions, strongest first (an owed restart covers an owed reload; a command's
+#: ``run`` is owed to a command, never with the others)
+OWED_KINDS = ("restart", "reload", "run")
+#: the arguments that watch other resources, and what a change of one of them makes the
+#: watcher do: a service restarts or reloads, a command runs (Puppet's subscribe/refreshonly)
+WATCH_KINDS = {"restart_on": "restart", "reload_on": "reload", "run_on": "run"}
 
 
 class ResourceRecord(NamedTuple):

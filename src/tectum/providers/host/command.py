@@ -53,6 +53,8 @@ _STORED = ("command", "creates", "unless", "cwd", "environment", "exit_code")
 PENDING = "pending"
 #: the ``after`` of the ``run`` change when the guard can only be evaluated during apply
 PENDING_GUARD = "pending, unless the guard holds (known after apply)"
+#: the ``after`` of the ``run`` change of a ``run_on`` command that nothing triggered
+REFRESH_ONLY = "only when a run_on resource changes"
 
 
 def _is_token(value: Any) -> bool:
@@ -153,6 +155,9 @@ class CommandType(HostType):
                             description="extra environment variables"),
         "timeout": Attr(int, default=600, validate=_valid_timeout,
                         description="seconds before the command is stopped"),
+        "refreshonly": Attr(bool, default=False, description=(
+            "run only when a resource of run_on changed in the same apply (set by run_on; "
+            "Puppet's refreshonly)")),
         "exit_code": Attr(int, computed=True, description="exit code of the last run"),
     })
     stored_computed = ("exit_code",)
@@ -251,7 +256,17 @@ class CommandType(HostType):
         """Guarded: the guard holds → NOOP; else CREATE (not in state) or UPDATE, with a
         ``run`` change (before: why, after: ``"pending"``). Unguarded: not in state → CREATE
         (run once); ``command``/``cwd``/``environment`` (or a guard it had) changed since the
-        last run → REPLACE (run again); else NOOP."""
+        last run → REPLACE (run again); else NOOP. ``refreshonly``: never runs of itself — a
+        CREATE or an UPDATE only records it; the planner marks it ``triggered = "run"`` when
+        a ``run_on`` resource changes, and then it runs."""
+        if desired.get("refreshonly"):
+            if prior is None:
+                return Action.CREATE, [*self._create_changes(desired),
+                                       AttrChange("run", None, REFRESH_ONLY)]
+            changes = [AttrChange(k, prior.get(k), desired.get(k),
+                                  sensitive=self.schema.attrs[k].sensitive)
+                       for k in _RERUN_ON if prior.get(k) != desired.get(k)]
+            return (Action.UPDATE if changes else Action.NOOP), changes
         if _has_guard(desired):
             guard = (observed or {}).get("_guard")
             detail = (observed or {}).get("_guard_detail")
@@ -279,7 +294,8 @@ class CommandType(HostType):
 
     def _create_changes(self, desired: dict[str, Any]) -> list[AttrChange]:
         return [AttrChange(k, None, desired[k], sensitive=self.schema.attrs[k].sensitive)
-                for k in self.managed(desired) if k != "timeout"]
+                for k in self.managed(desired)
+                if k != "timeout" and not (k == "refreshonly" and not desired[k])]
 
     def warnings(self, change: ResourceChange) -> list[str]:
         if change.action is not Action.NOOP:
@@ -304,7 +320,15 @@ class CommandType(HostType):
         command = after.get("command")
         if command is None or _valid_command(command):
             raise ApplyError(f"{change.address}: no command to run")
-        if any(c.name == "run" and c.after == PENDING_GUARD for c in change.changes):
+        if after.get("refreshonly"):
+            if change.triggered != "run" and change.action is not Action.REPLACE:
+                # (recorded, not run: nothing it watches changed)
+                return self._record(after, (change.prior or {}).get("exit_code"))
+            holds, _ = _guard_holds(conn, after, check_creates=True) \
+                if _has_guard(after) else (False, "")
+            if holds:
+                return self._record(after, None)
+        elif any(c.name == "run" and c.after == PENDING_GUARD for c in change.changes):
             holds, _ = _guard_holds(conn, after, check_creates=True)
             if holds:
                 return self._record(after, None)
