@@ -103,6 +103,8 @@ class Stack:
         self.secrets: dict[str, SourceLocation] = {}
         #: values of sensitive string variables (the stack sees tokens in their place)
         self.sensitive_vars: dict[str, str] = {}
+        #: ``moved(old, new)`` declarations: (old address, new address, where declared)
+        self.moves: list[tuple[str, str, SourceLocation]] = []
         self.diagnostics = Diagnostics()
         self._token: contextvars.Token[Stack | None] | None = None
         self._dirs: dict[str, str] = {}
@@ -491,6 +493,24 @@ def var(
             value = token(SENSITIVE_VAR, name)
     stack.values[name] = value
     return value
+
+
+def moved(from_: str, to: Resource | str) -> None:
+    """Declare that the resource once at address ``from_`` is now ``to`` (a resource of this
+    stack, or its address): state follows at the next apply, and the object is neither deleted
+    nor created (Terraform's ``moved`` block). Keep it while a workspace may still hold the
+    old address; it does nothing once none does."""
+    source = caller_location()
+    stack = current_stack("moved()")
+    new = str(to._decl.address) if isinstance(to, Resource) else to
+    for text in (from_, new):
+        try:
+            ResourceAddress.parse(text)
+        except (ValueError, TypeError) as exc:
+            stack.diagnostics.append(Diagnostic.error(
+                "Invalid moved declaration", f"{exc}.", source=source))
+            return
+    stack.moves.append((from_, new, source))
 
 
 def secret(name: str) -> str:

@@ -330,6 +330,30 @@ class Planner:
                    and self.in_limit(ResourceAddress.parse(a).host)]
         moved: dict[str, str] = {}  # new address -> old address (same object, renamed)
         if not destroy:
+            # declared moves first (Terraform's moved blocks), then same identity, new name
+            for old_addr, new_addr, where in stack.moves:
+                problem = None
+                if new_addr not in decls:
+                    problem = f"{new_addr} is not declared in this stack"
+                elif old_addr in decls:
+                    problem = f"{old_addr} is still declared in this stack"
+                elif old_addr in prior_records and new_addr in prior_records:
+                    problem = (f"state holds both {old_addr} and {new_addr}; remove one "
+                               f"(`tectum state rm`)")
+                elif old_addr in prior_records \
+                        and prior_records[old_addr].type != decls[new_addr].type:
+                    problem = (f"{old_addr} is a {prior_records[old_addr].type}, "
+                               f"{new_addr} a {decls[new_addr].type}")
+                if problem is not None:
+                    diags.append(Diagnostic.error(
+                        "Invalid moved declaration",
+                        f"moved({old_addr!r}, {new_addr}): {problem}.", address=new_addr,
+                        source=where))
+                elif old_addr in prior_records and old_addr in orphans \
+                        and new_addr in desired:
+                    moved[new_addr] = old_addr
+            diags.raise_if_errors()
+            orphans = [a for a in orphans if a not in moved.values()]
             by_ident: dict[tuple[Any, ...], str] = {}
             for a in orphans:
                 old = prior_records[a]
@@ -338,7 +362,7 @@ class Planner:
                     host = ResourceAddress.parse(a).host
                     by_ident[(old.type, host, *rt.identity(old.attributes))] = a
             for address, want in desired.items():
-                if address in prior_records:
+                if address in prior_records or address in moved:
                     continue
                 decl = decls[address]
                 ident_key = (decl.type, decl.address.host, *_rtype(decl.type).identity(want))
@@ -362,9 +386,10 @@ class Planner:
         # be replaced (deleted) rather than left behind (Terraform's force_new)
         reidentified: set[str] = set()
         for address, want in desired.items():
-            rec = prior_records.get(address)
+            # (a declared move may change the identity too: the old object is then replaced)
+            rec = prior_records.get(moved.get(address, address))
             decl = decls[address]
-            if rec is None or address in moved or rec.type != decl.type:
+            if rec is None or rec.type != decl.type:
                 continue
             rt = _rtype(decl.type)
             new_ident, old_ident = rt.identity(want), rt.identity(rec.attributes)
@@ -386,7 +411,7 @@ class Planner:
             batches.setdefault((host, gone.type), []).append(
                 (address, ReadItem(None, gone.attributes)))
         for address in sorted(reidentified):
-            rec = prior_records[address]
+            rec = prior_records[moved.get(address, address)]
             batches.setdefault((decls[address].address.host, rec.type), []).append(
                 (address + _OLD, ReadItem(None, rec.attributes)))
         observed: dict[str, dict[str, Any] | None] = {}
