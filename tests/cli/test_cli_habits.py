@@ -61,19 +61,24 @@ def test_did_you_mean(tmp_path: Path, tectum: Callable[..., Result]) -> None:
 
 def test_plan_shows_a_new_files_content_masked(
         tmp_path: Path, tectum: Callable[..., Result]) -> None:
-    """A new file's content is shown (its first 20 lines), a secret in it masked."""
+    """A new file's content is shown (its first 20 lines); a sensitive one is not (nor its
+    size); a secret of several lines never shows, whole or in part."""
     world = tmp_path / "world"
     (tmp_path / "stack.py").write_text(
         "from tectum import var\nfrom tectum.host import File\n"
         'pw = var("pw", str, default="s3cret-Value-9", sensitive=True)\n'
         f'File("a", path="{world}/a", content="first line\\nsecond line\\n")\n'
         f'File("s", path="{world}/s", content=f"user=x\\npassword={{pw}}\\n")\n'
-        f'File("big", path="{world}/big", content="".join(f"l{{i}}\\n" for i in range(25)))\n')
+        f'File("big", path="{world}/big", content="".join(f"l{{i}}\\n" for i in range(25)))\n'
+        'key = var("key", str, default="-----BEGIN KEY-----\\nAAAAsecretBBBB\\n'
+        '-----END KEY-----\\n", sensitive=True)\n'
+        f'File("k", path="{world}/k", content=key)\n')
     res = tectum("plan", cwd=tmp_path)
     assert res.returncode == 0, res.output
     out = res.stdout
     assert "content: (2 lines, 23 bytes)\n        | first line\n        | second line\n" in out
-    assert "        | password=(sensitive value)" in out and "s3cret-Value-9" not in out
+    assert out.count("content: (sensitive value)") == 2 and "s3cret-Value-9" not in out
+    assert "AAAAsecretBBBB" not in out and "BEGIN KEY" not in out
     assert "        | l19\n        ... and 5 more lines" in out and "| l20" not in out
 
 

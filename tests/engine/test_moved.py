@@ -69,3 +69,14 @@ def test_invalid_moves_are_diagnostics(tmp_path: Path,
         assert res.returncode == 1, (body, res.output)
         assert why in res.stderr and "Traceback" not in res.output, res.output
     assert _addresses(tectum, root) == ["file.a"]
+
+
+def test_a_move_to_another_host_is_refused(tmp_path: Path,
+                                          tectum: Callable[..., Result]) -> None:
+    root, world = _setup(tmp_path, tectum)
+    (root / "inventory.toml").write_text('[hosts.h1]\nconnector = "local"\n')
+    _write(root, "from tectum import apply_role\n"
+           f'apply_role(lambda host: File("a", path="{world}/f", content="x\\n"), "h1")\n'
+           "moved(\"file.a\", 'host[\"h1\"].file.a')\n")
+    res = tectum("plan", cwd=root)
+    assert res.returncode == 1 and "an object stays on its host" in res.stderr, res.output

@@ -83,3 +83,27 @@ def test_state_mv_refusals(tmp_path: Path, tectum: Callable[..., Result]) -> Non
         assert res.returncode == 1, (args, res.output)
         assert summary in res.stderr and "Traceback" not in res.output, (args, res.output)
     assert sorted(tectum("state", "list", cwd=root).stdout.split()) == ["directory.a", "file.b"]
+
+
+def test_state_edits_wait_for_an_interrupted_run_to_settle(
+        tmp_path: Path, tectum: Callable[..., Result]) -> None:
+    """A killed run's intents without results are what lets the next plan find its objects:
+    `state rm`/`state mv` would drop them, so they are refused until an apply settles them."""
+    from tectum.backends.base import Intent
+    from tectum.backends.sqlite import SQLiteBackend
+
+    root, world = _project(tmp_path)
+    assert tectum("apply", "-auto-approve", cwd=root).returncode == 0
+    backend = SQLiteBackend(str(root / ".tectum" / "state.db"))
+    try:
+        serial = backend.read().serial
+        backend.intend(serial, [Intent("file.c", "create", "file", {"path": f"{world}/c"})])
+    finally:
+        backend.close()
+    for args in (("rm", "file.b"), ("mv", "file.b", "file.z")):
+        res = tectum("state", *args, cwd=root)
+        assert res.returncode == 1, res.output
+        assert "An interrupted run is not settled" in res.stderr and "file.c" in res.stderr
+    assert sorted(tectum("state", "list", cwd=root).stdout.split()) == ["directory.a", "file.b"]
+    assert tectum("apply", "-auto-approve", cwd=root).returncode == 0
+    assert tectum("state", "rm", "file.b", cwd=root).returncode == 0

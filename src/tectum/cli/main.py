@@ -406,6 +406,12 @@ def _apply_dir(obj: Ctx, directory: str, variables: tuple[str, ...], var_files: 
             p = result.plan
             view.plan(p)
             if not p.has_changes:
+                if session.backend.pending_intents() and not p.hosts_down:
+                    # an interrupted run's leftovers were all checked and need nothing: its
+                    # journal is settled into a version (later state edits need that)
+                    serial = session.backend.write(state, "apply")
+                    view.out(f"An interrupted run's journal is settled (state version "
+                             f"{serial}).")
                 if state.outputs:
                     _print_outputs(view, state.outputs)
                 if p.hosts_down:

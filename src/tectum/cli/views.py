@@ -274,10 +274,14 @@ class View:
         if after is not None and not is_known(after):
             self.out(f"      {c.name}: {UNKNOWN_TEXT}")
             return
+        if before is None and c.sensitive:
+            self.out(f"      {c.name}: (sensitive value)")  # (not even its length)
+            return
         if before is None:
             # a new text: its first lines, as Terraform shows a new file's content (every
-            # secret masked by out(); one write for the block, as plans list many files)
-            lines = (after or "").splitlines()
+            # secret masked — in the whole text, before it is cut into lines, so a secret of
+            # several lines is masked too; one write for the block, as plans list many files)
+            lines = REDACTOR.redact(after or "").splitlines()
             n = len(lines)
             block = [f"      {c.name}: ({n} line{'s' if n != 1 else ''}, "
                      f"{len((after or '').encode())} bytes)"]
@@ -295,7 +299,9 @@ class View:
         rt = registry.get(change.type)
         path = (rt.describe(change.after) if rt is not None and change.after else "") \
             or change.address
-        old_lines, new_lines = before.splitlines(), after.splitlines()
+        # (masked as whole texts first: a secret of several lines is masked in every line)
+        old_lines = REDACTOR.redact(before).splitlines()
+        new_lines = REDACTOR.redact(after).splitlines()
         # lines both ends share are not handed to difflib (its matcher is slow on large files
         # of repeated lines); the hunk headers still count from the real first line
         head = 0

@@ -482,6 +482,9 @@ def apply_plan(
             if name not in outputs and name in state.outputs:
                 outputs[name] = state.outputs[name]
         new_state.outputs = outputs
+    elif new_state.resources:
+        # a destroy that left resources (-target, --limit, failures): outputs stay
+        new_state.outputs = dict(state.outputs)
     else:
         new_state.outputs = {}
     return out

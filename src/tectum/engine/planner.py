@@ -340,6 +340,9 @@ class Planner:
                 elif old_addr in prior_records and new_addr in prior_records:
                     problem = (f"state holds both {old_addr} and {new_addr}; remove one "
                                f"(`tectum state rm`)")
+                elif ResourceAddress.parse(old_addr).host != decls[new_addr].address.host:
+                    problem = ("an object stays on its host: declare the new one and remove "
+                               "the old one instead")
                 elif old_addr in prior_records \
                         and prior_records[old_addr].type != decls[new_addr].type:
                     problem = (f"{old_addr} is a {prior_records[old_addr].type}, "
@@ -376,8 +379,14 @@ class Planner:
                     "Resource not found",
                     f"{flag} {unknown[0]}: no such resource is declared or in state. "
                     "`tectum state list` shows what state holds.", address=unknown[0]))
+        for address in replace:
+            kind = decls[address].type if address in decls else prior_records[address].type
+            why = _rtype(kind).replace_refused
+            if why:
+                raise DiagnosticError(Diagnostic.error(
+                    "Cannot replace", f"-replace {address}: {why}", address=address))
         if targets is not None:
-            chosen = _targeted(targets, graph, prior_records, destroy)
+            chosen = _targeted(targets, graph, prior_records, destroy, decls)
             desired = {a: w for a, w in desired.items() if a in chosen}
             orphans = [a for a in orphans if a in chosen]
 
@@ -419,7 +428,8 @@ class Planner:
             # -refresh=false: trust state as the world (Terraform's flag), read nothing
             for items in batches.values():
                 for address, _ in items:
-                    rec = prior_records.get(moved.get(address.removesuffix(_OLD), address))
+                    base = address.removesuffix(_OLD)
+                    rec = prior_records.get(moved.get(base, base))
                     if address.endswith(_OLD):
                         observed[address] = dict(rec.attributes) if rec is not None else None
                     elif address in reidentified:
@@ -506,16 +516,16 @@ class Planner:
                     ] + [c for c in rt.diff(want, old_obs) if c.name not in ident_keys]
                 else:
                     action, attr_changes = rt.plan(want, obs, prior)
-                forced = address in replace and obs is not None \
-                    and action in (Action.NOOP, Action.UPDATE)
-                if forced:
-                    action = Action.REPLACE  # (-replace: made anew though it matches)
                 if decl.ignore_changes and action in (Action.UPDATE, Action.REPLACE):
                     attr_changes = [c for c in attr_changes if c.name not in decl.ignore_changes]
                     if not attr_changes:
                         action = Action.NOOP
                     elif not any(c.force_new for c in attr_changes):
                         action = Action.UPDATE
+                forced = address in replace and obs is not None \
+                    and action in (Action.NOOP, Action.UPDATE)
+                if forced:
+                    action = Action.REPLACE  # (-replace: made anew though it matches)
                 hidden = sensitive_of.get(address, set())
                 for value in rt.masked_values(want, hidden):
                     # (the digest of a secret-bearing file would let anyone test guesses)
@@ -529,7 +539,9 @@ class Planner:
                 else:
                     seen = rt.stored(obs) if obs is not None else None
                 intent = interrupted.get(address)
-                if action in (Action.CREATE, Action.REPLACE):
+                if forced and rec is not None:
+                    origin = rec.origin  # (made anew as asked: who made it first stays)
+                elif action in (Action.CREATE, Action.REPLACE):
                     origin = CREATED
                 elif rec is not None:
                     origin = rec.origin
@@ -772,11 +784,13 @@ class Planner:
 
 
 def _targeted(targets: Sequence[str], graph: Graph, records: dict[str, ResourceRecord],
-              destroy: bool) -> set[str]:
+              destroy: bool, decls: dict[str, Declaration]) -> set[str]:
     """What ``-target`` selects: the targets and everything they depend on (in the
     configuration, else as state recorded it); destroying, the targets and everything that
     depends on them (Terraform's rule: targeting never leaves a dependent without what it
-    needs)."""
+    needs). A resource that watches a selected one (a service's ``restart_on``, a command's
+    ``run_on``) is selected too, with what it depends on, so a change never loses the restart
+    or run it causes."""
     deps: dict[str, set[str]] = {a: set(r.dependencies) for a, r in records.items()}
     for node, on in graph.deps.items():
         deps.setdefault(node, set()).update(on)
@@ -786,6 +800,12 @@ def _targeted(targets: Sequence[str], graph: Graph, records: dict[str, ResourceR
             for d in on:
                 dependents.setdefault(d, set()).add(node)
         deps = dependents
+    watchers: dict[str, set[str]] = {}
+    if not destroy:
+        for address, decl in decls.items():
+            for watched in decl.watches.values():
+                for w in watched:
+                    watchers.setdefault(w, set()).add(address)
     chosen: set[str] = set()
     todo = list(targets)
     while todo:
@@ -793,6 +813,7 @@ def _targeted(targets: Sequence[str], graph: Graph, records: dict[str, ResourceR
         if node not in chosen:
             chosen.add(node)
             todo.extend(deps.get(node, ()))
+            todo.extend(watchers.get(node, ()))
     return chosen
 
 

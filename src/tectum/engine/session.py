@@ -383,8 +383,26 @@ class Session:
                            operation or plan.operation
                            or ("destroy" if plan.destroy else "apply"),
                            revision=git_revision(self.project.root),
-                           desired=None if plan.destroy else desired_of(plan))
+                           desired=None if plan.destroy else self._desired(plan, state, result))
         return result
+
+    def _desired(self, plan: Plan, state: State, result: ApplyResult) -> dict[str, Any]:
+        """The desired state to keep with the new version: what ``plan`` applied, and for
+        resources it left out (``-target``, ``--limit``, a host that was down) and still in
+        state, what the previous version applied to them — so ``rollback`` to this version
+        does not take them for removed."""
+        desired = desired_of(plan)
+        if not state.serial:
+            return desired
+        try:
+            _, before = self.backend.read_version(state.serial)
+        except DiagnosticError:
+            return desired
+        planned = {c.address for c in plan.changes}
+        for address, entry in ((before or {}).get("resources") or {}).items():
+            if address not in planned and address in result.state.resources:
+                desired["resources"].setdefault(address, entry)
+        return desired
 
     # -- refresh, drift, import, rollback ------------------------------------------------------
     def refresh(self, state: State, stack: Stack | None = None, *, forks: int = 50
@@ -401,10 +419,23 @@ class Session:
         (:meth:`World.import_object`)."""
         return self.world().import_object(stack, state, address, ident)
 
+    def _no_pending(self, command: str) -> None:
+        """Refuse a state edit while an interrupted run's changes are unrecorded: writing a
+        version would drop the journal that lets the next plan find them."""
+        pending = self.backend.pending_intents()
+        if pending:
+            raise DiagnosticError(Diagnostic.error(
+                "An interrupted run is not settled",
+                f"A run was interrupted before it recorded {len(pending)} change(s) (e.g. "
+                f"{pending[0].address}). `tectum {command}` now would lose what the journal "
+                "knows of them. Run `tectum apply` (or `tectum plan` to see them) first.",
+                address=pending[0].address))
+
     def forget(self, state: State, addresses: Sequence[str]) -> State:
         """``state`` without the records of ``addresses`` (``tectum state rm``, Terraform's
         ``state rm``): their objects are left as they are and no longer managed. Raises
         :class:`DiagnosticError` naming every address not in state (nothing is removed)."""
+        self._no_pending("state rm")
         missing = [a for a in addresses if a not in state.resources]
         if missing:
             raise DiagnosticError(Diagnostic.error(
@@ -433,6 +464,7 @@ class Session:
         def refuse(summary: str, detail: str) -> DiagnosticError:
             return DiagnosticError(Diagnostic.error(summary, detail, address=source))
 
+        self._no_pending("state mv")
         rec = state.resources.get(source)
         if rec is None:
             raise refuse("No such resource in state",

@@ -102,6 +102,9 @@ class ResourceType(ABC, Generic[T]):
     labels: ClassVar[Mapping[str, str]] = {}
     #: attributes holding multi-line text: the plan view shows a line diff of them
     text_attrs: ClassVar[frozenset[str]] = frozenset()
+    #: why ``-replace`` cannot make this type's object anew (a sentence), or None when its
+    #: apply of a REPLACE does (Terraform's ``-replace``: destroy and create)
+    replace_refused: ClassVar[str | None] = None
 
     # -- configuration -------------------------------------------------------------------
     def check(self, attrs: dict[str, Any]) -> list[str]:

@@ -106,6 +106,9 @@ def _apt_error(what: str, result: CommandResult) -> ApplyError:
 
 class PackageType(HostType):
     """A Debian package managed with ``dpkg-query`` (read) and ``apt-get`` (apply)."""
+    replace_refused = (
+        'a package is not reinstalled by tectum; remove the resource and apply, then '
+        'add it back, or reinstall it with a Command.')
 
     name = "package"
     schema = Schema({

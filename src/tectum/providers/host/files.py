@@ -535,6 +535,9 @@ class DirectoryType(_PathType):
     ``group`` are for the directory itself. A parent declared as a Directory of its own is
     made first (the planner orders them). Deleting it removes it with its contents (the plan
     says so), not the parents it made."""
+    replace_refused = (
+        'replacing a directory would delete everything in it, including what other '
+        'resources manage; replace the files in it instead.')
 
     name = "directory"
     kind = "directory"

@@ -140,6 +140,8 @@ def _tail(result: CommandResult) -> str:
 
 class ServiceType(HostType):
     """A system service (systemd unit or System V init script) on a host."""
+    replace_refused = (
+        'a service is not made anew; a change it watches (restart_on) restarts it.')
 
     name = "service"
     side_effects = True

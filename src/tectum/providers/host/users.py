@@ -357,6 +357,9 @@ def _norm(key: str, value: Any) -> Any:
 
 class _AccountType(HostType):
     """What users and groups share: ensure present/absent, compared attributes, planning."""
+    replace_refused = (
+        'an account is not made anew by tectum (deleting it could orphan its files); '
+        'change its attributes instead.')
 
     #: attributes compared with the world (the others act only on create or delete)
     compared: tuple[str, ...]
