@@ -392,13 +392,13 @@ class Session:
         state, what the previous version applied to them — so ``rollback`` to this version
         does not take them for removed."""
         desired = desired_of(plan)
-        if not state.serial:
-            return desired
+        planned = {c.address for c in plan.changes}
+        if not state.serial or all(a in planned for a in result.state.resources):
+            return desired  # (a full plan: no earlier version to read)
         try:
             _, before = self.backend.read_version(state.serial)
         except DiagnosticError:
             return desired
-        planned = {c.address for c in plan.changes}
         for address, entry in ((before or {}).get("resources") or {}).items():
             if address not in planned and address in result.state.resources:
                 desired["resources"].setdefault(address, entry)

@@ -34,7 +34,7 @@ from tectum.providers.base import (
     ResourceType,
 )
 from tectum.schema import Attr, Schema
-from tectum.testing.recording import Call
+from tectum.testing.recording import Call, CallLog
 
 if TYPE_CHECKING:
     from tectum.config.inventory import Inventory
@@ -48,7 +48,7 @@ class MockError(Exception):
     call on an object it does not hold."""
 
 
-class MockStore:
+class MockStore(CallLog):
     """The in-memory "server" of the mock provider: objects by id, each
     ``{"id", "name", "value"}``.
 
@@ -65,19 +65,7 @@ class MockStore:
         self._fail: dict[str, str] = {}
         self._lock = threading.RLock()
 
-    # -- recording -----------------------------------------------------------------------
-    @property
-    def calls(self) -> list[Call]:
-        """Every call made so far (a copy), oldest first."""
-        with self._lock:
-            return list(self._calls)
-
-    @property
-    def mutations(self) -> list[Call]:
-        """The mutating calls made so far (``create``, ``update``, ``delete``)."""
-        with self._lock:
-            return [c for c in self._calls if c.mutating]
-
+    # -- recording (calls, mutations: CallLog) ---------------------------------------------
     def fail_on(self, method: str, message: str = "injected failure") -> None:
         """Make the next call of ``method`` raise :class:`MockError` with ``message``."""
         with self._lock:

@@ -50,7 +50,28 @@ class Recording(Protocol):
     def mutations(self) -> list[Call]: ...
 
 
-class Recorder:
+class CallLog:
+    """The calls an object recorded (:attr:`calls`, :attr:`mutations`), kept under a lock:
+    shared by :class:`Recorder` and :class:`~tectum.testing.mock.MockStore`. A subclass sets
+    ``_calls`` and ``_lock``."""
+
+    _calls: list[Call]
+    _lock: Any
+
+    @property
+    def calls(self) -> list[Call]:
+        """Every call so far (a copy), oldest first."""
+        with self._lock:
+            return list(self._calls)
+
+    @property
+    def mutations(self) -> list[Call]:
+        """The calls that count as mutating, oldest first."""
+        with self._lock:
+            return [c for c in self._calls if c.mutating]
+
+
+class Recorder(CallLog):
     """``Recorder(inner, read_only={...})``: a proxy that forwards every attribute access to
     ``inner`` and records each method call as a :class:`Call` in :attr:`calls`.
 
@@ -74,18 +95,6 @@ class Recorder:
     def inner(self) -> Any:
         """The target this recorder forwards to."""
         return self._inner
-
-    @property
-    def calls(self) -> list[Call]:
-        """Every call so far (a copy), oldest first."""
-        with self._lock:
-            return list(self._calls)
-
-    @property
-    def mutations(self) -> list[Call]:
-        """The calls that count as mutating, oldest first."""
-        with self._lock:
-            return [c for c in self._calls if c.mutating]
 
     def clear(self) -> None:
         """Forget the calls recorded so far."""
