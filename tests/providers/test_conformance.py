@@ -38,6 +38,7 @@ from tectum.testing import (
     registered,
     reset_mock_stores,
 )
+from tests.providers.cases import collect
 from tests.providers.host.test_package import (
     SMALL_PACKAGES,
     apt,
@@ -261,6 +262,11 @@ MARKS: dict[str, list[pytest.MarkDecorator]] = {
     "package": [pytest.mark.apt, needs_root],
     "service": [pytest.mark.system, needs_root, no_systemd],
 }
+
+_MORE_BUILDERS, _MORE_MARKS = collect()
+assert not set(_MORE_BUILDERS) & set(BUILDERS), "a type with two conformance cases"
+BUILDERS.update(_MORE_BUILDERS)
+MARKS.update(_MORE_MARKS)
 
 PARAMS = [pytest.param(name, marks=MARKS.get(name, []), id=name) for name in BUILDERS]
 
