@@ -3,7 +3,8 @@
 The stack API: :func:`var` declares an input variable, :func:`output` an output, and the
 resource classes in :mod:`tectum.host` declare host resources. :class:`Stack` evaluates
 declarations from Python code (the CLI does this for ``stack.py``). :func:`apply_role` applies a
-role (a function that declares host resources) to inventory hosts; :func:`hosts` lists them.
+role (a function that declares host resources) to inventory hosts; :func:`hosts` lists them;
+``host.facts`` and :func:`facts` say what a machine is.
 """
 
 from tectum.config.declaration import (
@@ -11,6 +12,7 @@ from tectum.config.declaration import (
     Resource,
     Stack,
     apply_role,
+    facts,
     hosts,
     moved,
     output,
@@ -30,6 +32,7 @@ __all__ = [
     "Stack",
     "__version__",
     "apply_role",
+    "facts",
     "hosts",
     "moved",
     "output",

@@ -165,7 +165,7 @@ def validate(obj: Ctx, directory: str, variables: tuple[str, ...],
              var_files: tuple[str, ...]) -> None:
     """Check the stack: evaluation, attributes, references, cycles. Touches nothing."""
     session = _session(directory, variables, var_files, fleet=obj.fleet)
-    stack = session.evaluate()
+    stack = session.evaluate(facts=False)
     diags = session.validate(stack)
     obj.view.diagnostics(session.warnings)
     if diags.has_errors:
@@ -179,7 +179,8 @@ def validate(obj: Ctx, directory: str, variables: tuple[str, ...],
 def _make_plan(obj: Ctx, session: Session, destroy: bool, refresh: bool = True,
                targets: list[str] | None = None, replace: list[str] | None = None
                ) -> tuple[PlanResult, State]:
-    stack = session.evaluate() if not destroy else _empty_stack(session)
+    stack = (session.evaluate(forks=obj.fleet.get("forks", 50)) if not destroy
+             else _empty_stack(session))
     with session.locked("plan"):
         state = session.read_state()
         result = session.plan(stack, state, destroy=destroy, refresh=refresh,
@@ -396,7 +397,8 @@ def _apply_dir(obj: Ctx, directory: str, variables: tuple[str, ...], var_files: 
     view = obj.view
     session = _session(directory, variables, var_files, obj.lock_timeout, obj.fleet)
     try:
-        stack = session.evaluate() if not destroy else _empty_stack(session)
+        stack = (session.evaluate(forks=obj.fleet.get("forks", 50)) if not destroy
+             else _empty_stack(session))
         with session.locked("destroy" if destroy else "apply"):
             state = session.read_state()
             result = session.plan(stack, state, destroy=destroy,
@@ -923,7 +925,7 @@ def graph(obj: Ctx, directory: str, variables: tuple[str, ...],
           var_files: tuple[str, ...]) -> None:
     """Print the dependency graph in DOT (Graphviz)."""
     session = _session(directory, variables, var_files, fleet=obj.fleet)
-    stack = session.evaluate()
+    stack = session.evaluate(facts=False)
     g, diags = session.graph(stack)
     if diags.has_errors:
         obj.view.diagnostics(diags)

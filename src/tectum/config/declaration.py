@@ -24,6 +24,7 @@ from types import FrameType, TracebackType
 from typing import Any, ClassVar, NamedTuple
 
 from tectum.addrs import ResourceAddress, valid_name
+from tectum.config.facts import Facts, FactsNeeded, FactsSource, FactsUnknown, UnknownFact, facts_of
 from tectum.config.inventory import Inventory, empty_inventory
 from tectum.diagnostics import Diagnostic, DiagnosticError, Diagnostics, SourceLocation
 from tectum.schema import MISSING, Schema
@@ -91,8 +92,15 @@ class Stack:
     """The declarations of one evaluation. Use as ``with Stack(...) as stack:``."""
 
     def __init__(self, base_dir: str = ".", inputs: Mapping[str, VarInput] | None = None,
-                 inventory: Inventory | None = None) -> None:
+                 inventory: Inventory | None = None, facts: FactsSource | None = None
+                 ) -> None:
         self.base_dir = os.path.abspath(base_dir)
+        #: where ``host.facts`` come from; None: unknown (``validate``)
+        self.facts_source = facts
+        #: hosts whose facts the stack asked for before they were gathered (None: local)
+        self.facts_needed: list[str | None] = []
+        #: hosts whose known facts the stack read
+        self.facts_used: set[str | None] = set()
         self.inventory: Inventory = inventory or empty_inventory(self.base_dir)
         self.inputs: dict[str, VarInput] = dict(inputs or {})
         self.resources: dict[str, Declaration] = {}
@@ -122,6 +130,37 @@ class Stack:
         if self._token is not None:
             _current.reset(self._token)
             self._token = None
+
+    def facts_of(self, host: str | None) -> Facts | UnknownFact:
+        """The facts of ``host`` (None: this machine), for ``host.facts`` / :func:`facts`.
+        Raises :class:`~tectum.config.facts.FactsNeeded` when they are not gathered yet."""
+        found = facts_of(self.facts_source, host)
+        if isinstance(found, Facts):
+            self.facts_used.add(host)
+        return found
+
+    def facts_pending(self, exc: FactsNeeded | FactsUnknown, what: str) -> None:
+        """Note that evaluating ``what`` (a role on a host, or the stack) stopped at a fact:
+        one to gather (the session gathers it and evaluates again), or one not known — a
+        warning while validating (the rest of ``what`` is checked at plan time)."""
+        if isinstance(exc, FactsNeeded):
+            if exc.host not in self.facts_needed:
+                self.facts_needed.append(exc.host)
+            return
+        if self.facts_source is not None:
+            return  # an unreachable host: its resources are left out of the plan anyway
+        source = SourceLocation("<unknown>")
+        tb = exc.__traceback__
+        while tb is not None:
+            name = tb.tb_frame.f_code.co_filename
+            if not name.startswith(_PKG_DIR):
+                source = SourceLocation(name, tb.tb_lineno)
+            tb = tb.tb_next
+        self.diagnostics.append(Diagnostic.warning(
+            "Decided on a fact not known yet",
+            f"{what} decides on the fact {exc.name} of {exc.host or 'this machine'}, which is "
+            "read at plan time, not by validate: what follows it was not checked. "
+            "`tectum plan` checks all of it.", source=source))
 
     def base_dir_of(self, filename: str) -> str:
         """The directory of a declaring file (templates are relative to it)."""
@@ -580,6 +619,13 @@ class Host:
     def __repr__(self) -> str:
         return f"<host {self.name}>"
 
+    @property
+    def facts(self) -> Facts | UnknownFact:
+        """What the host is: OS, kernel, architecture, CPUs, memory, names, addresses, init
+        system, package manager (``docs/facts.md``; Ansible's gathered facts). Read in the
+        host's one round trip at plan time; unknown during ``validate``."""
+        return current_stack(f"host[{self.name!r}].facts").facts_of(self.name)
+
 
 def hosts(pattern: str = "all") -> list[Host]:
     """The inventory hosts matched by ``pattern`` (host and group names, comma-separated, or
@@ -611,8 +657,20 @@ def apply_role(role: Any, to: str = "all", /, *args: Any, **kwargs: Any) -> list
     for :func:`hosts`), with that host's context set: every resource the role declares is that
     host's. Returns the role's return values, in host order. A role is an ordinary Python
     function (Ansible's roles, pyinfra's deploys)."""
+    stack = current_stack("apply_role()")
     results = []
     for host in hosts(to):
         with host:
-            results.append(role(host, *args, **kwargs))
+            try:
+                results.append(role(host, *args, **kwargs))
+            except (FactsNeeded, FactsUnknown) as exc:
+                name = getattr(role, "__name__", "a role")
+                stack.facts_pending(exc, f"Role {name!r} on host {host.name!r}")
+                results.append(None)
     return results
+
+
+def facts() -> Facts | UnknownFact:
+    """The facts of the machine resources are declared on: this machine at the top of a
+    stack, the host inside a role (``host.facts`` there is the same). See :attr:`Host.facts`."""
+    return current_stack("facts()").facts_of(_current_host.get())

@@ -13,17 +13,21 @@ import sys
 from collections.abc import Mapping
 
 from tectum.config.declaration import Stack, VarInput
+from tectum.config.facts import FactsNeeded, FactsSource, FactsUnknown
 from tectum.config.inventory import Inventory
 from tectum.config.project import Project
 from tectum.diagnostics import Diagnostic, DiagnosticError, SourceLocation
 
 
 def evaluate(project: Project, inputs: Mapping[str, VarInput],
-             inventory: Inventory | None = None) -> Stack:
+             inventory: Inventory | None = None, facts: FactsSource | None = None) -> Stack:
     """Run the project's stack file; returns the :class:`Stack` with its diagnostics (errors
-    included: callers check ``stack.diagnostics.has_errors``). Roles in it see ``inventory``."""
+    included: callers check ``stack.diagnostics.has_errors``). Roles in it see ``inventory``
+    and the hosts' ``facts`` (None: unknown, as ``validate`` has them). When the stack asks for
+    facts ``facts`` has not gathered, ``stack.facts_needed`` names the hosts: gather them and
+    evaluate again."""
     path = project.stack_file
-    stack = Stack(project.root, inputs, inventory)
+    stack = Stack(project.root, inputs, inventory, facts)
     try:
         with open(path, encoding="utf-8") as fh:
             source = fh.read()
@@ -50,6 +54,8 @@ def evaluate(project: Project, inputs: Mapping[str, VarInput],
             stack.finish()
     except DiagnosticError as exc:
         stack.diagnostics.extend(exc.diagnostics)
+    except (FactsNeeded, FactsUnknown) as exc:
+        stack.facts_pending(exc, "The stack")
     except Exception as exc:  # noqa: BLE001 - any error in user code becomes a diagnostic
         stack.diagnostics.append(_user_error(exc, project.root, path))
     finally:

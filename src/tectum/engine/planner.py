@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import graphlib
+import threading
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
@@ -19,6 +20,7 @@ from typing import Any, NamedTuple
 from tectum.addrs import ResourceAddress
 from tectum.backends.base import Intent
 from tectum.config.declaration import Declaration, Stack
+from tectum.config.facts import FactsUnknown
 from tectum.diagnostics import Diagnostic, DiagnosticError, Diagnostics, SourceLocation
 from tectum.engine.targets import Places, Targets
 from tectum.graph.dag import Graph, find_cycles
@@ -198,6 +200,14 @@ class Resolver:
                 diags.append(Diagnostic.error(
                     "Invalid resource configuration", _sentence(str(exc)),
                     address=address, source=decl.source))
+            except FactsUnknown as exc:
+                # validate: a template that decides on a fact is checked at plan time
+                diags.append(Diagnostic.warning(
+                    "Decided on a fact not known yet",
+                    f"Preparing this resource decides on the fact {exc.name} of "
+                    f"{exc.host or 'this machine'}, which is read at plan time, not by "
+                    "validate: its template was not checked. `tectum plan` checks it.",
+                    address=address, source=decl.source))
         diags.extend(self.check_identities())
         return diags
 
@@ -268,6 +278,10 @@ class Planner:
         self.in_limit = in_limit
         self.parallelism = parallelism
         self.secret_value = secret_value
+        #: what reads found missing for a desired object: address -> [(key, sentence)]
+        #: (:meth:`~tectum.providers.base.ResourceType.missing`)
+        self.missing: dict[str, list[tuple[Hashable | None, str]]] = {}
+        self._missing_lock = threading.Lock()
 
     def plan(self, stack: Stack, state: State, *, destroy: bool = False,
              workspace: str = "default", pending: Sequence[Intent] = (),
@@ -701,6 +715,9 @@ class Planner:
                 pending_change.restate = (
                     f"an interrupted run changed {', '.join(pending_change.interrupted)} as "
                     "the configuration asks; recorded in state")
+        if not destroy:
+            diags.extend(self._report_missing(stack, graph, desired, changes))
+            diags.raise_if_errors()
         # (destroying, every change is a deletion of an orphan: listed once)
         ordered = ([] if destroy else [changes[a] for a in order if a in changes]) + \
             [changes[a] for a in orphans if a in changes]
@@ -711,6 +728,45 @@ class Planner:
         plan.hosts_down = hosts_down
         plan.limit = list(limit) if limit is not None else None
         return PlanResult(plan, graph, diags)
+
+    def _report_missing(self, stack: Stack, graph: Graph, desired: dict[str, Any],
+                        changes: dict[str, ResourceChange]) -> Diagnostics:
+        """Errors for what reads found missing on a host (an owner that is no user there, an
+        unknown package or service), unless the plan brings it: a resource declared on the
+        same target offers its key, or — for a need without a key — something the resource
+        depends on changes in this plan."""
+        diags = Diagnostics()
+        if not self.missing:
+            return diags
+        decls = stack.resources
+        place = Places(stack.inventory)
+        offered: set[tuple[Hashable, ...]] = set()
+        for decl in decls.values():
+            rt = registry.get(decl.type)
+            if rt is not None:
+                at = place(rt, decl.address.host)
+                offered.update((*at, k) for k in rt.implicit_keys(decl.attrs))
+        for address, needs in sorted(self.missing.items()):
+            if address not in desired or address not in decls:
+                continue
+            mine = decls[address]
+            at = place(_rtype(mine.type), mine.address.host)
+            changing = None
+            for key, sentence in needs:
+                if key is not None:
+                    if (*at, key) in offered:
+                        continue
+                else:
+                    if changing is None:
+                        changing = any(changes[d].action is not Action.NOOP
+                                       for d in graph.ancestors_of(address) if d in changes)
+                    if changing:
+                        continue
+                diags.append(Diagnostic.error(
+                    "Missing on the host", f"{_sentence(sentence)} Nothing in this stack "
+                    "makes it there; declare it, or fix the name.",
+                    address=address, source=mine.source))
+        return diags
 
     def read_found(self, by_host: dict[str | None, HostBatches]
                    ) -> Iterator[tuple[ResourceType[Any], str, dict[str, Any] | None]]:
@@ -771,6 +827,14 @@ class Planner:
                             f"{'...' if len(items) > 5 else ''}) failed: {exc}.",
                             address=items[0][0]))
                         continue
+                    try:
+                        needs = rt.missing(target, [item for _, item in items])
+                    except Exception:  # noqa: BLE001 - not knowing is not an error here
+                        needs = []
+                    with self._missing_lock:
+                        for (address, _), need in zip(items, needs, strict=False):
+                            if need:
+                                self.missing[address] = list(need)
                     for (address, _), obs in zip(items, found, strict=True):
                         observed[address] = obs
                         if obs is not None and REDACTOR:

@@ -26,6 +26,7 @@ from tectum.engine.applier import (
     host_of,
     serial_batches,
 )
+from tectum.engine.facts import FactsBook, gather
 from tectum.engine.planner import (
     Planner,
     PlanResult,
@@ -129,6 +130,7 @@ class Session:
         self._sealer: Sealer | None = None
         self._secrets: dict[str, str] | None = None
         self._stack: Stack | None = None
+        self._facts: FactsBook | None = None
         self.inventory: Inventory = load_inventory(self.project.root, inventory)
         #: hosts ``--limit`` selects (``local`` included when matched); None: every host
         self.limit: frozenset[str] | None = (
@@ -223,10 +225,31 @@ class Session:
             out[name] = VarInput(value, f"-var {name}=...", explicit=True)
         return out
 
-    def evaluate(self) -> Stack:
+    @property
+    def facts_book(self) -> FactsBook:
+        """The hosts' facts this session gives its stack (:mod:`tectum.engine.facts`)."""
+        if self._facts is None:
+            self._facts = FactsBook(
+                os.path.join(self.project.root, ".tectum", "facts.json"), self.inventory)
+        return self._facts
+
+    def evaluate(self, *, facts: bool = True, forks: int = 50) -> Stack:
         """Evaluate the stack; raises :class:`DiagnosticError` when it has errors (warnings
-        are kept in :attr:`warnings`)."""
-        stack = evaluate(self.project, self.inputs(), self.inventory)
+        are kept in :attr:`warnings`). With ``facts`` (every command but ``validate`` and
+        ``graph``), ``host.facts`` are known: remembered from the last run, or gathered now
+        from the hosts the stack asks about (up to ``forks`` at once, one round trip each)
+        and the stack evaluated again; without, they are unknown."""
+        book = self.facts_book if facts else None
+        for _ in range(3):
+            if book is not None:
+                book.begin_evaluation()
+            stack = evaluate(self.project, self.inputs(), self.inventory, book)
+            if book is None or not stack.facts_needed:
+                break
+            self.warnings.extend(gather(book, self.targets, stack.facts_needed, forks,
+                                        self.in_limit))
+        if book is not None:
+            book.save()
         self._stack = stack
         for d in stack.diagnostics:
             if d.severity.value == "warning":
@@ -299,12 +322,24 @@ class Session:
         ``-replace`` (:meth:`Planner.plan`); targeting adds a warning that the plan may leave
         other changes out."""
         self._stack = stack
-        planner = Planner(self.targets, self.in_limit, parallelism=forks,
-                          secret_value=self.secret_value)
-        result = planner.plan(stack, state, destroy=destroy, workspace=self.workspace,
-                              pending=self.backend.pending_intents(), refresh=refresh,
-                              limit=sorted(self.limit) if self.limit is not None else None,
-                              targets=targets, replace=replace)
+        book = self._facts if stack.facts_source is not None else None
+        if book is not None and refresh:
+            facts_provider = self.targets.facts_provider()
+            if facts_provider is not None:
+                for host in book.used:
+                    if self.in_limit(host) and not book.fresh(host):
+                        facts_provider.want_facts(host)
+        result = self._plan(stack, state, destroy, refresh, forks, targets, replace)
+        if book is not None and refresh and self._facts_moved(book, forks):
+            # the facts the stack was evaluated with are not the hosts' any more: evaluate
+            # it with the ones just read and plan again (the reads come from the hosts again)
+            stack = self.evaluate(forks=forks)
+            result = self._plan(stack, state, destroy, refresh, forks, targets, replace)
+        if book is not None:
+            # a host found down while its facts were gathered may have no resource left in
+            # the plan to be found down by: the plan says so all the same
+            for host, why in book.down.items():
+                result.plan.hosts_down.setdefault(host, why)
         self.warnings.extend(d for d in result.diagnostics if d.severity.value == "warning")
         if targets is not None:
             self.warnings.append(Diagnostic.warning(
@@ -315,6 +350,38 @@ class Session:
                 "configuration after this apply. Use -target for exceptional cases, such as "
                 "recovering from a mistake (Terraform's advice), then run a full plan."))
         return result
+
+    def _plan(self, stack: Stack, state: State, destroy: bool, refresh: bool, forks: int,
+              targets: Sequence[str] | None, replace: Sequence[str]) -> PlanResult:
+        planner = Planner(self.targets, self.in_limit, parallelism=forks,
+                          secret_value=self.secret_value)
+        return planner.plan(stack, state, destroy=destroy, workspace=self.workspace,
+                            pending=self.backend.pending_intents(), refresh=refresh,
+                            limit=sorted(self.limit) if self.limit is not None else None,
+                            targets=targets, replace=replace)
+
+    def _facts_moved(self, book: FactsBook, forks: int) -> bool:
+        """Record the facts the plan's reads brought (and gather those of hosts the stack
+        used but the plan did not read); True when any differ from what the stack was
+        evaluated with."""
+        provider = self.targets.facts_provider()
+        if provider is None:
+            return False
+        moved = False
+        unread = []
+        for host in list(book.used):
+            if book.fresh(host) or not self.in_limit(host):
+                continue
+            found = provider.observed_facts(host)
+            if found is None:
+                unread.append(host)
+            elif book.record(host, found):
+                moved = True
+        if unread:
+            self.warnings.extend(gather(book, self.targets, unread, forks, self.in_limit))
+            moved = moved or any(book.used.get(h) != book.read(h) for h in unread)
+        book.save()
+        return moved
 
     def check_fresh(self, plan: Plan, state: State, origin: str) -> None:
         """Refuse a saved plan made from another state (lineage) or an older one (serial)."""

@@ -128,6 +128,15 @@ class Targets:
                     return down
         return None
 
+    def facts_provider(self) -> Provider | None:
+        """The provider that knows facts about hosts (one with
+        :attr:`~tectum.providers.base.Provider.offers_facts`), configured; None if none is
+        installed."""
+        for name, cls in sorted(registry.providers().items()):
+            if cls.offers_facts:
+                return self.provider(name)
+        return None
+
     def close(self) -> None:
         with self._lock:
             providers = list(self._providers.values())

@@ -163,6 +163,18 @@ class ResourceType(ABC, Generic[T]):
         display, never stored). Raises any exception for a failed read (reported as a
         diagnostic naming the objects)."""
 
+    def missing(self, target: T, items: Sequence[ReadItem]
+                ) -> list[list[tuple[ImplicitKey | None, str]]]:
+        """What each item's desired object needs on ``target`` that is not there (an owner
+        that is no user there, a package no source offers, a service not installed), per
+        item as ``(key, sentence)`` pairs; items without ``desired`` need nothing. Called
+        right after :meth:`read` of the same items (a provider's prefetched facts still
+        there). The planner reports each as an error at plan time, unless a resource
+        declared on the same target offers ``key`` (:meth:`implicit_keys`: a ``User`` of
+        that name) or, for ``key`` None, something the resource depends on changes in the
+        plan (a package that may bring the service). Default: nothing is missing."""
+        return [[] for _ in items]
+
     def exists(self, observed: dict[str, Any]) -> bool:
         """Whether what :meth:`read` found is an object that can be imported."""
         return True
@@ -321,6 +333,9 @@ class Provider(ABC):
     resource_types: ClassVar[Mapping[str, str]] = {}
     #: the built-in host provider only: its types keep short names without a prefix
     short_names: ClassVar[bool] = False
+    #: whether this provider knows facts about hosts (``host.facts`` in a stack:
+    #: :meth:`gather_facts`, :meth:`want_facts`, :meth:`observed_facts`)
+    offers_facts: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.config: dict[str, Any] = {}
@@ -367,6 +382,21 @@ class Provider(ABC):
 
     def end_read(self, target: Any) -> None:
         """Called after the reads of one target (drop what :meth:`begin_read` fetched)."""
+        return None
+
+    def gather_facts(self, host: str | None) -> dict[str, Any]:
+        """The facts of ``host`` (None: this machine), read now in one round trip, as a
+        JSON-able dict (providers with :attr:`offers_facts`). Raises as a read would (the
+        target is then looked at with :meth:`down`)."""
+        raise NotImplementedError(f"the {self.name} provider knows no facts")
+
+    def want_facts(self, host: str | None) -> None:
+        """Read the facts of ``host`` with its next read (:meth:`begin_read`), in the same
+        round trip; :meth:`observed_facts` gives them afterwards."""
+        return None
+
+    def observed_facts(self, host: str | None) -> dict[str, Any] | None:
+        """The facts read with ``host``'s last read (after :meth:`want_facts`), else None."""
         return None
 
     def close(self) -> None:

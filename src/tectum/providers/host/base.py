@@ -11,16 +11,57 @@ round trip before the reads (DESIGN decision 3; :meth:`HostProvider.begin_read
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any, ClassVar
 
 from tectum.providers.base import ReadItem, ResourceType
 from tectum.providers.host.connector import Connector, FactRequest
+from tectum.values import is_known
 
 
 class HostType(ResourceType[Connector]):
     """A resource type of the host provider: objects on one host, reached through a
     :class:`~tectum.providers.host.connector.Connector`."""
+
+    #: attributes that name accounts the object needs on its host (``"user"`` or
+    #: ``"group"``; a list value names several): a name that is no account there is
+    #: reported at plan time (:meth:`missing`), read in the host's one round trip
+    account_attrs: ClassVar[Mapping[str, str]] = {}
+
+    def accounts_named(self, attrs: dict[str, Any] | None) -> list[tuple[str, str, str]]:
+        """``(attribute, kind, name)`` for every account ``attrs`` names by name (numeric ids
+        and unknown values left out)."""
+        out: list[tuple[str, str, str]] = []
+        if (attrs or {}).get("ensure") == "absent":
+            return out
+        for attr, kind in self.account_attrs.items():
+            value = (attrs or {}).get(attr)
+            for name in value if isinstance(value, list) else [value]:
+                if isinstance(name, str) and name and is_known(name) and not name.isdigit():
+                    out.append((attr, kind, name))
+        return out
+
+    def missing(self, target: Connector, items: Sequence[ReadItem]
+                ) -> list[list[tuple[Hashable | None, str]]]:
+        """Accounts :attr:`account_attrs` name that the host does not have (its ``getent``
+        listing, fetched with the host's other facts)."""
+        named = [self.accounts_named(i.desired) for i in items]
+        if not any(named):
+            return [[] for _ in items]
+        from tectum.providers.host.users import read_accounts
+
+        accounts = read_accounts(target)
+        out: list[list[tuple[Hashable | None, str]]] = []
+        for names in named:
+            need: list[tuple[Hashable | None, str]] = []
+            for attr, kind, name in names:
+                known = accounts.users if kind == "user" else accounts.groups
+                if name not in known:
+                    where = ("this machine" if target.host in ("local", "") else
+                             f"host {target.host}")
+                    need.append(((kind, name), f"{attr} {name!r} is no {kind} on {where}."))
+            out.append(need)
+        return out
 
     def read(self, target: Connector, items: Sequence[ReadItem]
              ) -> list[dict[str, Any] | None]:

@@ -242,6 +242,7 @@ def _is_id(value: Any) -> bool:
 
 
 class _PathType(HostType):
+    account_attrs = {"owner": "user", "group": "group"}
     kind: str
 
     def identity_key(self, attrs: dict[str, Any]) -> tuple[Any, ...]:

@@ -22,7 +22,14 @@ from tectum.config.inventory import LOCAL
 from tectum.diagnostics import Diagnostic, DiagnosticError, SourceLocation
 from tectum.providers.base import Provider, ReadItem, ResourceType
 from tectum.providers.host.base import HostType
-from tectum.providers.host.connector import Connector, LocalConnector, merge_facts
+from tectum.providers.host.connector import (
+    Connector,
+    ConnectorError,
+    FactRequest,
+    LocalConnector,
+    merge_facts,
+)
+from tectum.providers.host.facts import FACTS_ARGV, parse_facts
 from tectum.schema import Attr, Schema
 
 if TYPE_CHECKING:
@@ -38,6 +45,7 @@ class HostProvider(Provider):
 
     name = "host"
     short_names = True
+    offers_facts = True
     resource_types = {
         "file": "tectum.providers.host.files:FileType",
         "directory": "tectum.providers.host.files:DirectoryType",
@@ -61,6 +69,9 @@ class HostProvider(Provider):
         self._lock = threading.Lock()
         self._local: LocalConnector | None = None
         self._targets: dict[str, Connector] = {}
+        #: connectors (by id) whose next read also reads the host's facts, and what it read
+        self._want: set[int] = set()
+        self._observed: dict[int, dict[str, Any]] = {}
 
     # -- targets -------------------------------------------------------------------------
     def target(self, host: str | None) -> Connector:
@@ -141,9 +152,48 @@ class HostProvider(Provider):
     def begin_read(self, target: Any,
                    batches: Sequence[tuple[ResourceType[Any], Sequence[ReadItem]]]) -> None:
         """Fetch the facts every read of this host will ask for, in one round trip
-        (:meth:`Connector.prefetch`; DESIGN decision 3)."""
-        target.prefetch(merge_facts([rt.facts([i.attrs for i in items])
-                                     for rt, items in batches if isinstance(rt, HostType)]))
+        (:meth:`Connector.prefetch`; DESIGN decision 3) — with the host's own facts
+        (:mod:`~tectum.providers.host.facts`) when :meth:`want_facts` asked for them."""
+        wanted = id(target) in self._want
+        requests = [rt.facts([i.attrs for i in items])
+                    for rt, items in batches if isinstance(rt, HostType)]
+        if any(rt.accounts_named(i.desired) for rt, items in batches
+               if isinstance(rt, HostType) for i in items):
+            # owners and groups named are checked at plan time (HostType.missing)
+            from tectum.providers.host.users import ACCOUNTS_ARGV
+
+            requests.append(FactRequest(commands=(ACCOUNTS_ARGV,)))
+        if wanted:
+            requests.append(FactRequest(commands=(FACTS_ARGV,)))
+        target.prefetch(merge_facts(requests))
+        if wanted:
+            self._observed[id(target)] = self._facts(target)
+
+    # -- facts ---------------------------------------------------------------------------
+    def _facts(self, conn: Connector) -> dict[str, Any]:
+        result = conn.run(FACTS_ARGV, mutating=False)
+        if not result.ok:
+            raise ConnectorError(f"cannot read the facts of {conn.host}: "
+                                 f"{result.error_text()}")
+        try:
+            return parse_facts(result.stdout.decode("utf-8", "replace"))
+        except ValueError as exc:
+            raise ConnectorError(f"cannot read the facts of {conn.host}: {exc}") from None
+
+    def gather_facts(self, host: str | None) -> dict[str, Any]:
+        """The facts of ``host`` now: one command, one round trip
+        (:data:`~tectum.providers.host.facts.FACTS_ARGV`). Raises :class:`ConnectorError`
+        (or a connection error: see :meth:`down`)."""
+        return self._facts(self.target(host))
+
+    def want_facts(self, host: str | None) -> None:
+        target = self.target(host)
+        with self._lock:
+            self._want.add(id(target))
+
+    def observed_facts(self, host: str | None) -> dict[str, Any] | None:
+        made = self.made(host)
+        return self._observed.get(id(made)) if made is not None else None
 
     def end_read(self, target: Any) -> None:
         target.forget_facts()

@@ -50,11 +50,11 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tectum.plans.plan import Action, ResourceChange
-from tectum.providers.base import ApplyError
+from tectum.providers.base import ApplyError, ReadItem
 from tectum.providers.host.base import HostType
 from tectum.schema import Attr, Schema
 
@@ -180,6 +180,24 @@ class ServiceType(HostType):
             return []
         found = self._read_any(conn, names)[1]
         return [found.get(str(o["name"])) for o in objects]
+
+    def missing(self, target: Connector, items: Sequence[ReadItem]
+                ) -> list[list[tuple[Hashable | None, str]]]:
+        """A service to run or enable that is not installed (no unit, no init script) is
+        reported at plan time — unless something it depends on changes in the plan (the
+        package that brings it). Answered from the read's facts."""
+        found = self.read_objects(target, [i.attrs for i in items])
+        where = "this machine" if target.host in ("local", "") else f"host {target.host}"
+        out: list[list[tuple[Hashable | None, str]]] = []
+        for item, obs in zip(items, found, strict=True):
+            want = item.desired or {}
+            if item.desired is not None and obs is None \
+                    and (want.get("running") or want.get("enabled")):
+                out.append([(None, f"service {want.get('name')!r} is not installed on "
+                                   f"{where} (no systemd unit or init script)")])
+            else:
+                out.append([])
+        return out
 
     def _read_any(self, conn: Connector, names: Sequence[str]
                   ) -> tuple[bool, dict[str, dict[str, Any] | None]]:

@@ -177,6 +177,10 @@ def _accounts_argv(*, users: bool) -> tuple[str, ...]:
     return ("/bin/sh", "-c", script)
 
 
+#: the read-only command that lists every user and group (``getent``)
+ACCOUNTS_ARGV = ("/bin/sh", "-c", "getent passwd && echo " + _SEPARATOR + " && getent group")
+
+
 def _read_accounts(conn: Connector, *, users: bool) -> _Accounts:
     """All accounts in one read-only command (``getent`` also sees NSS sources beyond files;
     the first entry for a name wins, as with ``getent NAME``). Raises :class:`ApplyError` when
@@ -189,6 +193,12 @@ def _read_accounts(conn: Connector, *, users: bool) -> _Accounts:
         raise ApplyError(f"cannot read accounts on {conn.host}: `{script}` exited with code "
                          f"{result.returncode}: {result.error_text()}")
     return accounts
+
+
+def read_accounts(conn: Connector) -> _Accounts:
+    """Every user and group of ``conn``'s host (answered from the host's prefetched facts
+    when :data:`ACCOUNTS_ARGV` was among them). Raises :class:`ApplyError`."""
+    return _read_accounts(conn, users=True)
 
 
 def _parse_accounts(stdout: bytes, *, users: bool) -> _Accounts | None:
@@ -407,6 +417,7 @@ class _AccountType(HostType):
 # -- user ----------------------------------------------------------------------------------
 
 class UserType(_AccountType):
+    account_attrs = {"group": "group", "groups": "group"}
     """A local user account, changed with ``useradd``/``usermod``/``userdel``.
 
     ``groups`` is managed exactly (a user is removed from supplementary groups not listed) and
