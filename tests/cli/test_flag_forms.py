@@ -51,3 +51,13 @@ def test_single_and_double_dash_through_the_cli(
     assert out.read_text() == "c"
     res = tectum("plan", "-refresh=false", "-var", "x=c", "-detailed-exitcode", cwd=tmp_path)
     assert res.returncode == 0, res.output
+
+
+def test_no_color_is_taken_before_and_after_the_command() -> None:
+    """``terraform plan -no-color`` as well as ``tectum -no-color plan``; not giving it after
+    the command keeps what was given before it."""
+    parser = build_parser()
+    for argv in (["-no-color", "plan"], ["plan", "-no-color"], ["plan", "--no-color"],
+                 ["state", "list", "-no-color"], ["secrets", "init", "-no-color"]):
+        assert parser.parse_args(argv).no_color is True, argv
+    assert parser.parse_args(["plan"]).no_color is False

@@ -310,6 +310,17 @@ def test_prefetch_makes_later_reads_free_over_ssh(side: Side) -> None:
 
 # -- sweep_temp ---------------------------------------------------------------------------------
 
+def test_sweep_temp_finds_the_leftovers_of_a_file_named_tectum_something(side: Side) -> None:
+    """A regression: the local connector split a leftover's name at the first ``.tectum-``
+    and never matched a file whose own name starts with ``tectum-``."""
+    path = side.path("tectum-job")
+    dead = int(side.sh("sh -c 'echo $$'"))
+    left = side.path(f".tectum-job.tectum-{dead}-1")
+    side.sh(f"touch {path} {left}")
+    assert side.conn.sweep_temp([path]) == [left]
+    assert side.sh(f"ls -A {side.base}").split() == ["tectum-job"]
+
+
 def test_sweep_temp_removes_what_dead_writers_left(side: Side) -> None:
     path = side.path("conf")
     dead = int(side.sh("sh -c 'echo $$'"))  # a process of the target that has ended

@@ -1076,6 +1076,9 @@ def build_parser() -> argparse.ArgumentParser:
             name, help=doc.splitlines()[0] if doc else None, description=doc,
             allow_abbrev=False)
         p.set_defaults(func=func)
+        # Terraform takes -no-color after the command too (`terraform plan -no-color`)
+        p.add_argument("--no-color", action="store_true", default=argparse.SUPPRESS,
+                       help="plain output without colour")
         return p
 
     p = command("init", init)

@@ -68,6 +68,8 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
     doc = "Manage the encrypted secrets files of the project (secrets/ENV.yaml)."
     parser = subparsers.add_parser("secrets", help=doc, description=doc, allow_abbrev=False)
     parser.set_defaults(func=_from_tectum_main)
+    parser.add_argument("--no-color", action="store_true", default=argparse.SUPPRESS,
+                        help="plain output without colour")
     _add_subcommands(parser)
 
 
@@ -117,6 +119,8 @@ def _add_subcommands(parser: argparse.ArgumentParser) -> None:
         p = where.add_parser(name, help=doc.splitlines()[0], description=doc,
                              allow_abbrev=False)
         p.set_defaults(secrets_handler=handler)
+        p.add_argument("--no-color", action="store_true", default=argparse.SUPPRESS,
+                       help="plain output without colour")
         if env:
             p.add_argument("--env", metavar="ENV",
                            help="the environment: secrets/ENV.yaml (default: TECTUM_WORKSPACE, "

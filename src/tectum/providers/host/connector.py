@@ -435,7 +435,8 @@ class LocalConnector:
             except OSError:
                 continue
             for entry in entries:
-                stem, sep, rest = entry.partition(".tectum-")
+                # the last ".tectum-": a file may be named tectum-something itself
+                stem, sep, rest = entry.rpartition(".tectum-")
                 if not sep or stem.removeprefix(".") not in names:
                     continue
                 pid = rest.split("-", 1)[0]
