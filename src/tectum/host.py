@@ -13,6 +13,9 @@ User        name, uid, group, groups, home, shell, system, comment, ensure
 Group       name, gid, system, ensure
 Service     name, running, enabled, restart_on=[...], reload_on=[...]
 Command     command, creates, unless, cwd, environment, run_on=[...]
+Sysctl      name, value (live in /proc/sys and in /etc/sysctl.d/99-tectum-NAME.conf)
+Cron        name (its /etc/cron.d file), minute, hour, day, month, weekday | special_time,
+            user, job, env, ensure
 ==========  ==========================================================================
 """
 
@@ -22,7 +25,8 @@ from typing import Any
 
 from tectum.config.declaration import Resource
 
-__all__ = ["Command", "Directory", "File", "Group", "Package", "Service", "Symlink", "User"]
+__all__ = ["Command", "Cron", "Directory", "File", "Group", "Package", "Service", "Symlink",
+           "Sysctl", "User"]
 
 
 class File(Resource):
@@ -100,3 +104,21 @@ class Command(Resource):
         if kwargs.get("run_on"):
             kwargs.setdefault("refreshonly", True)
         super().__init__(label, **kwargs)
+
+
+class Sysctl(Resource):
+    """A kernel parameter, set live and for the next boot:
+    ``Sysctl("forward", name="net.ipv4.ip_forward", value=1)``."""
+
+    type_name = "sysctl"
+    label_attr = "name"
+    __slots__ = ()
+
+
+class Cron(Resource):
+    """A cron job in its own ``/etc/cron.d`` file (named after the resource):
+    ``Cron("backup", minute="*/15", job="/usr/local/bin/backup", env={"MAILTO": ""})``."""
+
+    type_name = "cron"
+    label_attr = "name"
+    __slots__ = ()

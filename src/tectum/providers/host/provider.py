@@ -55,6 +55,8 @@ class HostProvider(Provider):
         "group": "tectum.providers.host.users:GroupType",
         "service": "tectum.providers.host.service:ServiceType",
         "command": "tectum.providers.host.command:CommandType",
+        "sysctl": "tectum.providers.host.sysctl:SysctlType",
+        "cron": "tectum.providers.host.cron:CronType",
     }
     settings = Schema({
         "accept_new_host_keys": Attr(bool, default=False, description=(
