@@ -16,6 +16,9 @@ Command     command, creates, unless, cwd, environment, run_on=[...]
 Sysctl      name, value (live in /proc/sys and in /etc/sysctl.d/99-tectum-NAME.conf)
 Cron        name (its /etc/cron.d file), minute, hour, day, month, weekday | special_time,
             user, job, env, ensure
+Download    path, url, checksum ("sha256:..." | "sha512:...") or insecure_skip_checksum=True,
+            mode, owner, group, headers, timeout
+Archive     src, dest, creates, owner, group, format ("tar"/"zip"), src_sha256
 ==========  ==========================================================================
 """
 
@@ -25,8 +28,8 @@ from typing import Any
 
 from tectum.config.declaration import Resource
 
-__all__ = ["Command", "Cron", "Directory", "File", "Group", "Package", "Service", "Symlink",
-           "Sysctl", "User"]
+__all__ = ["Archive", "Command", "Cron", "Directory", "Download", "File", "Group", "Package",
+           "Service", "Symlink", "Sysctl", "User"]
 
 
 class File(Resource):
@@ -122,3 +125,39 @@ class Cron(Resource):
     type_name = "cron"
     label_attr = "name"
     __slots__ = ()
+
+
+class Download(Resource):
+    """A file the host downloads and verifies (Ansible's ``get_url``): ``Download("jq",
+    path="/usr/local/bin/jq", url="https://example.org/jq", checksum="sha256:...",
+    mode="0755")``. Without a checksum, ``insecure_skip_checksum=True`` must say so."""
+
+    type_name = "download"
+    __slots__ = ()
+
+
+class Archive(Resource):
+    """An archive on the host unpacked into a directory (Ansible's ``unarchive`` with
+    ``remote_src``): ``Archive("app", src=tarball.path, dest="/opt/app")``.
+
+    When ``src`` is a :class:`Download`'s ``path``, ``src_sha256`` is set to that download's
+    ``sha256`` (unless given): a download that changes re-extracts the archive in the same
+    apply.
+    """
+
+    type_name = "archive"
+    __slots__ = ()
+
+    def __init__(self, label: str, /, **kwargs: Any) -> None:
+        from tectum.addrs import ResourceAddress
+        from tectum.values import Ref
+
+        src = kwargs.get("src")
+        if isinstance(src, Ref) and src.attr == "path" and "src_sha256" not in kwargs:
+            try:
+                source_type = ResourceAddress.parse(src.address).type
+            except ValueError:
+                source_type = None
+            if source_type == "download":
+                kwargs["src_sha256"] = Ref(src.address, "sha256")
+        super().__init__(label, **kwargs)

@@ -55,6 +55,8 @@ class HostProvider(Provider):
         "group": "tectum.providers.host.users:GroupType",
         "service": "tectum.providers.host.service:ServiceType",
         "command": "tectum.providers.host.command:CommandType",
+        "download": "tectum.providers.host.download:DownloadType",
+        "archive": "tectum.providers.host.download:ArchiveType",
         "sysctl": "tectum.providers.host.sysctl:SysctlType",
         "cron": "tectum.providers.host.cron:CronType",
     }
