@@ -39,9 +39,12 @@ def change(rt: HostType, action: Action, *, prior: dict[str, Any] | None = None,
 # -- every host type -----------------------------------------------------------------------
 
 def test_every_host_type_is_a_host_type() -> None:
+    from tectum.providers.host.provider import HostProvider
+
     host_types = {n for n in registry.names() if registry.provider_of(n) == "host"}
-    assert host_types == {"file", "directory", "symlink", "package", "user", "group",
-                          "service", "command"}
+    assert host_types == set(HostProvider.resource_types)
+    assert {"file", "directory", "symlink", "package", "user", "group", "service",
+            "command"} <= host_types
     for name in host_types:
         assert isinstance(registry.get(name), HostType), name
 
