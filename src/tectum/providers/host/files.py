@@ -380,7 +380,10 @@ class FileType(_PathType):
         if template is not None:
             from tectum.providers.host.templates import render
 
-            out["content"] = render(os.path.join(base_dir, template), tvars)
+            dest = out.get("path")
+            out["content"] = render(os.path.join(base_dir, template), tvars, name=template,
+                                    dest=dest if isinstance(dest, str) and is_known(dest)
+                                    else None)
         content = out.get("content")
         if isinstance(content, str):
             try:
