@@ -19,6 +19,11 @@ Cron        name (its /etc/cron.d file), minute, hour, day, month, weekday | spe
 Download    path, url, checksum ("sha256:..." | "sha512:...") or insecure_skip_checksum=True,
             mode, owner, group, headers, timeout
 Archive     src, dest, creates, owner, group, format ("tar"/"zip"), src_sha256
+LineInFile  path, line, regexp, insert_after | insert_before, ensure, create (+ mode, owner,
+            group)
+BlockInFile path, block, marker, insert_after | insert_before, ensure, create (+ mode,
+            owner, group)
+IniValue    path, section, option, value, ensure, create (+ mode, owner, group)
 ==========  ==========================================================================
 """
 
@@ -28,8 +33,8 @@ from typing import Any
 
 from tectum.config.declaration import Resource
 
-__all__ = ["Archive", "Command", "Cron", "Directory", "Download", "File", "Group", "Package",
-           "Service", "Symlink", "Sysctl", "User"]
+__all__ = ["Archive", "BlockInFile", "Command", "Cron", "Directory", "Download", "File", "Group",
+           "IniValue", "LineInFile", "Package", "Service", "Symlink", "Sysctl", "User"]
 
 
 class File(Resource):
@@ -161,3 +166,27 @@ class Archive(Resource):
             if source_type == "download":
                 kwargs["src_sha256"] = Ref(src.address, "sha256")
         super().__init__(label, **kwargs)
+
+
+class LineInFile(Resource):
+    """One line of a file (Ansible's ``lineinfile``): ``LineInFile("root", path=
+    "/etc/ssh/sshd_config", line="PermitRootLogin no", regexp="^#?PermitRootLogin")``."""
+
+    type_name = "line_in_file"
+    __slots__ = ()
+
+
+class BlockInFile(Resource):
+    """Lines between marker lines (Ansible's ``blockinfile``): ``BlockInFile("hosts",
+    path="/etc/hosts", block="10.0.0.1 db\n10.0.0.2 cache\n")``."""
+
+    type_name = "block_in_file"
+    __slots__ = ()
+
+
+class IniValue(Resource):
+    """One ``option = value`` of an INI file (Ansible's ``ini_file``): ``IniValue("workers",
+    path="/etc/app.ini", section="server", option="workers", value="4")``."""
+
+    type_name = "ini_value"
+    __slots__ = ()

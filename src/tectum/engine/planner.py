@@ -235,6 +235,21 @@ class Resolver:
                 address=str(decl.address),
                 source=decl.source,
             ))
+        for address, want in self.desired.items():
+            decl = self.decls[address]
+            rt = _rtype(decl.type)
+            whole = rt.part_of(want)
+            if not whole or not all(is_known(v) for v in whole):
+                continue
+            other = seen.get((*place(rt, decl.address.host), *whole))
+            if other is not None:
+                diags.append(Diagnostic.error(
+                    "Object managed twice",
+                    f"{decl.address} manages a part of {' '.join(str(v) for v in whole)}, "
+                    f"which {other.address} (declared at {other.source}) manages whole: each "
+                    "apply would undo the other. Put the part into the whole one's content "
+                    "(or template), or manage only parts of it.",
+                    address=str(decl.address), source=decl.source))
         return diags
 
 

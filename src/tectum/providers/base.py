@@ -136,6 +136,12 @@ class ResourceType(ABC, Generic[T]):
         symlinks share paths) return the same key."""
         return (self.name, *self.identity(attrs))
 
+    def part_of(self, attrs: dict[str, Any]) -> tuple[Any, ...] | None:
+        """The :meth:`identity_key` of a whole object this resource manages only a part of
+        (a line of a file), else None: a resource managing that whole object in the same
+        stack is refused (each apply would undo the other); other parts of it are fine."""
+        return None
+
     def journal_identity(self, attrs: dict[str, Any]) -> dict[str, Any]:
         """The attributes the journal keeps before a change, enough to find the object after a
         crash (adopt it, or clean it up): the identity attributes, plus any server-assigned id
