@@ -252,8 +252,8 @@ class Session:
             book.save()
         self._stack = stack
         for d in stack.diagnostics:
-            if d.severity.value == "warning":
-                self.warnings.append(d)
+            if d.severity.value == "warning" and d not in self.warnings:
+                self.warnings.append(d)  # (once: a plan may evaluate the stack again)
         stack.diagnostics.raise_if_errors()
         return stack
 
