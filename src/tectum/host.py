@@ -8,7 +8,11 @@ Each class declares one resource; its first argument is the resource's name (its
 File        path, content | template (+ vars), mode, owner, group, validate
 Directory   path, mode, owner, group
 Symlink     path, target
-Package     name (defaults to the resource name), ensure ("present"/"absent"), version
+Package     name (defaults to the resource name), ensure ("present"/"absent"), version,
+            update_cache, cache_valid_time (seconds)
+AptRepository
+            name (its /etc/apt/sources.list.d/NAME.sources), uris, suites, components,
+            types, architectures, signed_by (keyring path), enabled, options
 User        name, uid, group, groups, home, shell, system, comment, ensure
 Group       name, gid, system, ensure
 Service     name, running, enabled, restart_on=[...], reload_on=[...]
@@ -33,8 +37,9 @@ from typing import Any
 
 from tectum.config.declaration import Resource
 
-__all__ = ["Archive", "BlockInFile", "Command", "Cron", "Directory", "Download", "File", "Group",
-           "IniValue", "LineInFile", "Package", "Service", "Symlink", "Sysctl", "User"]
+__all__ = ["AptRepository", "Archive", "BlockInFile", "Command", "Cron", "Directory", "Download",
+           "File", "Group", "IniValue", "LineInFile", "Package", "Service", "Symlink", "Sysctl",
+           "User"]
 
 
 class File(Resource):
@@ -62,6 +67,16 @@ class Package(Resource):
     """An apt package: ``Package("nginx")``, ``Package("tree", version="2.1.0-1")``."""
 
     type_name = "package"
+    label_attr = "name"
+    __slots__ = ()
+
+
+class AptRepository(Resource):
+    """An apt source (deb822): ``AptRepository("nginx", uris=["https://apt.example.org/x"],
+    suites=["bookworm"], components=["main"], signed_by=key.path)`` writes
+    ``/etc/apt/sources.list.d/nginx.sources``; packages that depend on it see it."""
+
+    type_name = "apt_repository"
     label_attr = "name"
     __slots__ = ()
 

@@ -55,6 +55,7 @@ class HostProvider(Provider):
         "group": "tectum.providers.host.users:GroupType",
         "service": "tectum.providers.host.service:ServiceType",
         "command": "tectum.providers.host.command:CommandType",
+        "apt_repository": "tectum.providers.host.apt_repository:AptRepositoryType",
         "line_in_file": "tectum.providers.host.lines:LineInFileType",
         "block_in_file": "tectum.providers.host.lines:BlockInFileType",
         "ini_value": "tectum.providers.host.lines:IniValueType",
