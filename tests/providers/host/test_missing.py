@@ -69,3 +69,23 @@ def test_a_service_that_is_not_installed_fails_the_plan_unless_a_dependency_chan
                             f"Service('s', name={name!r}, running=True, depends_on=[inst])\n")
     result = run_tectum("plan", str(root))
     assert result.returncode == 0, result.output
+
+
+def test_a_package_no_package_list_offers_fails_the_plan(tmp_path: Path) -> None:
+    """Found at plan time with ``apt-cache policy`` in the read's round trip — asked only for
+    packages about to be installed — unless the stack declares an apt repository on the host
+    or the package asks for a cache refresh first."""
+    name = f"tectum-no-such-pkg-{secrets.token_hex(3)}"
+    root = _stack(tmp_path, f"from tectum.host import Package\n"
+                            f"Package({name!r})\nPackage('bash')\n")
+    result = run_tectum("plan", str(root))
+    assert result.returncode == 1, result.output
+    assert f"package '{name}' is in no package list of this machine" in result.stderr
+    assert "package.bash" not in result.stderr
+    for extra in (f"Package({name!r}, cache_valid_time=3600)\n",
+                  f"Package({name!r})\nfrom tectum.host import AptRepository\n"
+                  "AptRepository('extra', uris=['http://127.0.0.1:9/x'], suites=['stable'],"
+                  " components=['main'])\n"):
+        root = _stack(tmp_path, "from tectum.host import Package\n" + extra)
+        result = run_tectum("plan", str(root))  # a plan only: nothing is made
+        assert result.returncode == 0, result.output

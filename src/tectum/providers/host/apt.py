@@ -50,11 +50,11 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tectum.plans.plan import Action, AttrChange, ResourceChange
-from tectum.providers.base import ApplyError
+from tectum.providers.base import ApplyError, ReadItem
 from tectum.providers.host.base import HostType
 from tectum.providers.host.connector import FactRequest
 from tectum.schema import Attr, Schema
@@ -284,6 +284,51 @@ class PackageType(HostType):
         if any(_wants_cache(o) for o in objects):
             commands += CACHE_FACTS
         return FactRequest(commands=commands)
+
+    # -- plan-time checks ------------------------------------------------------------------
+    @staticmethod
+    def _to_install(items: Sequence[ReadItem]) -> list[str]:
+        """Names of packages desired present that state does not hold as installed (a no-op
+        run has none: it asks apt nothing)."""
+        out = []
+        for item in items:
+            want, prior = item.desired, item.prior
+            if want is None or want.get("ensure", "present") == "absent" or _wants_cache(want):
+                continue  # (a planned refresh may bring a name the lists lack now)
+            if prior is None or prior.get("ensure") == "absent":
+                out.append(str(want["name"]))
+        return sorted(set(out))
+
+    def plan_facts(self, items: Sequence[ReadItem]) -> FactRequest:
+        """``apt-cache policy`` of the packages about to be installed, in the read's round
+        trip (only when there are such packages: a no-op run asks nothing more)."""
+        names = self._to_install(items)
+        return FactRequest(commands=(_policy_argv(names),) if names else ())
+
+    def missing(self, target: Connector, items: Sequence[ReadItem]
+                ) -> list[list[tuple[Hashable | None, str]]]:
+        """A package to install that no package list of the host offers (apt would say
+        "Unable to locate package") — unless an ``AptRepository`` in the stack brings one.
+        Not checked when the host has no package lists at all (its first ``apt-get update``
+        is still to come) or the package asks for a cache refresh first."""
+        out: list[list[tuple[Hashable | None, str]]] = [[] for _ in items]
+        asked = self._to_install(items)  # (the names plan_facts fetched the policy of)
+        if not asked:
+            return out
+        installed = self._query(target, [str(i.attrs["name"]) for i in items])
+        names = [n for n in asked if n not in installed]
+        if not names:
+            return out
+        known = _parse_policy(target.run(_policy_argv(asked), mutating=False).text())
+        if known is None:
+            return out
+        where = "this machine" if target.host in ("local", "") else f"host {target.host}"
+        for index, item in enumerate(items):
+            name = str((item.desired or {}).get("name"))
+            if name in names and name not in known:
+                out[index].append((("apt_sources",), f"package {name!r} is in no package list "
+                                   f"of {where} (apt: Unable to locate package)"))
+        return out
 
     def warnings(self, change: ResourceChange) -> list[str]:
         if change.action is Action.DELETE:
@@ -515,6 +560,27 @@ def _last_error(output: str) -> str:
     lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
     errors = [ln for ln in lines if ln.startswith("E:")]
     return (errors or lines or ["no output"])[-1]
+
+
+#: how many package lists the host has, a separator, then ``apt-cache policy`` of the names
+_POLICY = ("n=$(ls /var/lib/apt/lists/ 2>/dev/null | grep -c '_Packages' || true); "
+           "echo \"lists $n\"; apt-cache policy -- \"$@\"")
+
+
+def _policy_argv(names: Sequence[str]) -> tuple[str, ...]:
+    return ("sh", "-c", _POLICY, "sh", *names)
+
+
+def _parse_policy(output: str) -> set[str] | None:
+    """The names ``apt-cache policy`` printed a block for; None when the host has no package
+    lists (nothing can be told) or the output is not the command's."""
+    lines = output.splitlines()
+    if not lines or not lines[0].startswith("lists "):
+        return None
+    if lines[0].split()[1:] in ([], ["0"]):
+        return None
+    return {line[:-1].split(":")[0] for line in lines[1:]
+            if line.endswith(":") and not line.startswith((" ", "\t"))}
 
 
 def _dpkg_query(names: Sequence[str]) -> tuple[str, ...]:

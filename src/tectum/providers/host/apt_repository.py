@@ -41,7 +41,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from tectum.plans.plan import Action, AttrChange, ResourceChange
-from tectum.providers.base import ApplyError
+from tectum.providers.base import ApplyError, ImplicitKey
 from tectum.providers.host.apt import CACHE_CHANGE, REFRESH, apt_update
 from tectum.providers.host.base import HostType
 from tectum.providers.host.connector import ConnectorError, FactRequest
@@ -336,6 +336,11 @@ class AptRepositoryType(HostType):
             target.sweep_temp(paths)
 
     # -- refresh -------------------------------------------------------------------------
+    def implicit_keys(self, attrs: dict[str, Any]) -> list[ImplicitKey]:
+        """``("apt_sources",)``: a package no package list offers yet is not reported
+        missing at plan time when the stack declares a repository on its host."""
+        return [("apt_sources",)]
+
     def facts(self, objects: Sequence[dict[str, Any]]) -> FactRequest:
         return FactRequest(content=tuple(sources_path(str(o["name"])) for o in objects))
 

@@ -82,6 +82,12 @@ class HostType(ResourceType[Connector]):
         asks for nothing ahead: reads then make their own round trips."""
         return FactRequest()
 
+    def plan_facts(self, items: Sequence[ReadItem]) -> FactRequest:
+        """Facts :meth:`missing` will ask for, given what is desired and what state recorded
+        (e.g. whether apt knows a package about to be installed), fetched in the same round
+        trip as :meth:`facts`. Default: none."""
+        return FactRequest()
+
     def exists(self, observed: dict[str, Any]) -> bool:
         """An object found present (not ``ensure="absent"``) and of this type's kind (not a
         directory where a file is declared)."""

@@ -51,18 +51,18 @@ class HostProvider(Provider):
         "directory": "tectum.providers.host.files:DirectoryType",
         "symlink": "tectum.providers.host.files:SymlinkType",
         "package": "tectum.providers.host.apt:PackageType",
+        "apt_repository": "tectum.providers.host.apt_repository:AptRepositoryType",
         "user": "tectum.providers.host.users:UserType",
         "group": "tectum.providers.host.users:GroupType",
         "service": "tectum.providers.host.service:ServiceType",
         "command": "tectum.providers.host.command:CommandType",
-        "apt_repository": "tectum.providers.host.apt_repository:AptRepositoryType",
+        "sysctl": "tectum.providers.host.sysctl:SysctlType",
+        "cron": "tectum.providers.host.cron:CronType",
+        "download": "tectum.providers.host.download:DownloadType",
+        "archive": "tectum.providers.host.download:ArchiveType",
         "line_in_file": "tectum.providers.host.lines:LineInFileType",
         "block_in_file": "tectum.providers.host.lines:BlockInFileType",
         "ini_value": "tectum.providers.host.lines:IniValueType",
-        "download": "tectum.providers.host.download:DownloadType",
-        "archive": "tectum.providers.host.download:ArchiveType",
-        "sysctl": "tectum.providers.host.sysctl:SysctlType",
-        "cron": "tectum.providers.host.cron:CronType",
     }
     settings = Schema({
         "accept_new_host_keys": Attr(bool, default=False, description=(
@@ -165,6 +165,7 @@ class HostProvider(Provider):
         wanted = id(target) in self._want
         requests = [rt.facts([i.attrs for i in items])
                     for rt, items in batches if isinstance(rt, HostType)]
+        requests += [rt.plan_facts(items) for rt, items in batches if isinstance(rt, HostType)]
         if any(rt.accounts_named(i.desired) for rt, items in batches
                if isinstance(rt, HostType) for i in items):
             # owners and groups named are checked at plan time (HostType.missing)
