@@ -4,31 +4,33 @@ Each class declares one resource; its first argument is the resource's name (its
 ``TYPE.NAME``), keyword arguments are attributes. Reading an attribute of a declared resource
 (``site.path``) gives a reference that orders the two resources and is resolved at plan time.
 
-==========  ==========================================================================
-File        path, content | template (+ vars), mode, owner, group, validate
-Directory   path, mode, owner, group
-Symlink     path, target
-Package     name (defaults to the resource name), ensure ("present"/"absent"), version,
-            update_cache, cache_valid_time (seconds)
-AptRepository
-            name (its /etc/apt/sources.list.d/NAME.sources), uris, suites, components,
-            types, architectures, signed_by (keyring path), enabled, options
-User        name, uid, group, groups, home, shell, system, comment, ensure
-Group       name, gid, system, ensure
-Service     name, running, enabled, restart_on=[...], reload_on=[...]
-Command     command, creates, unless, cwd, environment, run_on=[...]
-Sysctl      name, value (live in /proc/sys and in /etc/sysctl.d/99-tectum-NAME.conf)
-Cron        name (its /etc/cron.d file), minute, hour, day, month, weekday | special_time,
-            user, job, env, ensure
-Download    path, url, checksum ("sha256:..." | "sha512:...") or insecure_skip_checksum=True,
-            mode, owner, group, headers, timeout
-Archive     src, dest, creates, owner, group, format ("tar"/"zip"), src_sha256
-LineInFile  path, line, regexp, insert_after | insert_before, ensure, create (+ mode, owner,
-            group)
-BlockInFile path, block, marker, insert_after | insert_before, ensure, create (+ mode,
-            owner, group)
-IniValue    path, section, option, value, ensure, create (+ mode, owner, group)
-==========  ==========================================================================
+=============  ===================================================================================
+File           path, content | template (+ vars), mode, owner, group, validate
+Directory      path, mode, owner, group
+Symlink        path, target
+Package        name (defaults to the resource name), ensure ("present"/"absent"), version,
+               update_cache, cache_valid_time (seconds)
+AptRepository  name (its /etc/apt/sources.list.d/NAME.sources), uris, suites, components, types,
+               architectures, signed_by (keyring path), enabled, options
+User           name, uid, group, groups, home, shell, system, comment, ensure
+Group          name, gid, system, ensure
+Service        name, running, enabled, restart_on=[...], reload_on=[...]
+Command        command, creates, unless, cwd, environment, run_on=[...]
+Sysctl         name, value (live in /proc/sys and in /etc/sysctl.d/99-tectum-NAME.conf)
+Cron           name (its /etc/cron.d file), minute, hour, day, month, weekday | special_time,
+               user, job, env, ensure
+GitCheckout    repo, dest, version (branch, tag or commit; unset: the remote's HEAD), depth,
+               force, owner, group
+PipPackages    virtualenv, packages, ensure, virtualenv_command, index_url, find_links, extra_args
+Download       path, url, checksum ("sha256:..." | "sha512:...") or insecure_skip_checksum=True,
+               mode, owner, group, headers, timeout
+Archive        src, dest, creates, owner, group, format ("tar"/"zip"), src_sha256
+LineInFile     path, line, regexp, insert_after | insert_before, ensure, create (+ mode, owner,
+               group)
+BlockInFile    path, block, marker, insert_after | insert_before, ensure, create (+ mode, owner,
+               group)
+IniValue       path, section, option, value, ensure, create (+ mode, owner, group)
+=============  ===================================================================================
 """
 
 from __future__ import annotations
@@ -37,9 +39,9 @@ from typing import Any
 
 from tectum.config.declaration import Resource
 
-__all__ = ["AptRepository", "Archive", "BlockInFile", "Command", "Cron", "Directory", "Download",
-           "File", "Group", "IniValue", "LineInFile", "Package", "Service", "Symlink", "Sysctl",
-           "User"]
+__all__ = ["AptRepository", "Archive", "BlockInFile", "Command", "Cron", "Directory",
+           "Download", "File", "GitCheckout", "Group", "IniValue", "LineInFile", "Package",
+           "PipPackages", "Service", "Symlink", "Sysctl", "User"]
 
 
 class File(Resource):
@@ -144,6 +146,22 @@ class Cron(Resource):
 
     type_name = "cron"
     label_attr = "name"
+    __slots__ = ()
+
+
+class GitCheckout(Resource):
+    """A git checkout (Ansible's ``git`` module): ``GitCheckout("app",
+    repo="https://example.org/app.git", dest="/srv/app", version="v1.2")``."""
+
+    type_name = "git_checkout"
+    __slots__ = ()
+
+
+class PipPackages(Resource):
+    """Python packages in a virtualenv (Ansible's ``pip`` module): ``PipPackages("tools",
+    virtualenv="/opt/tools", packages=["httpie==3.2.2", "rich"])``."""
+
+    type_name = "pip_packages"
     __slots__ = ()
 
 

@@ -56,6 +56,8 @@ class HostProvider(Provider):
         "group": "tectum.providers.host.users:GroupType",
         "service": "tectum.providers.host.service:ServiceType",
         "command": "tectum.providers.host.command:CommandType",
+        "git_checkout": "tectum.providers.host.git:GitCheckoutType",
+        "pip_packages": "tectum.providers.host.pip:PipPackagesType",
         "sysctl": "tectum.providers.host.sysctl:SysctlType",
         "cron": "tectum.providers.host.cron:CronType",
         "download": "tectum.providers.host.download:DownloadType",
