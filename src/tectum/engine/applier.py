@@ -24,7 +24,7 @@ from tectum.masking import REDACTOR
 from tectum.plans.plan import Action, Plan, ResourceChange
 from tectum.providers.base import ApplyError, ResourceType
 from tectum.providers.registry import registry
-from tectum.state.model import CREATED, OWED_KINDS, ResourceRecord, State
+from tectum.state.model import CREATED, FOUND, OWED_KINDS, ResourceRecord, State
 from tectum.values import UNKNOWN, is_known, resolve
 
 JournalEntry = tuple[str, str, "ResourceRecord | None"]  # address, action, record
@@ -521,6 +521,10 @@ def _set_record(state: State, change: ResourceChange, value: dict[str, Any] | No
     attrs = rt.stored(value) if rt is not None else dict(value)
     was = state.resources.get(change.moved_from or change.address)
     origin = change.origin or (was.origin if was is not None else CREATED)
+    if change.action is Action.CREATE and value.get("_found") and change.on_destroy is None:
+        # made meanwhile by something else in this apply (a package's own file): that is
+        # who made it (ResourceType.apply: ``_found``)
+        origin = FOUND
     owed = was.owed if was is not None and change.action is Action.NOOP else ()
     rec = ResourceRecord(change.address, change.type, attrs,
                          [d for d in change.dependencies] if change.action is not Action.DELETE

@@ -298,7 +298,10 @@ class ResourceType(ABC, Generic[T]):
     @abstractmethod
     def apply(self, target: T, change: ResourceChange) -> dict[str, Any] | None:
         """Carry out ``change`` (its ``after`` is fully resolved). Returns the attributes to keep
-        in state, or None after a delete. Raises :class:`ApplyError` on failure."""
+        in state, or None after a delete. Raises :class:`ApplyError` on failure. A create that
+        found its object made meanwhile by something else in the same apply (a package's own
+        configuration file) returns ``_found: True`` with the attributes: state then records
+        the object as found, so destroying the resource forgets it instead of deleting it."""
 
     def apply_batch(
         self, target: T, changes: Sequence[ResourceChange]

@@ -292,6 +292,35 @@ class _PathType(HostType):
     def describe(self, attrs: dict[str, Any]) -> str:
         return str(attrs.get("path", ""))
 
+    def apply_batch(self, conn: Connector, changes: Sequence[ResourceChange]
+                    ) -> list[dict[str, Any] | None | Exception]:
+        """:meth:`_apply_batch`, after one look at the paths about to be created: an object
+        of this kind that is there now was made since the plan by something else in this
+        apply (a package's own configuration file or directory). It is made as the plan says
+        all the same, but recorded as found (``_found``): destroying its resource then leaves
+        it to what made it instead of deleting a package's file (README, "What tectum
+        deletes")."""
+        there = self._there(conn, changes)
+        results = self._apply_batch(conn, changes, there)
+        return [dict(r, _found=True) if isinstance(r, dict) and c.address in there else r
+                for c, r in zip(changes, results, strict=True)]
+
+    def _apply_batch(self, conn: Connector, changes: Sequence[ResourceChange],
+                     there: set[str]) -> list[dict[str, Any] | None | Exception]:
+        return super().apply_batch(conn, changes)
+
+    def _there(self, conn: Connector, changes: Sequence[ResourceChange]) -> set[str]:
+        """Addresses of the creates whose path holds an object of this kind now."""
+        creates = [c for c in changes if c.action is Action.CREATE]
+        if not creates:
+            return set()
+        try:
+            facts = conn.stat_paths([_path_of(c) for c in creates])
+        except ConnectorError:
+            return set()  # (the apply itself reports what is wrong)
+        return {c.address for c, f in zip(creates, facts, strict=True)
+                if f is not None and f.kind == self.kind}
+
     def _finish_batch(self, conn: Connector, changes: Sequence[ResourceChange],
                       done: Sequence[ResourceChange], facts: Sequence[PathFact | Exception]
                       ) -> list[dict[str, Any] | None | Exception]:
@@ -489,15 +518,15 @@ class FileType(_PathType):
         return self.stored(after)
 
 
-    def apply_batch(self, conn: Connector, changes: Sequence[ResourceChange]
-                    ) -> list[dict[str, Any] | None | Exception]:
+    def _apply_batch(self, conn: Connector, changes: Sequence[ResourceChange],
+                     there: set[str]) -> list[dict[str, Any] | None | Exception]:
         """Plain content writes (create, or update of the content) go out in one
         ``write_files`` call when the connector has one (SSH); every other change, or every
         change on a connector without it, is applied one by one."""
         write_many = getattr(conn, "write_files", None)
         plain = [c for c in changes if write_many is not None and _plain_write(c)]
         if not plain:
-            return super().apply_batch(conn, changes)
+            return HostType.apply_batch(self, conn, changes)
         items = []
         for c in plain:
             after = c.after or {}
@@ -587,14 +616,36 @@ class DirectoryType(_PathType):
     #: ready creates on one host go out together where the connector can (SSH: one round trip)
     batches = True
 
-    def apply_batch(self, conn: Connector, changes: Sequence[ResourceChange]
-                    ) -> list[dict[str, Any] | None | Exception]:
+    def _apply_batch(self, conn: Connector, changes: Sequence[ResourceChange],
+                     there: set[str]) -> list[dict[str, Any] | None | Exception]:
         """Creates go out in one ``make_dirs`` call when the connector has one (SSH); every
-        other change, or every change on a connector without it, is applied one by one."""
+        other change, or every change on a connector without it, is applied one by one. A
+        directory made meanwhile (``there``) only gets the mode, owner and group asked for."""
+        results: dict[str, dict[str, Any] | None | Exception] = {
+            c.address: self._adopt(conn, c) for c in changes if c.address in there}
+        rest = [c for c in changes if c.address not in results]
+        results.update(zip((c.address for c in rest), self._make_batch(conn, rest),
+                           strict=True))
+        return [results[c.address] for c in changes]
+
+    def _adopt(self, conn: Connector, change: ResourceChange) -> dict[str, Any] | Exception:
+        path = _path_of(change)
+        after = dict(change.after or {})
+        try:
+            if any(after.get(k) is not None for k in ("mode", "owner", "group")):
+                conn.set_attrs(path, mode=after.get("mode"), owner=after.get("owner"),
+                               group=after.get("group"))
+            _fill_ownership(conn, path, after, None)
+        except ConnectorError as exc:
+            return ApplyError(str(exc))
+        return self.stored(after)
+
+    def _make_batch(self, conn: Connector, changes: Sequence[ResourceChange]
+                    ) -> list[dict[str, Any] | None | Exception]:
         make_many = getattr(conn, "make_dirs", None)
         creates = [c for c in changes if make_many is not None and c.action is Action.CREATE]
         if not creates:
-            return super().apply_batch(conn, changes)
+            return HostType.apply_batch(self, conn, changes)
         assert make_many is not None
         items = [(_path_of(c), (c.after or {}).get("mode"), (c.after or {}).get("owner"),
                   (c.after or {}).get("group")) for c in creates]
