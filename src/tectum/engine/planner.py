@@ -937,11 +937,13 @@ def add_read(by_host: dict[str | None, HostBatches], host: str | None, rt: Resou
 
 def _drift(rt: ResourceType[Any], prior: dict[str, Any], now: dict[str, Any],
            desired: dict[str, Any]) -> list[str]:
-    """Attributes the configuration manages whose value changed since the last apply."""
+    """Attributes the configuration manages (or the type's ``drift_attrs``) whose value
+    changed since the last apply."""
     out = []
     for key, was in prior.items():
         if key in now and now[key] != was and key in rt.schema.attrs \
-                and key not in rt.unobserved and desired.get(key) is not None:
+                and key not in rt.unobserved \
+                and (desired.get(key) is not None or key in rt.drift_attrs):
             out.append(rt.label(key))
     return out
 

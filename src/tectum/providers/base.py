@@ -87,6 +87,9 @@ class ResourceType(ABC, Generic[T]):
     #: as drift; a no-op keeps their value from prior state (as Terraform keeps
     #: unobservable attributes)
     unobserved: ClassVar[frozenset[str]] = frozenset()
+    #: computed attributes the configuration never sets whose change since the last apply is
+    #: drift all the same (the commit a checkout is at, moved by hand)
+    drift_attrs: ClassVar[frozenset[str]] = frozenset()
     #: True when applying may change other objects too (a package's install scripts chown a
     #: directory, a command writes files): after such a change the applier re-reads what the
     #: run changed on that target, so state records what the world holds when the run ends

@@ -507,3 +507,21 @@ def test_over_ssh_git_missing_then_installed(fleet: Any, rt: GitCheckoutType) ->
     finally:
         conn.close()
         fleet.run("git1", f"rm -rf {src} {dest}")
+
+
+def test_drift_reports_a_checkout_moved_by_hand(src: Path, tmp_path: Path) -> None:
+    """``commit`` is computed (the configuration names a version), yet another commit checked
+    out by hand is drift (``ResourceType.drift_attrs``); a branch that moved upstream is a
+    planned change, not drift."""
+    dest = tmp_path / "made"
+    first = git(src, "rev-parse", "main")
+    commit(src, "two")
+    _stack(tmp_path / "p", src, dest)
+    assert run_tectum("apply", "--auto-approve", str(tmp_path / "p")).returncode == 0
+    commit(src, "three")  # upstream moves: not drift
+    result = run_tectum("drift", "--detailed-exitcode", str(tmp_path / "p"))
+    assert result.returncode == 0, result.output
+    subprocess.run(["git", "-C", str(dest), "checkout", "-q", "--detach", first], check=True)
+    result = run_tectum("drift", "--detailed-exitcode", str(tmp_path / "p"))
+    assert result.returncode == 2, result.output
+    assert "git_checkout.app" in result.stdout and "commit" in result.stdout

@@ -285,6 +285,9 @@ class GitCheckoutType(HostType):
             "dest was an empty directory before the clone: a delete empties it, keeps it")),
     })
     stored_computed = ("commit", "dest_existed")
+    #: a checkout moved to another commit by hand is drift (the configuration names a
+    #: version, never the commit)
+    drift_attrs = frozenset({"commit"})
     #: how to fetch and what to do with local changes: no read can see them
     unobserved = frozenset({"version", "depth", "force", "dest_existed"})
     replace_refused = None
