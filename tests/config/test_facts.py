@@ -162,3 +162,50 @@ def test_plan_knows_this_machines_facts_and_remembers_them(tmp_path: Path) -> No
     assert cache["hosts"]["local"]["facts"]["os"]["codename"] == codename
     again = run_tectum("plan", "-detailed-exitcode", str(tmp_path))
     assert again.returncode == 0, again.output
+
+
+def test_facts_asked_for_round_after_round_are_all_gathered(tmp_path: Path) -> None:
+    """Each evaluation may ask for another host's facts (this machine's, then a database
+    host's, then each web host's): gathering goes on until nothing new is asked, so nothing
+    the stack declares is left out (a review finding: three rounds were the limit)."""
+    (tmp_path / "inventory.toml").write_text(
+        "".join(f'[hosts.{n}]\nconnector = "local"\n' for n in ("db", "w1", "w2", "w3")))
+    (tmp_path / "stack.py").write_text(
+        "from tectum import apply_role, facts, hosts\n"
+        "from tectum.host import File\n"
+        f"T = {str(tmp_path)!r}\n"
+        "if facts().cpus:\n"
+        "    db = hosts('db')[0]\n"
+        "    if db.facts.cpus:\n"
+        "        def web(host):\n"
+        "            if host.facts.cpus:\n"
+        "                File('f', path=f'{T}/{host.name}', content='x')\n"
+        "        apply_role(web, 'w1,w2,w3')\n")
+    first = run_tectum("plan", str(tmp_path))
+    assert first.returncode == 0, first.output
+    assert "Plan: 3 to add" in first.stdout
+    (tmp_path / ".tectum" / "facts.json").unlink()
+    again = run_tectum("plan", str(tmp_path))
+    assert "Plan: 3 to add" in again.stdout, again.output
+
+
+def test_the_stacks_own_code_stopped_at_an_unreadable_fact_plans_nothing(tmp_path: Path
+                                                                          ) -> None:
+    """A decision at the top of the stack on a host outside --limit (never contacted) would
+    leave what follows undeclared and planned for removal: the plan is refused instead."""
+    (tmp_path / "inventory.toml").write_text(
+        '[hosts.a]\nconnector = "local"\n[hosts.b]\naddress = "127.0.0.9"\nport = 1\n')
+    (tmp_path / "stack.py").write_text(
+        "from tectum import apply_role, hosts\n"
+        "from tectum.host import File\n"
+        f"T = {str(tmp_path)!r}\n"
+        "if hosts('b')[0].facts.os.family == 'debian':\n"
+        "    File('x', path=f'{T}/x', content='x')\n"
+        "apply_role(lambda host: File('one', path=f'{T}/one', content='1'), 'a')\n")
+    result = run_tectum("plan", "--limit", "a", str(tmp_path))
+    assert result.returncode == 1, result.output
+    assert "Error: Stack stopped at a fact" in result.stderr
+    assert f"{tmp_path}/stack.py:4" in result.stderr
+    assert "decides on the facts of b, whose facts are not read (the host is outside " \
+        "--limit)" in result.stderr.replace("\n", " ")
+    assert "Traceback" not in result.output

@@ -148,3 +148,43 @@ def test_a_host_that_cannot_be_reached_has_unknown_facts(fleet: Fleet, root: Pat
             assert set(cache["hosts"]) == {up}
     finally:
         fleet.start_host(down)
+
+
+CROSS = '''
+from tectum import apply_role, hosts
+from tectum.host import Directory, File
+
+BASE = {base!r}
+
+def role(host):
+    Directory("base", path=BASE)
+    File("one", path=f"{{BASE}}/one.txt", content="one\\n")
+    other = [h for h in hosts("all") if h.name != host.name][0]
+    File("peer", path=f"{{BASE}}/peer.txt", content=f"{{other.facts.hostname}}\\n")
+
+apply_role(role, "all")
+'''
+
+
+def test_a_role_stopped_at_a_down_hosts_facts_deletes_nothing(fleet: Fleet, root: Path
+                                                              ) -> None:
+    """Each host's role reads its peer's facts. With the peer down, the role on the host that
+    is up stops at that line: what it declares after it is not planned — and not taken for
+    removed (a review finding: it was planned for deletion, and deleted)."""
+    base = (root / "base").read_text()
+    (root / "stack.py").write_text(CROSS.format(base=base))
+    first = tectum(root, "apply", "-auto-approve")
+    assert first.returncode == 0, first.output
+    up, down = fleet.hosts[0].name, fleet.hosts[1].name
+    fleet.stop_host(down, keep_network=True)
+    try:
+        plan = tectum(root, "plan")
+        assert plan.returncode == 0, plan.output
+        assert "Warning: Role stopped at a fact" in plan.output
+        assert f"none of {up}'s resources is deleted" in plan.output.replace("\n  ", " ")
+        assert "No changes." in plan.stdout and "to destroy" not in plan.stdout
+        applied = tectum(root, "apply", "-auto-approve")
+        assert applied.returncode == 4, applied.output  # (a host was unreachable)
+        assert read(fleet, up, f"{base}/peer.txt").strip() == down
+    finally:
+        fleet.start_host(down)

@@ -101,6 +101,12 @@ class Stack:
         self.facts_needed: list[str | None] = []
         #: hosts whose known facts the stack read
         self.facts_used: set[str | None] = set()
+        #: where evaluating stopped at a fact that cannot be read during a plan (an
+        #: unreachable host, one outside --limit): (the role's host, or None for the stack's
+        #: own code; what stopped; the exception; where in the user's code)
+        self.facts_stopped: list[tuple[str | None, str, FactsUnknown, SourceLocation]] = []
+        #: hosts whose role stopped at such a fact: none of their resources is deleted
+        self.incomplete_hosts: dict[str, str] = {}
         self.inventory: Inventory = inventory or empty_inventory(self.base_dir)
         self.inputs: dict[str, VarInput] = dict(inputs or {})
         self.resources: dict[str, Declaration] = {}
@@ -139,16 +145,17 @@ class Stack:
             self.facts_used.add(host)
         return found
 
-    def facts_pending(self, exc: FactsNeeded | FactsUnknown, what: str) -> None:
-        """Note that evaluating ``what`` (a role on a host, or the stack) stopped at a fact:
-        one to gather (the session gathers it and evaluates again), or one not known — a
-        warning while validating (the rest of ``what`` is checked at plan time)."""
+    def facts_pending(self, exc: FactsNeeded | FactsUnknown, what: str,
+                      role_host: str | None = None) -> None:
+        """Note that evaluating ``what`` stopped at a fact: ``role_host`` names the host a
+        role was declaring for (None: the stack's own code). A fact to gather is noted for
+        the session (it gathers and evaluates again); a fact not known is a warning while
+        validating (the rest is checked at plan time) and, during a plan, an entry of
+        :attr:`facts_stopped` — the session refuses the plan or keeps that host's state."""
         if isinstance(exc, FactsNeeded):
             if exc.host not in self.facts_needed:
                 self.facts_needed.append(exc.host)
             return
-        if self.facts_source is not None:
-            return  # an unreachable host: its resources are left out of the plan anyway
         source = SourceLocation("<unknown>")
         tb = exc.__traceback__
         while tb is not None:
@@ -156,6 +163,9 @@ class Stack:
             if not name.startswith(_PKG_DIR):
                 source = SourceLocation(name, tb.tb_lineno)
             tb = tb.tb_next
+        if self.facts_source is not None:
+            self.facts_stopped.append((role_host, what, exc, source))
+            return
         self.diagnostics.append(Diagnostic.warning(
             "Decided on a fact not known yet",
             f"{what} decides on the fact {exc.name} of {exc.host or 'this machine'}, which is "
@@ -665,7 +675,7 @@ def apply_role(role: Any, to: str = "all", /, *args: Any, **kwargs: Any) -> list
                 results.append(role(host, *args, **kwargs))
             except (FactsNeeded, FactsUnknown) as exc:
                 name = getattr(role, "__name__", "a role")
-                stack.facts_pending(exc, f"Role {name!r} on host {host.name!r}")
+                stack.facts_pending(exc, f"Role {name!r} on host {host.name!r}", host.name)
                 results.append(None)
     return results
 

@@ -127,9 +127,10 @@ class FactsBook:
 def gather(book: FactsBook, targets: Targets, hosts: Iterable[str | None], forks: int,
            in_limit: Callable[[str | None], bool]) -> Diagnostics:
     """Read the facts of ``hosts`` now, up to ``forks`` at once (one round trip each) and
-    record them in ``book``; a host outside the limit, or one that cannot be read, is
-    recorded as unknown. Returns warnings for hosts whose facts failed for another reason
-    than being unreachable (an unreachable host is reported by the plan)."""
+    record them in ``book``; a host outside the limit (this machine is always read), or one
+    that cannot be read, is recorded as unknown. Returns warnings for hosts whose facts
+    failed for another reason than being unreachable (an unreachable host is reported by
+    the plan)."""
     diags = Diagnostics()
     provider = targets.facts_provider()
     todo = list(dict.fromkeys(hosts))
@@ -139,7 +140,7 @@ def gather(book: FactsBook, targets: Targets, hosts: Iterable[str | None], forks
         return diags
 
     def one(host: str | None) -> None:
-        if not in_limit(host):
+        if host is not None and not in_limit(host):  # (this machine: always at hand)
             book.record(host, {})
             return
         try:

@@ -490,6 +490,11 @@ class Planner:
             desired = {a: w for a, w in desired.items()
                        if decls[a].address.host not in hosts_down}
             orphans = [a for a in orphans if ResourceAddress.parse(a).host not in hosts_down]
+        if stack.incomplete_hosts:
+            # a role stopped at a fact that cannot be read: what it would have declared
+            # after it is unknown, so nothing of that host is taken for removed
+            orphans = [a for a in orphans
+                       if ResourceAddress.parse(a).host not in stack.incomplete_hosts]
         diags.raise_if_errors()
 
         # 4. diff in dependency order
@@ -747,9 +752,9 @@ class Planner:
     def _report_missing(self, stack: Stack, graph: Graph, desired: dict[str, Any],
                         changes: dict[str, ResourceChange]) -> Diagnostics:
         """Errors for what reads found missing on a host (an owner that is no user there, an
-        unknown package or service), unless the plan brings it: a resource declared on the
-        same target offers its key, or — for a need without a key — something the resource
-        depends on changes in this plan."""
+        unknown package or service), unless the plan may bring it: a resource declared on
+        the same target offers its key, or something the resource depends on changes in this
+        plan (a command that adds the user, a package whose install script does)."""
         diags = Diagnostics()
         if not self.missing:
             return diags
@@ -768,18 +773,17 @@ class Planner:
             at = place(_rtype(mine.type), mine.address.host)
             changing = None
             for key, sentence in needs:
-                if key is not None:
-                    if (*at, key) in offered:
-                        continue
-                else:
-                    if changing is None:
-                        changing = any(changes[d].action is not Action.NOOP
-                                       for d in graph.ancestors_of(address) if d in changes)
-                    if changing:
-                        continue
+                if key is not None and (*at, key) in offered:
+                    continue
+                if changing is None:
+                    changing = any(changes[d].action is not Action.NOOP
+                                   for d in graph.ancestors_of(address) if d in changes)
+                if changing:
+                    continue  # (a package's postinst, a command may bring it)
                 diags.append(Diagnostic.error(
-                    "Missing on the host", f"{_sentence(sentence)} Nothing in this stack "
-                    "makes it there; declare it, or fix the name.",
+                    "Missing on the host", f"{_sentence(sentence)} No resource of this stack "
+                    "declares it, and nothing this one depends on changes in this plan: "
+                    "declare it, make this resource depend on what brings it, or fix the name.",
                     address=address, source=mine.source))
         return diags
 

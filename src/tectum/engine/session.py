@@ -240,16 +240,19 @@ class Session:
         from the hosts the stack asks about (up to ``forks`` at once, one round trip each)
         and the stack evaluated again; without, they are unknown."""
         book = self.facts_book if facts else None
-        for _ in range(3):
+        gathered: set[str | None] = set()
+        while True:
             if book is not None:
                 book.begin_evaluation()
             stack = evaluate(self.project, self.inputs(), self.inventory, book)
-            if book is None or not stack.facts_needed:
-                break
-            self.warnings.extend(gather(book, self.targets, stack.facts_needed, forks,
-                                        self.in_limit))
+            new = [h for h in stack.facts_needed if h not in gathered]
+            if book is None or not new:
+                break  # (each round gathers hosts not gathered before: it ends)
+            gathered.update(new)
+            self.warnings.extend(gather(book, self.targets, new, forks, self.in_limit))
         if book is not None:
             book.save()
+            self._facts_stopped(stack)
         self._stack = stack
         for d in stack.diagnostics:
             if d.severity.value == "warning" and d not in self.warnings:
@@ -270,6 +273,34 @@ class Session:
         if not diags.has_errors:
             diags.extend(Resolver(stack, State.new()).resolve_all(graph.order()))
         return diags
+
+    def _facts_stopped(self, stack: Stack) -> None:
+        """A stack whose own code stopped at a fact that cannot be read (a host that is down
+        or outside --limit) is refused: what it declares after that line is unknown, and a
+        plan would take it for removed. A role that stopped so keeps its host's state: the
+        resources it declares after that line are not planned, and none of that host's
+        resources is deleted (a warning says so)."""
+        for role_host, what, exc, source in stack.facts_stopped:
+            fact_host = exc.host or "this machine"
+            fact = "the facts" if exc.name == "facts" else f"the fact {exc.name}"
+            why = ("are not read (the host is outside --limit)"
+                   if exc.host is not None and not self.in_limit(exc.host)
+                   else "cannot be read (see the hosts reported unreachable)")
+            if role_host is None:
+                raise DiagnosticError(Diagnostic.error(
+                    "Stack stopped at a fact",
+                    f"{what} decides on {fact} of {fact_host}, whose facts "
+                    f"{why}: what it declares after that line cannot be known, so nothing is "
+                    "planned. Run again when the host answers (or include it in --limit), or "
+                    "move the decision into a role applied to that host.", source=source))
+            stack.incomplete_hosts.setdefault(role_host, f"{what} stopped at {fact} of "
+                                                         f"{fact_host}")
+            if exc.host != role_host:
+                self.warnings.append(Diagnostic.warning(
+                    "Role stopped at a fact",
+                    f"{what} decides on {fact} of {fact_host}, whose facts {why}: "
+                    f"the resources it declares after that line are not planned, and none of "
+                    f"{role_host}'s resources is deleted in this plan.", source=source))
 
     @contextmanager
     def locked(self, operation: str) -> Iterator[None]:
@@ -329,8 +360,17 @@ class Session:
                 for host in book.used:
                     if self.in_limit(host) and not book.fresh(host):
                         facts_provider.want_facts(host)
-        result = self._plan(stack, state, destroy, refresh, forks, targets, replace)
-        if book is not None and refresh and self._facts_moved(book, forks):
+        try:
+            result = self._plan(stack, state, destroy, refresh, forks, targets, replace)
+        except DiagnosticError:
+            # a plan refused for what remembered facts made the stack declare (a package of
+            # the release before an upgrade) is made again with the facts its reads brought
+            if book is None or not refresh or not self._facts_moved(book, forks):
+                raise
+            moved = True
+        else:
+            moved = book is not None and refresh and self._facts_moved(book, forks)
+        if moved:
             # the facts the stack was evaluated with are not the hosts' any more: evaluate
             # it with the ones just read and plan again (the reads come from the hosts again)
             stack = self.evaluate(forks=forks)

@@ -180,8 +180,9 @@ class ResourceType(ABC, Generic[T]):
         right after :meth:`read` of the same items (a provider's prefetched facts still
         there). The planner reports each as an error at plan time, unless a resource
         declared on the same target offers ``key`` (:meth:`implicit_keys`: a ``User`` of
-        that name) or, for ``key`` None, something the resource depends on changes in the
-        plan (a package that may bring the service). Default: nothing is missing."""
+        that name; None: no resource can) or something the resource depends on changes in
+        the plan (a package that may bring the service or add the user). Default: nothing
+        is missing."""
         return [[] for _ in items]
 
     def exists(self, observed: dict[str, Any]) -> bool:

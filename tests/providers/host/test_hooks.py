@@ -121,7 +121,8 @@ def test_directory_offers_its_path() -> None:
     rt = DirectoryType()
     assert rt.implicit_keys({"path": "/srv/www/"}) == [("dir", "/srv/www")]
     assert rt.implicit_keys({"path": UNKNOWN_PATH}) == []
-    assert FileType().implicit_keys({"path": "/srv/www"}) == []
+    # a file offers itself to a service whose init script or unit file it is
+    assert FileType().implicit_keys({"path": "/etc/init.d//x"}) == [("file", "/etc/init.d/x")]
     assert SymlinkType().implicit_keys({"path": "/srv/www"}) == []
 
 

@@ -46,3 +46,20 @@ File("new", path=f"{{W}}/etc/new.conf", content="new\\n", depends_on=[pkg])
     # what the "package" made stays; what tectum made goes
     assert (world / "etc" / "app.conf").exists() and (world / "etc").is_dir()
     assert not (world / "etc" / "new.conf").exists()
+
+
+def test_a_symlink_made_meanwhile_is_recorded_as_found(tmp_path: Path) -> None:
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "stack.py").write_text(f'''
+from tectum.host import Command, Symlink
+pkg = Command("package", command="ln -s /etc/hostname {tmp_path}/link",
+              creates="{tmp_path}/link")
+Symlink("link", path="{tmp_path}/link", target="/etc/hostname", depends_on=[pkg])
+''')
+    assert run_tectum("apply", "-auto-approve", str(root)).returncode == 0
+    doc = json.loads(run_tectum("state", "pull", str(root)).stdout)
+    assert {r["address"]: r.get("origin", "created") for r in doc["resources"]}[
+        "symlink.link"] == "found"
+    assert run_tectum("destroy", "-auto-approve", str(root)).returncode == 0
+    assert os.readlink(tmp_path / "link") == "/etc/hostname"

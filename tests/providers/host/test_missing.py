@@ -89,3 +89,23 @@ def test_a_package_no_package_list_offers_fails_the_plan(tmp_path: Path) -> None
         root = _stack(tmp_path, "from tectum.host import Package\n" + extra)
         result = run_tectum("plan", str(root))  # a plan only: nothing is made
         assert result.returncode == 0, result.output
+
+
+def test_what_a_changing_dependency_may_bring_is_not_missing(tmp_path: Path) -> None:
+    """A user a command adds, a group a package's install script makes, a service whose init
+    script the stack writes (it depends on it automatically): the plan cannot know they will
+    be there, so it does not refuse them (review findings)."""
+    user, group = f"tectum-u{secrets.token_hex(3)}", f"tectum-g{secrets.token_hex(3)}"
+    name = f"tectum-svc-{secrets.token_hex(3)}"
+    root = _stack(tmp_path, f"add = Command('adduser', command='true')\n"
+                            f"File('a', path='{tmp_path}/a', content='x', owner={user!r},\n"
+                            f"     depends_on=[add])\n"
+                            f"User('u', name={user + 'x'!r}, groups=[{group!r}], "
+                            f"depends_on=[add])\n"
+                            f"File('init', path='/etc/init.d/{name}', content='#!/bin/sh\\n',\n"
+                            f"     mode='0755')\n"
+                            f"Service('s', name={name!r}, running=True)\n")
+    result = run_tectum("plan", str(root))  # a plan only: nothing is made
+    assert result.returncode == 0, result.output
+    graph = run_tectum("graph", str(root))
+    assert '"service.s" -> "file.init"' in graph.stdout, graph.stdout

@@ -41,21 +41,38 @@ class HostType(ResourceType[Connector]):
                     out.append((attr, kind, name))
         return out
 
+    def account_facts(self, items: Sequence[ReadItem]) -> FactRequest:
+        """``getent passwd NAME...`` and ``getent group NAME...`` of the accounts the desired
+        objects name (only those: a directory service that does not enumerate its users
+        still answers for one), fetched with the host's other facts."""
+        users: set[str] = set()
+        groups: set[str] = set()
+        for item in items:
+            for _attr, kind, name in self.accounts_named(item.desired):
+                (users if kind == "user" else groups).add(name)
+        return FactRequest(commands=tuple(
+            ("getent", database, *sorted(names))
+            for database, names in (("passwd", users), ("group", groups)) if names))
+
     def missing(self, target: Connector, items: Sequence[ReadItem]
                 ) -> list[list[tuple[Hashable | None, str]]]:
-        """Accounts :attr:`account_attrs` name that the host does not have (its ``getent``
-        listing, fetched with the host's other facts)."""
+        """Accounts :attr:`account_attrs` name that the host does not have (``getent`` of
+        those names, fetched with the host's other facts: :meth:`account_facts`)."""
         named = [self.accounts_named(i.desired) for i in items]
         if not any(named):
             return [[] for _ in items]
-        from tectum.providers.host.users import read_accounts
-
-        accounts = read_accounts(target)
+        found: dict[str, set[str]] = {"passwd": set(), "group": set()}
+        for argv in self.account_facts(items).commands:
+            result = target.run(argv, mutating=False)
+            if result.returncode not in (0, 2):  # 2: some name not found
+                return [[] for _ in items]  # (cannot tell: the apply will)
+            found[argv[1]] = {line.split(":", 1)[0]
+                              for line in result.text().splitlines() if ":" in line}
         out: list[list[tuple[Hashable | None, str]]] = []
         for names in named:
             need: list[tuple[Hashable | None, str]] = []
             for attr, kind, name in names:
-                known = accounts.users if kind == "user" else accounts.groups
+                known = found["passwd"] if kind == "user" else found["group"]
                 if name not in known:
                     where = ("this machine" if target.host in ("local", "") else
                              f"host {target.host}")

@@ -153,8 +153,8 @@ def _interfaces(text: str) -> tuple[dict[str, Any], dict[str, list[str]]]:
         for info in link.get("addr_info", []):
             fam = {"inet": "ipv4", "inet6": "ipv6"}.get(info.get("family", ""))
             local = info.get("local")
-            if fam is None or not isinstance(local, str):
-                continue
+            if fam is None or not isinstance(local, str) or info.get("temporary"):
+                continue  # (an IPv6 privacy address changes by itself: not a fact to keep)
             addrs.append({"address": local, "prefix": info.get("prefixlen"), "family": fam})
             if info.get("scope") == "global":
                 addresses[fam].append(local)

@@ -449,6 +449,14 @@ class FileType(_PathType):
         """The old content, for the plan's line diff."""
         return {"before_content": observed["_content"]} if "_content" in observed else {}
 
+    def implicit_keys(self, attrs: dict[str, Any]) -> list[ImplicitKey]:
+        """``("file", path)``: a service whose init script or unit file it is depends on
+        it (:meth:`ServiceType.implicit_needs`)."""
+        path = attrs.get("path")
+        if isinstance(path, str) and is_known(path):
+            return [("file", os.path.normpath(path))]
+        return []
+
     def facts(self, objects: Sequence[dict[str, Any]]) -> FactRequest:
         return FactRequest(content=tuple(str(o["path"]) for o in objects))
 
@@ -676,6 +684,8 @@ class DirectoryType(_PathType):
 class SymlinkType(_PathType):
     """A symbolic link at ``path`` pointing to ``target`` (replaced atomically)."""
 
+    #: applied through _PathType.apply_batch, which sees a link made meanwhile
+    batches = True
     name = "symlink"
     kind = "symlink"
     schema = Schema({

@@ -168,12 +168,9 @@ class HostProvider(Provider):
         requests = [rt.facts([i.attrs for i in items])
                     for rt, items in batches if isinstance(rt, HostType)]
         requests += [rt.plan_facts(items) for rt, items in batches if isinstance(rt, HostType)]
-        if any(rt.accounts_named(i.desired) for rt, items in batches
-               if isinstance(rt, HostType) for i in items):
-            # owners and groups named are checked at plan time (HostType.missing)
-            from tectum.providers.host.users import ACCOUNTS_ARGV
-
-            requests.append(FactRequest(commands=(ACCOUNTS_ARGV,)))
+        # owners and groups named are checked at plan time (HostType.missing)
+        requests += [rt.account_facts(items) for rt, items in batches
+                     if isinstance(rt, HostType) and rt.account_attrs]
         if wanted:
             requests.append(FactRequest(commands=(FACTS_ARGV,)))
         target.prefetch(merge_facts(requests))

@@ -54,9 +54,13 @@ from collections.abc import Hashable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tectum.plans.plan import Action, ResourceChange
-from tectum.providers.base import ApplyError, ReadItem
+from tectum.providers.base import ApplyError, ImplicitKey, ReadItem
 from tectum.providers.host.base import HostType
 from tectum.schema import Attr, Schema
+from tectum.values import is_known
+
+#: where systemd unit files a stack may write live
+_UNIT_DIRS = ("/etc/systemd/system", "/lib/systemd/system", "/usr/lib/systemd/system")
 
 if TYPE_CHECKING:
     from tectum.providers.host.connector import CommandResult, Connector, FactRequest
@@ -180,6 +184,16 @@ class ServiceType(HostType):
             return []
         found = self._read_any(conn, names)[1]
         return [found.get(str(o["name"])) for o in objects]
+
+    def implicit_needs(self, attrs: dict[str, Any]) -> list[list[ImplicitKey]]:
+        """Its System V init script and systemd unit files, when the stack manages them
+        (Puppet's autorequire): the service is started after they are written."""
+        name = attrs.get("name")
+        if not isinstance(name, str) or not is_known(name):
+            return []
+        needs: list[list[ImplicitKey]] = [[("file", f"/etc/init.d/{name}")]]
+        needs += [[("file", f"{d}/{_unit(name)}")] for d in _UNIT_DIRS]
+        return needs
 
     def missing(self, target: Connector, items: Sequence[ReadItem]
                 ) -> list[list[tuple[Hashable | None, str]]]:

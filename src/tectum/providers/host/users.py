@@ -177,10 +177,6 @@ def _accounts_argv(*, users: bool) -> tuple[str, ...]:
     return ("/bin/sh", "-c", script)
 
 
-#: the read-only command that lists every user and group (``getent``)
-ACCOUNTS_ARGV = ("/bin/sh", "-c", "getent passwd && echo " + _SEPARATOR + " && getent group")
-
-
 def _read_accounts(conn: Connector, *, users: bool) -> _Accounts:
     """All accounts in one read-only command (``getent`` also sees NSS sources beyond files;
     the first entry for a name wins, as with ``getent NAME``). Raises :class:`ApplyError` when
@@ -193,12 +189,6 @@ def _read_accounts(conn: Connector, *, users: bool) -> _Accounts:
         raise ApplyError(f"cannot read accounts on {conn.host}: `{script}` exited with code "
                          f"{result.returncode}: {result.error_text()}")
     return accounts
-
-
-def read_accounts(conn: Connector) -> _Accounts:
-    """Every user and group of ``conn``'s host (answered from the host's prefetched facts
-    when :data:`ACCOUNTS_ARGV` was among them). Raises :class:`ApplyError`."""
-    return _read_accounts(conn, users=True)
 
 
 def _parse_accounts(stdout: bytes, *, users: bool) -> _Accounts | None:
