@@ -10,9 +10,13 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import stat
+import subprocess
+import sys
 import textwrap
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +29,7 @@ from tectum.providers.base import ReadError, ReadItem
 from tectum.providers.host.base import HostType
 from tectum.providers.host.connector import Connector, LocalConnector
 from tectum.providers.host.lines import BlockInFileType, IniValueType, LineInFileType
-from tests.conftest import Result
+from tests.conftest import Result, tectum_env
 
 HEADER = """\
 from tectum.host import BlockInFile, File, IniValue, LineInFile
@@ -138,13 +142,13 @@ def test_the_three_types_edit_one_file_and_converge(proj: Proj) -> None:
     assert "~ line_in_file.root" in plan and "+ line_in_file.sessions" in plan
     assert "+ block_in_file.match" in plan and "+ line_in_file.x11" in plan
     lines = [line.strip() for line in plan.splitlines()]
-    # a line diff of the affected lines, with the file's other lines as context
-    assert "-#PermitRootLogin prohibit-password" in lines
-    assert "+PermitRootLogin no" in lines
-    assert "+MaxSessions 4" in lines
-    assert "+# BEGIN MANAGED BY TECTUM" in lines and "+    ForceCommand internal-sftp" in lines
-    assert "Port 22" in lines  # context, unchanged
-    assert "-Port 22" not in lines and "+Port 22" not in lines
+    # the managed parts only: the old and new line, the new block's lines
+    assert 'line: "#PermitRootLogin prohibit-password" → "PermitRootLogin no"' in lines
+    assert 'line: "MaxSessions 4"' in lines
+    assert "| Match User backup" in lines and "|     ForceCommand internal-sftp" in lines
+    # never the file's other lines (they may hold what is not tectum's to show)
+    for other in ("Port 22", "PasswordAuthentication yes", "# sshd_config of this test"):
+        assert not any(other in line for line in lines), (other, plan)
     assert conf.read_text() == SSHD  # the plan changed nothing
 
     proj.apply()
@@ -205,7 +209,8 @@ def test_drift_in_the_managed_part_only(proj: Proj) -> None:
     assert "ini_value.port: value" in plan
     assert "block_in_file.extra: block" in plan
     assert "line_in_file.env: ensure" in plan
-    assert "-port = 1" in plan and "+port = 9090" in plan
+    assert 'value: "1" → "9090"' in plan
+    assert "level=debug" not in plan and "added by hand" not in plan  # not the other lines
     proj.apply()
     text = conf.read_text()
     assert "port = 9090\n" in text and "flag = on\n" in text and "env = prod\n" in text
@@ -575,3 +580,187 @@ def test_a_file_managed_whole_and_in_parts_is_refused(proj: Proj) -> None:
     assert "which file.whole" in res.stderr
     assert "other.ini" not in res.stderr and res.stderr.count("Object managed twice") == 1
     assert not (proj.world / "app.conf").exists()
+
+
+# -- review fixes: what a delete removes, secrets in plans, interrupted writes ----------------
+
+def test_delete_removes_the_line_tectum_wrote_not_a_later_match(proj: Proj) -> None:
+    """A regexp that now also matches a line someone added after tectum's: the delete removes
+    the line exactly as tectum wrote it, and leaves the other one."""
+    hosts = proj.world / "hosts.txt"
+    hosts.write_text("a\nb\n")
+    proj.write("""
+        LineInFile("l", path=f"{W}/hosts.txt", line="10.0.0.1 db", regexp="db$")
+    """)
+    proj.apply()
+    assert hosts.read_text() == "a\nb\n10.0.0.1 db\n"
+    hosts.write_text(hosts.read_text() + "10.0.0.9 olddb\n")  # an administrator's line
+    proj.write("")
+    assert "removes the line '10.0.0.1 db'" in proj.plan()
+    proj.apply()
+    assert hosts.read_text() == "a\nb\n10.0.0.9 olddb\n"
+
+
+def test_a_line_changed_by_hand_is_only_forgotten(proj: Proj) -> None:
+    hosts = proj.world / "hosts.txt"
+    hosts.write_text("a\n")
+    proj.write("""
+        LineInFile("l", path=f"{W}/hosts.txt", line="10.0.0.1 db", regexp="db$")
+    """)
+    proj.apply()
+    hosts.write_text("a\n10.0.0.2 db\n")  # no longer the line tectum wrote
+    proj.write("")
+    proj.apply()
+    assert hosts.read_text() == "a\n10.0.0.2 db\n"
+    assert "No changes." in proj.plan()
+
+
+def test_delete_of_an_option_removes_only_the_line_tectum_wrote(proj: Proj) -> None:
+    conf = proj.world / "app.ini"
+    conf.write_text(INI)
+    proj.write("""
+        IniValue("w", path=f"{W}/app.ini", section="server", option="workers", value="4")
+        IniValue("t", path=f"{W}/app.ini", section="log", option="target", value="file")
+    """)
+    proj.apply()
+    text = conf.read_text()
+    assert "workers = 4\n" in text and text.endswith("target = file\n"), text
+    # someone adds a second line of the option; someone else sets the other to a value of
+    # their own: neither line is tectum's any more to remove
+    conf.write_text(text.replace("workers = 4\n", "workers = 4\nworkers = 8\n")
+                    .replace("target = file", "target = syslog"))
+    proj.write("")
+    proj.apply()
+    assert conf.read_text() == INI.replace("port = 8080\n", "port = 8080\nworkers = 8\n") \
+        + "target = syslog\n", conf.read_text()
+
+
+def test_a_stray_marker_never_makes_other_lines_a_block(conn: LocalConnector,
+                                                        tmp_path: Path) -> None:
+    """An end marker before the begin marker (the block's own end marker removed by hand):
+    the lines between are someone else's; neither a delete nor an edit takes them."""
+    path = tmp_path / "hosts"
+    rt = BlockInFileType()
+    attrs = {"path": str(path), "block": "10.0.0.1 db\n"}
+    path.write_text("a\n")
+    created = rt.apply(conn, plan_one(rt, conn, attrs))
+    assert created is not None
+    mine = "# BEGIN MANAGED BY TECTUM\n10.0.0.1 db\n"
+    path.write_text(f"# END MANAGED BY TECTUM\nkeep me\n{mine}")
+    delete = ResourceChange(address="block_in_file.x", type=rt.name, action=Action.DELETE,
+                            before=created, after=None, changes=[], prior=created)
+    rt.apply(conn, delete)
+    assert path.read_text() == f"# END MANAGED BY TECTUM\nkeep me\n{mine}"
+    # declared again, the block is not found (no begin marker closed after it): added anew
+    change = plan_one(rt, conn, attrs)
+    assert change.action is Action.CREATE
+    rt.apply(conn, change)
+    assert path.read_text().startswith(f"# END MANAGED BY TECTUM\nkeep me\n{mine}")
+    assert plan_one(rt, conn, attrs).action is Action.NOOP
+
+
+SECRETS_INI = """\
+[db]
+user = app
+password = OLD-PASSWORD-111
+api_token = OTHER-TOKEN-XYZ
+"""
+
+
+def test_a_sensitive_value_and_the_files_other_lines_never_show_in_a_plan(proj: Proj) -> None:
+    """A sensitive variable sets an option, a line and a block: neither the new nor the old
+    value, nor any other line of the file, is in the plan, its JSON or a saved plan file."""
+    conf = proj.world / "app.ini"
+    conf.write_text(SECRETS_INI + "secret_line = OLD-LINE-222\n"
+                    "# BEGIN MANAGED BY TECTUM\nOLD-BLOCK-333\n# END MANAGED BY TECTUM\n")
+    proj.write("""
+        from tectum import var
+        pw = var("pw", str, sensitive=True)
+        IniValue("pw", path=f"{W}/app.ini", section="db", option="password", value=pw)
+        LineInFile("l", path=f"{W}/app.ini", line=f"secret_line = {pw}", regexp="^secret_line")
+        BlockInFile("b", path=f"{W}/app.ini", block=f"{pw}\\n")
+    """)
+    new = "NEW-PASSWORD-444"
+    never = ("OLD-PASSWORD-111", "OTHER-TOKEN-XYZ", "user = app", "OLD-LINE-222",
+             "OLD-BLOCK-333", new)
+    plan = proj.ok("plan", "-var", f"pw={new}").stdout
+    assert "Plan: 0 to add, 3 to change" in plan, plan
+    assert "value: (sensitive value)" in plan and "line: (sensitive value)" in plan
+    as_json = proj.ok("plan", "-var", f"pw={new}", "--json").stdout
+    out = proj.root / "plan.bin"
+    proj.ok("plan", "-var", f"pw={new}", "-out", str(out))
+    saved = out.read_bytes()
+    for text in never:
+        assert text not in plan, (text, plan)
+        assert text not in as_json, (text, as_json)
+        assert text.encode() not in saved, text
+    shown = proj.ok("show", str(out)).stdout
+    assert "ini_value.pw" in shown and not any(t in shown for t in never), shown
+    proj.ok("apply", "--auto-approve", str(out))
+    assert conf.read_text() == SECRETS_INI.replace("OLD-PASSWORD-111", new) \
+        + f"secret_line = {new}\n# BEGIN MANAGED BY TECTUM\n{new}\n# END MANAGED BY TECTUM\n"
+    assert "No changes." in proj.ok("plan", "-var", f"pw={new}").stdout
+
+
+def _exited_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_sweep_removes_what_a_killed_write_left(conn: LocalConnector, tmp_path: Path) -> None:
+    """Each type removes the temporary files a killed writer of its files left (the writer's
+    pid no longer runs), and nothing else."""
+    for i, rt in enumerate((LineInFileType(), BlockInFileType(), IniValueType())):
+        path = tmp_path / f"f{i}.conf"
+        path.write_text("keep\n")
+        leftover = tmp_path / f".f{i}.conf.tectum-{_exited_pid()}-1"
+        leftover.write_text("half a fi")
+        live = tmp_path / f".f{i}.conf.tectum-{os.getpid()}-1"  # a write in progress
+        live.write_text("half")
+        other = tmp_path / f".other.conf.tectum-{_exited_pid()}-1"  # not this type's file
+        other.write_text("x")
+        rt.sweep_interrupted(conn, [{"path": str(path)}, {"path": None}])
+        assert not leftover.exists() and live.exists() and other.exists(), rt.name
+        assert path.read_text() == "keep\n"
+        live.unlink()
+        other.unlink()
+
+
+def test_kill_9_during_a_write_leaves_no_temporary_file(proj: Proj) -> None:
+    """``tectum apply`` killed (SIGKILL) while it writes a large file with a line added: the
+    next apply removes the temporary file and finishes the edit."""
+    big = proj.world / "big.conf"
+    body = ("x" * 99 + "\n") * 400_000  # 40 MB: the write takes long enough to be caught
+    for attempt in range(3):
+        big.write_text(body)
+        proj.write(f"""
+            LineInFile("l", path=f"{{W}}/big.conf", line="added {attempt}")
+        """)
+        env = {**tectum_env(), "TECTUM_COMMAND_LOG": str(proj.log)}
+        run = subprocess.Popen([sys.executable, "-m", "tectum", "apply", "--auto-approve"],
+                               cwd=proj.root, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 60
+            while not temp_files(proj.world) and run.poll() is None \
+                    and time.monotonic() < deadline:
+                time.sleep(0.002)
+            if temp_files(proj.world):
+                os.kill(run.pid, signal.SIGKILL)
+        finally:
+            run.wait(timeout=60)
+        if temp_files(proj.world):
+            break
+    left = temp_files(proj.world)
+    assert left, "every write finished before the kill; nothing to check"
+    proj.apply()
+    assert temp_files(proj.world) == [], left
+    assert big.read_text() == body + f"added {attempt}\n"
+    proj.assert_converged()
+
+
+def temp_files(directory: Path) -> list[str]:
+    """The temporary files of atomic writes (``.NAME.tectum-PID-TID``) in ``directory``."""
+    return sorted(p.name for p in directory.iterdir()
+                  if p.name.startswith(".") and ".tectum-" in p.name)

@@ -17,10 +17,16 @@ there (a package's defaults, an administrator, other resources), as Ansible's ``
 (:meth:`_PartType.facts` asks for the contents). What a read reports is the managed part alone
 (the line as it is, the block's text, the option's value) plus ``ensure`` (``present`` when the
 part is there): an edit elsewhere in the file is never drift; a change of the managed part is
-(``line``, ``block``, ``value``; ``ensure`` when it was removed). The whole text is carried
-along, transient, for the plan: its change of ``line`` / ``block`` / ``value`` holds the file's
-text before and after, shown as a line diff of the affected lines (and named so that
-``ignore_changes`` can name it).
+(``line``, ``block``, ``value``; ``ensure`` when it was removed).
+
+**Plans** show the managed part only, never the file's other lines (they may hold what is not
+tectum's to show: another application's token next to the option tectum sets): the change of
+``line`` / ``value`` is the old value and the new one (a list when the edit replaces or removes
+several lines: an option written twice, every line ``ensure="absent"`` matches), the change of
+``block`` a line diff of the old and new block (its line numbers count from the block's first
+line). When the managed value is sensitive (a secret, a sensitive variable), the part found in
+the file is masked too, in the plan view and sealed in a plan file
+(:meth:`_PartType.masked_observed`).
 
 **Writes** are atomic (:meth:`Connector.write_file`: a temporary file renamed over the target)
 and keep the file's mode, owner and group; ``mode``/``owner``/``group`` are used only when the
@@ -36,7 +42,14 @@ one write for all of them.
 option (and the ``[section]`` header it added, once empty) — and the file itself when tectum
 created it and nothing else is left in it; a part that was there before tectum managed it is
 only forgotten (README "What tectum deletes"). A resource with ``ensure="absent"`` adds
-nothing, so it is only forgotten too.
+nothing, so it is only forgotten too. A delete removes only the text tectum wrote: the line
+exactly as recorded (not whatever ``regexp`` matches now), the option line holding the
+recorded value, a begin marker with the end marker after it; when that text is no longer
+there (changed or removed by someone else), nothing is removed and the resource is forgotten.
+
+**Interrupted writes**: a run killed while writing leaves the connector's temporary file
+(``.NAME.tectum-PID-…``) next to the file; the next apply removes it
+(:meth:`_PartType.sweep_interrupted`).
 
 A ``file`` resource that manages the whole content of the same path is a conflict (each apply
 would undo the other); the engine has no hook that relates resources of different types on
@@ -49,7 +62,7 @@ import json
 import os
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from tectum.diagnostics import Diagnostic, DiagnosticError
@@ -338,11 +351,13 @@ class _PartType(HostType):
     def read(self, target: Connector, items: Sequence[ReadItem]
              ) -> list[dict[str, Any] | None]:
         """Every item's part, each file read once (answered from the host's prefetch). For a
-        declared resource the result is never None: ``ensure`` says whether the part is there,
-        and ``_text`` holds the file's text (None: no file) for the plan. For an object known
-        only from state (a delete, a crash recovery, an import) a part that is not there is
-        None (a record of ``ensure="absent"`` reads as such: there is nothing to delete).
-        Raises :class:`ReadError` when a declared path is not a regular file."""
+        declared resource the result is never None: ``ensure`` says whether the part is there;
+        ``_missing`` marks a file that does not exist, ``_want`` carries the desired managed
+        value (for :meth:`masked_observed`). For an object known only from state (a delete, a
+        crash recovery, an import) the part is found as recorded (:meth:`_observe_recorded`),
+        and one that is not there is None (a record of ``ensure="absent"`` reads as such:
+        there is nothing to delete). Raises :class:`ReadError` when a declared path is not a
+        regular file."""
         paths = list(dict.fromkeys(str(i.attrs["path"]) for i in items))
         texts: dict[str, str | None] = {}
         kinds: dict[str, str] = {}
@@ -372,54 +387,67 @@ class _PartType(HostType):
                 out.append({**self._finders(attrs), "ensure": "absent"})
                 continue
             text = texts[path]
-            obs = self._observe(attrs, _split(text) if text is not None else None)
-            if not declared and obs.get("ensure") != "present":
-                out.append(None)
+            lines = _split(text) if text is not None else None
+            if not declared:
+                obs = self._observe_recorded(attrs, lines)
+                out.append(obs if obs.get("ensure") == "present" else None)
                 continue
-            obs["_text"] = text
+            obs = self._observe(attrs, lines)
+            if text is None:
+                obs["_missing"] = True
+            if attrs.get(self.main) is not None:
+                obs["_want"] = attrs[self.main]
             out.append(obs)
         return out
+
+    def _observe_recorded(self, attrs: dict[str, Any], lines: list[str] | None
+                          ) -> dict[str, Any]:
+        """The part a state record (or an import ID) describes, as :meth:`_observe` finds it;
+        a type whose finder may match text it did not write narrows it (``line_in_file``)."""
+        return self._observe(attrs, lines)
+
+    def masked_observed(self, observed: dict[str, Any],
+                        holds_secret: Callable[[str], bool]) -> list[str]:
+        """When the desired managed value holds a secret, the part found in the file is one
+        too (the old password of an option a secret sets): every old value the plan would
+        show is masked in the view and sealed in a plan file."""
+        want = observed.get("_want")
+        if not isinstance(want, str) or not holds_secret(want):
+            return []
+        found = [observed.get(self.main), *observed.get("_all", ())]
+        return [v for v in dict.fromkeys(found) if isinstance(v, str) and v]
 
     # -- plan ------------------------------------------------------------------------------
     def _main_changes(self, desired: dict[str, Any], observed: dict[str, Any] | None
                       ) -> list[AttrChange]:
-        """The change of the part as plain values (no file text): ``line`` / ``block`` /
-        ``value`` from what is there (None: absent) to what is wanted (None: removed)."""
+        """The change of the part as plain values (never other lines of the file): ``line`` /
+        ``block`` / ``value`` from what is there (None: absent; a list when the edit replaces
+        or removes several) to what is wanted (None: removed)."""
         want_present = desired.get("ensure", "present") != "absent"
         have_present = observed is not None and observed.get("ensure") == "present"
         key = self.main
-        if not want_present:
-            return [AttrChange(key, (observed or {}).get(key), None)] if have_present else []
         if not have_present:
-            return [AttrChange(key, None, desired.get(key))]
+            return [AttrChange(key, None, desired.get(key))] if want_present else []
         assert observed is not None
-        count = observed.get("_count", 1)
-        if observed.get(key) != desired.get(key) or (isinstance(count, int) and count > 1):
-            return [AttrChange(key, observed.get(key), desired.get(key))]
+        found: list[Any] = list(observed.get("_all") or [observed.get(key)])
+        old: Any = found if len(found) > 1 else found[0]
+        if not want_present:
+            # (a removed text is shown as a line diff to nothing, a removed value as null)
+            return [AttrChange(key, old, "" if key in self.text_attrs else None)]
+        if len(found) > 1 or observed.get(key) != desired.get(key):
+            return [AttrChange(key, old, desired.get(key))]
         return []
 
     def diff(self, desired: dict[str, Any], observed: dict[str, Any]) -> list[AttrChange]:
         """One change, named after the managed attribute (``line``, ``block``, ``value``; so
-        ``ignore_changes`` can name it), holding the file's text now and as planned: the plan
-        shows it as a line diff of the affected lines. When ``observed`` is another part (the
-        resource's identity changed: a replace) the planned text is without that part and
-        with the desired one. A missing file adds the pseudo-attribute ``file``."""
+        ``ignore_changes`` can name it), from the part found to the part wanted (see
+        :meth:`_main_changes`). A missing file adds the pseudo-attribute ``file``."""
         changes = self._main_changes(desired, observed)
-        if not changes or "_text" not in observed or observed.get("path") != desired.get("path"):
-            return changes  # (no text read, or a new path: the old file's text says nothing)
-        text = observed.get("_text")
-        lines = _split(text) if isinstance(text, str) else []
-        nl = _newline(lines)
-        if self.identity(observed) != self.identity(desired) \
-                and observed.get("ensure") == "present":
-            lines = self._remove(observed, lines)
-        new_lines, _ = self._edit(desired, lines, nl)
-        out = [AttrChange(self.main, text, "".join(new_lines))]
-        if text is None:
+        if changes and observed.get("_missing") and observed.get("path") == desired.get("path"):
             made = "created" if desired.get("create") else \
                 "must exist by apply time (create is false: the apply fails otherwise)"
-            out.insert(0, AttrChange("file", "absent", made))
-        return out
+            changes.insert(0, AttrChange("file", "absent", made))
+        return changes
 
     def plan(self, desired: dict[str, Any], observed: dict[str, Any] | None,
              prior: dict[str, Any] | None) -> tuple[Action, list[AttrChange]]:
@@ -432,6 +460,15 @@ class _PartType(HostType):
         want_present = desired.get("ensure", "present") != "absent"
         absent = observed is None or observed.get("ensure") != "present"
         return (Action.CREATE if want_present and absent else Action.UPDATE), changes
+
+    def sweep_interrupted(self, target: Connector,
+                          identities: Sequence[dict[str, Any]]) -> None:
+        """Remove the temporary files the atomic writes of a killed run left next to these
+        files (as ``file`` does)."""
+        paths = list(dict.fromkeys(str(i["path"]) for i in identities
+                                   if isinstance(i.get("path"), str)))
+        if paths:
+            target.sweep_temp(paths)
 
     # -- apply -----------------------------------------------------------------------------
     def apply(self, conn: Connector, change: ResourceChange) -> dict[str, Any] | None:
@@ -545,7 +582,6 @@ class LineInFileType(_PartType):
 
     name = "line_in_file"
     main = "line"
-    text_attrs = frozenset({"line"})
     schema = Schema({
         "path": Attr(str, required=True, identity=True, force_new=True, validate=_abs_path,
                      description="absolute path of the file (in normal form)"),
@@ -602,7 +638,7 @@ class LineInFileType(_PartType):
             return None
         what = f"the line {prior.get('line')!r}" if prior.get("line") is not None \
             else "the line"
-        return f"removes {what} from {prior.get('path')}" + (
+        return f"removes {what} from {prior.get('path')}, if it is still there as written" + (
             " (and the file, if nothing else is left in it)" if prior.get("created_file")
             else "")
 
@@ -640,7 +676,9 @@ class LineInFileType(_PartType):
         if attrs.get("ensure") == "absent":
             matches = self._matching(attrs, lines or [])
             if matches:
-                return {**base, "ensure": "present", "line": _bare((lines or [])[matches[-1]])}
+                texts = [_bare((lines or [])[i]) for i in matches]
+                return {**base, "ensure": "present", "line": texts[-1],
+                        **({"_all": texts} if len(texts) > 1 else {})}
             echo = {"line": attrs["line"]} if attrs.get("line") is not None else {}
             return {**base, **echo, "ensure": "absent"}
         found = self._found(attrs, lines or []) if lines is not None else None
@@ -666,8 +704,35 @@ class LineInFileType(_PartType):
         _insert(out, pos, [want + nl], nl)
         return out, {}
 
+    def _observe_recorded(self, attrs: dict[str, Any], lines: list[str] | None
+                          ) -> dict[str, Any]:
+        """The line a record describes: the last line equal to the recorded ``line`` (what
+        tectum wrote) when there is one — not the last line ``regexp`` matches, which may be
+        a line someone added since. Without it, the line ``regexp`` finds (the managed line
+        edited by hand: drift of ``line``, not a line gone; a delete then removes nothing,
+        see :meth:`_remove`)."""
+        if self._recorded(attrs, lines or []) is None:
+            return self._observe(attrs, lines)
+        base = {k: attrs[k] for k in ("path", "regexp") if attrs.get(k) is not None}
+        return {**base, "ensure": "present", "line": attrs["line"]}
+
+    @staticmethod
+    def _recorded(prior: dict[str, Any], lines: Sequence[str]) -> int | None:
+        """The index of the last line exactly equal to the recorded ``line``."""
+        want = prior.get("line")
+        found = None
+        if isinstance(want, str):
+            for i, line in enumerate(lines):
+                if _bare(line) == want:
+                    found = i
+        return found
+
     def _remove(self, prior: dict[str, Any], lines: list[str]) -> list[str]:
-        found = self._found({**prior, "ensure": "present"}, lines)
+        """Without the last line equal to the recorded ``line`` — the line tectum wrote. A
+        line ``regexp`` matches but that differs (someone else's, or the managed one edited
+        by hand) is left: with no exact match nothing is removed (the resource is only
+        forgotten)."""
+        found = self._recorded(prior, lines)
         if found is None:
             return lines
         return lines[:found] + lines[found + 1:]
@@ -688,8 +753,10 @@ class BlockInFileType(_PartType):
 
     The block is found by its markers — ``marker`` with ``{mark}`` replaced by ``BEGIN`` and
     ``END`` (default ``# BEGIN MANAGED BY TECTUM`` / ``# END MANAGED BY TECTUM``; use one
-    marker per block when a file holds several) — the last line equal to each, as Ansible
-    finds them. ``ensure="present"`` replaces what is between them by ``block`` (the markers
+    marker per block when a file holds several): the last begin marker line with an end marker
+    line after it, and the first such end marker (Ansible takes the last line equal to each,
+    in whatever order; a stray marker then makes someone else's lines part of the block).
+    ``ensure="present"`` replaces what is between them by ``block`` (the markers
     stay where they are), or adds markers and block after the last line ``insert_after``
     matches / before the last line ``insert_before`` matches / at ``BOF`` / at the end
     (``EOF``, the default; also when the expression matches nothing). ``ensure="absent"``
@@ -771,18 +838,20 @@ class BlockInFileType(_PartType):
         return marker.replace("{mark}", "BEGIN"), marker.replace("{mark}", "END")
 
     def _find(self, attrs: dict[str, Any], lines: Sequence[str]) -> tuple[int, int] | None:
-        """The indexes of the begin and end marker lines (the last of each), in file order."""
+        """The indexes of the begin and end marker lines of the block: the last begin marker
+        followed by an end marker, and the first end marker after it. A stray marker (an end
+        before any begin, a begin never closed) delimits nothing: the lines around it are
+        someone else's and are never replaced or removed with the block."""
         begin, end = self._markers(attrs)
-        n0 = n1 = None
+        opened = None
+        found = None
         for i, line in enumerate(lines):
             bare = _bare(line)
             if bare == begin:
-                n0 = i
-            elif bare == end:
-                n1 = i
-        if n0 is None or n1 is None:
-            return None
-        return (n0, n1) if n0 < n1 else (n1, n0)
+                opened = i
+            elif bare == end and opened is not None:
+                found, opened = (opened, i), None
+        return found
 
     def _observe(self, attrs: dict[str, Any], lines: list[str] | None) -> dict[str, Any]:
         base = {"path": attrs["path"], "marker": attrs.get("marker") or DEFAULT_MARKER}
@@ -898,7 +967,6 @@ class IniValueType(_PartType):
 
     name = "ini_value"
     main = "value"
-    text_attrs = frozenset({"value"})
     schema = Schema({
         "path": Attr(str, required=True, identity=True, force_new=True, validate=_abs_path,
                      description="absolute path of the file (in normal form)"),
@@ -937,6 +1005,12 @@ class IniValueType(_PartType):
             del out["section"]
         return out
 
+    def describe(self, attrs: dict[str, Any]) -> str:
+        """``PATH [SECTION] OPTION`` (``PATH OPTION`` before any section): the plan shows the
+        value alone, not the line."""
+        where = f" [{attrs['section']}]" if attrs.get("section") else ""
+        return f"{attrs.get('path', '')}{where} {attrs.get('option', '')}"
+
     def identity(self, attrs: dict[str, Any]) -> tuple[Any, ...]:
         """``(path, section, option)``; the lines before any section are section ``""``."""
         return (attrs.get("path"), attrs.get("section") or "", attrs.get("option"))
@@ -961,7 +1035,8 @@ class IniValueType(_PartType):
         if prior.get("ensure") == "absent":
             return None
         where = f"[{prior['section']}]" if prior.get("section") else "before any section"
-        return f"removes {prior.get('option')} ({where}) from {prior.get('path')}"
+        return (f"removes {prior.get('option')} ({where}) from {prior.get('path')}, if it "
+                "still holds the value tectum set")
 
     def _observe(self, attrs: dict[str, Any], lines: list[str] | None) -> dict[str, Any]:
         base = {k: attrs[k] for k in ("path", "section", "option") if attrs.get(k) is not None}
@@ -974,7 +1049,8 @@ class IniValueType(_PartType):
                   if (m := pattern.fullmatch(_bare(line)))]
         if not values:
             return {**base, "ensure": "absent"}
-        return {**base, "ensure": "present", "value": values[0], "_count": len(values)}
+        return {**base, "ensure": "present", "value": values[0],
+                **({"_all": values} if len(values) > 1 else {})}
 
     def _edit(self, attrs: dict[str, Any], lines: list[str], nl: str
               ) -> tuple[list[str], dict[str, Any]]:
@@ -1017,14 +1093,23 @@ class IniValueType(_PartType):
         return out, {}
 
     def _remove(self, prior: dict[str, Any], lines: list[str]) -> list[str]:
+        """Without the option line tectum wrote: the first line of the option in the section
+        holding the recorded value. Another line of the option (someone else's, or the
+        managed one set to another value by hand) is left: with none holding the recorded
+        value nothing is removed (the resource is only forgotten)."""
         out = list(lines)
         section = prior.get("section")
         body = _body(out, section)
-        if body is None:
+        value = prior.get("value")
+        if body is None or not isinstance(value, str):
             return out
         header, start, end = body
         pattern = _option_re(str(prior.get("option")))
-        kept = [line for line in out[start:end] if not pattern.fullmatch(_bare(line))]
+        mine = next((i for i in range(start, end)
+                     if (m := pattern.fullmatch(_bare(out[i]))) and m["value"] == value), None)
+        if mine is None:
+            return out
+        kept = out[start:mine] + out[mine + 1:end]
         out[start:end] = kept
         if prior.get("section_added") and section and header >= 0 \
                 and all(_COMMENT_OR_BLANK.fullmatch(_bare(line)) for line in kept):
