@@ -378,6 +378,83 @@ def test_check_and_validation(dl: DownloadType) -> None:
     assert attrs["timeout"].check(0) is not None
 
 
+def test_a_killed_download_leaves_no_temporary_file(server: Server, tmp_path: Path) -> None:
+    """``tectum apply`` killed (SIGKILL to its process group, as ``kill -9`` of a run and its
+    curl) while the body comes in: its ``.NAME.tectum-PID-download`` stays, and the next
+    apply sweeps it (the journal's pending intent names the path)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tectum.process import pid_alive
+    from tests.conftest import run_tectum, tectum_env
+
+    release = threading.Event()
+
+    class Stalling(SimpleHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            self.wfile.write(b"x" * 1000)
+            self.wfile.flush()
+            release.wait(60)
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            pass
+
+    slow = ThreadingHTTPServer(("127.0.0.1", 0), Stalling)
+    thread = threading.Thread(target=slow.serve_forever, daemon=True)
+    thread.start()
+    data = b"the real content\n"
+    checksum = server.publish("f.bin", data)
+    out, root = tmp_path / "out", tmp_path / "proj"
+    out.mkdir()
+    root.mkdir()
+
+    def stack(url: str) -> None:
+        (root / "stack.py").write_text(
+            "from tectum.host import Download\n"
+            f"Download('f', url={url!r}, path={str(out / 'f.bin')!r}, "
+            f"checksum={checksum!r})\n")
+
+    host, port = slow.server_address[:2]
+    stack(f"http://{host!s}:{port}/f.bin")
+    proc = subprocess.Popen([sys.executable, "-m", "tectum", "apply", "--auto-approve",
+                             str(root)], env=tectum_env(), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not leftovers(out) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert leftovers(out), "the download never started"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+        release.set()
+        slow.shutdown()
+        slow.server_close()
+        thread.join(5)
+    assert leftovers(out) and not (out / "f.bin").exists()
+    # the killed shell is swept once it is gone (an orphan is reaped by init, here maybe late)
+    pid = int(leftovers(out)[0].rpartition(".tectum-")[2].split("-")[0])
+    deadline = time.monotonic() + 120
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    stack(server.url("f.bin"))
+    result = run_tectum("apply", "--auto-approve", str(root))
+    assert result.returncode == 0, result.output
+    assert (out / "f.bin").read_bytes() == data
+    assert leftovers(out) == [], "the next apply sweeps what the killed download left"
+    assert run_tectum("destroy", "--auto-approve", str(root)).returncode == 0
+    assert list(out.iterdir()) == []
+
+
 def test_delete_removes_the_file(dl: DownloadType, conn: LocalConnector, server: Server,
                                  tmp_path: Path) -> None:
     checksum = server.publish("d", b"d\n")
@@ -520,6 +597,44 @@ def test_malicious_tar_is_refused(ar: ArchiveType, conn: LocalConnector, tmp_pat
     assert tree(dest) == []
     assert not (tmp_path / "evil").exists() and not Path("/tmp/tectum-evil-abs").exists()
     assert not any(e["op"] == "run" and e["mutating"] for e in conn.log)
+
+
+@pytest.mark.parametrize("gone", [False, True])
+def test_an_extraction_killed_before_it_was_recorded_is_its_own(tmp_path: Path,
+                                                                gone: bool) -> None:
+    """Killed (SIGKILL) right after tar ran, before the result was recorded: the next apply
+    (its sweep, from the manifest the extraction wrote) knows the entries as its own, so a
+    destroy removes them, and what was in dest before stays. ``gone``: the archive left the
+    configuration before the next apply, whose sweep removes what the killed run made."""
+    from tests.conftest import run_tectum
+    from tests.providers.host.test_git import apply_killed_at
+
+    src = make_tar(tmp_path / "app.tar.gz", TREE)
+    dest, root = tmp_path / "dest", tmp_path / "proj"
+    dest.mkdir()
+    root.mkdir()
+    (dest / "mine.txt").write_text("there before\n")
+    (root / "stack.py").write_text(
+        "from tectum.host import Archive\n"
+        f"Archive('app', src={str(src)!r}, dest={str(dest)!r})\n")
+    apply_killed_at("tectum-extract", root, after=True)
+    if gone:  # (a change to apply, so the next apply runs: its sweep comes first)
+        (root / "stack.py").write_text(
+            "from tectum.host import File\n"
+            f"File('other', path={str(tmp_path / 'other')!r}, content='x\\n')\n")
+    assert len(tree(dest)) > 2, "tar ran before the kill"
+    assert any(p.name.startswith(".tectum-extract-") for p in dest.iterdir())
+    result = run_tectum("apply", "--auto-approve", str(root))
+    assert result.returncode == 0, result.output
+    if gone:
+        assert tree(dest) == ["mine.txt"], "the sweep removes what the killed run extracted"
+    else:
+        assert (dest / "app" / "README").exists()
+        assert not any(p.name.startswith(".tectum-extract-") for p in dest.iterdir())
+        assert run_tectum("plan", "--detailed-exitcode", str(root)).returncode == 0
+    result = run_tectum("destroy", "--auto-approve", str(root))
+    assert result.returncode == 0, result.output
+    assert tree(dest) == ["mine.txt"]
 
 
 @pytest.mark.parametrize("name,entry,why", [

@@ -9,6 +9,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from tectum.plans.plan import Action, ResourceChange
 from tectum.providers.base import ApplyError, ReadItem
 from tectum.providers.host.connector import LocalConnector
 from tectum.providers.host.git import UNKNOWN_COMMIT, GitCheckoutType
-from tests.conftest import run_tectum
+from tests.conftest import run_tectum, tectum_env
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 
@@ -100,6 +101,42 @@ def mutations(conn: LocalConnector, since: int = 0) -> list[dict[str, object]]:
 
 def head(dest: str | Path) -> str:
     return git(dest, "rev-parse", "HEAD")
+
+
+#: ``python KILLER WORD PROJECT [after]``: ``tectum apply --auto-approve PROJECT`` that kills
+#: itself (SIGKILL, as ``kill -9`` does) when the host connector is about to run a command
+#: with the argument WORD (with ``after``: once that command has run) — a real kill of the
+#: real run at a chosen step (also used by test_pip and test_download)
+_KILLER = """\
+import os, signal, sys
+from tectum.providers.host import connector
+word, project, when = sys.argv[1], sys.argv[2], sys.argv[3]
+real = connector.LocalConnector.run
+def run(self, argv, *args, **kwargs):
+    if word not in [str(a) for a in argv]:
+        return real(self, argv, *args, **kwargs)
+    if when == "after":
+        real(self, argv, *args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)
+connector.LocalConnector.run = run
+from tectum.cli.main import main
+sys.argv = ["tectum", "apply", "--auto-approve", project]
+main()
+"""
+
+
+def apply_killed_at(word: str, project: Path, *, after: bool = False) -> None:
+    """``tectum apply`` of ``project``, killed (SIGKILL) just before (``after``: just after)
+    it runs a command with the argument ``word`` (see :data:`_KILLER`); fails the test if it
+    was not killed."""
+    killer = project / "killer.py"
+    killer.write_text(_KILLER)
+    proc = subprocess.run([sys.executable, str(killer), word, str(project),
+                           "after" if after else "before"], cwd=project,
+                          env=tectum_env(), capture_output=True, text=True, timeout=600,
+                          stdin=subprocess.DEVNULL, check=False)
+    killer.unlink()
+    assert proc.returncode == -9, f"not killed at {word!r}:\n{proc.stdout}\n{proc.stderr}"
 
 
 # -- clone, no-op, a branch that moves --------------------------------------------------------
@@ -525,3 +562,88 @@ def test_drift_reports_a_checkout_moved_by_hand(src: Path, tmp_path: Path) -> No
     result = run_tectum("drift", "--detailed-exitcode", str(tmp_path / "p"))
     assert result.returncode == 2, result.output
     assert "git_checkout.app" in result.stdout and "commit" in result.stdout
+
+
+# -- credentials, options, interrupted clones ----------------------------------------------
+
+def test_credentials_and_options_in_repo_are_refused(rt: GitCheckoutType) -> None:
+    check = rt.schema.attrs["repo"].check
+    for bad in ("https://deploy:s3cr3t-token@example.org/a.git",
+                "https://ghp_t0ken@example.org/a.git", "ssh://git:pw@example.org/a.git"):
+        problem = check(bad) or ""
+        assert "credential helper" in problem and "s3cr3t" not in problem, bad
+    assert "option" in (check("-uecho@x:y") or "")
+    assert check("ssh://git@example.org/a.git") is None  # (a user name for ssh is no secret)
+
+
+def test_a_repo_with_credentials_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "stack.py").write_text(
+        "from tectum.host import GitCheckout\n"
+        "GitCheckout('app', repo='https://deploy:s3cr3t-token@127.0.0.1:9/a.git', "
+        f"dest={str(tmp_path / 'app')!r})\n")
+    for command in ("validate", "plan"):
+        result = run_tectum(command, str(root))
+        assert result.returncode == 1 and "credential helper" in result.output, result.output
+        assert "s3cr3t" not in result.output
+    assert not (tmp_path / "app").exists()
+
+
+def test_a_killed_clone_is_finished_by_the_next_apply(src: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "app"
+    root = tmp_path / "proj"
+    _stack(root, src, dest)
+    apply_killed_at("fetch", root)  # (after git init and remote add)
+    assert (dest / ".git").is_dir() and (dest / ".git" / "tectum-clone").exists()
+    result = run_tectum("plan", str(root))
+    assert result.returncode == 0 and "1 to add" in result.output, result.output
+    result = run_tectum("apply", "--auto-approve", str(root))
+    assert result.returncode == 0, result.output
+    assert head(dest) == git(src, "rev-parse", "main")
+    assert not (dest / ".git" / "tectum-clone").exists()
+    assert run_tectum("plan", "--detailed-exitcode", str(root)).returncode == 0
+    result = run_tectum("destroy", "--auto-approve", str(root))
+    assert result.returncode == 0, result.output
+    assert not dest.exists(), "the interrupted run made it: destroy removes it"
+
+
+def test_an_unmarked_unborn_checkout_of_the_repo_is_taken_over(
+        rt: GitCheckoutType, conn: LocalConnector, src: Path, tmp_path: Path) -> None:
+    # what a clone killed between git init and its mark leaves (or an empty init by hand)
+    dest = tmp_path / "app"
+    subprocess.run(["git", "init", "-q", str(dest)], check=True)
+    git(dest, "remote", "add", "origin", str(src))
+    change, record = converge(rt, conn, {"repo": str(src), "dest": str(dest),
+                                         "version": "main"})
+    assert change.action is Action.CREATE and head(dest) == git(src, "rev-parse", "main")
+    assert record["dest_existed"] is True  # (unknown: a delete empties it, never removes it)
+
+
+def test_someones_unborn_repository_is_left_alone(
+        rt: GitCheckoutType, conn: LocalConnector, src: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "work"
+    subprocess.run(["git", "init", "-q", str(dest)], check=True)
+    git(dest, "remote", "add", "origin", str(src))
+    (dest / "notes.txt").write_text("not committed yet\n")
+    change = plan(rt, conn, {"repo": str(src), "dest": str(dest)})
+    assert change.action is Action.CREATE
+    with pytest.raises(ApplyError, match="something is there now"):
+        rt.apply(conn, change)
+    rt.sweep_interrupted(conn, [rt.journal_identity({"dest": str(dest), "repo": str(src)})])
+    assert (dest / "notes.txt").read_text() == "not committed yet\n"
+
+
+def test_sweep_removes_a_killed_clone_whose_resource_went(src: Path, tmp_path: Path) -> None:
+    dest, other = tmp_path / "app", tmp_path / "other"
+    root = tmp_path / "proj"
+    _stack(root, src, dest)
+    apply_killed_at("fetch", root)
+    assert (dest / ".git").is_dir()
+    _stack(root, src, other)  # the checkout moves elsewhere before the next apply
+    result = run_tectum("apply", "--auto-approve", str(root))
+    assert result.returncode == 0, result.output
+    assert not dest.exists(), "the sweep removes what the killed clone left"
+    assert head(other) == git(src, "rev-parse", "main")
+    assert run_tectum("destroy", "--auto-approve", str(root)).returncode == 0
+    assert not other.exists()

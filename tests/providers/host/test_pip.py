@@ -289,3 +289,80 @@ def test_through_the_engine(wheels: Path, tmp_path: Path) -> None:
     result = run_tectum("destroy", "--auto-approve", str(root))
     assert result.returncode == 0, result.output
     assert not venv.exists()
+
+
+# -- credentials, interrupted virtualenvs ------------------------------------------------------
+
+def test_credentials_in_urls_are_refused(rt: PipPackagesType) -> None:
+    attrs = rt.schema.attrs
+    for key, bad in (("index_url", "https://u:s3cr3t@pypi.example.org/simple"),
+                     ("find_links", ["https://t0ken@example.org/wheels"]),
+                     ("extra_args", ["--extra-index-url", "https://u:s3cr3t@example.org/s"]),
+                     ("extra_args", "--extra-index-url=https://u:s3cr3t@example.org/s")):
+        problem = attrs[key].check(bad) or ""
+        assert "PIP_INDEX_URL" in problem and "s3cr3t" not in problem, (key, bad)
+    assert attrs["index_url"].check("https://pypi.example.org/simple") is None
+    assert attrs["find_links"].check(["/srv/wheels"]) is None
+    assert attrs["extra_args"].check(["--no-index"]) is None
+
+
+def test_an_index_url_with_a_password_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "stack.py").write_text(
+        "from tectum.host import PipPackages\n"
+        f"PipPackages('tools', virtualenv={str(tmp_path / 'venv')!r}, packages=['pip'], "
+        "index_url='https://u:s3cr3t@127.0.0.1:9/simple')\n")
+    result = run_tectum("plan", str(root))
+    assert result.returncode == 1 and "PIP_INDEX_URL" in result.output, result.output
+    assert "s3cr3t" not in result.output
+    assert not (tmp_path / "venv").exists()
+
+
+@pytest.mark.parametrize("step", ["venv", "install"])
+def test_a_killed_virtualenv_creation_is_redone_by_the_next_apply(
+        wheels: Path, tmp_path: Path, step: str) -> None:
+    from tests.providers.host.test_git import apply_killed_at
+
+    venv, root = tmp_path / "venv", tmp_path / "proj"
+    root.mkdir()
+    (root / "stack.py").write_text(
+        "from tectum.host import PipPackages\n"
+        f"PipPackages('tools', virtualenv={str(venv)!r}, packages=[{PROBE + '==1.0'!r}], "
+        f"find_links=[{str(wheels)!r}], extra_args=['--no-index'])\n")
+    # killed before `python3 -m venv` ran, or after it, before pip installed anything
+    apply_killed_at(step, root)
+    assert (venv / ".tectum-creating").exists()
+    result = run_tectum("plan", str(root))
+    assert result.returncode == 0 and "1 to add" in result.output, result.output
+    result = run_tectum("apply", "--auto-approve", str(root))
+    assert result.returncode == 0, result.output
+    assert installed(venv, PROBE) == "1.0" and not (venv / ".tectum-creating").exists()
+    assert run_tectum("plan", "--detailed-exitcode", str(root)).returncode == 0
+    result = run_tectum("destroy", "--auto-approve", str(root))
+    assert result.returncode == 0, result.output
+    assert not venv.exists(), "the interrupted run made it: destroy removes it"
+
+
+def test_sweep_removes_a_half_made_virtualenv_and_only_that(
+        rt: PipPackagesType, conn: LocalConnector, wheels: Path, tmp_path: Path) -> None:
+    from tests.providers.host.test_git import apply_killed_at
+
+    venv, kept = tmp_path / "venv", tmp_path / "kept"
+    kept.mkdir()  # there before, empty: a virtualenv is made in it
+    for n, path in enumerate((venv, kept)):
+        root = tmp_path / f"proj{n}"
+        root.mkdir()
+        (root / "stack.py").write_text(
+            "from tectum.host import PipPackages\n"
+            f"PipPackages('tools', virtualenv={str(path)!r}, packages=[{PROBE!r}], "
+            f"find_links=[{str(wheels)!r}], extra_args=['--no-index'])\n")
+        apply_killed_at("install", root)
+        assert (path / ".tectum-creating").exists() and (path / "pyvenv.cfg").exists()
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    (odd / "pyvenv.cfg").write_text("home = /usr/bin\n")  # someone's, without the marker
+    rt.sweep_interrupted(conn, [{"virtualenv": str(v)} for v in (venv, kept, odd)])
+    assert not venv.exists()
+    assert kept.is_dir() and list(kept.iterdir()) == [], "was there (empty): emptied, kept"
+    assert (odd / "pyvenv.cfg").exists()

@@ -11,6 +11,9 @@ changes ``net.ipv4.ip_forward`` inside a test host's own network namespace.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,7 @@ from typing import Any
 import pytest
 
 from tectum.plans.plan import Action, ResourceChange
-from tectum.providers.base import ApplyError, ReadError, ReadItem
+from tectum.providers.base import ApplyError, ReadItem
 from tectum.providers.host.connector import Connector, LocalConnector
 from tectum.providers.host.ssh import SSHConnector
 from tectum.providers.host.sysctl import (
@@ -28,7 +31,7 @@ from tectum.providers.host.sysctl import (
     persisted_value,
     proc_path,
 )
-from tests.conftest import run_tectum
+from tests.conftest import run_tectum, tectum_env
 from tests.harness.fleet import Fleet
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
@@ -163,8 +166,12 @@ def test_unknown_key_of_a_resource_that_goes_is_no_error(rt: SysctlType,
     prior = {"name": "net.ipv4.no_such_key", "value": "1",
              "file": conf_path("net.ipv4.no_such_key"), "persisted": "1"}
     assert rt.read(conn, [ReadItem(None, prior)]) == [None]
-    with pytest.raises(ReadError, match="no_such_key is not a kernel parameter"):
-        rt.read(conn, [ReadItem(rt.prepare(dict(prior), "."), None)])
+    assert rt.missing(conn, [ReadItem(None, prior)]) == [[]]
+    declared = [ReadItem(rt.prepare(dict(prior), "."), None)]
+    found = rt.read(conn, declared)[0]
+    assert found is not None and found["value"] is None
+    (need,) = rt.missing(conn, declared)[0]
+    assert need[0] is None and "no_such_key is not a kernel parameter" in need[1]
 
 
 # -- this machine ----------------------------------------------------------------------------
@@ -349,3 +356,68 @@ def test_over_ssh_in_one_round_trip(rt: SysctlType) -> None:
             assert fleet.run("sysctl1", f"cat {proc_path(key)}").stdout.strip() == want
         finally:
             conn.close()
+
+
+# -- keys a dependency brings, and the file's path shared with a File --------------------------
+
+def test_a_file_on_the_sysctl_file_is_refused(tmp_path: Path) -> None:
+    key = "net.ipv4.tcp_fin_timeout"
+    (tmp_path / "stack.py").write_text(
+        "from tectum.host import File, Sysctl\n"
+        f"Sysctl('fin', name={key!r}, value=30)\n"
+        f"File('conf', path={conf_path(key)!r}, content='{key} = 31\\n')\n")
+    result = run_tectum("validate", str(tmp_path))
+    assert result.returncode == 1 and "Object managed twice" in result.output, result.output
+    assert "sysctl.fin" in result.output and "file.conf" in result.output
+
+
+def test_a_missing_key_is_excused_when_a_dependency_changes(tmp_path: Path) -> None:
+    """Planned without the key: the Command it depends on changes in the plan, so the plan
+    is made; the apply then says the key is still missing (nothing is written)."""
+    key = "net.ipv4.tectum_no_such_key"
+    (tmp_path / "stack.py").write_text(
+        "from tectum.host import Command, Sysctl\n"
+        f"mod = Command('load', command=['touch', {str(tmp_path / 'loaded')!r}], "
+        f"creates={str(tmp_path / 'loaded')!r})\n"
+        f"Sysctl('k', name={key!r}, value=1, depends_on=[mod])\n")
+    result = run_tectum("plan", str(tmp_path))
+    assert result.returncode == 0 and "2 to add" in result.output, result.output
+    result = run_tectum("apply", "--auto-approve", str(tmp_path))
+    assert result.returncode == 1, result.output
+    assert "is not a kernel parameter" in result.output and "does not exist" in result.output
+    assert not os.path.exists(conf_path(key))
+
+
+@pytest.mark.system
+@needs_root
+@pytest.mark.skipif(shutil.which("unshare") is None or shutil.which("ip") is None,
+                    reason="needs unshare and ip")
+def test_a_key_the_command_it_depends_on_brings(tmp_path: Path) -> None:
+    """As ``Sysctl("net.ipv4.vs...", depends_on=[Command("modprobe ip_vs")])``: in a network
+    namespace of its own, the Command makes a veth interface, whose keys
+    (``net.ipv4.conf.IFACE.*``) appear only then. Plan, apply, a no-op plan and destroy run
+    in that one namespace (it goes with the process)."""
+    key = "net.ipv4.conf.tectumv0.forwarding"
+    if os.path.exists(conf_path(key)):
+        pytest.skip(f"{conf_path(key)} exists already (not made by this test): left alone")
+    (tmp_path / "stack.py").write_text(
+        "from tectum.host import Command, Sysctl\n"
+        "veth = Command('veth', command=['ip', 'link', 'add', 'tectumv0', 'type', 'veth', "
+        "'peer', 'name', 'tectumv1'], unless='test -d /proc/sys/net/ipv4/conf/tectumv0')\n"
+        f"Sysctl('fwd', name={key!r}, value=1, depends_on=[veth])\n")
+    tectum = f"{sys.executable} -m tectum"
+    script = (f"{tectum} apply --auto-approve . && cat {proc_path(key)} && "
+              f"{tectum} plan --detailed-exitcode . && cat {conf_path(key)} && "
+              f"{tectum} destroy --auto-approve .")
+    try:
+        proc = subprocess.run(["unshare", "-n", "/bin/sh", "-c", script], cwd=tmp_path,
+                              env=tectum_env(), capture_output=True, text=True, timeout=600,
+                              stdin=subprocess.DEVNULL, check=False)
+        if "unshare failed" in proc.stderr or "Operation not permitted" in proc.stderr:
+            pytest.skip(f"no network namespace here: {proc.stderr.strip()}")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert f"{key} = 1" in proc.stdout and "Apply complete" in proc.stdout
+        assert not os.path.exists(conf_path(key))
+    finally:
+        if os.path.exists(conf_path(key)):
+            os.unlink(conf_path(key))

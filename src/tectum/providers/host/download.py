@@ -5,7 +5,10 @@ unpacked on the host.
 the URL (``curl`` when it is installed, else ``wget``; neither is an error naming both) into a
 temporary file beside the destination (``.NAME.tectum-PID-download``), verifies the checksum
 there, gives it its mode and ownership and renames it over the destination, so a reader never
-sees half a file and a failed or mismatching download leaves the old file as it was. The
+sees half a file and a failed or mismatching download leaves the old file as it was (the
+temporary file of a download killed with its run is removed by the next apply: the sweep of
+the journal's unfinished changes, :meth:`DownloadType.sweep_interrupted`, once its process is
+gone). The
 destination is ``path`` (Ansible calls it ``dest``; tectum's name for the object a resource
 manages is ``path``, as for ``file``, and a download shares the path namespace with files,
 directories and symlinks). ``checksum`` (``"sha256:<hex>"`` or ``"sha512:<hex>"``, Ansible's
@@ -31,6 +34,8 @@ and the entries the extraction **created** (those that did not exist before it);
 from __future__ import annotations
 
 import codecs
+import hashlib
+import json
 import os
 import re
 import urllib.parse
@@ -676,7 +681,14 @@ class ArchiveType(HostType):
     Delete (of an extraction tectum made): removes the recorded entries it created — files and
     links first, then the directories it created, deepest first, only when empty — and never
     follows a symlink to reach an entry; what was in ``dest`` before stays. An archive adopted
-    through ``creates`` is only forgotten."""
+    through ``creates`` is only forgotten.
+
+    Crash safety: before tar or unzip runs, the entries the extraction is about to create are
+    written to a manifest in ``dest`` (:func:`manifest_path`: ``.tectum-extract-<hash of
+    src>.json``), removed once the extraction is done. After a killed run the manifest names
+    what the interrupted extraction made: the next apply's sweep removes those entries (so
+    the extraction made again creates, and records, them), and an extraction that finds a
+    manifest counts its entries as its own."""
 
     name = "archive"
     schema = Schema({
@@ -747,6 +759,25 @@ class ArchiveType(HostType):
 
     def describe(self, attrs: dict[str, Any]) -> str:
         return f"{attrs.get('src', '')} → {attrs.get('dest', '')}"
+
+    def sweep_interrupted(self, target: Connector,
+                          identities: Sequence[dict[str, Any]]) -> None:
+        """Remove what extractions a killed run did not finish created (the entries their
+        manifest names, :func:`manifest_path`) and the manifest. Raises :class:`ApplyError`
+        when an entry cannot be removed."""
+        for ident in identities:
+            src, dest = ident.get("src"), ident.get("dest")
+            if not (_known_str(src) and _known_str(dest)):
+                continue
+            manifest = manifest_path(src, dest)
+            names = _read_manifest(target, manifest)
+            if names is None:
+                continue
+            self._remove(target, {"dest": dest, "files": names})
+            try:
+                target.remove(manifest)
+            except ConnectorError as exc:
+                raise ApplyError(str(exc)) from None
 
     def delete_summary(self, prior: dict[str, Any]) -> str | None:
         files = prior.get("files")
@@ -961,14 +992,32 @@ class ArchiveType(HostType):
                     f"outside the destination) or replace it. Nothing was extracted. Remove "
                     f"the symlink or choose another destination.")
         new = [n for n, fact in zip(names, before, strict=True) if fact is None]
+        # what an interrupted extraction of it made (its manifest is still there) is its own
+        manifest = manifest_path(src, dest)
+        earlier = _read_manifest(conn, manifest) or []
+        if earlier:
+            there = conn.stat_paths([os.path.join(dest, n) for n in earlier])
+            new = sorted(set(new) | {n for n, f in zip(earlier, there, strict=True)
+                                     if f is not None})
+        conn.write_file(manifest, json.dumps(new).encode(), mode="0600", owner=None,
+                        group=None)
         result = conn.run(["/bin/sh", "-c", _EXTRACT_SH, "tectum-extract", src, dest, digest,
                            fmt], mutating=True)
         if result.returncode == 4:
+            conn.remove(manifest)
             raise ApplyError(f"{src} changed while it was being extracted (its SHA-256 is now "
                              f"{result.text().strip()}, not {digest}); nothing was extracted")
         if not result.ok:
+            # what the failed extraction made goes (what was there before stays); if that
+            # fails too, the manifest stays and the next extraction counts them as its own
+            try:
+                self._remove(conn, {"dest": dest, "files": new})
+                conn.remove(manifest)
+            except (ApplyError, ConnectorError):
+                pass
             raise ApplyError(f"cannot extract {src} into {dest}: "
-                             f"{_tail(result) or f'exit code {result.returncode}'}")
+                             f"{_tail(result) or f'exit code {result.returncode}'}; what it "
+                             "had created was removed")
         made = sorted(set(recorded) | set(new))
         owner, group = after.get("owner"), after.get("group")
         if owner or group:
@@ -982,6 +1031,7 @@ class ArchiveType(HostType):
             if not chown.ok:
                 raise ApplyError(f"extracted {src} into {dest}, but cannot give its entries to "
                                  f"{spec}: {_tail(chown)}")
+        conn.remove(manifest)
         return digest, made
 
     def _remove(self, conn: Connector, record: dict[str, Any]) -> None:
@@ -1039,5 +1089,27 @@ class ArchiveType(HostType):
                              "there after the delete")
 
 
+def manifest_path(src: str, dest: str) -> str:
+    """The file in ``dest`` that names the entries an extraction of ``src`` is creating
+    (while it runs): ``DEST/.tectum-extract-<first 16 hex digits of SHA-256(src)>.json``."""
+    digest = hashlib.sha256(src.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return os.path.join(dest, f".tectum-extract-{digest}.json")
+
+
+def _read_manifest(conn: Connector, manifest: str) -> list[str] | None:
+    """The entry names a manifest holds (None: no manifest, or not one tectum wrote)."""
+    fact = conn.stat_paths([manifest], content=True)[0]
+    if fact is None or fact.kind != "file":
+        return None
+    try:
+        names = json.loads((fact.content or b"").decode("utf-8", "surrogateescape"))
+    except ValueError:
+        return None
+    if not isinstance(names, list):
+        return None
+    return [n for n in names if isinstance(n, str) and n and not n.startswith("/")
+            and ".." not in n.split("/")]
+
+
 __all__ = ["ArchiveType", "DownloadType", "Entry", "UnsafeArchive", "normal_entry",
-           "parse_tar_listing", "parse_zip_listing", "unsafe_entry"]
+           "manifest_path", "parse_tar_listing", "parse_zip_listing", "unsafe_entry"]

@@ -7,6 +7,13 @@ Ansible's: it runs git as ``become_user``) give the working tree to an account �
 the connector's user, then ``chown -R`` after every change. It is a deploy step: the
 checkout follows the remote, so a branch that moved upstream is a change of the next plan.
 
+``repo`` never holds credentials: a URL with a password (``https://user:token@...``,
+``ssh://user:pw@...``) or a user name in an http(s) URL (``https://TOKEN@host/...``) is
+refused at validate time, as ``download`` refuses them, because it would show in the host's
+process list, in plan output and in state; the host's git gets them from a credential
+helper, ``~/.netrc`` or an ssh key. A ``repo`` starting with ``-`` is refused too, and every
+git command that takes a repository gets it after ``--``.
+
 Shapes (attribute dicts):
 
 * desired: ``{"repo", "dest", "version" | None, "depth" | None, "force": bool, "owner" |
@@ -50,7 +57,12 @@ one ref wanted (``--depth N`` when set), skipped when the planned commit is alre
 then ``git checkout -B BRANCH COMMIT`` (tracking ``origin/BRANCH``) for a branch, ``git
 checkout --detach COMMIT`` for a tag or a commit. The commit checked out is the one the plan
 showed, even when the branch moved again since; one that the fetch does not bring (the
-branch was rewritten) fails the apply: plan again. A failed clone removes what it made. Git
+branch was rewritten) fails the apply: plan again. A failed clone removes what it made.
+A clone marks itself (``.git/tectum-clone``, saying whether ``dest`` was there before) until
+its commit is checked out: what a killed clone leaves — a repository without a commit that
+is marked, or that holds nothing but ``git init`` + ``remote add origin REPO`` — is read as
+absent, and the next apply finishes the clone in it; :meth:`GitCheckoutType.sweep_interrupted`
+removes it when the journal says a killed run was applying the checkout there. Git
 must be installed on the host: the plan shows the commit as known after apply when it is not
 (a ``Package("git")`` in the same apply may bring it), and the apply fails with what to do.
 
@@ -63,6 +75,7 @@ left); one it found is only forgotten. The engine makes that choice from
 from __future__ import annotations
 
 import re
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -124,7 +137,14 @@ while [ "$i" -lt "$n" ]; do
     fi
     count=$(printf '%s' "$mods" | grep -c '')
     own=$(stat -c '%U	%G	%u	%g' -- "$d")
-    printf 'D\t%s\trepo\t%s\t%s\t%s\t%s\t%s\n' "$i" "$head" "$ref" "$url" "$count" "$own"
+    mark=""; only=""
+    if [ -z "$head" ]; then
+      # no commit yet: what an interrupted clone leaves (see GitCheckoutType._leftover)
+      mark=$(head -c 16 -- "$d/.git/tectum-clone" 2>/dev/null | tr -cd 'a-z')
+      if [ -z "$(ls -A -- "$d" | grep -vx '.git')" ]; then only=1; fi
+    fi
+    printf 'D\t%s\trepo\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$i" "$head" "$ref" "$url" "$count" \
+      "$own" "$mark" "$only"
     printf '%s\n' "$mods" | head -n 5 | while IFS= read -r line; do
       if [ -n "$line" ]; then printf 'M\t%s\t%s\n' "$i" "$line"; fi
     done
@@ -139,7 +159,7 @@ while [ "$#" -gt 0 ]; do
 $1"; shift; m=$((m + 1)); done
   old_ifs=$IFS; IFS='
 '
-  out=$(git ls-remote --symref "$r" $pats 2>&1); rc=$?
+  out=$(git ls-remote --symref -- "$r" $pats 2>&1); rc=$?
   IFS=$old_ifs
   printf 'R\t%s\t%s\n' "$j" "$rc"
   printf '%s\n' "$out" | while IFS= read -r line; do printf 'L\t%s\t%s\n' "$j" "$line"; done
@@ -152,12 +172,35 @@ def _valid_repo(value: Any) -> str | None:
         return None
     if any(ord(c) < 32 for c in value):
         return "must not contain control characters"
+    if value.startswith("-"):
+        return "must not start with - (git would take it for an option)"
     if value.startswith("/"):
         return path_problem(value)
-    if _URL_RE.fullmatch(value) or _SCP_RE.fullmatch(value):
+    if _URL_RE.fullmatch(value):
+        return _credentials_problem(value)
+    if _SCP_RE.fullmatch(value):
         return None
     return ("must be a URL git fetches from (https://, ssh://, git://, file://), an scp-like "
             "address (git@host:path) or an absolute path to a repository")
+
+
+def _credentials_problem(url: str) -> str | None:
+    """Why ``url`` must not be used as it is: it holds a password (any scheme), or a user name
+    in an http(s) URL (where it is a token: ``https://TOKEN@host/...``). Such a URL would
+    show in the host's process list, in plan output and in state. The value itself is never
+    repeated in the sentence."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError as exc:
+        return f"is not a valid URL ({exc})"
+    if parts.password is not None or (
+            parts.username is not None and parts.scheme.lower() in ("http", "https")):
+        return ("must not hold credentials (user:password@ or token@): they would show in "
+                "the host's process list, in plan output and in state; give them to git on "
+                "the host instead: a credential helper (git config --global "
+                "credential.helper ...), ~/.netrc, or an ssh key with an ssh:// or "
+                "git@host:path URL")
+    return None
 
 
 def _valid_dest(value: Any) -> str | None:
@@ -334,7 +377,26 @@ class GitCheckoutType(HostType):
         return observed.get("commit") is not None
 
     def journal_identity(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        return {"dest": attrs.get("dest")}
+        """``dest``, and ``origin``: the ``repo`` (an interrupted clone is recognised by its
+        origin URL; not kept as ``repo``, so reading the record of a resource that left the
+        configuration looks up no remote)."""
+        return {"dest": attrs.get("dest"), "origin": attrs.get("repo")}
+
+    def sweep_interrupted(self, target: Connector,
+                          identities: Sequence[dict[str, Any]]) -> None:
+        """Remove what a killed clone left at these ``dest`` s: a repository without a commit
+        that tectum's clone marked (``.git/tectum-clone``), or that holds nothing but ``git
+        init`` + ``remote add`` of the journal's ``origin``. A directory that was there before
+        the clone is emptied and kept; nothing else is touched."""
+        dests = [i for i in identities if isinstance(i.get("dest"), str)
+                 and str(i["dest"]).startswith("/") and i["dest"] != "/"]
+        if not dests:
+            return
+        for ident, fields in zip(dests, _read_dests(target, [str(i["dest"]) for i in dests]),
+                                 strict=True):
+            existed = _leftover(fields, ident.get("origin"))
+            if existed is not None:
+                self._delete(target, {"dest": ident["dest"], "dest_existed": existed})
 
     # -- refresh -------------------------------------------------------------------------
     def facts(self, objects: Sequence[dict[str, Any]]) -> FactRequest:
@@ -376,6 +438,9 @@ class GitCheckoutType(HostType):
             elif state == "notrepo":
                 found = {"dest": dest, "_problem": f"{dest} is a directory with files in it, "
                                                    "not the top of a git checkout"}
+            elif _leftover(fields, obj.get("repo")) is not None:
+                # what an interrupted clone left (no commit yet): the next apply finishes it
+                found = {"dest": dest, "_resume": True}
             else:
                 found = {"dest": dest, "repo": fields["url"] or None,
                          "commit": fields["head"] or None, "_ref": fields["ref"] or None,
@@ -502,7 +567,7 @@ class GitCheckoutType(HostType):
             sha = (change.before or {}).get("commit")
             if "repo" in planned:
                 res = _run(conn, ["git", "-c", f"safe.directory={dest}", "-C", dest, "remote",
-                                  "set-url", "origin", str(after["repo"])])
+                                  "set-url", "--", "origin", str(after["repo"])])
                 if not res.ok:
                     raise ApplyError(f"git remote set-url failed in {dest}: "
                                      f"{res.error_text()}")
@@ -515,14 +580,22 @@ class GitCheckoutType(HostType):
         fresh = fact is None or change.action in (Action.CREATE, Action.REPLACE)
         existed = bool((change.prior or {}).get("dest_existed")) if not fresh \
             else fact is not None
+        resume = False
         if fresh and fact is not None and (fact.kind != "directory" or
                                            _run(conn, ["find", dest, "-mindepth", "1",
                                                        "-maxdepth", "1"], mutating=False
                                                 ).stdout.strip()):
-            raise ApplyError(f"cannot clone into {dest}: something is there now that was not "
-                             "when the plan was made; plan again")
+            try:
+                left = _leftover(_read_dests(conn, [dest])[0], after.get("repo"))
+            except ConnectorError as exc:
+                raise ApplyError(str(exc)) from None
+            if left is None:
+                raise ApplyError(f"cannot clone into {dest}: something is there now that was "
+                                 "not when the plan was made; plan again")
+            resume, existed = True, left  # (an interrupted clone: finished now)
         try:
-            self._checkout(conn, dest, str(after["repo"]), sha, ref, after, fresh, planned)
+            self._checkout(conn, dest, str(after["repo"]), sha, ref, after, fresh, planned,
+                           resume=resume)
         except ApplyError:
             if fresh:
                 self._delete(conn, {"dest": dest, "dest_existed": existed}, quiet=True)
@@ -547,7 +620,7 @@ class GitCheckoutType(HostType):
         version = after.get("version")
         if isinstance(version, str) and _COMMIT_RE.fullmatch(version):
             return version, version
-        res = _run(conn, ["git", "ls-remote", "--symref", str(after["repo"]),
+        res = _run(conn, ["git", "ls-remote", "--symref", "--", str(after["repo"]),
                           *_patterns(version)], mutating=False)
         want = self._want(after, (res.returncode, res.text().splitlines()
                                   if res.ok else [res.error_text()]))
@@ -556,7 +629,12 @@ class GitCheckoutType(HostType):
         return str(want["_want"]), str(want["_want_ref"])
 
     def _checkout(self, conn: Connector, dest: str, repo: str, sha: str, ref: str,
-                  after: dict[str, Any], fresh: bool, planned: dict[str, Any]) -> None:
+                  after: dict[str, Any], fresh: bool, planned: dict[str, Any], *,
+                  resume: bool = False) -> None:
+        """Make (``fresh``) or move the checkout at ``dest``. A fresh clone marks itself
+        (``.git/tectum-clone``: ``new``, or ``existed`` when ``dest`` was an empty directory)
+        until its commit is checked out, so what a killed clone leaves is known as tectum's
+        (:func:`_leftover`); ``resume`` goes on from such a leftover."""
         def git(*args: str, mutating: bool = True) -> CommandResult:
             return _run(conn, ["git", "-c", f"safe.directory={dest}", "-C", dest, *args],
                         mutating=mutating)
@@ -566,11 +644,24 @@ class GitCheckoutType(HostType):
                 raise ApplyError(f"{what} failed in {dest} (exit {res.returncode}): "
                                  f"{res.error_text()}")
 
-        if fresh:
+        marker = f"{dest}/.git/tectum-clone"
+        if fresh and not resume:
+            existed = conn.exists(dest)
             must("git init", _run(conn, ["git", "init", "-q", "--", dest]))
-            must("git remote add", git("remote", "add", "origin", repo))
+            try:
+                conn.write_file(marker, b"existed\n" if existed else b"new\n", mode=None,
+                                owner=None, group=None)
+            except ConnectorError as exc:
+                raise ApplyError(f"cannot write {marker}: {exc}") from None
+            must("git remote add", git("remote", "add", "--", "origin", repo))
+        elif resume:
+            url = git("config", "--get", "remote.origin.url", mutating=False)
+            if not url.stdout.strip():
+                must("git remote add", git("remote", "add", "--", "origin", repo))
+            elif url.text().strip() != repo:
+                must("git remote set-url", git("remote", "set-url", "--", "origin", repo))
         elif "repo" in planned:
-            must("git remote set-url", git("remote", "set-url", "origin", repo))
+            must("git remote set-url", git("remote", "set-url", "--", "origin", repo))
         if "local_changes" in planned:
             must("git reset --hard", git("reset", "-q", "--hard"))
         if not git("cat-file", "-e", f"{sha}^{{commit}}", mutating=False).ok:
@@ -595,6 +686,11 @@ class GitCheckoutType(HostType):
         head = git("rev-parse", "HEAD", mutating=False).text().strip()
         if head != sha:
             raise ApplyError(f"{dest} is at {head or 'no commit'} after the checkout, not {sha}")
+        if fresh:
+            try:
+                conn.remove(marker)
+            except ConnectorError as exc:
+                raise ApplyError(f"cannot remove {marker}: {exc}") from None
         left = git("status", "--porcelain", "--untracked-files=no", mutating=False)
         if left.stdout.strip():
             raise ApplyError(f"{dest} has local modifications after the checkout "
@@ -615,6 +711,34 @@ class GitCheckoutType(HostType):
         except ConnectorError as exc:
             if not quiet:
                 raise ApplyError(str(exc)) from None
+
+
+def _leftover(fields: dict[str, Any], repo: Any) -> bool | None:
+    """Whether the read ``fields`` of a dest (:func:`_parse_read`) are what an interrupted
+    clone of ``repo`` leaves — a repository without a commit that tectum's clone marked, or
+    one holding nothing but what ``git init`` and ``git remote add origin REPO`` make (no
+    file, no other origin; killed before the mark was written). Returns None when not (it is
+    someone's work), else whether ``dest`` was there before the clone (unmarked: assumed
+    so, so it is emptied, never removed)."""
+    if fields.get("state") != "repo" or fields.get("head"):
+        return None
+    mark = fields.get("mark")
+    if mark in ("new", "existed"):
+        return bool(mark == "existed")
+    if fields.get("only_git") and fields.get("url") in ("", repo):
+        return True
+    return None
+
+
+def _read_dests(conn: Connector, dests: Sequence[str]) -> list[dict[str, Any]]:
+    """The read command's fields for ``dests`` alone (no remote is looked up)."""
+    argv = _read_argv([{"dest": d} for d in dests])
+    result = conn.run(argv, mutating=False)
+    if not result.ok:
+        raise ConnectorError(f"cannot read {', '.join(dests)} on {conn.host}: "
+                             f"{result.error_text()}")
+    found = _parse_read(result, argv)[0]
+    return [found.get(i, {"state": "absent"}) for i in range(1, len(dests) + 1)]
 
 
 def _ownership(conn: Connector, dest: str, after: dict[str, Any]) -> dict[str, Any]:
@@ -666,7 +790,9 @@ def _parse_read(result: CommandResult, argv: tuple[str, ...]
             if parts[1] == "repo" and len(parts) >= 10:
                 dests[idx] = {"state": "repo", "head": parts[2], "ref": parts[3],
                               "url": parts[4], "changes": int(parts[5] or 0), "mods": [],
-                              "owner": (parts[6], parts[8]), "group": (parts[7], parts[9])}
+                              "owner": (parts[6], parts[8]), "group": (parts[7], parts[9]),
+                              "mark": parts[10] if len(parts) > 10 else "",
+                              "only_git": len(parts) > 11 and parts[11] == "1"}
             else:
                 dests[idx] = {"state": parts[1], "detail": "\t".join(parts[2:]).strip()}
         elif kind == "M":

@@ -36,7 +36,17 @@ facts round trip (:meth:`PipPackagesType.facts`), which runs each virtualenv's
 
 **Apply** installs, in one ``pip install``, exactly the requirements the plan showed unmet
 (or uninstalls, with ``ensure="absent"``, the packages it showed installed), then reads the
-virtualenv again and fails when a requirement is still unmet.
+virtualenv again and fails when a requirement is still unmet. A virtualenv tectum makes holds
+the marker file ``.tectum-creating`` (:data:`MARKER`) from before ``virtualenv_command`` runs
+until its first install is done: a virtualenv a killed run left half made is read as absent,
+and the next apply (or, when the resource left the configuration, the sweep after the killed
+run: :meth:`PipPackagesType.sweep_interrupted`) removes it and makes it anew. A directory
+without the marker is never removed.
+
+``index_url``, ``find_links`` and ``extra_args`` never hold credentials: a URL with a user
+name or password in them is refused at validate time (it would show in the host's process
+list and in state); pip on the host gets them from ``~/.netrc``, a keyring or its own
+configuration there (``/etc/pip.conf``, ``PIP_INDEX_URL``).
 
 **Delete** (README "What tectum deletes"): a virtualenv tectum created is removed, with
 everything in it. When the virtualenv was there before, and none of the packages were
@@ -49,7 +59,9 @@ and is only forgotten. Uninstalling never removes the dependencies pip brought i
 from __future__ import annotations
 
 import json
+import re
 import shlex
+import urllib.parse
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -75,6 +87,10 @@ NOT_INSTALLED = " (not installed)"
 PIP_ENV = {"PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
 #: seconds one ``pip install`` / ``uninstall`` / virtualenv creation may take
 PIP_TIMEOUT = 1800.0
+#: the file in a virtualenv tectum is making (until its first install is done): ``new``, or
+#: ``existed`` when the directory was there (empty) before; what a killed run left is known
+#: as tectum's by it, and the next apply makes the virtualenv anew
+MARKER = ".tectum-creating"
 
 # the distributions of one virtualenv, as {name: version} JSON on one line (-I: isolated:
 # neither the working directory nor PYTHON* variables nor the user's site-packages count)
@@ -88,7 +104,9 @@ _READ = r"""
 set -f
 py=$1; shift
 for v in "$@"; do
-  if [ -x "$v/bin/python" ]; then
+  if [ -f "$v/.tectum-creating" ] && [ ! -L "$v" ]; then
+    printf 'partial\t0\t%s\n' "$(head -c 16 -- "$v/.tectum-creating" | tr -cd 'a-z')"
+  elif [ -x "$v/bin/python" ]; then
     out=$("$v/bin/python" -I -c "$py" 2>&1 </dev/null); rc=$?
     printf 'venv\t%s\t%s\n' "$rc" "$(printf '%s' "$out" | tr '\n\t' '  ')"
   elif [ -L "$v" ] || [ -e "$v" ]; then
@@ -158,7 +176,43 @@ def _valid_venv(value: Any) -> str | None:
     return path_problem(value)
 
 
+_URL_IN = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s,]+")
+#: what to do instead of a URL with credentials (the sentence ends a validation message)
+_CREDENTIALS_HINT = ("must not hold credentials in a URL (user:password@ or token@): they "
+                     "would show in the host's process list and in state; give them to pip on "
+                     "the host instead: ~/.netrc, a keyring, or pip's configuration there "
+                     "(/etc/pip.conf, or PIP_INDEX_URL / PIP_EXTRA_INDEX_URL in its "
+                     "environment)")
+
+
+def _has_credentials(text: str) -> bool:
+    """Whether a URL in ``text`` holds a user name or password (``https://u:p@host``)."""
+    for match in _URL_IN.finditer(text):
+        try:
+            parts = urllib.parse.urlsplit(match.group(0))
+        except ValueError:
+            continue
+        if parts.username is not None or parts.password is not None:
+            return True
+    return False
+
+
+def _valid_index(value: Any) -> str | None:
+    if isinstance(value, str) and is_known(value) and _has_credentials(value):
+        return _CREDENTIALS_HINT
+    return None
+
+
 def _valid_words(value: Any) -> str | None:
+    problem = _valid_word_list(value)
+    if problem is None:
+        words = value if isinstance(value, list) else [value]
+        if any(isinstance(w, str) and is_known(w) and _has_credentials(w) for w in words):
+            return _CREDENTIALS_HINT
+    return problem
+
+
+def _valid_word_list(value: Any) -> str | None:
     if isinstance(value, str):
         try:
             words = shlex.split(value)
@@ -176,7 +230,7 @@ def _valid_words(value: Any) -> str | None:
 
 
 def _valid_command(value: Any) -> str | None:
-    problem = _valid_words(value)
+    problem = _valid_word_list(value)
     if problem is None and isinstance(value, str) and is_known(value) \
             and not shlex.split(value):
         return "must not be empty"
@@ -188,6 +242,8 @@ def _valid_links(value: Any) -> str | None:
         value = [value]
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         return "must be a URL or directory, or a list of them"
+    if any(is_known(v) and _has_credentials(v) for v in value):
+        return _CREDENTIALS_HINT
     return None
 
 
@@ -246,7 +302,7 @@ class PipPackagesType(HostType):
                                    description="the command that makes the virtualenv (its "
                                                "path is added), e.g. \"python3.12 -m venv\" "
                                                "or \"virtualenv -p python3\""),
-        "index_url": Attr(str, description="pip's --index-url"),
+        "index_url": Attr(str, validate=_valid_index, description="pip's --index-url"),
         "find_links": Attr((str, list), validate=_valid_links,
                            description="pip's --find-links: directories or URLs of wheels"),
         "extra_args": Attr((str, list), validate=_valid_words,
@@ -330,8 +386,8 @@ class PipPackagesType(HostType):
         out: list[dict[str, Any] | None] = []
         for item, (state, dists) in zip(items, found, strict=True):
             venv = str(item.attrs["virtualenv"])
-            if state in ("absent", "empty"):
-                out.append(None)
+            if state in ("absent", "empty") or state.startswith("partial"):
+                out.append(None)  # (partial: a killed run was making it; made anew)
                 continue
             if dists is None:
                 out.append({"virtualenv": venv, "_problem": state})
@@ -400,14 +456,25 @@ class PipPackagesType(HostType):
             self._delete(conn, {**(change.prior or {}), **old})
         created = bool((change.prior or {}).get("created_venv"))
         state = _read(conn, [venv])[0][0]
-        if state in ("absent", "empty"):
+        if state.startswith("partial"):
+            # a killed run was making it (its marker says so): made anew
+            state = _undo_partial(conn, venv, state)
+        making = state in ("absent", "empty")
+        if making:
             if ensure == "absent":
                 return self.stored({**after, "installed": {}})
             argv = [*_words(after.get("virtualenv_command") or "python3 -m venv"), venv]
+            try:
+                if state == "absent":
+                    conn.make_dir(venv, mode=None, owner=None, group=None)
+                conn.write_file(f"{venv}/{MARKER}", f"{'new' if state == 'absent' else 'existed'}"
+                                "\n".encode(), mode=None, owner=None, group=None)
+            except ConnectorError as exc:
+                _undo_create(conn, venv, state)
+                raise ApplyError(f"cannot make the virtualenv {venv}: {exc}") from None
             res = conn.run(argv, env=PIP_ENV, timeout=PIP_TIMEOUT)
             if not res.ok:
-                if state == "absent":
-                    self._delete(conn, {"virtualenv": venv, "created_venv": True}, quiet=True)
+                _undo_create(conn, venv, state)
                 raise ApplyError(f"cannot make the virtualenv {venv} with {shlex.join(argv)} "
                                  f"(exit {res.returncode}): {res.error_text()}")
             created = True
@@ -419,10 +486,14 @@ class PipPackagesType(HostType):
             try:
                 self._pip(conn, venv, after, todo, ensure)
             except ApplyError:
-                if created and state in ("absent", "empty") and change.action in (
-                        Action.CREATE, Action.REPLACE):
-                    self._delete(conn, {"virtualenv": venv, "created_venv": True}, quiet=True)
+                if making:
+                    _undo_create(conn, venv, state)
                 raise
+        if making:
+            try:
+                conn.remove(f"{venv}/{MARKER}")
+            except ConnectorError as exc:
+                raise ApplyError(f"cannot remove {venv}/{MARKER}: {exc}") from None
         now_state, dists = _read(conn, [venv])[0]
         if dists is None:
             raise ApplyError(f"cannot read {venv} after pip ran: {now_state}")
@@ -435,6 +506,19 @@ class PipPackagesType(HostType):
         return self.stored({**after, "installed": {n: v for n, v in sorted(dists.items())
                                                    if n in names},
                             "created_venv": created or None})
+
+    def sweep_interrupted(self, target: Connector,
+                          identities: Sequence[dict[str, Any]]) -> None:
+        """Remove a virtualenv a killed run was making (its marker file is still in it; a
+        directory that was there empty before is emptied and kept). Nothing without the
+        marker is touched."""
+        venvs = [str(i["virtualenv"]) for i in identities
+                 if isinstance(i.get("virtualenv"), str) and _valid_venv(i["virtualenv"]) is None]
+        if not venvs:
+            return
+        for venv, (state, _) in zip(venvs, _read(target, venvs), strict=True):
+            if state.startswith("partial"):
+                _undo_partial(target, venv, state)
 
     def _pip(self, conn: Connector, venv: str, after: dict[str, Any], todo: list[str],
              ensure: str) -> None:
@@ -475,6 +559,36 @@ class PipPackagesType(HostType):
         except (ConnectorError, ApplyError) as exc:
             if not quiet:
                 raise ApplyError(str(exc)) from None
+
+
+def _undo_create(conn: Connector, venv: str, state: str) -> None:
+    """Remove what making the virtualenv made: the directory (``state`` "absent": it was
+    not there), or its content ("empty": it was there, empty). Quiet: the caller raises."""
+    try:
+        if state == "absent":
+            conn.remove(venv, recursive=True)
+        else:
+            conn.run(["find", venv, "-mindepth", "1", "-delete"])
+    except ConnectorError:
+        pass
+
+
+def _undo_partial(conn: Connector, venv: str, state: str) -> str:
+    """Remove a virtualenv a killed run left half made (read as ``partial-new`` /
+    ``partial-existed``, from its marker); returns the state it is in afterwards ("absent"
+    or "empty"). Raises :class:`ApplyError` when it cannot."""
+    existed = state == "partial-existed"
+    try:
+        if existed:
+            res = conn.run(["find", venv, "-mindepth", "1", "-delete"])
+            if not res.ok:
+                raise ConnectorError(f"cannot empty {venv}: {res.error_text()}")
+        else:
+            conn.remove(venv, recursive=True)
+    except ConnectorError as exc:
+        raise ApplyError(f"cannot remove the virtualenv a killed run left half made at "
+                         f"{venv}: {exc}") from None
+    return "empty" if existed else "absent"
 
 
 def _observed(venv: str, attrs: dict[str, Any], dists: dict[str, str]) -> dict[str, Any]:
@@ -523,6 +637,8 @@ def _read(conn: Connector, venvs: Sequence[str]
                 if isinstance(name, str) and name and isinstance(version, str):
                     dists.setdefault(canonicalize_name(name), version)
             out.append(("venv", dists))
+        elif state == "partial":
+            out.append(("partial-existed" if text.strip() == "existed" else "partial-new", None))
         elif state == "notvenv":
             out.append((f"{venv} exists but is not a virtualenv (no executable bin/python)",
                         None))

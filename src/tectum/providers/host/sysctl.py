@@ -38,8 +38,12 @@ over SSH, would bring back nothing), and the file's content comes with the other
 
 Drift is seen on both: the live value changed by hand (``value``), the file edited or
 removed (``persisted``, ``file``). A key the kernel does not have (no ``/proc/sys`` path: a
-typo, or a module not loaded) is a plan-time diagnostic (the read fails with
-:class:`~tectum.providers.base.ReadError`, naming the key). Deleting a resource removes the
+typo, or a kernel module not loaded yet) is read with ``value`` None and reported by
+:meth:`SysctlType.missing` as a plan-time error naming the key — unless something the
+resource depends on changes in the plan: ``Sysctl(name="net.ipv4.vs.conntrack", value=1,
+depends_on=[Command("ip_vs", command=["modprobe", "ip_vs"], ...)])`` plans, and its apply
+sets the key the module brought (an apply that still finds no key fails, naming it).
+Deleting a resource removes the
 file tectum created and leaves the live value as it is until the next boot (the plan says so;
 nothing records the value before tectum). A value the kernel refuses (``EINVAL``) or stores
 differently (clamped, rounded) fails the apply before the file is written, so a bad value
@@ -49,7 +53,7 @@ never reaches the next boot.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tectum.plans.plan import Action, AttrChange, ResourceChange
@@ -212,6 +216,12 @@ class SysctlType(HostType):
     def describe(self, attrs: dict[str, Any]) -> str:
         return str(attrs.get("name", ""))
 
+    def identity_key(self, attrs: dict[str, Any]) -> tuple[Any, ...]:
+        """Its file (:func:`conf_path`): a ``file`` resource at the same path manages the same
+        object (each apply would undo the other), so the two are refused together."""
+        name = attrs.get("name")
+        return ("path", conf_path(name) if isinstance(name, str) and is_known(name) else name)
+
     def sweep_interrupted(self, target: Connector,
                           identities: Sequence[dict[str, Any]]) -> None:
         """Remove the temporary files a killed run's atomic writes left in /etc/sysctl.d."""
@@ -230,8 +240,9 @@ class SysctlType(HostType):
 
     def read(self, target: Connector, items: Sequence[ReadItem]
              ) -> list[dict[str, Any] | None]:
-        """Read every key (see the module docstring). Raises :class:`ReadError` naming every
-        declared key the kernel does not have, or whose value cannot be read."""
+        """Read every key (see the module docstring); a declared key the kernel does not have
+        is read with ``value`` None (:meth:`missing` reports it). Raises :class:`ReadError`
+        naming every declared key whose value cannot be read (a write-only key)."""
         return self._read(target, [i.attrs for i in items],
                           [i.desired is not None for i in items])
 
@@ -250,13 +261,7 @@ class SysctlType(HostType):
                 names, declared, live_facts, files, strict=True):
             live: str | None = None
             if live_fact is None:
-                if is_declared:
-                    problems.append(
-                        f"{name} is not a kernel parameter on {conn.host} ({proc_path(name)} "
-                        "does not exist): check the name (`sysctl -a` lists them), or load "
-                        "the kernel module that provides it before planning")
-                    out.append(None)
-                    continue
+                pass  # (no such key, maybe not yet: missing() says so at plan time)
             else:
                 result = conn.run(("cat", "--", proc_path(name)), mutating=False)
                 if result.ok:
@@ -278,6 +283,27 @@ class SysctlType(HostType):
                         "persisted": persisted_value(text, name)})
         if problems:
             raise ReadError("; ".join(problems))
+        return out
+
+    def missing(self, target: Connector, items: Sequence[ReadItem]
+                ) -> list[list[tuple[Hashable | None, str]]]:
+        """A declared key the kernel does not have (no ``/proc/sys`` path; answered from the
+        read's prefetched facts): an error at plan time, unless something it depends on
+        changes in the plan (the Command that loads the module bringing it)."""
+        out = super().missing(target, items)
+        wanted = [(n, str(i.desired["name"])) for n, i in enumerate(items)
+                  if i.desired is not None and isinstance(i.desired.get("name"), str)]
+        if not wanted:
+            return out
+        facts = target.stat_paths([proc_path(name) for _, name in wanted])
+        where = "this machine" if target.host in ("local", "") else f"host {target.host}"
+        for (n, name), fact in zip(wanted, facts, strict=True):
+            if fact is None:
+                out[n].append((None, (
+                    f"{name} is not a kernel parameter on {where} ({proc_path(name)} does not "
+                    "exist): check the name (`sysctl -a` lists them); a key a kernel module "
+                    "brings needs the module loaded first: declare the Command that loads it "
+                    "(modprobe MODULE) and make this Sysctl depend on it")))
         return out
 
     def exists(self, observed: dict[str, Any]) -> bool:
@@ -354,6 +380,11 @@ class SysctlType(HostType):
     @staticmethod
     def _set_live(conn: Connector, name: str, value: str) -> None:
         proc = proc_path(name)
+        if not conn.exists(proc):
+            raise ApplyError(f"{name} is not a kernel parameter on {conn.host}: {proc} does "
+                             "not exist (check the name; a key a kernel module brings needs "
+                             "the module loaded first); nothing was written to "
+                             f"{conf_path(name)}")
         # tee reports the kernel's errno (EINVAL: "Invalid argument"); its echo is dropped
         result = conn.run(("tee", "--", proc), input=f"{value}\n".encode())
         if not result.ok:
