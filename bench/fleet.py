@@ -56,9 +56,9 @@ files, exactly 10 per host must differ; a no-op run must change no object's ctim
 fatal).
 
 Untimed setup, once, for all tools alike: the fleet starts with fresh package lists (the harness
-runs ``apt-get update`` one host after the other), then ``python3``,
-``python3-apt`` (Ansible's target requirements: its modules run Python; its ``apt`` module
-imports apt) and ``cron`` installed without recommends, ``tree`` downloaded once (so that
+runs ``apt-get update`` one host after the other), then ``cron`` and — when Ansible takes part —
+``python3`` and ``python3-apt`` (Ansible's target requirements: its modules run Python; its
+``apt`` module imports apt) installed without recommends, ``tree`` downloaded once (so that
 apt-cacher-ng holds it; the download is removed), and ``LogLevel VERBOSE`` for sshd (hosts
 restarted) so that sshd logs every session. The package lists stay fresh, and no tool refreshes
 them in a timed run: the peers are not asked to (no ``update_cache`` / ``update``), tectum only
@@ -98,10 +98,27 @@ round trips).
 Targets (issue #3): no-op at least 5x faster than pyinfra and 10x faster than Ansible; first
 apply at least 3x faster than pyinfra.
 
+Scale (issue 12, item 7; e.g. ``--hosts 100 --tools tectum,pyinfra``):
+
+* ``floor`` (``--floor``, on by default): the first apply's floor, timed like a tool in the
+  first-apply rounds on freshly reset hosts — the same ``apt-get install`` of the package that
+  tectum runs (its options and environment), started on every host at once (one ``ssh`` per
+  host, all in parallel) and nothing else. tectum's first apply is reported against it.
+* ``tectum@K`` (``--scale-from K``, default 20 when there are more hosts): tectum's no-op over an
+  inventory of the first K hosts only (its own project and state, settled by an untimed apply),
+  in the same no-op rounds, so the growth of tectum's no-op from K to N hosts is measured on the
+  same machine at the same time; at most linear means noop(N) / noop(K) <= N / K.
+* controller memory: the peak resident set size of each tool's process (``ru_maxrss`` of
+  ``wait4``: the largest of the process and its children), per phase.
+* targets: every host converges on every first apply (a tool that fails is reported FAILED),
+  no-op at least 25x faster than pyinfra at 100 hosts or more, tectum's no-op growing at most
+  linearly from K to N hosts.
+
 Usage (as root)::
 
     python3 bench/fleet.py [--hosts 20] [--tools tectum,pyinfra,ansible]
                            [--first-repeat 3] [--repeat 5] [--repair-repeat 3]
+                           [--no-floor] [--scale-from K]
                            [--order interleaved|grouped] [--apt-cache clean|kept]
                            [--baseline PATH] [--json results.json]
     python3 bench/fleet.py --report results.json   # the report of an earlier --json
@@ -159,7 +176,10 @@ N_DAMAGE = 10  # files overwritten by hand per host before each repair
 RESOURCES = 1 + N_DIRS + N_DIRS * FILES_PER_DIR + 4
 
 # untimed setup on every host, for every tool alike
-HOST_PACKAGES = ("python3", "python3-apt", "cron")
+HOST_PACKAGES = ("cron",)
+#: what Ansible needs on a target (its modules run Python; its apt module imports apt):
+#: installed in the setup only when Ansible takes part
+ANSIBLE_PACKAGES = ("python3", "python3-apt")
 SSHD_DROP_IN = "/etc/ssh/sshd_config.d/zz-tectum-bench.conf"
 
 PHASES = ("first", "noop", "repair")
@@ -241,10 +261,16 @@ apply_role(bench, "bench")
 SETUP_SCRIPT = f"""set -e
 export DEBIAN_FRONTEND=noninteractive
 printf 'LogLevel VERBOSE\\n' > {SSHD_DROP_IN}
-apt-get install -y -q --no-install-recommends {' '.join(HOST_PACKAGES)}
+apt-get install -y -q --no-install-recommends @PACKAGES@
 apt-get install -y -q --download-only {PACKAGE}
 apt-get clean
 """
+#: the first apply's floor: tectum's own ``apt-get install`` of the package (its options and
+#: environment: tectum.providers.host.apt), alone
+FLOOR_SCRIPT = (f"DEBIAN_FRONTEND=noninteractive APT_LISTCHANGES_FRONTEND=none apt-get install "
+                f"-y -q -o DPkg::Lock::Timeout=120 --allow-downgrades "
+                f"-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "
+                f"{PACKAGE} >/dev/null")
 
 _KILL_SERVICE = f"""for p in /proc/[0-9]*; do
     if [ "$(cat "$p/comm" 2>/dev/null)" = {SERVICE} ]; then kill -9 "${{p#/proc/}}" 2>/dev/null; fi
@@ -337,12 +363,13 @@ class Run:
     touched: dict[str, int] | None = None  # no-op: objects whose ctime changed, per host
     rep: int = 0  # repetition (round) of the phase, from 0
     seq: int = 0  # position among all the timed runs of the benchmark, from 1
+    max_rss_kib: int = 0  # peak RSS of the tool's process (or its largest child), KiB
 
     def doc(self) -> dict[str, Any]:
         return {"phase": self.phase, "rep": self.rep, "seq": self.seq, "wall_s": self.wall,
                 "cpu_s": self.cpu, "ssh_connections": self.connections,
                 "ssh_sessions": self.sessions, "commands": self.commands,
-                "touched": self.touched}
+                "touched": self.touched, "max_rss_kib": self.max_rss_kib}
 
 
 @dataclass
@@ -373,6 +400,11 @@ class ToolResult:
         cpus = [r.cpu for r in self.runs if r.phase == phase]
         return statistics.median(cpus) if cpus else None
 
+    def max_rss_mib(self, phase: str) -> float | None:
+        """The largest peak RSS of PHASE's runs, MiB."""
+        sizes = [r.max_rss_kib for r in self.runs if r.phase == phase and r.max_rss_kib]
+        return max(sizes) / 1024 if sizes else None
+
 
 def _per_host_median(values: Sequence[dict[str, int]]) -> tuple[float, int, int] | None:
     """(median, min, max) over hosts and runs of per-host counts."""
@@ -386,6 +418,8 @@ class Tool:
     #: keeps state of its own between runs (tectum): its no-op runs need that state to describe
     #: the hosts as they are (see ``Bench.settle``)
     stateful = False
+    #: the phases it takes part in
+    phases: tuple[str, ...] = PHASES
 
     def __init__(self, workdir: Path, fleet: Fleet, workload: Path, env: dict[str, str]) -> None:
         self.workdir = workdir / self.name
@@ -437,8 +471,11 @@ class Tectum(Tool):
             return str(beside)
         return shutil.which("tectum")
 
+    def hosts(self) -> list[Any]:
+        return self.fleet.hosts
+
     def prepare(self) -> None:
-        hosts = self.fleet.hosts
+        hosts = self.hosts()
         first = hosts[0]
         lines = ["# generated by bench/fleet.py", "[defaults]", f"user = {json.dumps(first.user)}",
                  f"port = {first.port}", f"key = {json.dumps(str(first.key_path))}",
@@ -469,7 +506,7 @@ class Tectum(Tool):
 
     def after_run(self, run: Run) -> None:
         counts: dict[str, dict[str, int]] = {h.name: {"total": 0, "mutating": 0}
-                                             for h in self.fleet.hosts}
+                                             for h in self.hosts()}
         if self.command_log is not None and self.command_log.exists():
             for line in self.command_log.read_text(encoding="utf-8").splitlines():
                 if not line.strip():
@@ -508,6 +545,64 @@ class TectumBefore(Tectum):
 
     def warm_up(self) -> None:
         subprocess.run([self.executable, "--help"], capture_output=True, env=self.env)
+
+
+class TectumScale(Tectum):
+    """tectum over the first K hosts only (``--scale-from K``), in the no-op rounds: the growth
+    of tectum's no-op from K hosts to the whole fleet, measured side by side."""
+
+    phases = ("noop",)
+
+    def __init__(self, *args: Any, count: int, executable: str,
+                 extra: Sequence[str] = ()) -> None:
+        self.name = f"tectum@{count}"
+        self.count = count
+        super().__init__(*args, executable=executable, extra=extra)
+
+    def hosts(self) -> list[Any]:
+        return self.fleet.hosts[:self.count]
+
+    def settings(self) -> str:
+        return f"as tectum, with an inventory of the first {self.count} hosts (no-op only)"
+
+
+class Floor(Tool):
+    """The first apply's floor: tectum's ``apt-get install`` of the package alone, on every host
+    at once (``python3 bench/fleet.py --floor-run FILE``: one ssh per host, all in parallel)."""
+
+    name = "floor"
+    phases = ("first",)
+
+    def prepare(self) -> None:
+        commands = [self.fleet.ssh_command(h.name, FLOOR_SCRIPT) for h in self.fleet.hosts]
+        (self.workdir / "commands.json").write_text(json.dumps(commands))
+
+    def argv(self) -> list[str]:
+        return [sys.executable, str(Path(__file__).resolve()), "--floor-run",
+                str(self.workdir / "commands.json")]
+
+    def version(self) -> str:
+        return "apt-get install alone"
+
+    def settings(self) -> str:
+        return (f"one ssh per host, all at once: {FLOOR_SCRIPT.split(' >')[0]} "
+                "(tectum's command and environment)")
+
+
+def floor_run(path: str) -> int:
+    """Run every ssh command of the JSON list in PATH at once; 0 when all succeeded."""
+    commands = json.loads(Path(path).read_text())
+    procs = [subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE) for argv in commands]
+    failed = 0
+    for proc in procs:
+        _, err = proc.communicate()
+        if proc.returncode != 0:
+            failed += 1
+            sys.stderr.write(err.decode(errors="replace")[-500:])
+    if failed:
+        print(f"apt-get install failed on {failed} of {len(procs)} hosts", file=sys.stderr)
+    return 1 if failed else 0
 
 
 class Pyinfra(Tool):
@@ -628,9 +723,10 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 
 class Bench:
-    def __init__(self, fleet: Fleet, workdir: Path, verbose: bool, apt_cache: str = "clean"
-                 ) -> None:
+    def __init__(self, fleet: Fleet, workdir: Path, verbose: bool, apt_cache: str = "clean",
+                 packages: Sequence[str] = HOST_PACKAGES) -> None:
         self.fleet = fleet
+        self.packages = list(packages)
         self.reset_script = RESET_SCRIPT.replace("@APT_CACHE@", APT_CACHE_MODES[apt_cache])
         self.workdir = workdir
         self.verbose = verbose
@@ -672,11 +768,10 @@ class Bench:
     # -- setup, reset, checks ------------------------------------------------------------------
     def setup(self) -> None:
         started = time.monotonic()
-        self.say(f"setup: install {' '.join(HOST_PACKAGES)}; sshd LogLevel VERBOSE (untimed)")
-        self._failed(self.on_all(SETUP_SCRIPT, timeout=900, workers=10), "host setup")
-        for name in self.names:  # sshd reads LogLevel when it starts
-            self.fleet.stop_host(name)
-            self.fleet.start_host(name)
+        self.say(f"setup: install {' '.join(self.packages)}; sshd LogLevel VERBOSE (untimed)")
+        self._failed(self.on_all(SETUP_SCRIPT.replace("@PACKAGES@", " ".join(self.packages)),
+                                 timeout=900, workers=10), "host setup")
+        self.fleet.restart_hosts(self.names)  # sshd reads LogLevel when it starts
         mark = len(self.fleet.log(self.names[0]))
         self.fleet.run(self.names[0], "true", check=True)
         self.sshd_verbose = "Starting session:" in self.fleet.log(self.names[0])[mark:]
@@ -763,11 +858,12 @@ class Bench:
             proc.returncode = code = os.waitstatus_to_exitcode(status)
             _CHILD = None
         connections, sessions = {}, {}
-        for n in self.names:
+        for n in [h.name for h in tool.hosts()] if isinstance(tool, Tectum) else self.names:
             text = self.fleet.log(n)[marks[n]:]
             connections[n] = text.count("Accepted publickey for")
             sessions[n] = text.count("Starting session:")
-        run = Run(phase, wall, usage.ru_utime + usage.ru_stime, connections, sessions, rep=rep)
+        run = Run(phase, wall, usage.ru_utime + usage.ru_stime, connections, sessions, rep=rep,
+                  max_rss_kib=int(usage.ru_maxrss))
         tool.after_run(run)
         if code != 0:
             tail = log.read_text(errors="replace")[-3000:]
@@ -784,7 +880,17 @@ class Bench:
         """One timed run of PHASE (repetition REP) by TOOL, with the untimed work around it:
         reset before a first apply, damage before a repair, the state check after."""
         label = f"{phase}-{rep + 1}"
-        if phase == "first":
+        if phase == "first" and isinstance(tool, Floor):
+            self.reset()
+            self._wrote_hosts(None)
+            run = self.timed(tool, phase, label, rep)
+            self._wrote_hosts(None)
+            installed = self.on_all(f"dpkg-query -W -f='${{db:Status-Abbrev}}' {PACKAGE}")
+            bad = [n for n, r in installed.items() if not r.stdout.startswith("ii")]
+            if bad:
+                raise BenchError(f"floor: {PACKAGE} is not installed on {len(bad)} host(s), "
+                                 f"e.g. {bad[0]}")
+        elif phase == "first":
             self.reset()
             self._wrote_hosts(None)
             tool.before_first()
@@ -819,8 +925,12 @@ class Bench:
         self.say(f"  {tool.name:<8} untimed apply ({why}): {run.wall:7.2f} s wall")
 
     def settle(self, tool: Tool) -> None:
-        """Bring a stateful tool's state in line with hosts another tool built (untimed)."""
+        """Bring a stateful tool's state in line with hosts another tool built (untimed). The
+        hosts were in the desired state already (checked after every run), so the states of
+        the tools in sync stay so."""
+        in_sync = set(self.in_sync)
         self.untimed_apply(tool, "settle: its state after another tool built the hosts")
+        self.in_sync |= in_sync
 
     def restore(self, tools: Sequence[Tool]) -> None:
         """After a failed run: the desired state again on every host, by the first of TOOLS
@@ -854,10 +964,10 @@ class Bench:
                 self._fail(tool, result, exc)
         if order == "grouped":
             schedule = [(tool, phase, rep) for tool in ready for phase in PHASES
-                        for rep in range(reps[phase])]
+                        for rep in range(reps[phase]) if phase in tool.phases]
         else:
             schedule = [(tool, phase, rep) for phase in PHASES for rep in range(reps[phase])
-                        for tool in ready]
+                        for tool in ready if phase in tool.phases]
         failed: set[str] = set()
         for tool, phase, rep in schedule:
             if tool.name in failed:
@@ -871,7 +981,8 @@ class Bench:
                 on_run()
                 if phase != "first":  # the next run expects the desired state
                     try:
-                        self.restore([t for t in ready if t.name not in failed])
+                        self.restore([t for t in ready if t.name not in failed
+                                      and not isinstance(t, (Floor, TectumScale))])
                     except (BenchError, FleetError) as again:
                         for other in ready:
                             if other.name not in failed:
@@ -938,9 +1049,12 @@ def write_workload(workdir: Path) -> Path:
 
 
 # -- report --------------------------------------------------------------------------------------
-def summarize(results: dict[str, ToolResult], reps: dict[str, int]) -> dict[str, Any]:
+def summarize(results: dict[str, ToolResult], reps: dict[str, int],
+              n_hosts: int | None = None) -> dict[str, Any]:
     """Ratios to tectum: ``ratios`` (peer's median / tectum's median, what the targets judge)
-    and ``round_ratios`` ([min, max] of peer's run k / tectum's run k over the rounds k)."""
+    and ``round_ratios`` ([min, max] of peer's run k / tectum's run k over the rounds k);
+    ``scale``: tectum's first apply over its floor, its no-op growth from K to N hosts, and
+    the scale targets (issue 12 item 7)."""
     tectum = results.get("tectum")
     ratios: dict[str, dict[str, float | None]] = {}
     round_ratios: dict[str, dict[str, list[float] | None]] = {}
@@ -961,7 +1075,55 @@ def summarize(results: dict[str, ToolResult], reps: dict[str, int]) -> dict[str,
         got = ratios[phase].get(peer)
         targets.append({"phase": phase, "peer": peer, "at_least": need, "ratio": got,
                         "pass": None if got is None else got >= need})
-    return {"reps": reps, "ratios": ratios, "round_ratios": round_ratios, "targets": targets}
+    return {"reps": reps, "ratios": ratios, "round_ratios": round_ratios, "targets": targets,
+            "scale": scale_summary(results, ratios, n_hosts)}
+
+
+def scale_summary(results: dict[str, ToolResult], ratios: dict[str, dict[str, float | None]],
+                  n_hosts: int | None) -> dict[str, Any]:
+    """tectum's first apply / the floor; tectum's no-op at N hosts / at K hosts against N / K;
+    and the targets of issue 12 item 7."""
+    tectum = results.get("tectum")
+    floor = results.get("floor")
+    out: dict[str, Any] = {"first_over_floor": None, "floor_s": None, "growth": None,
+                           "scale_from": None, "hosts_ratio": None, "targets": []}
+    if tectum is not None and floor is not None:
+        t, f = tectum.median("first"), floor.median("first")
+        out["floor_s"] = f
+        out["first_over_floor"] = t / f if t and f else None
+    scaled = [r for name, r in results.items() if name.startswith("tectum@")]
+    if tectum is not None and scaled and n_hosts:
+        k = int(scaled[0].name.split("@", 1)[1])
+        big, small = tectum.median("noop"), scaled[0].median("noop")
+        out["scale_from"] = k
+        out["hosts_ratio"] = n_hosts / k
+        out["growth"] = big / small if big and small else None
+    if tectum is not None:
+        converged = [r.name for r in results.values() if r.name in ("tectum", "floor")
+                     or r.name.startswith("tectum@")]
+        errors = [name for name in converged if results[name].error]
+        out["targets"].append({"what": "tectum converges every host on every first apply",
+                               "pass": None if not tectum.walls("first") and not errors
+                               else not errors})
+        if n_hosts and n_hosts >= 100:
+            got = ratios["noop"].get("pyinfra")
+            out["targets"].append({"what": "no-op >= 25x faster than pyinfra (100+ hosts)",
+                                   "ratio": got, "pass": None if got is None else got >= 25})
+        if out["growth"] is not None:
+            out["targets"].append({"what": f"no-op grows at most linearly from "
+                                   f"{out['scale_from']} to {n_hosts} hosts",
+                                   "ratio": out["growth"],
+                                   "pass": out["growth"] <= out["hosts_ratio"]})
+    return out
+
+
+def _phases_of(name: str) -> tuple[str, ...]:
+    """The phases a tool of that name takes part in."""
+    if name == Floor.name:
+        return Floor.phases
+    if name.startswith("tectum@"):
+        return TectumScale.phases
+    return PHASES
 
 
 def _fmt(value: float | None, unit: str = " s") -> str:
@@ -988,7 +1150,7 @@ def print_report(results: dict[str, ToolResult], summary: dict[str, Any], n_host
           "CPUs as the tools)\n")
     for name in names:
         r = results[name]
-        print(f"  {name:<8} {r.version or '?'}\n           {r.settings}")
+        print(f"  {name:<9} {r.version or '?'}\n           {r.settings}")
     print()
     tectum = results.get("tectum")
     head = (f"{'phase':<7} {'tool':<8} {'runs':>4} {'median':>9} {'min–max':>17}   "
@@ -1000,6 +1162,8 @@ def print_report(results: dict[str, ToolResult], summary: dict[str, Any], n_host
         for name in names:
             r = results[name]
             walls = r.walls(phase)
+            if not walls and phase not in _phases_of(name):
+                continue
             spread = r.spread(phase)
             cell = ""
             if name != "tectum" and tectum is not None:
@@ -1026,7 +1190,26 @@ def print_report(results: dict[str, ToolResult], summary: dict[str, Any], n_host
           "median:")
     for phase in PHASES:
         print(f"  {phase:<7}" + "".join(f"  {n}: {_fmt(results[n].median_cpu(phase))}"
-                                        for n in names))
+                                        for n in names if phase in _phases_of(n)))
+
+    print("\ncontroller memory (peak RSS of the tool's process or its largest child, MiB), "
+          "largest run:")
+    for phase in PHASES:
+        cells = [f"  {n}: {_fmt(results[n].max_rss_mib(phase), ' MiB')}" for n in names
+                 if results[n].max_rss_mib(phase) is not None]
+        if cells:
+            print(f"  {phase:<7}" + "".join(cells))
+    scale = summary.get("scale") or {}
+    if scale.get("first_over_floor") is not None:
+        print(f"\nfirst apply against its floor ({PACKAGE}'s apt-get install alone on all hosts "
+              f"at once, median {_fmt(scale['floor_s'])}): tectum takes "
+              f"{scale['first_over_floor']:.2f}x the floor")
+    if scale.get("growth") is not None:
+        verdict = ("at most linear" if scale["growth"] <= scale["hosts_ratio"]
+                   else "WORSE than linear")
+        print(f"tectum's no-op from {scale['scale_from']} to {n_hosts} hosts "
+              f"({scale['hosts_ratio']:.1f}x the hosts): {scale['growth']:.2f}x the time "
+              f"({verdict})")
 
     print("\nSSH per host per run (median over hosts and runs, [min–max]):")
     if not sshd_verbose:
@@ -1066,6 +1249,12 @@ def print_report(results: dict[str, ToolResult], summary: dict[str, Any], n_host
             print(f"  {need:<46} not measured")
         else:
             print(f"  {need:<46} {'PASS' if t['pass'] else 'FAIL'} ({t['ratio']:.1f}x)")
+    if scale.get("targets"):
+        print("targets (issue 12, item 7: scale):")
+    for t in scale.get("targets", []):
+        ratio = f" ({t['ratio']:.2f}x)" if t.get("ratio") is not None else ""
+        verdict = "not measured" if t["pass"] is None else ("PASS" if t["pass"] else "FAIL")
+        print(f"  {t['what']:<60} {verdict}{ratio}")
     for name in names:
         error = results[name].error
         if error:
@@ -1090,9 +1279,9 @@ def report_from_json(path: str) -> int:
             seen[x["phase"]] = rep + 1
             r.runs.append(Run(x["phase"], x["wall_s"], x["cpu_s"], x["ssh_connections"],
                               x["ssh_sessions"], x.get("commands"), x.get("touched"), rep,
-                              x.get("seq", 0)))
+                              x.get("seq", 0), x.get("max_rss_kib", 0)))
         results[name] = r
-    summary = summarize(results, doc["reps"])
+    summary = summarize(results, doc["reps"], doc["hosts"])
     load = doc["loadavg"]
     print_report(results, summary, doc["hosts"], doc["sshd_sessions_logged"],
                  (load["before"], load.get("after") or load["now"]), doc.get("apt_cache", "clean"),
@@ -1135,9 +1324,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     parser.add_argument("--report", metavar="FILE",
                         help="only print the report of a results file written by --json")
+    parser.add_argument("--no-floor", dest="floor", action="store_false",
+                        help="do not time the first apply's floor (the package's apt-get "
+                             "install alone on all hosts at once)")
+    parser.add_argument("--scale-from", type=int, metavar="K",
+                        help="also time tectum's no-op over the first K hosts (default 20 "
+                             "when --hosts is larger; 0: not)")
+    parser.add_argument("--floor-run", metavar="FILE", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.floor_run:
+        return floor_run(args.floor_run)
     if args.report:
         return report_from_json(args.report)
+    scale_from = args.scale_from if args.scale_from is not None else (
+        20 if args.hosts > 20 else 0)
+    if scale_from < 0 or scale_from >= args.hosts and scale_from:
+        parser.error("--scale-from must be smaller than --hosts")
     tools = [t.strip() for t in args.tools.split(",") if t.strip()]
     if not tools or any(t not in TOOLS for t in tools) or len(set(tools)) != len(tools):
         parser.error(f"--tools: a comma-separated subset of {','.join(TOOLS)}")
@@ -1175,7 +1377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         """Write the JSON results (also after every run, so a cut-short run keeps them)."""
         if not args.json_path:
             return
-        summary = summarize(results, reps)
+        summary = summarize(results, reps, args.hosts)
         doc = {
             "benchmark": "fleet", "partial": partial, "hosts": args.hosts,
             "apt_cache": args.apt_cache, "order": args.order, "tool_order": tools,
@@ -1202,9 +1404,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.replace(tmp, args.json_path)
 
     try:
-        with Fleet(args.hosts, apt=True) as fleet:
+        # a large fleet boots (and reboots after the setup) all at once: give it time
+        with Fleet(args.hosts, apt=True, boot_timeout=max(30.0, 1.0 * args.hosts)) as fleet:
             fleet_timings = dict(fleet.timings)
-            bench = Bench(fleet, workdir, verbose, args.apt_cache)
+            packages = [*HOST_PACKAGES, *(ANSIBLE_PACKAGES if "ansible" in tools else ())]
+            bench = Bench(fleet, workdir, verbose, args.apt_cache, packages)
             bench.setup()
             setup_s, sshd_verbose = bench.setup_s, bench.sshd_verbose
             bench.say(f"setup done in {setup_s:.1f} s; work directory {workdir}; "
@@ -1219,10 +1423,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         runners.append(TectumBefore(workdir, fleet, workload, env,
                                                     executable=args.baseline,
                                                     extra=args.tectum_arg))
+                    if scale_from:
+                        runners.append(TectumScale(workdir, fleet, workload, env,
+                                                   count=scale_from, executable=tectum_exe,
+                                                   extra=args.tectum_arg))
                 elif name == "pyinfra":
                     runners.append(Pyinfra(workdir, fleet, workload, env, venv=args.venv))
                 else:
                     runners.append(Ansible(workdir, fleet, workload, env, venv=args.venv))
+            if args.floor:
+                runners.append(Floor(workdir, fleet, workload, env))
             bench.run_all(runners, results, reps, args.order, on_run=lambda: save(partial=True))
     except FleetError as exc:
         print(f"the test fleet failed: {exc}", file=sys.stderr)
@@ -1236,7 +1446,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     load_after = os.getloadavg()
-    summary = summarize(results, reps)
+    summary = summarize(results, reps, args.hosts)
     print_report(results, summary, args.hosts, sshd_verbose, (load_before, load_after),
                  args.apt_cache, args.order, bench.untimed if bench else ())
     save(partial=interrupted)

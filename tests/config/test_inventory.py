@@ -85,6 +85,10 @@ def test_no_inventory_file_means_no_hosts(tmp_path: Path) -> None:
     ("[hosts.a]\ncommand_timeout = nan\n", "command_timeout must be positive and finite"),
     ("[defaults]\nconnect_timeout = inf\n", "connect_timeout must be positive and finite"),
     ("[hosts.a]\nbecome_password_env = \"not a name\"\n", "is not a variable name"),
+    ("[hosts.a]\nkeepalive_interval = 0\n", "keepalive_interval must be positive and finite"),
+    ("[defaults]\nconnect_retries = 101\n", "connect_retries must be 0 to 100"),
+    ("[hosts.a]\nkeepalive_count_max = -1\n", "keepalive_count_max must be 0 to 100"),
+    ("[hosts.a]\nconnect_retries = 1.5\n", "connect_retries must be a int"),
     ("[hosts.a\n", "is not valid TOML"),
 ])
 def test_mistakes_are_diagnostics_naming_the_file(tmp_path: Path, text: str,

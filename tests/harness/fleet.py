@@ -13,6 +13,15 @@ and every host uses it as its HTTP proxy; the fleet starts with fresh package li
         host = fleet.hosts[0]            # .name .address .port .user .key_path .known_hosts
         fleet.run(host.name, "hostname")  # the system ssh client, strict host key checking
         fleet.stop_host(host.name)        # port 22 unreachable until start_host(host.name)
+        with fleet.stop_bursts(["host2"], stopped=15, every=20) as bursts:
+            ...                           # host2 frozen 15 s in every 20 s (SIGSTOP/SIGCONT)
+
+Slowing hosts down, as a loaded or frozen machine: :meth:`Fleet.pause_host` stops every process of
+a host (SIGSTOP to its PID 1 and all its descendants; its kernel still answers TCP and ARP, so
+a connection is accepted and then nothing answers), :meth:`Fleet.resume_host` continues them
+(SIGCONT), :meth:`Fleet.stop_bursts` does both on a schedule in a thread, and
+:meth:`Fleet.limit_cpu` holds a host to a CPU quota (cgroup v2 ``cpu.max`` or v1
+``cpu.cfs_quota_us``, whichever this machine has).
 
 Everything a fleet makes is recorded (process ids with their start times, namespace and link
 names) in ``/run/tectum-test/fleets/``; ``stop()`` tears it down by those ids, and is called by
@@ -47,7 +56,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -69,6 +78,8 @@ FIRST_OCTET, LAST_OCTET = 10, 254
 NETNS_PREFIX = "tectum-"
 VETH_PREFIX = "tectv"
 ACNG_PORT = 3142
+#: hosts that run ``apt-get update`` at once when a fleet starts (after the first one)
+APT_UPDATE_WORKERS = 4
 HOST_KEY = "/etc/ssh/ssh_host_ed25519_key"
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
@@ -225,6 +236,25 @@ def _children(pid: int) -> list[int]:
             if int(stat[stat.rindex(")") + 2:].split()[1]) == pid:
                 kids.append(int(entry.name))
     return kids
+
+
+def _descendants(pid: int) -> list[int]:
+    """PID and every process below it (breadth first)."""
+    found, queue_ = [], [pid]
+    while queue_:
+        current = queue_.pop(0)
+        found.append(current)
+        queue_.extend(_children(current))
+    return found
+
+
+def _state(pid: int) -> str | None:
+    """The process's state letter (R, S, D, T, t, Z ...), None when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2:].split()[0]
 
 
 def _kill(pid: int, sig: int) -> None:
@@ -540,7 +570,15 @@ def _links() -> list[str]:
 def _reap_record(record: dict[str, Any]) -> None:
     """Tear down everything a fleet record names, by process id and by name."""
     hosts = record.get("hosts", {}).values()
+    for h in hosts:  # a paused host (pause_host) takes SIGTERM only once continued
+        if _is(h.get("pid"), h.get("pid_start")):
+            for pid in _descendants(h["pid"]):
+                _kill(pid, signal.SIGCONT)
     _stop_processes([(h["pid"], h["pid_start"]) for h in hosts if h.get("pid")])
+    for h in hosts:
+        if h.get("cgroup"):
+            with contextlib.suppress(FleetError):
+                _remove_cgroup(Path(h["cgroup"]))
     lines = [f"link del {h['veth']}" for h in hosts if h["veth"] in _links()]
     names = _netns_names()
     lines += [f"netns del {h['netns']}" for h in hosts if h["netns"] in names]
@@ -707,6 +745,68 @@ def _stop_acng_locked() -> None:
     _remove_tree(STATE_DIR / "acng")
 
 
+# ------------------------------------------------------------------------- CPU quota
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+CGROUP_NAME = "tectum-test"
+#: the period of a CPU quota (microseconds): a host held to 0.1 CPU runs 10 ms in every 100 ms
+CPU_PERIOD_US = 100_000
+
+
+def cpu_cgroup_root() -> tuple[int, Path] | None:
+    """(version, directory) under which this machine lets us make CPU-limited cgroups: cgroup
+    v2 when its root offers the ``cpu`` controller, else the v1 ``cpu`` hierarchy; None if
+    neither is mounted."""
+    controllers = CGROUP_ROOT / "cgroup.controllers"
+    if controllers.is_file() and "cpu" in controllers.read_text().split():
+        return 2, CGROUP_ROOT
+    if (CGROUP_ROOT / "cpu" / "cpu.cfs_quota_us").is_file():
+        return 1, CGROUP_ROOT / "cpu"
+    return None
+
+
+def _cgroup_of(pid: int, version: int) -> str:
+    """PID's cgroup path in the hierarchy of that version (v1: the ``cpu`` controller's)."""
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        number, controllers, path = line.split(":", 2)
+        if version == 2 and number == "0":
+            return path
+        if version == 1 and "cpu" in controllers.split(","):
+            return path
+    return "/"
+
+
+def _move_all(pids: Sequence[int], procs_file: Path) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, FileNotFoundError, OSError):
+            procs_file.write_text(f"{pid}\n")
+
+
+def _remove_cgroup(path: Path, back_to: Path | None = None) -> None:
+    """Move what is left in the cgroup PATH to BACK_TO (its parent when None) and remove it."""
+    if not path.is_dir():
+        return
+    target = (back_to or path.parent) / "cgroup.procs"
+    for _ in range(20):
+        try:
+            pids = [int(p) for p in (path / "cgroup.procs").read_text().split()]
+        except OSError:
+            pids = []
+        _move_all(pids, target)
+        try:
+            path.rmdir()
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.05)
+            continue
+        if path.parent.name == CGROUP_NAME:  # empty unless another fleet uses it
+            with contextlib.suppress(OSError):
+                path.parent.rmdir()
+        return
+    raise FleetError(f"cannot remove cgroup {path}: processes are still in it")
+
+
 # --------------------------------------------------------------------------------- fleet
 
 @dataclass(frozen=True)
@@ -732,6 +832,8 @@ class _Runtime:
     pid_start: int | None = None
     proc: subprocess.Popen[bytes] | None = None
     log_mark: int = 0  # console.log size when the current boot began
+    paused: bool = False  # pause_host: every process stopped (SIGSTOP)
+    cgroup: Path | None = None  # limit_cpu: the host's CPU-limited cgroup
 
     @property
     def console(self) -> Path:
@@ -826,7 +928,10 @@ class Fleet:
     def stop_host(self, name: str, *, keep_network: bool = False) -> None:
         """Stop one host. Its port 22 then times out (no such address any more), or with
         keep_network=True refuses connections. Its disk (upper layer) is kept."""
-        self._stop_hosts([self._rt(name)], keep_network=keep_network)
+        rt = self._rt(name)
+        if rt.paused:
+            self.resume_host(name)
+        self._stop_hosts([rt], keep_network=keep_network)
         self._save()
 
     def start_host(self, name: str) -> None:
@@ -840,9 +945,161 @@ class Fleet:
         self._save()
         self._wait_ready([rt])
 
+    def restart_hosts(self, names: Sequence[str]) -> None:
+        """Stop the hosts NAMES and boot them again on the same disks, addresses and host
+        keys, all at once (sshd rereads its configuration)."""
+        rts = [self._rt(name) for name in names]
+        for rt in rts:
+            if rt.paused:
+                self.resume_host(rt.host.name)
+        self._stop_hosts(rts, keep_network=True)
+        for rt in rts:
+            self._launch(rt)
+        self._save()
+        self._wait_ready(rts)
+
     def is_running(self, name: str) -> bool:
         rt = self._rt(name)
         return _is(rt.pid, rt.pid_start)
+
+    # -- slowing hosts down -------------------------------------------------------------------
+
+    def _init_pid(self, rt: _Runtime) -> int:
+        """PID (in this machine's namespace) of the host's PID 1: the child of its unshare."""
+        if not _is(rt.pid, rt.pid_start):
+            raise FleetError(f"host {rt.host.name} is not running")
+        assert rt.pid is not None
+        kids = _children(rt.pid)
+        if len(kids) != 1:
+            raise FleetError(f"host {rt.host.name}: expected one init process under "
+                             f"{rt.pid}, found {kids}")
+        return kids[0]
+
+    def processes(self, name: str) -> list[int]:
+        """Every process of host NAME (its PID 1 first), as PIDs of this machine."""
+        return _descendants(self._init_pid(self._rt(name)))
+
+    def pause_host(self, name: str) -> int:
+        """Stop every process of host NAME (SIGSTOP), as a machine so loaded or frozen that
+        nothing on it runs; its kernel still completes TCP connections and answers ARP. The
+        host's processes are its PID 1 and all its descendants; stopping repeats until every
+        one is stopped (one forked meanwhile shows up in the next pass). Returns how many
+        processes are stopped. Idempotent."""
+        rt = self._rt(name)
+        init = self._init_pid(rt)
+        rt.paused = True
+        for _ in range(200):
+            pending = [p for p in _descendants(init) if _state(p) not in ("T", "t", "Z", None)]
+            if not pending:
+                return len(_descendants(init))
+            for pid in pending:
+                _kill(pid, signal.SIGSTOP)
+            time.sleep(0.002)
+        raise FleetError(f"host {name}: processes keep running after SIGSTOP")
+
+    def resume_host(self, name: str) -> None:
+        """Continue every process of host NAME (SIGCONT), PID 1 first. Idempotent."""
+        rt = self._rt(name)
+        rt.paused = False
+        if not _is(rt.pid, rt.pid_start):
+            return
+        for pid in _descendants(self._init_pid(rt)):
+            _kill(pid, signal.SIGCONT)
+
+    def is_paused(self, name: str) -> bool:
+        return self._rt(name).paused
+
+    @contextlib.contextmanager
+    def stop_bursts(self, names: Sequence[str], *, stopped: float, every: float,
+                    delay: float = 0.0) -> Iterator[list[tuple[float, float, int]]]:
+        """While the block runs: after DELAY seconds, the hosts NAMES are paused for STOPPED
+        seconds in every EVERY seconds (all at once; :meth:`pause_host`), and resumed when the
+        block ends. Yields the list of bursts so far, ``(start, end, processes stopped)`` in
+        ``time.monotonic()`` seconds (end 0 while a burst lasts)."""
+        if not 0 < stopped < every:
+            raise ValueError("need 0 < stopped < every")
+        for name in names:
+            self._rt(name)
+        bursts: list[tuple[float, float, int]] = []
+        done = threading.Event()
+        errors: list[BaseException] = []
+
+        def cycle() -> None:
+            try:
+                if done.wait(delay):
+                    return
+                while not done.is_set():
+                    start = time.monotonic()
+                    count = sum(self.pause_host(name) for name in names)
+                    bursts.append((start, 0.0, count))
+                    done.wait(stopped)
+                    for name in names:
+                        self.resume_host(name)
+                    bursts[-1] = (start, time.monotonic(), count)
+                    done.wait(max(0.0, every - (time.monotonic() - start)))
+            except BaseException as exc:  # reported when the block ends
+                errors.append(exc)
+            finally:
+                for name in names:
+                    with contextlib.suppress(Exception):
+                        self.resume_host(name)
+
+        thread = threading.Thread(target=cycle, name="tectum-fleet-bursts", daemon=True)
+        thread.start()
+        try:
+            yield bursts
+        finally:
+            done.set()
+            thread.join(timeout=30)
+            for name in names:
+                self.resume_host(name)
+        if errors:
+            raise FleetError(f"stop bursts failed: {errors[0]}") from errors[0]
+
+    def limit_cpu(self, name: str, cpus: float | None) -> None:
+        """Hold host NAME to CPUS of one CPU (e.g. 0.05) with a CPU quota on a cgroup of its
+        own (cgroup v2 ``cpu.max`` or v1 ``cpu.cfs_quota_us``; every process the host starts
+        later inherits it); None lifts the limit (the cgroup is removed). FleetError when this
+        machine has no cgroup CPU controller."""
+        rt = self._rt(name)
+        found = cpu_cgroup_root()
+        if found is None:
+            raise FleetError("no cgroup CPU controller on this machine (v1 cpu or v2 cpu)")
+        version, root = found
+        if cpus is None:
+            if rt.cgroup is not None:
+                home = root / self._home_cgroup(rt, version).lstrip("/")
+                _remove_cgroup(rt.cgroup, home)
+                rt.cgroup = None
+                self._save()
+            return
+        if not cpus > 0:
+            raise ValueError("cpus must be positive")
+        quota = max(1000, int(cpus * CPU_PERIOD_US))
+        if rt.cgroup is None:
+            path = root / CGROUP_NAME / f"{self.fid}-{name}"
+            if version == 2:
+                top = root / CGROUP_NAME
+                top.mkdir(exist_ok=True)
+                with contextlib.suppress(OSError):
+                    (root / "cgroup.subtree_control").write_text("+cpu\n")
+                (top / "cgroup.subtree_control").write_text("+cpu\n")
+            path.mkdir(parents=True, exist_ok=True)
+            rt.cgroup = path
+            self._save()
+        if version == 2:
+            (rt.cgroup / "cpu.max").write_text(f"{quota} {CPU_PERIOD_US}\n")
+        else:
+            (rt.cgroup / "cpu.cfs_period_us").write_text(f"{CPU_PERIOD_US}\n")
+            (rt.cgroup / "cpu.cfs_quota_us").write_text(f"{quota}\n")
+        _move_all(self.processes(name), rt.cgroup / "cgroup.procs")
+
+    @staticmethod
+    def _home_cgroup(rt: _Runtime, version: int) -> str:
+        """The cgroup the host's processes came from: its unshare parent's, never moved."""
+        if rt.pid is not None and _is(rt.pid, rt.pid_start):
+            return _cgroup_of(rt.pid, version)
+        return "/"
 
     def ssh_command(self, name: str, command: str | None = None) -> list[str]:
         """argv for the system ssh client to HOST (strict host key checking, test key)."""
@@ -935,14 +1192,22 @@ class Fleet:
             self._update_package_lists()
 
     def _update_package_lists(self) -> None:
-        """``apt-get update`` on every host, one after the other. The base has no package
-        lists; left to the tests, every host would fetch them at the same moment, and several
-        clients revalidating one index through apt-cacher-ng at once can leave one of them
-        stalled for minutes. One after the other, the first fetches and the rest are served
-        from the cache."""
+        """``apt-get update`` on every host: the first host alone, then the others
+        :data:`APT_UPDATE_WORKERS` at a time. The base has no package lists; left to the tests,
+        every host would fetch them at the same moment, and several clients revalidating one
+        index through apt-cacher-ng at once can leave one of them stalled for minutes (each
+        host's apt gives a stuck request up after 30 s and retries it). The first host fetches;
+        the rest are served from the cache, a few at once (most of an update's time is the
+        host's own CPU: parsing the lists, so a large fleet is not updated one by one)."""
         started = time.monotonic()
-        for rt in self._hosts.values():
+        rts = list(self._hosts.values())
+
+        def update(rt: _Runtime) -> None:
             self.run(rt.host.name, "apt-get update -q", check=True, timeout=300)
+
+        update(rts[0])
+        with ThreadPoolExecutor(max_workers=APT_UPDATE_WORKERS) as pool:
+            list(pool.map(update, rts[1:]))
         self.timings["apt_update"] = time.monotonic() - started
 
     def _network_lines(self, rts: Sequence[_Runtime]) -> list[str]:
@@ -1012,10 +1277,19 @@ class Fleet:
         _write(self.known_hosts, "\n".join(lines) + "\n")
 
     def _stop_hosts(self, rts: Sequence[_Runtime], *, keep_network: bool) -> None:
+        for rt in rts:
+            if rt.paused:  # a stopped process takes SIGTERM only once continued
+                with contextlib.suppress(FleetError):
+                    self.resume_host(rt.host.name)
         try:
             _stop_processes([(rt.pid, rt.pid_start) for rt in rts
                              if rt.pid is not None and rt.pid_start is not None])
         finally:
+            for rt in rts:  # the processes are gone: their CPU-limited cgroups go too
+                if rt.cgroup is not None:
+                    with contextlib.suppress(FleetError):
+                        _remove_cgroup(rt.cgroup)
+                    rt.cgroup = None
             for rt in rts:
                 if rt.proc is not None:
                     with contextlib.suppress(subprocess.TimeoutExpired):
@@ -1036,7 +1310,8 @@ class Fleet:
             "fid": self.fid, "owner_pid": os.getpid(), "owner_start": _start_time(os.getpid()),
             "tmpdir": str(self.tmpdir) if self.tmpdir else None,
             "hosts": {name: {"address": rt.host.address, "netns": rt.host.netns,
-                             "veth": rt.veth, "pid": rt.pid, "pid_start": rt.pid_start}
+                             "veth": rt.veth, "pid": rt.pid, "pid_start": rt.pid_start,
+                             "cgroup": str(rt.cgroup) if rt.cgroup else None}
                       for name, rt in self._hosts.items()},
         }
 

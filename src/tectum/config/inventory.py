@@ -28,8 +28,12 @@ Connection settings (``[defaults]``, ``[groups.G]``, ``[hosts.H]``; a host's own
 then its groups' in the order they are declared, then the defaults — Ansible's host-over-group
 precedence): ``connector`` (``ssh``, the default, or ``local``), ``address``, ``port`` (22),
 ``user`` (``root``), ``key``, ``known_hosts`` (``~/.ssh/known_hosts``), ``become`` (false),
-``become_password_env``, ``connect_timeout`` (10 s), ``command_timeout`` (600 s). Variables
-merge the same way: defaults' ``vars`` < groups' ``vars`` < the host's ``vars``.
+``become_password_env``, ``connect_timeout`` (10 s: one connection attempt, not a command),
+``command_timeout`` (600 s), ``connect_retries`` (3: further attempts after one that reached the
+host but did not finish in time), ``keepalive_interval`` (10 s) and ``keepalive_count_max`` (3:
+a host is given up after about (count + 1) x interval seconds without answering SSH keepalives,
+however slow its commands are; OpenSSH's ``ServerAliveInterval`` / ``ServerAliveCountMax``).
+Variables merge the same way: defaults' ``vars`` < groups' ``vars`` < the host's ``vars``.
 
 Host and group names follow resource names (letters, digits, ``_``, ``-``); ``all`` is every host
 and ``local`` the machine tectum runs on, so neither can name a group or host. A become password is
@@ -62,6 +66,9 @@ _SETTINGS: dict[str, type | tuple[type, ...]] = {
     "become_password_env": str,
     "connect_timeout": (int, float),
     "command_timeout": (int, float),
+    "connect_retries": int,
+    "keepalive_interval": (int, float),
+    "keepalive_count_max": int,
 }
 _DEFAULTS: dict[str, Any] = {
     "connector": "ssh",
@@ -73,6 +80,9 @@ _DEFAULTS: dict[str, Any] = {
     "become_password_env": None,
     "connect_timeout": 10.0,
     "command_timeout": 600.0,
+    "connect_retries": 3,
+    "keepalive_interval": 10.0,
+    "keepalive_count_max": 3,
 }
 
 
@@ -90,6 +100,9 @@ class Connection(NamedTuple):
     become_password_env: str | None
     connect_timeout: float
     command_timeout: float
+    connect_retries: int = 3
+    keepalive_interval: float = 10.0
+    keepalive_count_max: int = 3
 
 
 class InventoryHost(NamedTuple):
@@ -202,10 +215,13 @@ def load_inventory(root: str, path: str | None = None) -> Inventory:
                             f"{out['connector']!r}")
         if "port" in out and not 0 < out["port"] < 65536:
             problems.append(f"{name}: port {out['port']} is not a TCP port")
-        for key in ("connect_timeout", "command_timeout"):
+        for key in ("connect_timeout", "command_timeout", "keepalive_interval"):
             if key in out and not 0 < out[key] < math.inf:  # (TOML has inf and nan)
                 problems.append(f"{name}: {key} must be positive and finite (seconds), "
                                 f"not {out[key]!r}")
+        for key in ("connect_retries", "keepalive_count_max"):
+            if key in out and not 0 <= out[key] <= 100:
+                problems.append(f"{name}: {key} must be 0 to 100, not {out[key]!r}")
         return out
 
     def vars_of(tbl: Mapping[str, Any], name: str) -> dict[str, Any]:
@@ -276,6 +292,9 @@ def load_inventory(root: str, path: str | None = None) -> Inventory:
             become_password_env=env,
             connect_timeout=float(merged["connect_timeout"]),
             command_timeout=float(merged["command_timeout"]),
+            connect_retries=int(merged["connect_retries"]),
+            keepalive_interval=float(merged["keepalive_interval"]),
+            keepalive_count_max=int(merged["keepalive_count_max"]),
         ))
     for gname, members in group_members.items():
         for m in members:

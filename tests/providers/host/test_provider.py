@@ -321,7 +321,11 @@ def test_begin_read_fetches_every_fact_at_once() -> None:
     assert kind == "prefetch"
     assert request.content == ("/srv/a", "/srv/b")
     assert request.paths == ("/srv",)
-    assert request.commands == PackageType().facts([{"name": "tree"}]).commands
+    # the package's dpkg-query, and (a package about to be installed) apt's policy of it
+    # for the plan-time check (HostType.plan_facts), in the same round trip
+    item = ReadItem({"name": "tree"}, None)
+    assert request.commands == (*PackageType().facts([{"name": "tree"}]).commands,
+                                *PackageType().plan_facts([item]).commands)
     provider.end_read(conn)
     assert conn.calls[-1] == ("forget", None)
 

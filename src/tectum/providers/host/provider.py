@@ -140,7 +140,8 @@ class HostProvider(Provider):
             known_hosts=conn.known_hosts, trust_unknown=trust,
             become=conn.become, become_password=password,
             connect_timeout=conn.connect_timeout, command_timeout=conn.command_timeout,
-            fail_fast=True)
+            connect_retries=conn.connect_retries, keepalive_interval=conn.keepalive_interval,
+            keepalive_count_max=conn.keepalive_count_max, fail_fast=True)
 
     @classmethod
     def target_key(cls, host: str | None, inventory: Inventory) -> Hashable:

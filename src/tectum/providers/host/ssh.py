@@ -10,6 +10,22 @@ How it works:
   call, at most :data:`MAX_SESSIONS` at a time, below OpenSSH's ``MaxSessions``). asyncssh runs on
   one event loop in a private daemon thread shared by all connectors; the public methods are
   synchronous and thread-safe. A connection that dropped is opened again by the next call.
+* **A slow host is not an unreachable host.** Liveness comes from SSH keepalives (asyncssh's
+  ``keepalive_interval`` / ``keepalive_count_max``, OpenSSH's ``ServerAliveInterval`` /
+  ``ServerAliveCountMax``): after ``keepalive_interval`` seconds without a byte from the host a
+  keepalive is sent, and the connection is given up only when ``keepalive_count_max + 1`` of
+  them in a row go unanswered (or the TCP connection drops). A host that answers them is alive
+  however slow its commands are: opening a channel waits as long as the command's own timeout
+  allows (sshd refusing one for want of a free session slot is retried with backoff), and never
+  closes the connection under the commands in flight on it. ``connect_timeout`` bounds one
+  connection attempt (TCP, SSH handshake and login), not a command. An attempt that reached the
+  host but did not finish in time (a loaded or paused sshd), or was cut during the handshake, is
+  retried ``connect_retries`` times with exponential backoff (1 s, 2 s, 4 s ..., at most 10 s,
+  jittered; pyinfra's ``connect_retries``, OpenSSH's ``ConnectionAttempts``); an attempt that
+  got no TCP answer at all in ``connect_timeout``, was refused or has no route is final — a live
+  host's kernel answers a TCP connection at once, however loaded it is. Such a host raises
+  :class:`HostUnreachable`; every call waiting for the same attempt gets its failure rather
+  than trying again.
 * **Host keys are verified** against ``known_hosts`` (``~/.ssh/known_hosts`` by default). An
   unknown key is refused (:class:`HostKeyUnknown`) unless ``trust_unknown`` (trust on first use,
   for this connector's lifetime only: nothing is written); a key that differs from the recorded
@@ -48,6 +64,7 @@ import hashlib
 import io
 import json
 import os
+import random
 import re
 import secrets
 import shlex
@@ -92,6 +109,11 @@ _KILL_AFTER = 5
 _ARGS_BUDGET = 256 * 1024
 #: extra seconds the client waits beyond a command's timeout before it gives up on the channel
 _BACKSTOP = 15.0
+#: backoff between connection attempts: the first delay and the cap (s); each delay is jittered
+#: down to half, so hosts that failed together do not retry together
+_RETRY_FIRST, _RETRY_CAP = 1.0, 10.0
+#: longest pause (s) between two tries to open a channel that sshd refused for lack of a slot
+_SESSION_RETRY_CAP = 1.0
 
 _T = TypeVar("_T")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -632,13 +654,20 @@ def _no_nul(value: str, what: str) -> str:
 
 
 class _Client(asyncssh.SSHClient):
-    """Judges the host key (asyncssh asks when it is not among the recorded ones)."""
+    """Judges the host key (asyncssh asks when it is not among the recorded ones) and records
+    whether the TCP connection was made (``reached``) and why it was lost."""
 
     def __init__(self, judge: Callable[[str, int, asyncssh.SSHKey], HostKeyError | None]
                  ) -> None:
         self._judge = judge
         self.problem: HostKeyError | None = None
+        self.reached = False
         self.lost = False
+        self.lost_reason: str | None = None
+
+    def connection_made(self, conn: asyncssh.SSHClientConnection) -> None:
+        # asyncssh makes the client when the TCP connection is up, before the SSH handshake
+        self.reached = True
 
     def validate_host_public_key(self, host: str, addr: str, port: int,
                                  key: asyncssh.SSHKey) -> bool:
@@ -647,10 +676,24 @@ class _Client(asyncssh.SSHClient):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        if exc is not None:
+            self.lost_reason = str(getattr(exc, "reason", None) or exc)
+
+
+class _Transient(Exception):
+    """A connection attempt that reached the host but did not finish: worth another try."""
 
 
 class SSHConnector:
-    """A host reached over SSH; see the module docstring. Thread-safe."""
+    """A host reached over SSH; see the module docstring. Thread-safe.
+
+    Timing (seconds; the inventory's connection settings of the same names):
+    ``connect_timeout`` bounds one connection attempt (TCP, handshake, login);
+    ``connect_retries`` more attempts follow one that reached the host but did not finish;
+    ``command_timeout`` bounds a command (and opening its channel) unless the call gives its
+    own; the connection is given up after about ``(keepalive_count_max + 1) *
+    keepalive_interval`` seconds without an answer to SSH keepalives. Raises
+    :class:`ValueError` for a non-positive ``keepalive_interval`` or a negative count."""
 
     def __init__(
         self,
@@ -666,9 +709,16 @@ class SSHConnector:
         become_password: str | None = None,
         connect_timeout: float = 10.0,
         command_timeout: float = 600.0,
+        keepalive_interval: float = 10.0,
+        keepalive_count_max: int = 3,
+        connect_retries: int = 3,
         log_path: str | None = None,
         fail_fast: bool = False,
     ) -> None:
+        if not 0 < keepalive_interval < float("inf"):
+            raise ValueError("keepalive_interval must be positive and finite (seconds)")
+        if keepalive_count_max < 0 or connect_retries < 0:
+            raise ValueError("keepalive_count_max and connect_retries must not be negative")
         if become_password is not None and ("\n" in become_password or "\r" in become_password
                                             or "\x00" in become_password):
             raise ValueError("become_password must not contain a newline or NUL byte")
@@ -684,6 +734,12 @@ class SSHConnector:
         self._become_password = become_password
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
+        #: seconds without a byte from the host before a keepalive is sent
+        self.keepalive_interval = keepalive_interval
+        #: keepalives that may go unanswered in a row; one more and the connection is lost
+        self.keepalive_count_max = keepalive_count_max
+        #: further connection attempts after one that reached the host but did not finish
+        self.connect_retries = connect_retries
         self.log: list[dict[str, object]] = []
         #: remote commands run (one SSH channel each); connecting is not counted
         self.round_trips = 0
@@ -691,6 +747,10 @@ class SSHConnector:
         self.session_retries = 0
         #: connections opened (1, unless one dropped and was opened again)
         self.connects = 0
+        #: connection attempts that reached the host, did not finish, and were tried again
+        self.connect_attempts_retried = 0
+        self._connect_failures = 0
+        self._connect_error: ConnectorError | None = None
         #: SHA256 fingerprint of the host key of the current/last connection
         self.host_key_fingerprint: str | None = None
         #: set when an unknown key was trusted on first use (``trust_unknown``)
@@ -852,18 +912,47 @@ class SSHConnector:
         if self._connecting is None:
             self._connecting = asyncio.Lock()
             self._sessions = asyncio.Semaphore(MAX_SESSIONS)
+        failures = self._connect_failures
         async with self._connecting:
             conn, client = self._conn, self._client
             if conn is not None and client is not None and not client.lost:
                 return conn
+            if failures != self._connect_failures and self._connect_error is not None:
+                # the attempts made while this call waited failed: the same answer, at once
+                raise self._connect_error
             if conn is not None:
                 conn.close()
             self._conn = self._client = None
-            conn, client = await self._open()
+            try:
+                conn, client = await self._open()
+            except ConnectorError as exc:
+                self._connect_failures += 1
+                self._connect_error = exc
+                raise
             self._conn, self._client = conn, client
             return conn
 
     async def _open(self) -> tuple[asyncssh.SSHClientConnection, _Client]:
+        """Connect, retrying an attempt that reached the host but did not finish (see the
+        module docstring) ``connect_retries`` times with jittered exponential backoff."""
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            try:
+                return await self._attempt()
+            except _Transient as exc:
+                if attempt >= self.connect_retries:
+                    tries = (f" ({attempt + 1} attempts over "
+                             f"{time.monotonic() - started:.0f} s)" if attempt else "")
+                    raise HostUnreachable(f"{exc}{tries}") from None
+                delay = min(_RETRY_FIRST * 2 ** attempt, _RETRY_CAP)
+                attempt += 1
+                self.connect_attempts_retried += 1
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+
+    async def _attempt(self) -> tuple[asyncssh.SSHClientConnection, _Client]:
+        """One connection attempt, bounded by ``connect_timeout``; raises :class:`_Transient`
+        when it reached the host but did not finish."""
         known = self._known()
         self._accepted_unknown = None
         # prefer the algorithms of the recorded keys (as OpenSSH does), then any other, so a
@@ -893,8 +982,8 @@ class SSHConnector:
             "gss_auth": False,
             "host_based_auth": False,
             "x509_trusted_certs": None,
-            "keepalive_interval": 15,
-            "keepalive_count_max": 4,
+            "keepalive_interval": self.keepalive_interval,
+            "keepalive_count_max": self.keepalive_count_max,
         }
         if self.key_path is not None:
             options["client_keys"] = [self.key_path]
@@ -909,16 +998,24 @@ class SSHConnector:
             raise HostKeyError(f"the host key of {where} was refused: {exc.reason}",
                                host=self.host, address=self.address, fingerprint="") from None
         except TimeoutError:
+            if client.reached:  # TCP answered: sshd is there, only slow (loaded, paused)
+                raise _Transient(f"cannot reach {where}: it accepted the TCP connection but "
+                                 f"did not complete the SSH handshake and login within "
+                                 f"{self.connect_timeout:g} s") from None
             raise HostUnreachable(f"cannot reach {where}: no answer within "
                                   f"{self.connect_timeout:g} s") from None
         except asyncssh.PermissionDenied as exc:
             keys = self.key_path or "the default keys and agent"
             raise AuthenticationFailed(f"cannot log in to {where} as {self.user} with "
                                        f"{keys}: {exc.reason}") from None
-        except (asyncssh.ConnectionLost, asyncssh.ProtocolError) as exc:
+        except asyncssh.ConnectionLost as exc:  # cut during the handshake (sshd's MaxStartups)
+            raise _Transient(f"cannot reach {where}: {exc.reason}") from None
+        except asyncssh.ProtocolError as exc:
             raise HostUnreachable(f"cannot reach {where}: {exc.reason}") from None
         except asyncssh.Error as exc:
             raise ConnectorError(f"cannot connect to {where}: {exc.reason}") from None
+        except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError) as exc:
+            raise _Transient(f"cannot reach {where}: {os.strerror(exc.errno or 0)}") from None
         except OSError as exc:
             reason = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
             raise HostUnreachable(f"cannot reach {where}: {reason}") from None
@@ -981,10 +1078,15 @@ class SSHConnector:
         return result
 
     async def _aexec(self, command: bytes, stdin: bytes, timeout: float) -> _Exec:
+        """Run COMMAND in a channel of its own; ``timeout`` bounds opening the channel and,
+        from then on, the command's output (a timeout is an :class:`_Exec` with
+        ``timed_out``). A lost connection raises :class:`HostUnreachable`."""
         conn = await self._connection()
         assert self._sessions is not None
         async with self._sessions:
-            proc = await self._open_session(conn, command)
+            proc = await self._open_session(conn, command, timeout)
+            if proc is None:
+                return _Exec(124, b"", b"", True)
             self.round_trips += 1
             feeder = asyncio.ensure_future(self._feed(proc, stdin))
             try:
@@ -998,43 +1100,63 @@ class SSHConnector:
                 return _Exec(124, b"", b"", True)
             except (asyncssh.Error, OSError) as exc:
                 proc.close()
-                raise HostUnreachable(f"lost the connection to {self._where()}: "
-                                      f"{getattr(exc, 'reason', None) or exc}") from None
+                raise HostUnreachable(self._lost(getattr(exc, "reason", None) or str(exc))
+                                      ) from None
             finally:
                 feeder.cancel()
             code = proc.returncode
             if code is None:
-                raise HostUnreachable(f"lost the connection to {self._where()} before the "
-                                      "command finished")
+                raise HostUnreachable(self._lost(None, "before the command finished"))
             return _Exec(code, out, err, False)
 
-    async def _open_session(self, conn: asyncssh.SSHClientConnection, command: bytes
-                            ) -> asyncssh.SSHClientProcess[bytes]:
-        """Open a channel running COMMAND. sshd frees a session slot a moment after the
-        channel closed, so "no more sessions" (open failed) is retried: nothing ran yet."""
-        for attempt in range(40):
+    def _lost(self, reason: str | None, when: str = "") -> str:
+        """The message of a lost connection: why, when the connection said why."""
+        client = self._client
+        why = (client.lost_reason if client is not None else None) or reason
+        if why and "keepalive" in why:
+            silent = (self.keepalive_count_max + 1) * self.keepalive_interval
+            why = (f"it stopped answering: no reply to SSH keepalives for about {silent:g} s "
+                   f"(keepalive_interval {self.keepalive_interval:g} s, keepalive_count_max "
+                   f"{self.keepalive_count_max})")
+        text = f"lost the connection to {self._where()}"
+        if when:
+            text += f" {when}"
+        return f"{text}: {why}" if why else text
+
+    async def _open_session(self, conn: asyncssh.SSHClientConnection, command: bytes,
+                            window: float) -> asyncssh.SSHClientProcess[bytes] | None:
+        """Open a channel running COMMAND within ``window`` seconds (None when that passed:
+        the caller reports a timeout). However long the host takes to answer, the connection
+        is left alone — the keepalives judge whether the host is alive, and the commands in
+        flight on the connection go on. sshd frees a session slot a moment after the channel
+        closed, so "no more sessions" (open failed: nothing ran) is retried with backoff."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + window
+        attempt = 0
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return None
             try:
                 proc: asyncssh.SSHClientProcess[bytes] = await asyncio.wait_for(
-                    conn.create_process(command, encoding=None), self.connect_timeout)
+                    conn.create_process(command, encoding=None), remaining)
                 return proc
             except TimeoutError:
-                # the connection went silent (host gone without closing it): drop it
-                conn.close()
-                raise HostUnreachable(f"{self._where()} did not answer within "
-                                      f"{self.connect_timeout:g} s") from None
+                if conn.is_closed() or (self._client is not None and self._client.lost):
+                    raise HostUnreachable(self._lost(None)) from None
+                return None
             except asyncssh.ChannelOpenError as exc:
                 if conn.is_closed() or (self._client is not None and self._client.lost):
-                    raise HostUnreachable(f"lost the connection to {self._where()}: "
-                                          f"{exc.reason}") from None
-                if exc.code != asyncssh.OPEN_CONNECT_FAILED or attempt == 39:
+                    raise HostUnreachable(self._lost(exc.reason)) from None
+                if exc.code != asyncssh.OPEN_CONNECT_FAILED:
                     raise ConnectorError(f"cannot open an SSH session on {self._where()}: "
                                          f"{exc.reason}") from None
                 self.session_retries += 1
-                await asyncio.sleep(min(0.005 * 2 ** attempt, 0.25))
+                await asyncio.sleep(min(0.005 * 2 ** attempt, _SESSION_RETRY_CAP))
+                attempt += 1
             except (asyncssh.Error, OSError) as exc:
-                raise HostUnreachable(f"lost the connection to {self._where()}: "
-                                      f"{getattr(exc, 'reason', None) or exc}") from None
-        raise AssertionError("unreachable")
+                raise HostUnreachable(self._lost(getattr(exc, "reason", None) or str(exc))
+                                      ) from None
 
     @staticmethod
     async def _feed(proc: asyncssh.SSHClientProcess[bytes], data: bytes) -> None:
