@@ -295,12 +295,13 @@ class Session:
                     "move the decision into a role applied to that host.", source=source))
             stack.incomplete_hosts.setdefault(role_host, f"{what} stopped at {fact} of "
                                                          f"{fact_host}")
-            if exc.host != role_host:
-                self.warnings.append(Diagnostic.warning(
-                    "Role stopped at a fact",
-                    f"{what} decides on {fact} of {fact_host}, whose facts {why}: "
-                    f"the resources it declares after that line are not planned, and none of "
-                    f"{role_host}'s resources is deleted in this plan.", source=source))
+            warning = Diagnostic.warning(
+                "Role stopped at a fact",
+                f"{what} decides on {fact} of {fact_host}, whose facts {why}: the resources "
+                f"it declares after that line are not planned, and none of {role_host}'s "
+                "resources is deleted in this plan.", source=source)
+            if exc.host != role_host and warning not in self.warnings:
+                self.warnings.append(warning)  # (once: a plan may evaluate the stack again)
 
     @contextmanager
     def locked(self, operation: str) -> Iterator[None]:
