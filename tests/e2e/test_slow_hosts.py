@@ -269,9 +269,11 @@ def test_apply_converges_while_hosts_stop_longer_than_connect_timeout(
             time.sleep(0.05)
         if marker.exists():
             start = time.monotonic()
-            count = fleet.pause_host(mid)
-            time.sleep(15)
-            fleet.resume_host(mid)
+            try:
+                count = fleet.pause_host(mid)
+                time.sleep(15)
+            finally:
+                fleet.resume_host(mid)  # (always: a host left stopped is lost for good)
             frozen_mid.append((start, time.monotonic(), count))
 
     watcher = threading.Thread(target=freeze_mid_run)

@@ -988,13 +988,15 @@ class Fleet:
         rt = self._rt(name)
         init = self._init_pid(rt)
         rt.paused = True
-        for _ in range(200):
+        deadline = time.monotonic() + 30  # (a loaded machine delivers signals late)
+        while time.monotonic() < deadline:
             pending = [p for p in _descendants(init) if _state(p) not in ("T", "t", "Z", None)]
             if not pending:
                 return len(_descendants(init))
             for pid in pending:
                 _kill(pid, signal.SIGSTOP)
             time.sleep(0.002)
+        self.resume_host(name)  # (never leave a host half stopped)
         raise FleetError(f"host {name}: processes keep running after SIGSTOP")
 
     def resume_host(self, name: str) -> None:
@@ -1003,8 +1005,15 @@ class Fleet:
         rt.paused = False
         if not _is(rt.pid, rt.pid_start):
             return
-        for pid in _descendants(self._init_pid(rt)):
-            _kill(pid, signal.SIGCONT)
+        init = self._init_pid(rt)
+        deadline = time.monotonic() + 30
+        while True:  # until none is stopped (a loaded machine delivers signals late)
+            stopped = [p for p in _descendants(init) if _state(p) in ("T", "t")]
+            if not stopped or time.monotonic() > deadline:
+                return
+            for pid in stopped:
+                _kill(pid, signal.SIGCONT)
+            time.sleep(0.002)
 
     def is_paused(self, name: str) -> bool:
         return self._rt(name).paused
