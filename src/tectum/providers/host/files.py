@@ -87,6 +87,41 @@ def _abs_path(value: Any) -> str | None:
     return path_problem(value)
 
 
+def tree_path(value: Any) -> str | None:
+    """Validator for a directory a resource fills as a whole (a git checkout, a virtualenv):
+    an absolute path in its normal form, without control characters, never ``/`` itself;
+    a value known only at plan time is checked then."""
+    if not isinstance(value, str) or not is_known(value):
+        return None
+    if not value.startswith("/"):
+        return "must be an absolute path (starting with /)"
+    if any(ord(c) < 32 for c in value):
+        return "must not contain control characters (tabs, newlines)"
+    if value == "/":
+        return "must not be / itself"
+    normal = normal_path(value)
+    if value != normal:
+        return (f"must be written in its normal form, without \".\" or \"..\" components, "
+                f"\"//\" or a trailing \"/\": write \"{normal}\"")
+    return path_problem(value)
+
+
+def path_needs(attrs: dict[str, Any]) -> list[list[ImplicitKey]]:
+    """The nearest managed directory above ``attrs["path"]``; the owner (a user) and the
+    group: what an object at a path depends on automatically (Puppet's autorequire)."""
+    out: list[list[ImplicitKey]] = []
+    path = attrs.get("path")
+    if isinstance(path, str) and is_known(path):
+        parents: list[ImplicitKey] = [("dir", p) for p in ancestors(path)]
+        if parents:
+            out.append(parents)
+    for key, kind in (("owner", "user"), ("group", "group")):
+        value = attrs.get(key)
+        if isinstance(value, str):
+            out.append([(kind, value)])
+    return out
+
+
 # "+0", " 0", "0 ": not an account name, but coreutils (chown, id) read it as the id 0
 _NUMERIC_ID = re.compile(r"\s*\+?\d+\s*")
 
@@ -252,17 +287,7 @@ class _PathType(HostType):
 
     def implicit_needs(self, attrs: dict[str, Any]) -> list[list[ImplicitKey]]:
         """The nearest managed directory above the path; the owner (a user) and the group."""
-        out: list[list[ImplicitKey]] = []
-        path = attrs.get("path")
-        if isinstance(path, str) and is_known(path):
-            parents: list[ImplicitKey] = [("dir", p) for p in ancestors(path)]
-            if parents:
-                out.append(parents)
-        for key, kind in (("owner", "user"), ("group", "group")):
-            value = attrs.get(key)
-            if isinstance(value, str):
-                out.append([(kind, value)])
-        return out
+        return path_needs(attrs)
 
     def sweep_interrupted(self, target: Connector,
                           identities: Sequence[dict[str, Any]]) -> None:

@@ -84,7 +84,7 @@ from tectum.plans.plan import Action, AttrChange, ResourceChange
 from tectum.providers.base import ApplyError, ImplicitKey, ReadError
 from tectum.providers.host.base import HostType
 from tectum.providers.host.connector import ConnectorError, FactRequest
-from tectum.providers.host.files import ancestors, normal_path, path_problem
+from tectum.providers.host.files import ancestors, path_problem, tree_path
 from tectum.schema import Attr, Schema
 from tectum.values import is_known
 
@@ -203,20 +203,6 @@ def _credentials_problem(url: str) -> str | None:
     return None
 
 
-def _valid_dest(value: Any) -> str | None:
-    if not isinstance(value, str) or not is_known(value):
-        return None
-    if not value.startswith("/"):
-        return "must be an absolute path (starting with /)"
-    if any(ord(c) < 32 for c in value):
-        return "must not contain control characters (tabs, newlines)"
-    if value == "/":
-        return "must not be / itself"
-    normal = normal_path(value)
-    if value != normal:
-        return (f"must be written in its normal form, without \".\" or \"..\" components, "
-                f"\"//\" or a trailing \"/\": write \"{normal}\"")
-    return path_problem(value)
 
 
 def _valid_version(value: Any) -> str | None:
@@ -309,7 +295,7 @@ class GitCheckoutType(HostType):
         "repo": Attr(str, required=True, validate=_valid_repo,
                      description="the repository: a URL (https://, ssh://, git://, file://), "
                                  "git@host:path, or an absolute path"),
-        "dest": Attr(str, required=True, identity=True, force_new=True, validate=_valid_dest,
+        "dest": Attr(str, required=True, identity=True, force_new=True, validate=tree_path,
                      description="absolute path of the working tree"),
         "version": Attr(str, validate=_valid_version,
                         description="branch, tag or full commit id; unset: the remote's HEAD"),

@@ -70,7 +70,12 @@ from tectum.plans.plan import Action, AttrChange, ResourceChange
 from tectum.providers.base import ApplyError, ImplicitKey, ReadError, ReadItem
 from tectum.providers.host.base import HostType
 from tectum.providers.host.connector import ConnectorError, FactRequest, LocalConnector
-from tectum.providers.host.files import _OWNERSHIP, _abs_path, ancestors, normalize_mode
+from tectum.providers.host.files import (
+    _OWNERSHIP,
+    _abs_path,
+    normalize_mode,
+    path_needs,
+)
 from tectum.schema import Attr, Schema
 from tectum.values import is_known
 
@@ -316,17 +321,7 @@ class _PartType(HostType):
     def implicit_needs(self, attrs: dict[str, Any]) -> list[list[ImplicitKey]]:
         """The nearest managed directory above the file; the owner and group (when it is
         created with them)."""
-        out: list[list[ImplicitKey]] = []
-        path = attrs.get("path")
-        if isinstance(path, str) and is_known(path):
-            parents: list[ImplicitKey] = [("dir", p) for p in ancestors(path)]
-            if parents:
-                out.append(parents)
-        for key, kind in (("owner", "user"), ("group", "group")):
-            value = attrs.get(key)
-            if isinstance(value, str):
-                out.append([(kind, value)])
-        return out
+        return path_needs(attrs)
 
     def describe(self, attrs: dict[str, Any]) -> str:
         return str(attrs.get("path", ""))

@@ -74,7 +74,7 @@ from tectum.plans.plan import Action, AttrChange, ResourceChange
 from tectum.providers.base import ApplyError, ImplicitKey, ReadError, ReadItem
 from tectum.providers.host.base import HostType
 from tectum.providers.host.connector import ConnectorError, FactRequest
-from tectum.providers.host.files import ancestors, normal_path, path_problem
+from tectum.providers.host.files import ancestors, tree_path
 from tectum.schema import Attr, Schema
 from tectum.values import is_known
 
@@ -160,20 +160,6 @@ def _valid_packages(value: Any) -> str | None:
     return None
 
 
-def _valid_venv(value: Any) -> str | None:
-    if not isinstance(value, str) or not is_known(value):
-        return None
-    if not value.startswith("/"):
-        return "must be an absolute path (starting with /)"
-    if any(ord(c) < 32 for c in value):
-        return "must not contain control characters (tabs, newlines)"
-    if value == "/":
-        return "must not be / itself"
-    normal = normal_path(value)
-    if value != normal:
-        return (f"must be written in its normal form, without \".\" or \"..\" components, "
-                f"\"//\" or a trailing \"/\": write \"{normal}\"")
-    return path_problem(value)
 
 
 _URL_IN = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s,]+")
@@ -290,7 +276,7 @@ class PipPackagesType(HostType):
     name = "pip_packages"
     schema = Schema({
         "virtualenv": Attr(str, required=True, identity=True, force_new=True,
-                           validate=_valid_venv,
+                           validate=tree_path,
                            description="absolute path of the virtualenv (made when missing)"),
         "packages": Attr(list, required=True, validate=_valid_packages,
                          description="requirement strings: \"name\", \"name==1.2\", "
@@ -513,7 +499,7 @@ class PipPackagesType(HostType):
         directory that was there empty before is emptied and kept). Nothing without the
         marker is touched."""
         venvs = [str(i["virtualenv"]) for i in identities
-                 if isinstance(i.get("virtualenv"), str) and _valid_venv(i["virtualenv"]) is None]
+                 if isinstance(i.get("virtualenv"), str) and tree_path(i["virtualenv"]) is None]
         if not venvs:
             return
         for venv, (state, _) in zip(venvs, _read(target, venvs), strict=True):
