@@ -168,8 +168,11 @@ def test_host_held_to_a_small_cpu_quota_still_answers(fleet: Fleet) -> None:
     if cpu_cgroup_root() is None:
         pytest.skip("no cgroup CPU controller on this machine")
     host = fleet.hosts[2]
+    # connected first: what is tested is a session whose commands crawl, not a handshake that
+    # needs more CPU than 2 % of one on a loaded machine gives it within a connect_timeout
+    c = connector(host, connect_timeout=5.0)
+    assert c.run(["true"]).returncode == 0
     fleet.limit_cpu(host.name, 0.02)  # 2 ms of CPU in every 100 ms
-    c = connector(host, connect_timeout=1.0)
     try:
         pids = fleet.processes(host.name)
         cgroup = fleet._rt(host.name).cgroup

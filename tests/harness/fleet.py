@@ -80,6 +80,10 @@ VETH_PREFIX = "tectv"
 ACNG_PORT = 3142
 #: hosts that run ``apt-get update`` at once when a fleet starts (after the first one)
 APT_UPDATE_WORKERS = 4
+#: seconds one ``apt-get update`` on a starting host may take before it is killed and retried
+APT_UPDATE_TIMEOUT = 150
+#: times a starting host's ``apt-get update`` is tried
+APT_UPDATE_ATTEMPTS = 3
 HOST_KEY = "/etc/ssh/ssh_host_ed25519_key"
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
@@ -1212,7 +1216,23 @@ class Fleet:
         rts = list(self._hosts.values())
 
         def update(rt: _Runtime) -> None:
-            self.run(rt.host.name, "apt-get update -q", check=True, timeout=300)
+            # apt's own Timeout covers a request that stalls, not one that trickles; an update
+            # that still runs after APT_UPDATE_TIMEOUT is killed on the host (it would hold
+            # apt's lock) and started again, up to APT_UPDATE_ATTEMPTS times.
+            last = ""
+            for _attempt in range(APT_UPDATE_ATTEMPTS):
+                try:
+                    proc = self.run(rt.host.name,
+                                    f"timeout -k 5 {APT_UPDATE_TIMEOUT} apt-get update -q",
+                                    timeout=APT_UPDATE_TIMEOUT + 30)
+                except subprocess.TimeoutExpired:
+                    last = "ssh did not return"
+                    continue
+                if proc.returncode == 0:
+                    return
+                last = f"exit {proc.returncode}: {(proc.stderr or proc.stdout)[-2000:]}"
+            raise FleetError(f"apt-get update on {rt.host.name} failed "
+                             f"{APT_UPDATE_ATTEMPTS} times; the last: {last}")
 
         update(rts[0])
         with ThreadPoolExecutor(max_workers=APT_UPDATE_WORKERS) as pool:
