@@ -74,7 +74,7 @@ def test_no_inventory_file_means_no_hosts(tmp_path: Path) -> None:
     ("[hosts.a]\nport = 70000\n", "port 70000 is not a TCP port"),
     ("[hosts.a]\nbecome = 1\n", "become must be a bool"),
     ("[hosts.a]\npasword = \"x\"\n", "unknown setting 'pasword'"),
-    ("[hosts.a]\nconnector = \"winrm\"\n", 'connector must be "ssh" or "local"'),
+    ("[hosts.a]\nconnector = \"winrm\"\n", 'connector must be "ssh", "local", "podman"'),
     ("[groups.g]\nhosts = [\"nobody\"]\n", "host 'nobody' is not declared"),
     ("[hosts.a]\ngroups = [\"nope\"]\n", "group 'nope' is not declared"),
     ("[hosts.all]\n", "cannot name a host"),

@@ -1,8 +1,11 @@
 """One connector suite, run over every connector: the same tests on this machine
-(:class:`~tectum.providers.host.connector.LocalConnector`) and on an SSH test host
+(:class:`~tectum.providers.host.connector.LocalConnector`), on an SSH test host
 (:class:`~tectum.providers.host.ssh.SSHConnector` against ``tests.harness.fleet``; marked
-``fleet``), each also through :class:`tectum.testing.FakeConnector` (the recording proxy must
-change nothing about what a connector does).
+``fleet``) and in a running podman container
+(:class:`~tectum.providers.podman.connector.PodmanConnector`, made from the test base image in a
+podman storage of this module's own, ``tests.harness.images``; marked ``podman``), each also
+through :class:`tectum.testing.FakeConnector` (the recording proxy must change nothing about
+what a connector does).
 
 Every test works in a fresh directory on the target and checks the outcome with the target's
 own shell (``stat``, ``cat``, ``readlink``), not through the connector under test. What the
@@ -34,12 +37,18 @@ from tectum.providers.host.connector import (
     LocalConnector,
     ValidationFailed,
 )
+from tectum.providers.host.ssh import HostUnreachable
+from tectum.providers.podman.connector import PodmanConnector
 from tectum.testing import FakeConnector
 from tests.harness.fleet import Fleet
+from tests.harness.images import PodmanStore
 
 HOST = "host1"
 fleet_only = [pytest.mark.fleet,
               pytest.mark.skipif(os.geteuid() != 0, reason="the fleet harness needs root")]
+podman_only = [pytest.mark.podman,
+               pytest.mark.skipif(os.geteuid() != 0, reason="the podman tests run podman as "
+                                  "root")]
 
 
 @dataclass
@@ -79,6 +88,43 @@ def fleet() -> Iterator[Fleet]:
         yield fleet
 
 
+@pytest.fixture(scope="module")
+def podman_store() -> Iterator[PodmanStore]:
+    """A podman storage of this module's own, with the test base image imported."""
+    with PodmanStore() as store:
+        store.import_base()
+        yield store
+
+
+def start_container(store: PodmanStore, name: str) -> None:
+    """Start container ``name`` from the base image, idle (``sleep infinity``), no network."""
+    store.podman.run(["run", "-d", "--name", name, "--network", "none",
+                      *store.podman.ulimit_args(), store.import_base(), "sleep", "infinity"])
+
+
+@pytest.fixture(scope="module")
+def podman_container(podman_store: PodmanStore) -> Iterator[str]:
+    """A running container of the base image (removed at the end of the module)."""
+    name = f"tectum-conn-{secrets.token_hex(4)}"
+    start_container(podman_store, name)
+    try:
+        yield name
+    finally:
+        podman_store.podman.run(["rm", "-f", "-t", "0", "--", name], check=False)
+
+
+def _podman_shell(store: PodmanStore, container: str
+                  ) -> Callable[[str], subprocess.CompletedProcess[str]]:
+    """The container's own shell: ``podman exec CONTAINER sh -c COMMAND``."""
+
+    def shell(command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(store.podman.argv(["exec", container, "sh", "-c", command]),
+                              capture_output=True, text=True, check=False,
+                              stdin=subprocess.DEVNULL)
+
+    return shell
+
+
 def _local_shell(command: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=False,
                           stdin=subprocess.DEVNULL)
@@ -87,6 +133,8 @@ def _local_shell(command: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(params=[
     "local", "local-recorded",
     pytest.param("ssh", marks=fleet_only), pytest.param("ssh-recorded", marks=fleet_only),
+    pytest.param("podman", marks=podman_only),
+    pytest.param("podman-recorded", marks=podman_only),
 ])
 def side(request: pytest.FixtureRequest) -> Iterator[Side]:
     kind = str(request.param)
@@ -94,11 +142,21 @@ def side(request: pytest.FixtureRequest) -> Iterator[Side]:
     if kind.startswith("local"):
         base = tempfile.mkdtemp(prefix="tectum-conn-")
         conn = LocalConnector(log_path="")
-        shell = _local_shell
+        shell: Callable[[str], subprocess.CompletedProcess[str]] = _local_shell
 
         def cleanup() -> object:
             shutil.rmtree(base, ignore_errors=True)
             return None
+    elif kind.startswith("podman"):
+        store: PodmanStore = request.getfixturevalue("podman_store")
+        container: str = request.getfixturevalue("podman_container")
+        base = f"/srv/tectum-conn-{secrets.token_hex(4)}"
+        shell = _podman_shell(store, container)
+        assert shell(f"mkdir -p {base}").returncode == 0
+        conn = PodmanConnector("box1", container, store.podman, log_path="")
+
+        def cleanup() -> object:
+            return shell(f"rm -rf {base}")
     else:
         from tectum.providers.host.ssh import SSHConnector
 
@@ -333,3 +391,70 @@ def test_sweep_temp_removes_what_dead_writers_left(side: Side) -> None:
     assert sorted(side.sh(f"ls -A {side.base}").split()) == sorted(
         ["conf", ".conf.tectum-1-1", f".other.tectum-{dead}-1"])
     assert side.conn.sweep_temp([path]) == []
+
+
+# -- the podman connector alone -------------------------------------------------------------------
+
+@pytest.mark.podman
+@pytest.mark.skipif(os.geteuid() != 0, reason="the podman tests run podman as root")
+def test_podman_connector_into_a_stopped_or_missing_container_is_unreachable(
+        podman_store: PodmanStore) -> None:
+    name = f"tectum-conn-stopped-{secrets.token_hex(4)}"
+    start_container(podman_store, name)
+    try:
+        conn = PodmanConnector("box2", name, podman_store.podman, log_path="", fail_fast=True)
+        conn.connect()  # running: reachable
+        assert conn.run(["true"]).ok
+        # a command that prints podman's words and exits as podman would is only a command
+        mimic = conn.run(["sh", "-c", "echo 'Error: can only create exec sessions on running "
+                          "containers: container state improper' >&2; exit 255"])
+        assert mimic.returncode == 255 and conn.down is None
+        podman_store.podman.run(["stop", "-t", "0", "--", name])
+        with pytest.raises(HostUnreachable, match=f"container {name} .*not running"):
+            conn.stat_paths(["/etc/hostname"])
+        assert conn.down is not None and conn.down[0] == "unreachable"
+        trips = conn.round_trips
+        with pytest.raises(HostUnreachable, match=f"container {name}"):
+            conn.run(["true"])  # fail_fast: known down, no podman exec again
+        assert conn.round_trips == trips
+        # without fail_fast each call tries; a container that is gone is unreachable too
+        again = PodmanConnector("box2", name, podman_store.podman, log_path="")
+        with pytest.raises(HostUnreachable, match=f"container {name}"):
+            again.connect()
+        podman_store.podman.run(["rm", "-f", "--", name])
+        with pytest.raises(HostUnreachable, match=f"container {name}"):
+            again.write_file("/tmp/x", b"x", mode=None, owner=None, group=None)
+        assert again.down is None
+    finally:
+        podman_store.podman.run(["rm", "-f", "-t", "0", "--", name], check=False)
+
+
+@pytest.mark.podman
+@pytest.mark.skipif(os.geteuid() != 0, reason="the podman tests run podman as root")
+def test_podman_connector_passes_shell_metacharacters_literally(
+        podman_store: PodmanStore, podman_container: str, tmp_path: Any) -> None:
+    shell = _podman_shell(podman_store, podman_container)
+    base = f"/srv/tectum-meta-{secrets.token_hex(4)}"
+    mine = f"/tmp/tectum-meta-{secrets.token_hex(4)}"  # what an injection would make
+    payload = (f"$(touch {mine}) `touch {mine}`; touch {mine} && touch {mine} | "
+               f"touch {mine} > {mine} '\"$HOME\" * \\ \n ${{IFS}}")
+    assert shell(f"mkdir -p {base}").returncode == 0
+    conn = PodmanConnector("box1", podman_container, podman_store.podman, log_path="")
+    try:
+        result = conn.run(["printf", "%s", payload], env={"VALUE": payload},
+                          cwd=base)
+        assert result.ok and result.stdout == payload.encode()
+        echoed = conn.run(["sh", "-c", 'printf %s "$VALUE"'], env={"VALUE": payload})
+        assert echoed.stdout == payload.encode()
+        # a path holding them: one file of exactly that name
+        odd = f"{base}/$(touch {mine.rsplit('/', 1)[1]}); `id` 'q' \"$HOME\" *"
+        conn.write_file(odd, payload.encode(), mode=None, owner=None, group=None)
+        facts = conn.stat_paths([odd], content=True)
+        assert facts[0] is not None and facts[0].content == payload.encode()
+        assert shell(f"ls -A {base}").stdout == odd.rsplit("/", 1)[1] + "\n"
+        assert shell(f"test -e {mine} || test -e {base}/{mine.rsplit('/', 1)[1]}"
+                     ).returncode == 1
+        assert not os.path.exists(mine)  # nor on this machine
+    finally:
+        shell(f"rm -rf {base} {mine}")
+        conn.close()

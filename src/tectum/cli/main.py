@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -1315,6 +1316,10 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the CLI; diagnostics → exit 1, never a traceback."""
     for stream in (sys.stdout, sys.stderr):
         stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
+    # a library's deprecation notices (asyncssh importing DSA from cryptography) are not the
+    # user's business: only tectum's own output reaches the terminal
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*deprecated.*")
     view = View(False if os.environ.get("NO_COLOR") else None)
     try:
         parser = build_parser()

@@ -662,14 +662,40 @@ def hosts(pattern: str = "all") -> list[Host]:
     return out
 
 
-def apply_role(role: Any, to: str = "all", /, *args: Any, **kwargs: Any) -> list[Any]:
+def provisioned_host(resource: Resource) -> Host:
+    """The host a provisioned object is (a container: ``podman:NAME``), for a role applied
+    to it; raises :class:`DiagnosticError` when the resource is no host or its name is not
+    known while the stack is evaluated."""
+    from tectum.providers.registry import registry
+
+    decl: Declaration = object.__getattribute__(resource, "_decl")
+    rt = registry.get(decl.type)
+    name = rt.provides_host(decl.attrs) if rt is not None else None
+    if name is None or "${tectum:" in name:
+        why = ("it is not a host a role can configure" if name is None else
+               "its name is a reference, not known while the stack is evaluated: give it a "
+               "literal name")
+        raise DiagnosticError(Diagnostic.error(
+            "Cannot apply a role", f"apply_role(..., {decl.address}): {why}.",
+            address=str(decl.address), source=caller_location(3)))
+    return Host(name, (), {}, name.partition(":")[2])
+
+
+def apply_role(role: Any, to: Any = "all", /, *args: Any, **kwargs: Any) -> list[Any]:
     """Call ``role(host, *args, **kwargs)`` once for every host matched by ``to`` (a pattern as
-    for :func:`hosts`), with that host's context set: every resource the role declares is that
-    host's. Returns the role's return values, in host order. A role is an ordinary Python
-    function (Ansible's roles, pyinfra's deploys)."""
+    for :func:`hosts`; or a resource that is a host, such as a ``podman_container``, or a list
+    of them), with that host's context set: every resource the role declares is that host's.
+    Returns the role's return values, in host order. A role is an ordinary Python function
+    (Ansible's roles, pyinfra's deploys); applied to a container it configures the container
+    through its provider's connector (``podman exec``), in the same plan as the container."""
     stack = current_stack("apply_role()")
     results = []
-    for host in hosts(to):
+    if isinstance(to, Resource) or (isinstance(to, list | tuple) and to
+                                    and all(isinstance(t, Resource) for t in to)):
+        targets = [provisioned_host(t) for t in (to if isinstance(to, list | tuple) else [to])]
+    else:
+        targets = hosts(to)
+    for host in targets:
         with host:
             try:
                 results.append(role(host, *args, **kwargs))

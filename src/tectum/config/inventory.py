@@ -26,7 +26,8 @@
 
 Connection settings (``[defaults]``, ``[groups.G]``, ``[hosts.H]``; a host's own setting wins,
 then its groups' in the order they are declared, then the defaults — Ansible's host-over-group
-precedence): ``connector`` (``ssh``, the default, or ``local``), ``address``, ``port`` (22),
+precedence): ``connector`` (``ssh``, the default, ``local``, or ``podman``: ``address`` is then
+a running container's name, reached with ``podman exec``), ``address``, ``port`` (22),
 ``user`` (``root``), ``key``, ``known_hosts`` (``~/.ssh/known_hosts``), ``become`` (false),
 ``become_password_env``, ``connect_timeout`` (10 s: one connection attempt, not a command),
 ``command_timeout`` (600 s), ``connect_retries`` (3: further attempts after one that reached the
@@ -155,6 +156,13 @@ class Inventory:
         return [h for h in order if h in wanted]
 
 
+def _provider_connectors() -> list[str]:
+    """Providers that make host connectors (``connector = "podman"``: a container)."""
+    from tectum.providers.registry import registry
+
+    return sorted(n for n, cls in registry.providers().items() if cls.offers_connector)
+
+
 def _few(names: Iterable[str], limit: int = 8) -> str:
     items = list(names)
     text = ", ".join(items[:limit])
@@ -210,8 +218,10 @@ def load_inventory(root: str, path: str | None = None) -> Inventory:
                 problems.append(f"{name}: {key} must be a {kind}, not {value!r}")
                 continue
             out[key] = value
-        if "connector" in out and out["connector"] not in ("ssh", "local"):
-            problems.append(f"{name}: connector must be \"ssh\" or \"local\", not "
+        if "connector" in out and out["connector"] not in ("ssh", "local") \
+                and out["connector"] not in _provider_connectors():
+            others = "".join(f", \"{c}\"" for c in _provider_connectors())
+            problems.append(f"{name}: connector must be \"ssh\", \"local\"{others}, not "
                             f"{out['connector']!r}")
         if "port" in out and not 0 < out["port"] < 65536:
             problems.append(f"{name}: port {out['port']} is not a TCP port")

@@ -69,6 +69,19 @@ def _rtype(name: str) -> ResourceType[Any]:
     return rtype
 
 
+def provisioners(decls: dict[str, Declaration]) -> dict[str, str]:
+    """Hosts that resources of ``decls`` provision (a container a role is applied to), and
+    the address of the resource that does: ``{"podman:web1": "podman_container.web1"}``
+    (:meth:`~tectum.providers.base.ResourceType.provides_host`)."""
+    out: dict[str, str] = {}
+    for address, decl in decls.items():
+        rt = registry.get(decl.type)
+        host = rt.provides_host(decl.attrs) if rt is not None else None
+        if host is not None and is_known(host):
+            out.setdefault(host, address)
+    return out
+
+
 def build_graph(stack: Stack) -> tuple[Graph, Diagnostics]:
     """The dependency graph of the declarations, with diagnostics for unknown references
     and cycles."""
@@ -79,6 +92,7 @@ def build_graph(stack: Stack) -> tuple[Graph, Diagnostics]:
     # (a directory's path, a user's name) are indexed by (provider, target key, key)
     offered: dict[tuple[str, Hashable, Hashable], str] = {}
     place = Places(stack.inventory)
+    provisioned = provisioners(decls)
     for address, decl in decls.items():
         graph.add(address)
         rt = registry.get(decl.type)
@@ -110,6 +124,9 @@ def build_graph(stack: Stack) -> tuple[Graph, Diagnostics]:
                     address=address, source=decl.source))
                 continue
             graph.connect(address, target)
+        maker = provisioned.get(decl.address.host) if decl.address.host else None
+        if maker is not None and maker != address and maker in decls:
+            graph.connect(address, maker)  # (a container's files need the container)
         # automatic dependencies (never create a cycle: only added when the reverse is absent)
         auto: list[str] = []
         rt = registry.get(decl.type)
@@ -433,6 +450,18 @@ class Planner:
             new_ident, old_ident = rt.identity(want), rt.identity(rec.attributes)
             if all(is_known(v) for v in (*new_ident, *old_ident)) and new_ident != old_ident:
                 reidentified.add(address)
+        # hosts that resources provision (containers): their objects are not read when the
+        # provisioner is new or goes (nothing there yet / everything goes with it)
+        provisioned = provisioners(decls)
+        for address, rec in prior_records.items():
+            rt_rec = registry.get(rec.type)
+            made_host = rt_rec.provides_host(rec.attributes) if rt_rec is not None else None
+            if made_host is not None and made_host not in provisioned:
+                provisioned[made_host] = address
+        orphan_set_early = set(orphans)
+        unread: set[str] = {h for h, p in provisioned.items()
+                            if destroy or p not in prior_records or p in orphan_set_early
+                            or p not in decls}
         batches: dict[tuple[str | None, str], list[tuple[str, ReadItem]]] = {}
         for address, want in desired.items():
             decl = decls[address]
@@ -466,7 +495,11 @@ class Planner:
                     else:
                         observed[address] = dict(rec.attributes) if rec is not None else None
             batches = {}
+        batches = {k: v for k, v in batches.items() if k[0] not in unread}
         hosts_down: dict[str, tuple[str, str]] = {}
+        #: provisioned hosts that could not be read: left out unless their provisioner is
+        #: created or replaced by this plan (then everything on them is made anew)
+        provisioned_down: dict[str, tuple[str, str]] = {}
         by_host: dict[str | None, HostBatches] = {}
         for (host, type_name), items in batches.items():
             rt = registry.get(type_name)
@@ -484,7 +517,10 @@ class Planner:
                 observed.update(found)
                 diags.extend(host_diags)
                 if down is not None and host is not None:
-                    hosts_down[host] = down
+                    if host in provisioned and provisioned[host] in decls:
+                        provisioned_down[host] = down
+                    else:
+                        hosts_down[host] = down
         if hosts_down:
             # not planned: their objects could not be read; state keeps what it knows
             desired = {a: w for a, w in desired.items()
@@ -510,6 +546,21 @@ class Planner:
                 decl = decls[address]
                 rt = _rtype(decl.type)
                 want = desired[address]
+                on_host = decl.address.host
+                maker = provisioned.get(on_host) if on_host else None
+                anew = False
+                if maker is not None and on_host is not None:
+                    made = changes.get(maker)
+                    anew = on_host in unread or (made is not None and made.action in (
+                        Action.CREATE, Action.REPLACE))
+                    if anew:
+                        # a new container: nothing of it is there until it is made
+                        observed[address] = None
+                        observed.pop(address + _OLD, None)
+                        reidentified.discard(address)
+                    elif on_host in provisioned_down:
+                        hosts_down[on_host] = provisioned_down[on_host]
+                        continue
                 uses = computed_refs.get(address, set())
                 if any(changes[u].action is not Action.NOOP for u in uses if u in changes):
                     # a computed value it uses will change: unknown until apply
@@ -608,6 +659,10 @@ class Planner:
                     drift = ["deleted"]
                 if address in reidentified and old_obs is None and not left_in_place:
                     drift = ["deleted"]  # the object at its old identity is gone
+                if anew:
+                    drift = []  # (its container is new: nothing of it was changed by hand)
+                    if rec is not None:
+                        change.note = f"made anew in the new {maker}"
                 if intent is not None and rec is not None:
                     # the interrupted run's own changes: not made by hand
                     change.interrupted = drift
@@ -660,6 +715,18 @@ class Planner:
             orphan = prior_records[address]
             obs = observed.get(address)
             rt = registry.get(orphan.type)
+            on_host = ResourceAddress.parse(address).host
+            maker = provisioned.get(on_host) if on_host else None
+            if maker is not None and (on_host in unread or (
+                    maker in changes and changes[maker].action in (Action.CREATE,
+                                                                    Action.REPLACE))):
+                # its container goes (or is made anew): the object goes with it
+                changes[address] = ResourceChange(
+                    address=address, type=orphan.type, action=Action.FORGET, before=None,
+                    after=None, prior=orphan.attributes, source=orphan.source,
+                    origin=orphan.origin, on_destroy=orphan.on_destroy,
+                    note=f"goes with {maker}: only removed from state")
+                continue
             dependents = sorted(
                 a for a in orphan_set
                 if (address in prior_records[a].dependencies or a in inside.get(address, ()))

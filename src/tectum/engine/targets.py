@@ -57,7 +57,8 @@ class Targets:
                  options: Mapping[str, Any] | None = None, source: str = "") -> None:
         self.inventory = inventory
         self._places = Places(inventory)
-        self._context = ProviderContext(root, workspace, inventory, dict(options or {}))
+        self._context = ProviderContext(root, workspace, inventory, dict(options or {}),
+                                        self.provider)
         self._settings = dict(settings or {})
         self._source = source or os.path.join(root, "tectum.toml")
         self._providers: dict[str, Provider] = {}

@@ -28,7 +28,7 @@ import importlib
 import os
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, NamedTuple, TypeVar
@@ -38,7 +38,7 @@ from tectum.plans.plan import Action, AttrChange, ResourceChange
 from tectum.schema import MISSING, Schema
 
 if TYPE_CHECKING:
-    from tectum.config.inventory import Inventory
+    from tectum.config.inventory import Connection, Inventory
 
 #: the target type a resource type works on (a host connector, an API client...)
 T = TypeVar("T")
@@ -143,6 +143,15 @@ class ResourceType(ABC, Generic[T]):
         """The :meth:`identity_key` of a whole object this resource manages only a part of
         (a line of a file), else None: a resource managing that whole object in the same
         stack is refused (each apply would undo the other); other parts of it are fine."""
+        return None
+
+    def provides_host(self, attrs: dict[str, Any]) -> str | None:
+        """The host name under which a role applied to this object declares its resources
+        (``apply_role(role, container)``), or None when the object is no host. Such a host
+        is *provisioned* by the resource: its resources depend on it, are made anew when
+        the object is created or replaced, and go with it when it is deleted. The name is
+        ``PROVIDER:ID`` and the provider's :meth:`Provider.connector` reaches it
+        (``podman:web1``)."""
         return None
 
     def journal_identity(self, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -328,6 +337,9 @@ class ProviderContext(NamedTuple):
     workspace: str
     inventory: Inventory
     options: Mapping[str, Any]
+    #: the session's configured provider of a name (a provider reaching hosts through
+    #: another one's connectors: :meth:`Provider.connector`); None outside a session
+    provider: Callable[[str], Provider] | None = None
 
 
 class Provider(ABC):
@@ -349,6 +361,9 @@ class Provider(ABC):
     #: whether this provider knows facts about hosts (``host.facts`` in a stack:
     #: :meth:`gather_facts`, :meth:`want_facts`, :meth:`observed_facts`)
     offers_facts: ClassVar[bool] = False
+    #: whether this provider makes host connectors (:meth:`connector`): an inventory host
+    #: (or a host a role is applied to) with ``connector = NAME`` is reached through it
+    offers_connector: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.config: dict[str, Any] = {}
@@ -412,6 +427,14 @@ class Provider(ABC):
         """The facts read with ``host``'s last read (after :meth:`want_facts`), else None."""
         return None
 
+    def connector(self, host: str, connection: Connection) -> Any:
+        """A host connector (the :class:`~tectum.providers.host.connector.Connector`
+        contract) for inventory host ``host`` whose ``connector`` names this provider
+        (providers with :attr:`offers_connector`: ``connector = "podman"`` reaches a
+        container through ``podman exec``). Raises :class:`DiagnosticError` when it cannot
+        be made."""
+        raise NotImplementedError(f"the {self.name} provider makes no host connectors")
+
     def close(self) -> None:
         """Release every target (connections, clients)."""
         return None
@@ -437,6 +460,7 @@ def _load(target: str) -> Any:
 _BUILTIN_PROVIDERS: dict[str, str] = {
     "host": "tectum.providers.host.provider:HostProvider",
     "random": "tectum.providers.random.provider:RandomProvider",
+    "podman": "tectum.providers.podman.provider:PodmanProvider",
 }
 
 

@@ -110,6 +110,14 @@ class HostProvider(Provider):
             raise RuntimeError("the host provider is used before it is configured")
         inventory = self.context.inventory
         entry = inventory.hosts.get(name)
+        kind, _, ident = name.partition(":")
+        if entry is None and ident and self.context.provider is not None:
+            # a provisioned host (``podman:web1``: a container a role is applied to)
+            from tectum.config.inventory import Connection
+
+            made: Connector = self.context.provider(kind).connector(name, Connection(
+                kind, ident, 0, "root", None, None, False, None, 10.0, 600.0))
+            return made
         if entry is None:
             raise DiagnosticError(Diagnostic.error(
                 "Unknown host",
@@ -121,6 +129,12 @@ class HostProvider(Provider):
             local = LocalConnector()
             local.host = name
             return local
+        if conn.connector != "ssh":
+            # a container (connector = "podman"): the provider of that name makes it
+            if self.context.provider is None:
+                raise RuntimeError("no session to find the provider of a connector in")
+            other: Connector = self.context.provider(conn.connector).connector(name, conn)
+            return other
         from tectum.providers.host.ssh import SSHConnector
 
         password = None

@@ -1,0 +1,106 @@
+"""A connector into a running container: the host
+:class:`~tectum.providers.host.connector.Connector` contract over ``podman exec``.
+
+:class:`PodmanConnector` runs exactly the scripts :class:`~tectum.providers.host.ssh.SSHConnector`
+runs on a remote host — the same batched ``stat``/``tar`` reads (every fact of a role in one
+round trip), the same atomic writes, the same error texts — but each one is a ``podman exec -i
+CONTAINER sh -c SCRIPT sh ARG...`` process on this machine instead of an SSH channel (Ansible's
+``containers.podman.podman`` connection plugin, pyinfra's ``@podman`` connector). Arguments are
+argv items all the way: no shell on this machine sees them, and in the container ``sh`` gets the
+script as a constant and every value as a positional parameter.
+
+A container that is not there or not running is *down* for the run (``unreachable``): the
+engine leaves its resources out and keeps their state, as for an unreachable SSH host.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from typing import TYPE_CHECKING
+
+from tectum.providers.host.connector import ConnectorError
+from tectum.providers.host.ssh import HostUnreachable, SSHConnector, _Exec
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from tectum.providers.podman.client import Podman
+
+#: what ``podman exec`` says when the container cannot run a command (gone, stopped)
+_NOT_RUNNING = (b"no such container", b"container state improper", b"is not running",
+                b"can only create exec sessions on running containers")
+#: the exit codes of a ``podman exec`` that ran nothing: 125 (podman's own error: no such
+#: container), 126/127 (the command cannot be run), and 255, which podman 4.3 returns for a
+#: stopped container ("can only create exec sessions on running containers")
+_PODMAN_FAILED = (125, 126, 127, 255)
+
+
+class PodmanConnector(SSHConnector):
+    """The container named ``container`` of ``podman``, as host ``host`` (see the module
+    docstring). Thread-safe; ``round_trips`` counts ``podman exec`` processes."""
+
+    def __init__(self, host: str, container: str, podman: Podman, *,
+                 command_timeout: float = 600.0, log_path: str | None = None,
+                 fail_fast: bool = False) -> None:
+        super().__init__(host, container, command_timeout=command_timeout, log_path=log_path,
+                         fail_fast=fail_fast)
+        self.container = container
+        self.podman = podman
+
+    def __repr__(self) -> str:
+        return f"PodmanConnector({self.host!r}, {self.container!r})"
+
+    def _where(self) -> str:
+        return f"container {self.container}"
+
+    def connect(self) -> None:
+        """Check that the container runs (else raise :class:`HostUnreachable`)."""
+        self._exec("true", [])
+
+    def close(self) -> None:
+        """Flush the command log (there is no connection to close)."""
+        super().close()
+
+    def _exec(self, script: str, args: Sequence[str], stdin: bytes = b"",
+              timeout: float | None = None) -> _Exec:
+        if self.down is not None:
+            kind, message = self.down
+            raise HostUnreachable(message) if kind == "unreachable" else ConnectorError(message)
+        limit = timeout if timeout is not None else self.command_timeout
+        argv = self.podman.argv(["exec", "-i", "--user", "root", self.container,
+                                 "sh", "-c", script, "sh", *args])
+        self.round_trips += 1
+        started = time.monotonic()
+        try:
+            proc = subprocess.run(argv, input=stdin, capture_output=True, timeout=limit)
+        except subprocess.TimeoutExpired:
+            return _Exec(124, b"", b"", True)
+        except FileNotFoundError:
+            raise ConnectorError(f"podman is not installed here (no {self.podman.binary!r} "
+                                 "on PATH): install it, or set [providers.podman] podman"
+                                 ) from None
+        if proc.returncode in _PODMAN_FAILED and any(
+                word in proc.stderr.lower() for word in _NOT_RUNNING) and not self._running():
+            reason = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-1:]
+            message = (f"cannot reach container {self.container} (host {self.host}): it is "
+                       f"not running ({'; '.join(reason) or 'podman exec failed'}; after "
+                       f"{time.monotonic() - started:.1f} s)")
+            if self.fail_fast:
+                self.down = ("unreachable", message)
+            raise HostUnreachable(message)
+        return _Exec(proc.returncode, proc.stdout, proc.stderr, False)
+
+    def _running(self) -> bool:
+        """Whether the container exists and runs (``podman container inspect``): asked only
+        after a failed exec whose message reads like podman's, so a command in the container
+        that prints such words and exits 125-127 or 255 is not taken for a stopped
+        container."""
+        try:
+            proc = subprocess.run(
+                self.podman.argv(["container", "inspect", "--format", "{{.State.Running}}",
+                                  self.container]),
+                capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+        except (subprocess.TimeoutExpired, OSError):
+            return False
+        return proc.returncode == 0 and proc.stdout.strip() == b"true"
