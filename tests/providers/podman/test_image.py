@@ -84,6 +84,8 @@ def test_role_is_baked_under_a_content_addressed_tag_and_never_rebuilt_unchanged
     finally:
         tectum("destroy", "-auto-approve", cwd=root)
     assert versions(store, name) == []
+    # the base tectum imported from the tarball goes too (the store's own base stays)
+    assert [t for t in store.images() if "tectum-base" in t] == []
 
 
 def test_a_changed_role_rebuilds_keeps_versions_and_rollback_reuses_one(

@@ -103,6 +103,11 @@ def image_tag(base_key: str, role_hash: str, labels: dict[str, Any] | None,
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _imported_base(digest: str) -> str:
+    """The name a ``base_tarball`` is imported under: by its content digest."""
+    return f"localhost/tectum-base:{digest[:16]}"
+
+
 def _builder_prefix(name: str) -> str:
     """The name every build container of image ``name`` starts with (then its tag)."""
     return f"tectum-build-{hashlib.sha256(name.encode()).hexdigest()[:8]}-"
@@ -324,8 +329,14 @@ class ImageType(ResourceType[Podman]):
     def apply(self, target: Podman, change: ResourceChange) -> dict[str, Any] | None:
         podman = target
         if change.action is Action.DELETE:
-            name = (change.prior or change.before or {}).get("name")
-            self._remove_versions(podman, str(name), keep=0, current=None)
+            was = change.prior or change.before or {}
+            self._remove_versions(podman, str(was.get("name")), keep=0, current=None)
+            digest = was.get("base_digest")
+            if isinstance(digest, str) and digest:
+                # the base tectum imported for it goes too, unless another image is built
+                # on it (podman refuses: it stays for that one)
+                podman.run(["rmi", _imported_base(digest)], check=False,
+                           what="removing the imported base")
             return None
         desired = dict(change.after or {})
         name = str(desired["name"])
@@ -353,7 +364,7 @@ class ImageType(ResourceType[Podman]):
         """The base image (reference, id, tag key); a tarball is imported once by digest."""
         digest = desired.get("base_digest")
         if digest:
-            ref = f"localhost/tectum-base:{digest[:16]}"
+            ref = _imported_base(digest)
             found = podman.inspect("image", [ref]).get(ref)
             if found is None:
                 podman.run(["import", "--change", 'CMD ["/bin/sh"]', "--message",
