@@ -37,6 +37,8 @@ class Image(Resource):
             from tectum.providers.podman.recipe import capture
 
             kwargs["recipe"] = capture(role, label, role_args)
+        elif role_args is not None:
+            kwargs["role_args"] = role_args  # (reported: role_args without a role)
         super().__init__(label, **kwargs)  # type: ignore[arg-type]
 
 

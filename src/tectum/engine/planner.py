@@ -433,6 +433,10 @@ class Planner:
                     "Cannot replace", f"-replace {address}: {why}", address=address))
         if targets is not None:
             chosen = _targeted(targets, graph, prior_records, destroy, decls)
+            if not destroy:
+                # a container targeted may be made anew: what a role put in it comes along
+                hosts_made = {h for h, a in provisioners(decls).items() if a in chosen}
+                chosen |= {a for a, d in decls.items() if d.address.host in hosts_made}
             desired = {a: w for a, w in desired.items() if a in chosen}
             orphans = [a for a in orphans if a in chosen]
 
@@ -459,9 +463,17 @@ class Planner:
             if made_host is not None and made_host not in provisioned:
                 provisioned[made_host] = address
         orphan_set_early = set(orphans)
+
+        def goes(p: str) -> bool:
+            """``p`` is deleted by this plan (not only forgotten)."""
+            rec_p = prior_records.get(p)
+            rt_p = registry.get(rec_p.type) if rec_p is not None else None
+            return p in orphan_set_early and rec_p is not None and rec_p.deletes_on_destroy \
+                and rt_p is not None and rt_p.deletable
+
         unread: set[str] = {h for h, p in provisioned.items()
-                            if destroy or p not in prior_records or p in orphan_set_early
-                            or p not in decls}
+                            if goes(p) or (p in desired and p not in prior_records
+                                           and p not in moved)}
         batches: dict[tuple[str | None, str], list[tuple[str, ReadItem]]] = {}
         for address, want in desired.items():
             decl = decls[address]
@@ -717,6 +729,13 @@ class Planner:
             rt = registry.get(orphan.type)
             on_host = ResourceAddress.parse(address).host
             maker = provisioned.get(on_host) if on_host else None
+            if maker is not None and on_host is not None and on_host in provisioned_down \
+                    and on_host not in unread and not (
+                        maker in changes and changes[maker].action in (Action.CREATE,
+                                                                        Action.REPLACE)):
+                # its container could not be read (stopped): left in state for a later run
+                hosts_down[on_host] = provisioned_down[on_host]
+                continue
             if maker is not None and (on_host in unread or (
                     maker in changes and changes[maker].action in (Action.CREATE,
                                                                     Action.REPLACE))):

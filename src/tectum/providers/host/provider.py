@@ -111,7 +111,10 @@ class HostProvider(Provider):
         inventory = self.context.inventory
         entry = inventory.hosts.get(name)
         kind, _, ident = name.partition(":")
-        if entry is None and ident and self.context.provider is not None:
+        from tectum.providers.registry import registry
+
+        maker = registry.provider_class(kind) if entry is None and ident else None
+        if maker is not None and maker.offers_connector and self.context.provider is not None:
             # a provisioned host (``podman:web1``: a container a role is applied to)
             from tectum.config.inventory import Connection
 

@@ -98,14 +98,18 @@ class Podman:
 
     def run(self, args: Sequence[str], *, input: bytes | None = None, check: bool = True,
             mutating: bool = True, timeout: float | None = None,
-            what: str | None = None) -> subprocess.CompletedProcess[bytes]:
+            what: str | None = None,
+            env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
         """Run ``podman ARGS`` and return the finished process. With ``check`` a non-zero exit
         raises :class:`PodmanError` naming ``what`` (else the subcommand) and podman's own
-        message. A missing binary or a timeout always raises."""
+        message. A missing binary or a timeout always raises. ``env`` is added to podman's
+        environment (values ``--env NAME`` takes from there: never on a command line, never
+        on disk)."""
         argv = self.argv(args)
         self._record(list(args), mutating)
         try:
             proc = subprocess.run(argv, input=input, capture_output=True,
+                                  env={**os.environ, **env} if env else None,
                                   timeout=timeout or self.timeout,
                                   stdin=None if input is not None else subprocess.DEVNULL)
         except FileNotFoundError:
@@ -198,10 +202,12 @@ def _matches(kind: str, item: Any, name: str) -> bool:
     if not isinstance(item, dict):
         return False
     ident = str(item.get("Id") or item.get("ID") or "")
+    if kind == "container":
+        # a name, or a whole id: never an id prefix (libpod takes "db" for a container whose
+        # id starts with db when none is named so)
+        return str(item.get("Name", "")).lstrip("/") == name or (bool(ident) and ident == name)
     if ident and (ident == name or ident.startswith(name.removeprefix("sha256:"))):
         return True
-    if kind == "container":
-        return str(item.get("Name", "")).lstrip("/") == name
     if kind == "volume":
         return item.get("Name") == name
     tags = [str(t) for t in item.get("RepoTags") or []]

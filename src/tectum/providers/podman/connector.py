@@ -47,6 +47,8 @@ class PodmanConnector(SSHConnector):
                          fail_fast=fail_fast)
         self.container = container
         self.podman = podman
+        #: the full id of the container, once resolved by its exact name
+        self._ident: str | None = None
 
     def __repr__(self) -> str:
         return f"PodmanConnector({self.host!r}, {self.container!r})"
@@ -65,42 +67,66 @@ class PodmanConnector(SSHConnector):
     def _exec(self, script: str, args: Sequence[str], stdin: bytes = b"",
               timeout: float | None = None) -> _Exec:
         if self.down is not None:
-            kind, message = self.down
-            raise HostUnreachable(message) if kind == "unreachable" else ConnectorError(message)
+            # down when last asked; a container the same run started or made anew since runs
+            if self._resolve() is None:
+                kind, message = self.down
+                raise HostUnreachable(message) if kind == "unreachable" \
+                    else ConnectorError(message)
+            self.down = None
+        ident = self._ident or self._resolve()
+        started = time.monotonic()
+        if ident is None:
+            self._not_running(started, ["no running container of that name"])
+        assert ident is not None
+        proc = self._run_in(ident, script, args, stdin, timeout)
+        if proc is None:
+            return _Exec(124, b"", b"", True)
+        if proc.returncode in _PODMAN_FAILED and any(
+                word in proc.stderr.lower() for word in _NOT_RUNNING):
+            again = self._resolve()
+            if again is not None and again != ident:
+                proc = self._run_in(again, script, args, stdin, timeout)  # (made anew)
+                if proc is None:
+                    return _Exec(124, b"", b"", True)
+            elif again is None:
+                reason = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-1:]
+                self._not_running(started, reason)
+        return _Exec(proc.returncode, proc.stdout, proc.stderr, False)
+
+    def _run_in(self, ident: str, script: str, args: Sequence[str], stdin: bytes,
+                timeout: float | None) -> subprocess.CompletedProcess[bytes] | None:
+        """``podman exec`` of the script in the container with the full id ``ident`` (never
+        by name: podman would take a name that matches nothing as another container's id
+        prefix). None when it timed out."""
         limit = timeout if timeout is not None else self.command_timeout
-        argv = self.podman.argv(["exec", "-i", "--user", "root", self.container,
+        argv = self.podman.argv(["exec", "-i", "--user", "root", ident,
                                  "sh", "-c", script, "sh", *args])
         self.round_trips += 1
-        started = time.monotonic()
         try:
-            proc = subprocess.run(argv, input=stdin, capture_output=True, timeout=limit)
+            return subprocess.run(argv, input=stdin, capture_output=True, timeout=limit)
         except subprocess.TimeoutExpired:
-            return _Exec(124, b"", b"", True)
+            return None
         except FileNotFoundError:
             raise ConnectorError(f"podman is not installed here (no {self.podman.binary!r} "
                                  "on PATH): install it, or set [providers.podman] podman"
                                  ) from None
-        if proc.returncode in _PODMAN_FAILED and any(
-                word in proc.stderr.lower() for word in _NOT_RUNNING) and not self._running():
-            reason = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-1:]
-            message = (f"cannot reach container {self.container} (host {self.host}): it is "
-                       f"not running ({'; '.join(reason) or 'podman exec failed'}; after "
-                       f"{time.monotonic() - started:.1f} s)")
-            if self.fail_fast:
-                self.down = ("unreachable", message)
-            raise HostUnreachable(message)
-        return _Exec(proc.returncode, proc.stdout, proc.stderr, False)
 
-    def _running(self) -> bool:
-        """Whether the container exists and runs (``podman container inspect``): asked only
-        after a failed exec whose message reads like podman's, so a command in the container
-        that prints such words and exits 125-127 or 255 is not taken for a stopped
-        container."""
+    def _resolve(self) -> str | None:
+        """The full id of the running container named exactly :attr:`container` (one
+        ``podman container inspect``), remembered; None when there is none or it is not
+        running."""
         try:
-            proc = subprocess.run(
-                self.podman.argv(["container", "inspect", "--format", "{{.State.Running}}",
-                                  self.container]),
-                capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
-        except (subprocess.TimeoutExpired, OSError):
-            return False
-        return proc.returncode == 0 and proc.stdout.strip() == b"true"
+            found = self.podman.inspect("container", [self.container]).get(self.container)
+        except Exception:  # noqa: BLE001 - podman failing here: not reachable
+            found = None
+        running = found is not None and bool((found.get("State") or {}).get("Running"))
+        self._ident = str(found.get("Id")) if running and found is not None else None
+        return self._ident
+
+    def _not_running(self, started: float, reason: Sequence[str]) -> None:
+        message = (f"cannot reach container {self.container} (host {self.host}): it is "
+                   f"not running ({'; '.join(reason) or 'podman exec failed'}; after "
+                   f"{time.monotonic() - started:.1f} s)")
+        if self.fail_fast:
+            self.down = ("unreachable", message)
+        raise HostUnreachable(message)

@@ -6,8 +6,8 @@ Shapes (desired, after :meth:`ContainerType.prepare`)::
     name             str, identity ([a-zA-Z0-9][a-zA-Z0-9_.-]*)
     image            str: "name:tag" or an image id (typically a podman_image's image_id)
     command          list[str] | None (None: the image's CMD)
-    env              dict[str, str] (values may be secrets: they reach podman in a 0600
-                     --env-file, never on a command line)
+    env              dict[str, str] (values may be secrets: podman takes them with --env NAME
+                     from its own environment, never on a command line or on disk)
     network          "bridge" (podman's default) | "none" | "host" | "/abs/netns/path"
     volumes          sorted list of "NAME_OR_ABS_PATH:/dest" or "...:/dest:ro"
     ulimits          dict NAME -> "SOFT:HARD" (over the provider's default ulimits)
@@ -49,7 +49,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import threading
 import time
 import weakref
@@ -172,8 +171,8 @@ def _problems(attrs: Mapping[str, Any]) -> list[str]:
             out.append(f"environment variable name {key!r} is not [A-Za-z_][A-Za-z0-9_]*")
         elif isinstance(value, str) and is_known(value) and (
                 "\0" in value or "\n" in value or "\r" in value):
-            out.append(f"environment variable {key} holds a NUL byte or a line break (an "
-                       "--env-file line cannot carry it)")
+            out.append(f"environment variable {key} holds a NUL byte or a line break "
+                       "(an environment value cannot carry it through podman)")
     for key, value in (attrs.get("labels") or {}).items():
         out += filter(None, [_bad_text("label name", key), _bad_text("label value", value,
                                                                      dash=False)])
@@ -257,10 +256,16 @@ def _health(found: Any, want: Any) -> dict[str, Any] | None:
             "retries": int(found.get("Retries") or 0)}
 
 
-def _volumes(mounts: Any) -> list[str]:
+def _volumes(mounts: Any, image_volumes: Any = None) -> list[str]:
+    """Mounts as ``SOURCE:DEST[:ro]``, leaving out the anonymous volumes podman makes for
+    the image's own ``VOLUME`` paths (not the configuration's)."""
     out = []
+    anonymous = set(image_volumes or {})
     for mount in mounts or []:
         kind = mount.get("Type")
+        if kind == "volume" and mount.get("Destination") in anonymous \
+                and re.fullmatch(r"[0-9a-f]{64}", str(mount.get("Name") or "")):
+            continue
         src = mount.get("Name") if kind == "volume" else mount.get("Source") \
             if kind == "bind" else None
         if not src:
@@ -442,11 +447,10 @@ class ContainerType(ResourceType[Podman]):
             except ValueError:
                 want_limits = {}
         limits = _limits(host.get("Ulimits"))
-        if limits == {**defaults, **want_limits}:
-            ulimits = dict(want_limits)
-        else:
-            ulimits = {k: v for k, v in sorted(limits.items())
-                       if k in want_limits or defaults.get(k) != v}
+        # only limits the configuration or the provider sets are compared (rootful podman
+        # records its own defaults for the others)
+        ulimits = {k: v for k, v in sorted(limits.items())
+                   if k in want_limits or (k in defaults and defaults[k] != v)}
         state = data.get("State") or {}
         return {
             "name": str(data.get("Name", "")).lstrip("/"),
@@ -455,7 +459,7 @@ class ContainerType(ResourceType[Podman]):
             "env": _own(_pairs(config.get("Env")), _pairs(image_config.get("Env")),
                         ref.get("env"), PODMAN_ENV),
             "network": _network(host.get("NetworkMode")),
-            "volumes": _volumes(data.get("Mounts")),
+            "volumes": _volumes(data.get("Mounts"), image_config.get("Volumes")),
             "ulimits": ulimits,
             "restart_policy": _restart(host.get("RestartPolicy")),
             "running": bool(state.get("Running")),
@@ -490,22 +494,17 @@ class ContainerType(ResourceType[Podman]):
         return out
 
     def sweep_interrupted(self, target: Podman, identities: Sequence[dict[str, Any]]) -> None:
-        """A killed ``create_before_destroy`` replace leaves ``NAME.tectum-new``: when the old
-        container is gone it was removed after the new one ran healthy, so the new one is
-        renamed to ``NAME``; otherwise it is removed."""
+        """A killed ``create_before_destroy`` replace leaves ``NAME.tectum-new``: it is
+        removed (the plan made after the kill already decided what ``NAME`` needs: made
+        again if the old one is gone)."""
         names = [str(i["name"]) for i in identities if isinstance(i.get("name"), str)]
         if not names:
             return
         temps = [n + TEMP_SUFFIX for n in names]
         found = target.inspect("container", names + temps)
-        for name, temp in zip(names, temps, strict=True):
-            if temp not in found:
-                continue
-            if name in found:
-                target.run(["rm", "-f", "-i", "-t", str(STOP_TIMEOUT), temp],
-                           what=f"removing the left-over container {temp}")
-            else:
-                target.run(["rename", temp, name], what=f"renaming {temp} to {name}")
+        for temp in temps:
+            if temp in found:
+                self._remove(target, temp)
 
     # -- apply ---------------------------------------------------------------------------
     def apply(self, target: Podman, change: ResourceChange) -> dict[str, Any] | None:
@@ -525,11 +524,14 @@ class ContainerType(ResourceType[Podman]):
         after = dict(change.after or {})
         name = str(after["name"])
         if change.action is Action.UPDATE:
+            ident = self._exact(target, name)
+            if ident is None:
+                raise ApplyError(f"container {name} is gone since the plan: run plan again")
             if after.get("running", True):
-                target.run(["start", name], what=f"starting container {name}")
+                target.run(["start", ident], what=f"starting container {name}")
                 self._wait(target, name, after, remove_on_failure=False)
             else:
-                target.run(["stop", "-t", str(STOP_TIMEOUT), name],
+                target.run(["stop", "-t", str(STOP_TIMEOUT), ident],
                            what=f"stopping container {name}")
         elif change.action is Action.REPLACE and after.get("create_before_destroy"):
             temp = name + TEMP_SUFFIX
@@ -547,13 +549,23 @@ class ContainerType(ResourceType[Podman]):
             raise ApplyError(f"container {name} is gone right after it was made")
         return self.stored(found)
 
+    @staticmethod
+    def _exact(target: Podman, name: str) -> str | None:
+        """The full id of the container named exactly ``name`` (None: there is none). podman
+        itself would take a name that matches nothing as an id prefix of another container."""
+        found = target.inspect("container", [name]).get(name)
+        return str(found.get("Id")) if found is not None and found.get("Id") else None
+
     def _remove(self, target: Podman, name: str) -> None:
-        target.run(["rm", "-f", "-i", "-t", str(STOP_TIMEOUT), name],
-                   what=f"removing container {name}")
+        ident = self._exact(target, name)
+        if ident is not None:
+            # -v: the anonymous volumes podman made for it go too (named ones stay)
+            target.run(["rm", "-f", "-v", "-i", "-t", str(STOP_TIMEOUT), ident],
+                       what=f"removing container {name}")
 
     def _make(self, target: Podman, name: str, after: Mapping[str, Any]) -> None:
-        """``podman create`` (environment through a 0600 ``--env-file``, removed right
-        after) and, when ``running``, ``podman start`` and the wait (:meth:`_wait`)."""
+        """``podman create`` (environment values through podman's own environment:
+        ``--env NAME``) and, when ``running``, ``podman start`` and the wait (:meth:`_wait`)."""
         args = ["create", "--name", name, *target.ulimit_args(after.get("ulimits") or {})]
         network = str(after.get("network") or "bridge")
         args += ["--network", network if network in NETWORKS else f"ns:{network}"]
@@ -570,16 +582,13 @@ class ContainerType(ResourceType[Podman]):
                      else str(command),
                      "--health-interval", f"{int(health.get('interval', 5))}s",
                      "--health-retries", str(int(health.get("retries", 3)))]
-        env = after.get("env") or {}
-        fd, path = tempfile.mkstemp(prefix="tectum-env-")  # (mode 0600)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.writelines(f"{k}={v}\n" for k, v in sorted(env.items()))
-            args += ["--env-file", path, "--", str(after["image"]),
-                     *[str(a) for a in after.get("command") or []]]
-            target.run(args, what=f"creating container {name}")
-        finally:
-            os.unlink(path)
+        env = {str(k): str(v) for k, v in (after.get("env") or {}).items()}
+        # ``--env NAME`` takes the value from podman's own environment: never on a command
+        # line, never in a file a kill -9 could leave behind
+        for key in sorted(env):
+            args += ["--env", key]
+        args += ["--", str(after["image"]), *[str(a) for a in after.get("command") or []]]
+        target.run(args, what=f"creating container {name}", env=env)
         if after.get("running", True):
             try:
                 target.run(["start", name], what=f"starting container {name}")

@@ -48,6 +48,7 @@ from tectum.providers.podman.recipe import bake, prepare_recipe, recipe_hash
 from tectum.schema import Attr, Schema
 from tectum.values import is_known
 
+_TAG_RE = re.compile(r"[0-9a-f]{16}")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)*$")
 #: the labels tectum puts on what it builds
 LABEL_IMAGE = "tectum.image"
@@ -101,6 +102,15 @@ def image_tag(base_key: str, role_hash: str, labels: dict[str, Any] | None,
     the labels and the command."""
     text = json.dumps([base_key, role_hash, labels or {}, command], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+_import_locks: dict[str, threading.Lock] = {}
+
+
+def _import_lock(digest: str) -> threading.Lock:
+    """One import of a tarball at a time (two images on one base, applied in parallel)."""
+    with _digests_lock:
+        return _import_locks.setdefault(digest, threading.Lock())
 
 
 def _imported_base(digest: str) -> str:
@@ -176,20 +186,42 @@ class ImageType(ResourceType[Podman]):
 
     def prepare(self, attrs: dict[str, Any], base_dir: str) -> dict[str, Any]:
         out = super().prepare(attrs, base_dir)
+        name = out.get("name")
+        if isinstance(name, str) and is_known(name) and "/" not in name:
+            out["name"] = f"localhost/{name}"  # (what podman names it: compared as such)
         tarball = out.get("base_tarball")
         if isinstance(tarball, str) and is_known(tarball):
             path = os.path.join(base_dir, tarball)
             if not os.path.isfile(path):
                 raise ValueError(f"base_tarball {tarball!r}: no such file ({path})")
             out["base_tarball"] = os.path.abspath(path)
-            out["base_digest"] = file_digest(out["base_tarball"])
+            try:
+                out["base_digest"] = file_digest(out["base_tarball"])
+            except OSError as exc:
+                raise ValueError(f"base_tarball {tarball!r}: cannot be read: "
+                                 f"{exc.strerror or exc}") from None
         recipe = out.get("recipe") or []
         if recipe:
-            out["recipe"] = prepare_recipe(recipe)
+            try:
+                out["recipe"] = prepare_recipe(recipe)
+            except (KeyError, TypeError, AttributeError) as exc:
+                raise ValueError(f"recipe: not a recipe Image(role=...) makes ({exc!r}); "
+                                 "give role= a role function instead") from None
         found = recipe_hash(out.get("recipe") or [])
         if found is not None:
             out["role_hash"] = found
         return out
+
+    def sensitive_derived(self, sensitive: set[str]) -> set[str]:
+        """A recipe holding a secret makes its hash (and the tag from it) sensitive."""
+        return {"role_hash", "tag"} if "recipe" in sensitive else set()
+
+    def masked_values(self, attrs: dict[str, Any], sensitive: set[str]) -> list[str]:
+        """The digests of a secret-bearing recipe would let anyone test guesses: masked."""
+        if "recipe" not in sensitive:
+            return []
+        return [v for v in (attrs.get("role_hash"), attrs.get("tag"))
+                if isinstance(v, str) and is_known(v)]
 
     def identity_key(self, attrs: dict[str, Any]) -> tuple[Any, ...]:
         return (self.name, attrs.get("name"))
@@ -330,6 +362,7 @@ class ImageType(ResourceType[Podman]):
         podman = target
         if change.action is Action.DELETE:
             was = change.prior or change.before or {}
+            self._remove_builders(podman, str(was.get("name")))
             self._remove_versions(podman, str(was.get("name")), keep=0, current=None)
             digest = was.get("base_digest")
             if isinstance(digest, str) and digest:
@@ -365,21 +398,26 @@ class ImageType(ResourceType[Podman]):
         digest = desired.get("base_digest")
         if digest:
             ref = _imported_base(digest)
-            found = podman.inspect("image", [ref]).get(ref)
-            if found is None:
-                podman.run(["import", "--change", 'CMD ["/bin/sh"]', "--message",
-                            f"tectum base {digest}", str(desired["base_tarball"]), ref],
-                           what=f"podman import {desired['base_tarball']}")
-                found = podman.inspect("image", [ref]).get(ref)
-            if found is None:
-                raise ApplyError(f"podman import did not make {ref}")
-            return ref, str(found.get("Id")), f"tarball:{digest}"
+            with _import_lock(digest):
+                return self._import(podman, desired, ref, digest)
         base = str(desired.get("base"))
         found = podman.inspect("image", [base]).get(base)
         if found is None:
             raise ApplyError(f"the base image {base} is not in podman's storage (tectum never "
                              "pulls: build it with a podman_image, or podman import/load it)")
         return base, str(found.get("Id")), f"image:{found.get('Id')}"
+
+    def _import(self, podman: Podman, desired: dict[str, Any], ref: str,
+                digest: str) -> tuple[str, str, str]:
+        found = podman.inspect("image", [ref]).get(ref)
+        if found is None:
+            podman.run(["import", "--change", 'CMD ["/bin/sh"]', "--message",
+                        f"tectum base {digest}", str(desired["base_tarball"]), ref],
+                       what=f"podman import {desired['base_tarball']}")
+            found = podman.inspect("image", [ref]).get(ref)
+        if found is None:
+            raise ApplyError(f"podman import did not make {ref}")
+        return ref, str(found.get("Id")), f"tarball:{digest}"
 
     def import_item(self, import_id: str) -> ReadItem:
         """``tectum import ADDRESS NAME:TAG``: the version ``NAME:TAG`` (``NAME`` alone:
@@ -394,17 +432,21 @@ class ImageType(ResourceType[Podman]):
 
         name = str(desired["name"])
         builder = f"{_builder_prefix(name)}{ref.rsplit(':', 1)[1]}"
-        self._remove_builders(podman, name)
+        # (one left by a killed build of this very version; other versions' builds are left
+        # to their own runs)
+        podman.run(["rm", "-f", "-t", "0", "-i", builder], check=False,
+                   what="removing a left-over build container")
         labels = {**(desired.get("labels") or {}), LABEL_IMAGE: name,
                   LABEL_ROLE: desired.get("role_hash") or recipe_hash([]),
                   LABEL_REVISION: _revision(podman.project_root), LABEL_BASE_ID: base_id,
                   LABEL_TAG: ref.rsplit(":", 1)[1],
                   LABEL_BASE_DIGEST: desired.get("base_digest") or ""}
-        podman.run(["run", "-d", "--name", builder,
-                    "--network", str(desired.get("build_network") or "host"),
-                    *podman.ulimit_args(), "--entrypoint", "", base, "sleep", "infinity"],
-                   what=f"starting the build container from {base}")
         try:
+            # (inside the try: a container created whose start failed is removed too)
+            podman.run(["run", "-d", "--name", builder,
+                        "--network", str(desired.get("build_network") or "host"),
+                        *podman.ulimit_args(), "--entrypoint", "", base, "sleep", "infinity"],
+                       what=f"starting the build container from {base}")
             recipe = desired.get("recipe") or []
             if recipe:
                 conn = PodmanConnector(f"image:{name}", builder, podman)
@@ -423,7 +465,7 @@ class ImageType(ResourceType[Podman]):
             podman.run(["commit", "--format", "oci", *changes, builder, ref],
                        what=f"podman commit of {ref}")
         finally:
-            podman.run(["rm", "-f", "-t", "0", builder], check=False,
+            podman.run(["rm", "-f", "-t", "0", "-i", builder], check=False,
                        what="removing the build container")
 
     def _remove_builders(self, podman: Podman, name: str) -> list[str]:
@@ -442,6 +484,11 @@ class ImageType(ResourceType[Podman]):
         when deleting the resource)."""
         found = podman.json(["images", "--filter", f"label={LABEL_IMAGE}={name}", "--format",
                              "json"], what="podman images")
+        # only what tectum built: an image tagged NAME:TAG with TAG its own tectum.tag label
+        # (an image built FROM one of them inherits the labels, not that tag)
+        found = [i for i in found
+                 if f"{name}:{(i.get('Labels') or {}).get(LABEL_TAG)}" in (i.get("Names") or [])
+                 and _TAG_RE.fullmatch(str((i.get("Labels") or {}).get(LABEL_TAG)))]
         found = sorted(found, key=lambda i: int(i.get("Created") or 0), reverse=True)
         keepers: set[str] = {current} if current else set()
         for item in found:
@@ -455,8 +502,11 @@ class ImageType(ResourceType[Podman]):
             if ident in keepers or ident in seen:
                 continue  # (podman lists an image once per tag)
             seen.add(ident)
-            # by its tags (never -f: that would remove the containers using it too)
-            tags = [str(t) for t in item.get("Names") or []] or [ident]
+            # by its tags tectum gave it (never -f: that would remove the containers using
+            # it too); a tag someone else added keeps the image
+            tags = [str(t) for t in item.get("Names") or []
+                    if str(t) in (f"{name}:{(item.get('Labels') or {}).get(LABEL_TAG)}",
+                                  f"{name}:latest")]
             proc = podman.run(["rmi", *tags], check=False, what=f"removing {name} {ident[:12]}")
             if proc.returncode != 0 and b"image not known" not in proc.stderr:
                 refused.append((ident, proc))
