@@ -203,3 +203,66 @@ Image("app", name="localhost/app-{suffix}", base=f"localhost/base-{suffix}:{{bas
         result = tectum("destroy", "-auto-approve", cwd=root)
     assert result.returncode == 0, result.output
     assert not any(suffix in t for t in store.images())
+
+
+def test_podman_missing_or_a_runtime_that_cannot_start_names_the_setting(
+        tectum: Callable[..., Result], make_project: Callable[..., Path],
+        store: PodmanStore, suffix: str) -> None:
+    stack = f'''
+from tectum.podman import Container
+Container("web", name="web-{suffix}", image="{store.import_base()}", network="none",
+          command=["sleep", "infinity"])
+'''
+    missing = store.toml() + 'podman = "/nonexistent/podman"\n'
+    root = make_project(stack, {"tectum.toml": missing.replace(
+        "[providers.podman]\n", "[providers.podman]\n", 1)})
+    result = tectum("plan", cwd=root)
+    assert result.returncode == 1, result.output
+    assert "podman is not installed here" in result.output
+    assert "[providers.podman] podman" in result.output and "Traceback" not in result.output
+    # a runtime that cannot start containers on this machine
+    broken = store.toml().replace('runtime = "runc"', 'runtime = "/nonexistent/runtime"')
+    root = make_project(stack, {"tectum.toml": broken}, name="broken")
+    try:
+        result = tectum("apply", "-auto-approve", cwd=root)
+        assert result.returncode == 1, result.output
+        assert "runtime" in result.output and "Traceback" not in result.output
+    finally:
+        tectum("destroy", "-auto-approve", cwd=root)
+    assert f"web-{suffix}" not in store.containers()
+
+
+def test_two_containers_with_one_name_are_refused(
+        tectum: Callable[..., Result], make_project: Callable[..., Path],
+        store: PodmanStore, suffix: str) -> None:
+    stack = f'''
+from tectum.podman import Container
+for label in ("a", "b"):
+    Container(label, name="same-{suffix}", image="{store.import_base()}", network="none")
+'''
+    root = make_project(stack, {"tectum.toml": store.toml()})
+    result = tectum("plan", cwd=root)
+    assert result.returncode == 1 and "Object managed twice" in result.output, result.output
+    assert "podman_container.b" in result.output and "podman_container.a" in result.output
+
+
+def test_a_built_image_carries_the_projects_git_revision(
+        tectum: Callable[..., Result], make_project: Callable[..., Path],
+        store: PodmanStore, suffix: str) -> None:
+    import subprocess
+
+    root = project(make_project, store, suffix)
+    name = f"localhost/app-{suffix}"
+    git = ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "stack"], check=True)
+    revision = subprocess.run([*git, "describe", "--always", "--dirty"], check=True,
+                              capture_output=True, text=True).stdout.strip()
+    try:
+        ok(tectum("apply", "-auto-approve", cwd=root))
+        labels = store.podman.inspect("image", [f"{name}:latest"])[f"{name}:latest"]["Labels"]
+        assert labels["tectum.revision"].startswith(revision.removesuffix("-dirty")), labels
+        assert len(labels["tectum.role_hash"]) == 64
+    finally:
+        tectum("destroy", "-auto-approve", cwd=root)

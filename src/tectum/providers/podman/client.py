@@ -167,7 +167,8 @@ class Podman:
             found = json.loads(text) if text else []
         except ValueError:
             found = []
-        if proc.returncode not in (0, 125) and not found:
+        if proc.returncode != 0 and not _only_unknown(proc.stderr):
+            # (not "no such ...": podman itself failed — a runtime it cannot use, storage)
             raise PodmanError(self.failure(proc, f"podman {kind} inspect"))
         if not isinstance(found, list):
             return {}
@@ -196,6 +197,19 @@ class Podman:
             with open(self._log_path, "a", encoding="utf-8") as fh:
                 for entry in log:
                     fh.write(json.dumps(entry) + "\n")
+
+
+#: what podman says of a name that is not there (anything else on stderr is a failure)
+_UNKNOWN_WORDS = ("no such", "not known", "no container with name or id",
+                  "failed to find image", "unable to find")
+
+
+def _only_unknown(stderr: bytes) -> bool:
+    """Whether every error line of an inspect only says a name is not there."""
+    lines = [ln.strip().lower() for ln in stderr.decode("utf-8", "replace").splitlines()
+             if ln.strip()]
+    errors = [ln for ln in lines if not ln.startswith("time=")]
+    return all(any(w in ln for w in _UNKNOWN_WORDS) for ln in errors)
 
 
 def _matches(kind: str, item: Any, name: str) -> bool:
