@@ -193,7 +193,9 @@ class ImageType(ResourceType[Podman]):
         if isinstance(tarball, str) and is_known(tarball):
             path = os.path.join(base_dir, tarball)
             if not os.path.isfile(path):
-                raise ValueError(f"base_tarball {tarball!r}: no such file ({path})")
+                raise ValueError(f"base_tarball {tarball!r}: no such file ({path}). Give a "
+                                 "root filesystem tarball, e.g. `debootstrap --variant=minbase "
+                                 "bookworm DIR` then `tar -C DIR -cf FILE .`")
             out["base_tarball"] = os.path.abspath(path)
             try:
                 out["base_digest"] = file_digest(out["base_tarball"])
@@ -330,9 +332,12 @@ class ImageType(ResourceType[Podman]):
         version is kept) when the configuration makes another tag; else NOOP."""
         role = desired.get("role_hash")
         if observed is None:
+            # (known now when the base is a tarball: its digest is the base's part of the tag)
+            known = self.want_tag(desired, f"tarball:{desired['base_digest']}") \
+                if desired.get("base_digest") else None
             return Action.CREATE, [
                 AttrChange("name", None, desired.get("name")),
-                AttrChange("tag", None, AFTER_APPLY),
+                AttrChange("tag", None, known or AFTER_APPLY),
                 AttrChange("role_hash", None, role if role else AFTER_APPLY)]
         want = observed.get("_want_tag")
         if want is not None and want == observed.get("tag"):
