@@ -155,10 +155,10 @@ def _resolve_local(value: Any, done: Mapping[str, dict[str, Any]]) -> Any:
     return value
 
 
-def recipe_order(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The items in dependency order: ``depends_on``, recipe references and the host types'
-    implicit dependencies (a file under a directory the recipe makes, an owner it adds).
-    Raises :class:`ValueError` for a reference to no item or a cycle."""
+def recipe_graph(items: list[dict[str, Any]]) -> dict[str, set[str]]:
+    """What each item (by name) depends on: ``depends_on``, recipe references and the host
+    types' implicit dependencies (a file under a directory the recipe makes, an owner it
+    adds). Raises :class:`ValueError` for a reference to no item."""
     from tectum.providers.registry import registry
 
     by_name = {i["name"]: i for i in items}
@@ -168,7 +168,7 @@ def recipe_order(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if rt is not None:
             for key in rt.implicit_keys(item["attrs"]):
                 offered.setdefault(key, item["name"])
-    sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
+    graph: dict[str, set[str]] = {}
     for item in items:
         deps = set(item.get("depends_on", ())) | _local_refs(item["attrs"])
         for dep in deps:
@@ -181,7 +181,17 @@ def recipe_order(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 found = next((offered[k] for k in group if k in offered), None)
                 if found is not None and found != item["name"]:
                     deps.add(found)
-        sorter.add(item["name"], *sorted(deps))
+        graph[item["name"]] = deps
+    return graph
+
+
+def recipe_order(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The items in dependency order (:func:`recipe_graph`). Raises :class:`ValueError` for
+    a reference to no item or a cycle."""
+    by_name = {i["name"]: i for i in items}
+    sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
+    for name, deps in recipe_graph(items).items():
+        sorter.add(name, *sorted(deps))
     try:
         order = list(sorter.static_order())
     except graphlib.CycleError as exc:
@@ -224,7 +234,8 @@ def recipe_hash(items: list[dict[str, Any]]) -> str | None:
 def bake(conn: Connector, items: list[dict[str, Any]],
          progress: Callable[[str], None] | None = None) -> list[str]:
     """Apply the prepared recipe ``items`` inside a build container reached by ``conn``: one
-    read round trip for every item, then each item planned and applied in order. Returns what
+    read round trip for every item, then every item planned, and applied level by level in
+    dependency order, one batch per type that batches (files: one write for all). Returns what
     was done (``"create file.conf"``...). Raises
     :class:`~tectum.providers.base.ApplyError` naming the item that failed."""
     from tectum.plans.plan import Action, ResourceChange
@@ -256,25 +267,55 @@ def bake(conn: Connector, items: list[dict[str, Any]],
                 observed[n] = obs
     finally:
         conn.forget_facts()
-    done: list[str] = []
+    # level by level (an item after everything it depends on), and within a level one batch
+    # per type that batches (100 files: one write, as the engine's applier does)
+    graph = recipe_graph(items)
+    level: dict[str, int] = {}
+    for item in items:  # (items are in dependency order)
+        level[item["name"]] = 1 + max((level.get(d, 0) for d in graph[item["name"]]),
+                                      default=-1)
+    planned: list[tuple[int, dict[str, Any], ResourceChange]] = []
     for item, want, obs in zip(items, wants, observed, strict=True):
         rt = types[item["type"]]
         assert rt is not None
-        label = f"{item['name']} ({item.get('source', '')})"
         try:
             action, changes = rt.plan(want, obs, None)
-            if action is Action.NOOP:
-                continue
-            change = ResourceChange(f"recipe.{item['name']}", item["type"], action,
-                                    rt.stored(obs) if obs else None, want, changes)
+        except Exception as exc:  # noqa: BLE001 - said once, naming the item
+            raise ApplyError(f"baking {item['name']} ({item.get('source', '')}) failed: "
+                             f"{type(exc).__name__}: {exc}") from None
+        if action is Action.NOOP:
+            continue
+        planned.append((level[item["name"]], item, ResourceChange(
+            f"recipe.{item['name']}", item["type"], action,
+            rt.stored(obs) if obs else None, want, changes)))
+    done: list[str] = []
+    for depth in sorted({d for d, _, _ in planned}):
+        at = [(i, c) for d, i, c in planned if d == depth]
+        groups: dict[str, list[tuple[dict[str, Any], ResourceChange]]] = {}
+        for item, change in at:
+            groups.setdefault(item["type"], []).append((item, change))
+        for type_name, group in groups.items():
+            rt = types[type_name]
+            assert rt is not None
             if progress:
-                progress(f"{action.value} {item['name']}")
-            rt.apply(conn, change)
-            done.append(f"{action.value} {item['name']}")
-        except ApplyError as exc:
-            raise ApplyError(f"baking {label} failed: {exc}") from None
-        except Exception as exc:  # noqa: BLE001 - a connector error, said once
-            raise ApplyError(f"baking {label} failed: {type(exc).__name__}: {exc}") from None
+                for item, change in group:
+                    progress(f"{change.action.value} {item['name']}")
+            if rt.batches and len(group) > 1:
+                results = rt.apply_batch(conn, [c for _, c in group])
+            else:
+                results = []
+                for _, change in group:
+                    try:
+                        results.append(rt.apply(conn, change))
+                    except Exception as exc:  # noqa: BLE001 - reported below, per item
+                        results.append(exc)
+            for (item, change), result in zip(group, results, strict=True):
+                if isinstance(result, Exception):
+                    label = f"{item['name']} ({item.get('source', '')})"
+                    detail = str(result) if isinstance(result, ApplyError) \
+                        else f"{type(result).__name__}: {result}"
+                    raise ApplyError(f"baking {label} failed: {detail}")
+                done.append(f"{change.action.value} {item['name']}")
     return done
 
 
