@@ -42,13 +42,14 @@ class PodmanConnector(SSHConnector):
 
     def __init__(self, host: str, container: str, podman: Podman, *,
                  command_timeout: float = 600.0, log_path: str | None = None,
-                 fail_fast: bool = False) -> None:
+                 fail_fast: bool = False, ident: str | None = None) -> None:
         super().__init__(host, container, command_timeout=command_timeout, log_path=log_path,
                          fail_fast=fail_fast)
         self.container = container
         self.podman = podman
-        #: the full id of the container, once resolved by its exact name
-        self._ident: str | None = None
+        #: the full id of the container, once resolved by its exact name (or given: the
+        #: caller just started it)
+        self._ident: str | None = ident
 
     def __repr__(self) -> str:
         return f"PodmanConnector({self.host!r}, {self.container!r})"

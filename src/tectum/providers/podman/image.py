@@ -159,6 +159,8 @@ class ImageType(ResourceType[Podman]):
         "base_id": Attr(str, computed=True, description="the id of the base image built on"),
     })
     stored_computed = ("base_digest", "role_hash", "tag", "image_id", "digest", "base_id")
+    #: the command of each base image id inspected (an image's default command)
+    _base_cmd: dict[str, Any] = {}
     #: what a version is built from is known by its tag; these are not read back
     unobserved = frozenset({"recipe", "keep", "build_network", "base", "base_tarball",
                             "command", "labels"})
@@ -410,6 +412,7 @@ class ImageType(ResourceType[Podman]):
         if found is None:
             raise ApplyError(f"the base image {base} is not in podman's storage (tectum never "
                              "pulls: build it with a podman_image, or podman import/load it)")
+        self._base_cmd[str(found.get("Id"))] = (found.get("Config") or {}).get("Cmd")
         return base, str(found.get("Id")), f"image:{found.get('Id')}"
 
     def _import(self, podman: Podman, desired: dict[str, Any], ref: str,
@@ -422,6 +425,7 @@ class ImageType(ResourceType[Podman]):
             found = podman.inspect("image", [ref]).get(ref)
         if found is None:
             raise ApplyError(f"podman import did not make {ref}")
+        self._base_cmd[str(found.get("Id"))] = (found.get("Config") or {}).get("Cmd")
         return ref, str(found.get("Id")), f"tarball:{digest}"
 
     def import_item(self, import_id: str) -> ReadItem:
@@ -437,10 +441,6 @@ class ImageType(ResourceType[Podman]):
 
         name = str(desired["name"])
         builder = f"{_builder_prefix(name)}{ref.rsplit(':', 1)[1]}"
-        # (one left by a killed build of this very version; other versions' builds are left
-        # to their own runs)
-        podman.run(["rm", "-f", "-t", "0", "-i", builder], check=False,
-                   what="removing a left-over build container")
         labels = {**(desired.get("labels") or {}), LABEL_IMAGE: name,
                   LABEL_ROLE: desired.get("role_hash") or recipe_hash([]),
                   LABEL_REVISION: _revision(podman.project_root), LABEL_BASE_ID: base_id,
@@ -448,21 +448,25 @@ class ImageType(ResourceType[Podman]):
                   LABEL_BASE_DIGEST: desired.get("base_digest") or ""}
         try:
             # (inside the try: a container created whose start failed is removed too)
-            podman.run(["run", "-d", "--name", builder,
-                        "--network", str(desired.get("build_network") or "host"),
-                        *podman.ulimit_args(), "--entrypoint", "", base, "sleep", "infinity"],
-                       what=f"starting the build container from {base}")
+            # --replace: one left by a killed build of this very version goes (stop timeout
+            # 0: sleep as PID 1 ignores SIGTERM); other versions' builds are their runs'
+            started = podman.run(["run", "-d", "--replace", "--stop-timeout", "0", "--name",
+                                  builder, "--network",
+                                  str(desired.get("build_network") or "host"),
+                                  *podman.ulimit_args(), "--entrypoint", "", base, "sleep",
+                                  "infinity"], what=f"starting the build container from {base}")
+            ident = started.stdout.decode().strip().splitlines()[-1:]
             recipe = desired.get("recipe") or []
             if recipe:
-                conn = PodmanConnector(f"image:{name}", builder, podman)
+                conn = PodmanConnector(f"image:{name}", builder, podman,
+                                       ident=ident[0] if ident else None)
                 try:
                     bake(conn, recipe)
                 finally:
                     conn.close()
             command = desired.get("command")
             if command is None:
-                base_info = podman.inspect("image", [base]).get(base) or {}
-                command = ((base_info.get("Config") or {}).get("Cmd")) or ["/bin/sh"]
+                command = self._base_cmd.get(base_id) or ["/bin/sh"]
             changes = ["--change", f"CMD {json.dumps(list(command))}",
                        "--change", "ENTRYPOINT []"]
             for key, value in sorted(labels.items()):

@@ -25,6 +25,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Hashable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from tectum.diagnostics import Diagnostic
@@ -235,7 +236,8 @@ def bake(conn: Connector, items: list[dict[str, Any]],
          progress: Callable[[str], None] | None = None) -> list[str]:
     """Apply the prepared recipe ``items`` inside a build container reached by ``conn``: one
     read round trip for every item, then every item planned, and applied level by level in
-    dependency order, one batch per type that batches (files: one write for all). Returns what
+    dependency order, one batch per type that batches (files: one write for all); parts that
+    share no dependency are baked at the same time (:func:`_parts`). Returns what
     was done (``"create file.conf"``...). Raises
     :class:`~tectum.providers.base.ApplyError` naming the item that failed."""
     from tectum.plans.plan import Action, ResourceChange
@@ -288,34 +290,97 @@ def bake(conn: Connector, items: list[dict[str, Any]],
         planned.append((level[item["name"]], item, ResourceChange(
             f"recipe.{item['name']}", item["type"], action,
             rt.stored(obs) if obs else None, want, changes)))
-    done: list[str] = []
-    for depth in sorted({d for d, _, _ in planned}):
-        at = [(i, c) for d, i, c in planned if d == depth]
-        groups: dict[str, list[tuple[dict[str, Any], ResourceChange]]] = {}
-        for item, change in at:
-            groups.setdefault(item["type"], []).append((item, change))
-        for type_name, group in groups.items():
-            rt = types[type_name]
-            assert rt is not None
-            if progress:
-                for item, change in group:
-                    progress(f"{change.action.value} {item['name']}")
-            if rt.batches and len(group) > 1:
-                results = rt.apply_batch(conn, [c for _, c in group])
-            else:
-                results = []
-                for _, change in group:
-                    try:
-                        results.append(rt.apply(conn, change))
-                    except Exception as exc:  # noqa: BLE001 - reported below, per item
-                        results.append(exc)
-            for (item, change), result in zip(group, results, strict=True):
-                if isinstance(result, Exception):
-                    label = f"{item['name']} ({item.get('source', '')})"
-                    detail = str(result) if isinstance(result, ApplyError) \
-                        else f"{type(result).__name__}: {result}"
-                    raise ApplyError(f"baking {label} failed: {detail}")
-                done.append(f"{change.action.value} {item['name']}")
+    # parts of the recipe that share nothing (a package; a directory and its files) are baked
+    # at the same time, each on its own thread; whatever may touch the package system is one
+    # part (two apt-get at once would fight over apt's lock)
+    part = _parts(items, graph)
+    by_part: dict[str, list[tuple[int, dict[str, Any], ResourceChange]]] = {}
+    for entry in planned:
+        by_part.setdefault(part[entry[1]["name"]], []).append(entry)
+
+    def run_part(entries: list[tuple[int, dict[str, Any], ResourceChange]]) -> list[str]:
+        done: list[str] = []
+        for depth in sorted({d for d, _, _ in entries}):
+            groups: dict[str, list[tuple[dict[str, Any], ResourceChange]]] = {}
+            for d, item, change in entries:
+                if d == depth:
+                    groups.setdefault(item["type"], []).append((item, change))
+            for type_name, group in groups.items():
+                done += _apply_group(conn, types[type_name], group, progress)
+        return done
+
+    parts = list(by_part.values())
+    if len(parts) <= 1:
+        return run_part(parts[0]) if parts else []
+    out: list[str] = []
+    with ThreadPoolExecutor(max_workers=min(4, len(parts)),
+                            thread_name_prefix="tectum-bake") as pool:
+        futures = [pool.submit(run_part, entries) for entries in parts]
+        failure: BaseException | None = None
+        for future in futures:
+            try:
+                out += future.result()
+            except BaseException as exc:  # noqa: BLE001 - the first failure is raised
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+    return out
+
+
+#: types whose apply may run the package system: baked one after the other, in one part
+_SERIAL_TYPES = frozenset({"package", "apt_repository", "command", "pip_packages"})
+
+
+def _parts(items: list[dict[str, Any]], graph: dict[str, set[str]]) -> dict[str, str]:
+    """Each item's part: items joined by a dependency, or both of :data:`_SERIAL_TYPES`,
+    are in one part (union-find); returns item name -> the part's representative."""
+    parent = {i["name"]: i["name"] for i in items}
+
+    def find(x: str) -> str:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    def join(a: str, b: str) -> None:
+        parent[find(a)] = find(b)
+
+    serial = [i["name"] for i in items if i["type"] in _SERIAL_TYPES]
+    for a, b in zip(serial, serial[1:], strict=False):
+        join(a, b)
+    for name, deps in graph.items():
+        for dep in deps:
+            if dep in parent:
+                join(name, dep)
+    return {name: find(name) for name in parent}
+
+
+def _apply_group(conn: Connector, rt: Any, group: list[tuple[dict[str, Any], Any]],
+                 progress: Callable[[str], None] | None) -> list[str]:
+    """Apply one type's changes of one level (one batch where the type batches); raises
+    :class:`~tectum.providers.base.ApplyError` naming the first item that failed."""
+    from tectum.providers.base import ApplyError
+
+    if progress:
+        for item, change in group:
+            progress(f"{change.action.value} {item['name']}")
+    if rt.batches and len(group) > 1:
+        results = rt.apply_batch(conn, [c for _, c in group])
+    else:
+        results = []
+        for _, change in group:
+            try:
+                results.append(rt.apply(conn, change))
+            except Exception as exc:  # noqa: BLE001 - reported below, per item
+                results.append(exc)
+    done = []
+    for (item, change), result in zip(group, results, strict=True):
+        if isinstance(result, Exception):
+            label = f"{item['name']} ({item.get('source', '')})"
+            detail = str(result) if isinstance(result, ApplyError) \
+                else f"{type(result).__name__}: {result}"
+            raise ApplyError(f"baking {label} failed: {detail}")
+        done.append(f"{change.action.value} {item['name']}")
     return done
 
 
