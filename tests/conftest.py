@@ -28,6 +28,12 @@ class Result:
         return self.stdout + self.stderr
 
 
+def ok(result: Result) -> Result:
+    """``result``, after asserting that tectum exited 0 (its output is the message)."""
+    assert result.returncode == 0, result.output
+    return result
+
+
 #: what tectum inherits from the test process: what finds programs and Python, the locale and
 #: the temporary directory. Nothing else — no ``TECTUM_*`` setting, no HOME (and so no key
 #: under ``~/.config`` or ``~/.ssh``), no ``XDG_*`` — leaks from whoever runs the tests.

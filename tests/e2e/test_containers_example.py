@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Result, run_tectum
+from tests.conftest import Result, ok, run_tectum
 from tests.harness.images import PodmanStore, base_tarball
 
 pytestmark = [pytest.mark.apt, pytest.mark.system, pytest.mark.podman]
@@ -57,11 +57,6 @@ def _get(url: str, attempts: int = 50) -> str:
             last = exc
             time.sleep(0.2)
     raise AssertionError(f"{url} did not answer: {last}")
-
-
-def ok(result: Result) -> Result:
-    assert result.returncode == 0, result.output
-    return result
 
 
 @pytest.fixture

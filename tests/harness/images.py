@@ -103,6 +103,11 @@ class PodmanStore:
             self._base = BASE_IMAGE
         return self._base
 
+    def cat(self, container: str, path: str) -> str:
+        """The text of ``path`` in ``container``, or ``<exit N>`` when it cannot be read."""
+        proc = self.podman.run(["exec", container, "cat", path], check=False, mutating=False)
+        return proc.stdout.decode() if proc.returncode == 0 else f"<exit {proc.returncode}>"
+
     def containers(self) -> list[str]:
         """Names of every container in the store."""
         out = self.podman.run(["ps", "-a", "--format", "{{.Names}}"], mutating=False)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Result
+from tests.conftest import Result, ok
 from tests.harness.images import PodmanStore, base_tarball
 
 STACK = '''
@@ -43,11 +43,6 @@ def podman_log(path: Path) -> list[dict[str, object]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def ok(result: Result) -> Result:
-    assert result.returncode == 0, result.output
-    return result
 
 
 def versions(store: PodmanStore, name: str) -> list[str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Result, tectum_env
+from tests.conftest import Result, ok, tectum_env
 from tests.harness.images import BASE_IMAGE, PodmanStore, base_tarball
 
 pytestmark = pytest.mark.slow
@@ -65,11 +65,6 @@ from tectum.cli.main import main
 sys.argv = ["tectum", "apply", "--auto-approve", project, *sys.argv[5:]]
 main()
 """
-
-
-def ok(result: Result) -> Result:
-    assert result.returncode == 0, result.output
-    return result
 
 
 def killed_apply(project: Path, word: str, when: str, nth: int, *more: str) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import Result
+from tests.conftest import Result, ok
 from tests.harness.images import PodmanStore, base_tarball
 
 ROLE_STACK = '''
@@ -32,16 +32,6 @@ apply_role(role, web)
 '''
 
 
-def ok(result: Result) -> Result:
-    assert result.returncode == 0, result.output
-    return result
-
-
-def cat(store: PodmanStore, container: str, path: str) -> str:
-    proc = store.podman.run(["exec", container, "cat", path], check=False, mutating=False)
-    return proc.stdout.decode() if proc.returncode == 0 else f"<exit {proc.returncode}>"
-
-
 def role_project(make_project: Callable[..., Path], store: PodmanStore, suffix: str) -> Path:
     stack = ROLE_STACK.replace("SUFFIX", suffix).replace("BASE", store.import_base())
     return make_project(stack, {"tectum.toml": store.toml()})
@@ -57,8 +47,8 @@ def test_a_targeted_destroy_of_a_file_in_a_container_deletes_it(
         out = ok(tectum("destroy", "-auto-approve", "-target",
                         f'host["podman:{c}"].file.b', cwd=root)).output
         assert "goes with" not in out, out
-        assert cat(store, c, "/etc/b.txt").startswith("<exit")  # deleted, not forgotten
-        assert cat(store, c, "/etc/a.txt") == "a\n"
+        assert store.cat(c, "/etc/b.txt").startswith("<exit")  # deleted, not forgotten
+        assert store.cat(c, "/etc/a.txt") == "a\n"
     finally:
         ok(tectum("destroy", "-auto-approve", cwd=root))
     assert c not in store.containers()
@@ -75,7 +65,7 @@ def test_a_stopped_container_replaced_in_one_apply_gets_its_files(
         store.podman.run(["commit", c, other])
         store.podman.run(["stop", "-t", "0", c])
         ok(tectum("apply", "-auto-approve", "-var", f"image={other}", cwd=root))
-        assert cat(store, c, "/etc/a.txt") == "a\n"
+        assert store.cat(c, "/etc/a.txt") == "a\n"
         plan = ok(tectum("plan", "-var", f"image={other}", cwd=root)).output
         assert "No changes" in plan, plan
     finally:
@@ -97,7 +87,7 @@ def test_a_file_left_out_while_its_container_is_stopped_is_not_called_gone(
             "will perform")[-1], plan
         tectum("apply", "-auto-approve", "-var", "extra=false", cwd=root)  # starts it
         ok(tectum("apply", "-auto-approve", "-var", "extra=false", cwd=root))
-        assert cat(store, c, "/etc/b.txt").startswith("<exit")  # deleted once reachable
+        assert store.cat(c, "/etc/b.txt").startswith("<exit")  # deleted once reachable
     finally:
         ok(tectum("destroy", "-auto-approve", "-var", "extra=false", cwd=root))
 
@@ -119,8 +109,8 @@ def test_a_name_that_is_another_containers_id_prefix_never_reaches_it(
         plan = ok(tectum("plan", cwd=root)).output
         assert "+ podman_container.web" in plan and "0 to replace" in plan, plan
         ok(tectum("apply", "-auto-approve", cwd=root))
-        assert cat(store, foreign, "/etc/a.txt").startswith("<exit"), "wrote into another"
-        assert cat(store, prefix, "/etc/a.txt") == "a\n"
+        assert store.cat(foreign, "/etc/a.txt").startswith("<exit"), "wrote into another"
+        assert store.cat(prefix, "/etc/a.txt") == "a\n"
         ok(tectum("destroy", "-auto-approve", cwd=root))
         assert foreign in store.containers() and prefix not in store.containers()
     finally:
@@ -169,7 +159,7 @@ def test_targeting_a_replaced_container_brings_its_files(
         store.podman.run(["commit", c, other])
         ok(tectum("apply", "-auto-approve", "-var", f"image={other}", "-target",
                   "podman_container.web", cwd=root))
-        assert cat(store, c, "/etc/b.txt") == "b\n"
+        assert store.cat(c, "/etc/b.txt") == "b\n"
         plan = ok(tectum("plan", "-var", f"image={other}", cwd=root)).output
         assert "No changes" in plan and "deleted" not in plan, plan
     finally:

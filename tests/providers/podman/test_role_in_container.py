@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import Result
+from tests.conftest import Result, ok
 from tests.harness.images import PodmanStore
 
 STACK = '''
@@ -28,16 +28,6 @@ apply_role(conf_role, web)
 '''
 
 
-def ok(result: Result) -> Result:
-    assert result.returncode == 0, result.output
-    return result
-
-
-def cat(store: PodmanStore, container: str, path: str) -> str:
-    proc = store.podman.run(["exec", container, "cat", path], check=False, mutating=False)
-    return proc.stdout.decode() if proc.returncode == 0 else f"<exit {proc.returncode}>"
-
-
 def test_a_role_configures_containers_in_the_same_plan(
         tectum: Callable[..., Result], make_project: Callable[..., Path],
         store: PodmanStore, suffix: str) -> None:
@@ -50,8 +40,8 @@ def test_a_role_configures_containers_in_the_same_plan(
         assert 'host["podman:' + c1 + '"].file.motd' in plan.output, plan.output
         assert "Plan: 6 to add" in plan.output
         ok(tectum("apply", "-auto-approve", cwd=root))
-        assert cat(store, c1, "/etc/app/motd") == f"one on {c1}\n"
-        assert cat(store, c2, "/etc/app/motd") == f"one on {c2}\n"
+        assert store.cat(c1, "/etc/app/motd") == f"one on {c1}\n"
+        assert store.cat(c2, "/etc/app/motd") == f"one on {c2}\n"
         for _ in range(3):
             assert "No changes" in ok(tectum("plan", cwd=root)).output
         # a change by hand inside a container is drift of that host's file
@@ -59,14 +49,14 @@ def test_a_role_configures_containers_in_the_same_plan(
         plan = ok(tectum("plan", cwd=root))
         assert f'host["podman:{c1}"].file.motd: content' in plan.output, plan.output
         ok(tectum("apply", "-auto-approve", cwd=root))
-        assert cat(store, c1, "/etc/app/motd") == f"one on {c1}\n"
+        assert store.cat(c1, "/etc/app/motd") == f"one on {c1}\n"
         # another image: the containers are replaced, their files made anew in the new ones
         store.podman.run(["commit", c1, f"localhost/other-{suffix}:1"])
         plan = ok(tectum("plan", "-var", f"image=localhost/other-{suffix}:1", cwd=root))
         assert "made anew in the new podman_container.web1" in plan.output, plan.output
         ok(tectum("apply", "-auto-approve", "-var", f"image=localhost/other-{suffix}:1",
                   cwd=root))
-        assert cat(store, c2, "/etc/app/motd") == f"one on {c2}\n"
+        assert store.cat(c2, "/etc/app/motd") == f"one on {c2}\n"
         assert "No changes" in ok(tectum("plan", "-var", f"image=localhost/other-{suffix}:1",
                                          cwd=root)).output
         # a container stopped by hand: it is started; its files are left for the next run

@@ -13,7 +13,7 @@ import pytest
 
 from tectum.providers.base import ReadItem
 from tectum.providers.podman.volume import MANAGED_LABEL, VolumeType
-from tests.conftest import Result
+from tests.conftest import Result, ok
 from tests.harness.images import PodmanStore
 
 Run = Callable[..., Result]
@@ -42,11 +42,6 @@ def volumes(store: PodmanStore) -> Iterator[list[str]]:
 
 def project(make_project: Callable[..., Path], store: PodmanStore, text: str) -> Path:
     return make_project(text, files={"tectum.toml": store.toml()})
-
-
-def ok(result: Result) -> Result:
-    assert result.returncode == 0, result.output
-    return result
 
 
 def test_create_noop_drift_replace_and_destroy(

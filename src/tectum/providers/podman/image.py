@@ -38,6 +38,7 @@ import os
 import re
 import subprocess
 import threading
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -161,6 +162,9 @@ class ImageType(ResourceType[Podman]):
     stored_computed = ("base_digest", "role_hash", "tag", "image_id", "digest", "base_id")
     #: the command of each base image id inspected (an image's default command)
     _base_cmd: dict[str, Any] = {}
+    #: the bases a read of a podman found (:meth:`_bases`), kept for the missing check after it
+    _seen_bases: weakref.WeakKeyDictionary[Podman, tuple[list[str], dict[str, Any]]] = \
+        weakref.WeakKeyDictionary()
     #: what a version is built from is known by its tag; these are not read back
     unobserved = frozenset({"recipe", "keep", "build_network", "base", "base_tarball",
                             "command", "labels"})
@@ -265,16 +269,32 @@ class ImageType(ResourceType[Podman]):
                 out[str(tag)] = item
         return out
 
+    def _bases(self, podman: Podman, items: Sequence[ReadItem], *,
+               after_read: bool = False) -> dict[str, dict[str, Any]]:
+        """The ``base`` images the items name, found in podman's storage: one ``podman image
+        inspect`` for all. What :meth:`read` found is handed once to :meth:`missing`
+        (``after_read``), which the planner calls right after the read of the same items."""
+        refs = sorted({i.desired["base"] for i in items if i.desired is not None
+                       and isinstance(i.desired.get("base"), str)
+                       and is_known(i.desired["base"])})
+        if after_read:
+            with _digests_lock:
+                known = self._seen_bases.pop(podman, None)
+            if known is not None and known[0] == refs:
+                return known[1]
+        found = podman.inspect("image", refs) if refs else {}
+        if not after_read:
+            with _digests_lock:
+                self._seen_bases[podman] = (refs, found)
+        return found
+
     def read(self, target: Podman, items: Sequence[ReadItem]) -> list[dict[str, Any] | None]:
         """One ``podman images`` for every item (and one ``podman image inspect`` of the bases
         named); each item reads as the version state records (its tag), else — not in state
         — the version the configuration makes if it exists already (adopted), else absent.
         ``_want_tag``/``_want_id`` say which version the configuration makes, if known."""
         versions = self._versions(target)
-        refs = sorted({i.desired["base"] for i in items if i.desired is not None
-                       and isinstance(i.desired.get("base"), str)
-                       and is_known(i.desired["base"])})
-        bases = target.inspect("image", refs) if refs else {}
+        bases = self._bases(target, items)
         out: list[dict[str, Any] | None] = []
         for item in items:
             attrs = item.attrs
@@ -311,10 +331,7 @@ class ImageType(ResourceType[Podman]):
                 ) -> list[list[tuple[ImplicitKey | None, str]]]:
         """A ``base`` image that is not in podman's storage (tectum never pulls); excused when
         a ``podman_image`` of the stack makes it."""
-        refs = sorted({i.desired["base"] for i in items if i.desired is not None
-                       and isinstance(i.desired.get("base"), str)
-                       and is_known(i.desired["base"])})
-        found = target.inspect("image", refs) if refs else {}
+        found = self._bases(target, items, after_read=True)
         out: list[list[tuple[ImplicitKey | None, str]]] = []
         for item in items:
             base = (item.desired or {}).get("base")
