@@ -261,6 +261,34 @@ def _state(pid: int) -> str | None:
     return stat[stat.rindex(")") + 2:].split()[0]
 
 
+def _stop_pending(pid: int) -> bool:
+    """Whether a SIGSTOP waits in the process's shared pending set (it stops the moment it
+    leaves the kernel: a process in D, e.g. a vfork parent whose child stopped before exec,
+    takes no signal until then)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+    for line in status.splitlines():
+        if line.startswith("ShdPnd:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGSTOP - 1)))
+    return False
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return "?"
+
+
+def _paused(pid: int) -> bool:
+    """Whether the process runs no user code until a SIGCONT: stopped, a zombie, gone, or in
+    uninterruptible sleep with a SIGSTOP pending."""
+    state = _state(pid)
+    return state in ("T", "t", "Z", None) or (state == "D" and _stop_pending(pid))
+
+
 def _kill(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
@@ -988,20 +1016,24 @@ class Fleet:
         nothing on it runs; its kernel still completes TCP connections and answers ARP. The
         host's processes are its PID 1 and all its descendants; stopping repeats until every
         one is stopped (one forked meanwhile shows up in the next pass). Returns how many
-        processes are stopped. Idempotent."""
+        processes are stopped. A process in uninterruptible sleep (D) with the SIGSTOP pending
+        counts as stopped: it runs no user code before it stops (a vfork parent whose child was
+        stopped before exec stays in D until the child goes on). Idempotent."""
         rt = self._rt(name)
         init = self._init_pid(rt)
         rt.paused = True
+        pending: list[int] = []
         deadline = time.monotonic() + 30  # (a loaded machine delivers signals late)
         while time.monotonic() < deadline:
-            pending = [p for p in _descendants(init) if _state(p) not in ("T", "t", "Z", None)]
+            pending = [p for p in _descendants(init) if not _paused(p)]
             if not pending:
                 return len(_descendants(init))
             for pid in pending:
                 _kill(pid, signal.SIGSTOP)
             time.sleep(0.002)
+        running = ", ".join(f"{p} {_state(p)} {_comm(p)}" for p in pending)
         self.resume_host(name)  # (never leave a host half stopped)
-        raise FleetError(f"host {name}: processes keep running after SIGSTOP")
+        raise FleetError(f"host {name}: processes keep running after SIGSTOP: {running}")
 
     def resume_host(self, name: str) -> None:
         """Continue every process of host NAME (SIGCONT), PID 1 first. Idempotent."""
@@ -1010,6 +1042,8 @@ class Fleet:
         if not _is(rt.pid, rt.pid_start):
             return
         init = self._init_pid(rt)
+        for pid in _descendants(init):  # (also those in D whose SIGSTOP is still pending)
+            _kill(pid, signal.SIGCONT)
         deadline = time.monotonic() + 30
         while True:  # until none is stopped (a loaded machine delivers signals late)
             stopped = [p for p in _descendants(init) if _state(p) in ("T", "t")]
