@@ -130,6 +130,7 @@ def make_project(tmp_path: Path) -> Callable[..., Path]:
 
 # PostgreSQL for any test that needs it (a private cluster, started once per session)
 from tests.backends.conftest import pg_dsn, postgres_dsn  # noqa: E402, F401
+from tests.harness.moto import moto, moto_server  # noqa: E402, F401
 
 #: fixtures whose tests change this machine outside temporary directories (marker ``system``)
 SYSTEM_FIXTURES = frozenset({"accounts"})

@@ -461,6 +461,9 @@ _BUILTIN_PROVIDERS: dict[str, str] = {
     "host": "tectum.providers.host.provider:HostProvider",
     "random": "tectum.providers.random.provider:RandomProvider",
     "podman": "tectum.providers.podman.provider:PodmanProvider",
+    "aws": "tectum.providers.aws.provider:AwsProvider",
+    "postgresql": "tectum.providers.postgresql.provider:PostgresqlProvider",
+    "etcd": "tectum.providers.etcd.provider:EtcdProvider",
 }
 
 

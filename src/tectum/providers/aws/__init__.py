@@ -1,0 +1,2 @@
+"""The built-in ``aws`` provider (boto3): networks, instances, buckets, IAM roles, DynamoDB
+tables."""

@@ -1,0 +1,1 @@
+"""The built-in ``postgresql`` provider (psycopg 3): roles, databases, schemas, grants."""
