@@ -22,6 +22,7 @@ from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from tectum.providers.aws.client import Aws
+from tectum.providers.aws.storage_types import STORAGE_TYPES
 from tectum.providers.base import Provider
 from tectum.schema import Attr, Schema
 
@@ -39,7 +40,9 @@ class AwsProvider(Provider):
     """AWS resource types (see the module docstring)."""
 
     name = "aws"
-    resource_types: ClassVar[dict[str, str]] = {}
+    resource_types: ClassVar[dict[str, str]] = {
+        **STORAGE_TYPES,
+    }
     settings = Schema({
         "region": Attr(str, description="the AWS region, e.g. eu-west-1"),
         "profile": Attr(str, description="a profile of ~/.aws/config"),
