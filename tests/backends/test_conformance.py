@@ -1,6 +1,7 @@
 """The state backend conformance suite: every backend keeps the rules of
 :mod:`tectum.backends.base`, tested the same way on each (``store`` is parameterized over the
-embedded SQLite file and a PostgreSQL database of the test's own). Each backend is the state
+embedded SQLite file, a PostgreSQL database of the test's own, and an S3 bucket with a DynamoDB
+lock table of the test's own on the moto server). Each backend is the state
 manager (:mod:`tectum.state.manager`, the rules) over its own storage, so this suite tests both
 the rules and that each storage gives them what they need (snapshots, one transaction for a
 check and the write it allows).
@@ -39,6 +40,11 @@ import json, os, sys, time
 spec = json.loads(sys.argv[1])
 if spec["kind"] == "sqlite":
     from tectum.backends.sqlite import SQLiteBackend as Backend
+elif spec["kind"] == "s3":
+    from tectum.backends.s3 import S3Backend, S3Settings
+
+    def Backend(target, workspace):
+        return S3Backend(S3Settings(**json.loads(target)), workspace)
 else:
     from tectum.backends.postgres import PostgresBackend as Backend
 from tectum.backends.base import Intent
@@ -170,7 +176,10 @@ class Worker:
 
 
 class Store:
-    """One state store reached by several backend objects and worker processes."""
+    """One state store reached by several backend objects and worker processes. ``target``:
+    the SQLite file, the PostgreSQL DSN, or the JSON of the :class:`S3Settings`. The damage
+    helpers (``set_document`` ...) change the store directly, as an operator would: SQL on the
+    ``states`` and ``journal`` tables, or the objects of the S3 layout."""
 
     def __init__(self, kind: str, target: str) -> None:
         self.kind = kind
@@ -184,6 +193,10 @@ class Store:
             from tectum.backends.sqlite import SQLiteBackend
 
             backend = SQLiteBackend(self.target, workspace)
+        elif self.kind == "s3":
+            from tectum.backends.s3 import S3Backend, S3Settings
+
+            backend = S3Backend(S3Settings(**json.loads(self.target)), workspace)
         else:
             from tectum.backends.postgres import PostgresBackend
 
@@ -207,6 +220,95 @@ class Store:
             cur = conn.execute(query.replace("?", "%s"), params)
             return cur.fetchall() if cur.description else []
 
+    # -- direct changes (S3: the objects of the layout in tectum.backends.s3) --------------
+    def _s3(self) -> tuple[Any, str, str]:
+        """A boto3 S3 client, the bucket, and the default workspace's prefix."""
+        import boto3
+
+        settings = json.loads(self.target)
+        return (boto3.client("s3"), settings["bucket"],
+                f"{settings['key']}/env:/default/")
+
+    def _s3_keys(self, under: str) -> list[str]:
+        client, bucket, prefix = self._s3()
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket,
+                                                                 Prefix=prefix + under)
+        return [o["Key"] for page in pages for o in page.get("Contents", ())]
+
+    def _s3_version(self, serial: int) -> str:
+        return f"{self._s3()[2]}versions/{serial:020d}.json"
+
+    def document(self, serial: int) -> str:
+        """The stored document of version ``serial`` (default workspace)."""
+        if self.kind != "s3":
+            return str(self.sql("SELECT document FROM states WHERE serial = ?", serial)[0][0])
+        client, bucket, _ = self._s3()
+        body: bytes = client.get_object(Bucket=bucket, Key=self._s3_version(serial))["Body"].read()
+        return body.decode()
+
+    def set_document(self, text: str, serial: int | None = None) -> None:
+        """Overwrite the document of version ``serial`` (every version when None)."""
+        if self.kind != "s3":
+            if serial is None:
+                self.sql("UPDATE states SET document = ?", text)
+            else:
+                self.sql("UPDATE states SET document = ? WHERE serial = ?", text, serial)
+            return
+        client, bucket, _ = self._s3()
+        keys = [k for k in self._s3_keys("versions/")
+                if serial is None or k == self._s3_version(serial)]
+        assert keys
+        for key in keys:  # (the metadata is kept: only the body is damaged)
+            meta = client.head_object(Bucket=bucket, Key=key)["Metadata"]
+            client.put_object(Bucket=bucket, Key=key, Body=text.encode(), Metadata=meta)
+
+    def set_desired(self, text: str) -> None:
+        """Overwrite every stored desired state."""
+        if self.kind != "s3":
+            self.sql("UPDATE states SET desired = ?", text)
+            return
+        client, bucket, _ = self._s3()
+        keys = self._s3_keys("desired/")
+        assert keys
+        for key in keys:
+            client.put_object(Bucket=bucket, Key=key, Body=text.encode())
+
+    def set_journal_records(self, text: str) -> None:
+        """Overwrite the record of every journal row."""
+        if self.kind != "s3":
+            self.sql("UPDATE journal SET record = ?", text)
+            return
+        client, bucket, _ = self._s3()
+        keys = self._s3_keys("journal/")
+        assert keys
+        for key in keys:
+            rows = json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+            client.put_object(Bucket=bucket, Key=key, Body=json.dumps(
+                [[address, action, text] for address, action, _ in rows]).encode())
+
+    def add_journal_row(self, base: int, address: str, action: str, record: str) -> None:
+        """Add one row to the default workspace's journal on version ``base``."""
+        if self.kind != "s3":
+            self.sql("INSERT INTO journal (workspace, base_serial, address, action, record, "
+                     "created_at) VALUES ('default', ?, ?, ?, ?, 0)", base, address, action,
+                     record)
+            return
+        client, bucket, prefix = self._s3()
+        key = f"{prefix}journal/{base:020d}/{time.time_ns():020d}.json"
+        client.put_object(Bucket=bucket, Key=key,
+                          Body=json.dumps([[address, action, record]]).encode())
+
+    def journal_count(self) -> int:
+        """How many journal rows (S3: journal objects) the store holds, in every workspace."""
+        if self.kind != "s3":
+            return int(self.sql("SELECT COUNT(*) FROM journal")[0][0])
+        client, bucket, _ = self._s3()
+        settings = json.loads(self.target)
+        pages = client.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=f"{settings['key']}/env:/")
+        return sum(1 for page in pages for o in page.get("Contents", ())
+                   if "/journal/" in o["Key"])
+
     def close(self) -> None:
         for worker in self._workers:
             worker.stop()
@@ -214,10 +316,12 @@ class Store:
             backend.close()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "s3"])
 def store(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Store]:
     if request.param == "sqlite":
         target = str(tmp_path / ".tectum" / "state.db")
+    elif request.param == "s3":  # a bucket and lock table of the test's own on moto
+        target = request.getfixturevalue("s3_state")
     else:
         target = request.getfixturevalue("pg_dsn")
     s = Store(request.param, target)
@@ -225,6 +329,23 @@ def store(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Store]:
         yield s
     finally:
         s.close()
+
+
+@pytest.fixture
+def s3_state(moto: Any) -> Iterator[str]:
+    """The JSON of the S3 backend settings of a fresh bucket and DynamoDB lock table on the
+    moto server (both removed after the test, as moto's reset removes everything)."""
+    import boto3
+
+    suffix = os.urandom(4).hex()
+    bucket, table = f"tectum-state-{suffix}", f"tectum-locks-{suffix}"
+    boto3.client("s3").create_bucket(
+        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    boto3.client("dynamodb").create_table(
+        TableName=table, BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "LockID", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "LockID", "KeyType": "HASH"}])
+    yield json.dumps({"bucket": bucket, "key": f"proj-{suffix}", "dynamodb_table": table})
 
 
 def diag(exc: pytest.ExceptionInfo[DiagnosticError]) -> Diagnostic:
@@ -366,8 +487,8 @@ def test_force_unlock_dead_holder_clears_its_details(store: Store) -> None:
 
 def test_force_unlock_live_holder(store: Store) -> None:
     """SQLite cannot take a flock from a live process: refused, the holder keeps it.
-    PostgreSQL terminates the holder's session: the lock is free and the holder's next state
-    operation fails instead of writing without the lock."""
+    PostgreSQL terminates the holder's session, S3 deletes the DynamoDB lock item: the lock is
+    free and the holder's next state operation fails instead of writing without the lock."""
     worker = store.worker()
     held = worker.lock()
     backend = store.open()
@@ -575,7 +696,7 @@ def test_journal_recovery(store: Store, crash: str) -> None:
     # write folds the journal into a new version and clears it
     assert fresh.write(state, "apply") == serial + 1
     assert fresh.pending_intents() == []
-    assert store.sql("SELECT COUNT(*) FROM journal")[0][0] == 0
+    assert store.journal_count() == 0
     assert store.open().read().resources == state.resources
 
 
@@ -629,7 +750,7 @@ def test_corrupt_state_document(store: Store, document: str) -> None:
     backend = store.open()
     backend.write(state_with(rec("file.a")), "apply")
     backend.write(backend.read(), "apply")
-    store.sql("UPDATE states SET document = ? WHERE serial = 2", document)
+    store.set_document(document, serial=2)
     for call in (backend.read, store.open().read, lambda: backend.read_version(2),
                  lambda: backend.push(State.new())):
         with pytest.raises(DiagnosticError) as exc:
@@ -645,7 +766,7 @@ def test_corrupt_journal_entry(store: Store) -> None:
     serial = backend.write(state_with(rec("file.a")), "apply")
     backend.intend(serial, INTENTS[:1])
     backend.record(serial, RESULTS[:1])
-    store.sql("UPDATE journal SET record = ?", "{not json")
+    store.set_journal_records("{not json")
     for call in (backend.read, backend.pending_intents):
         with pytest.raises(DiagnosticError) as exc:
             call()
@@ -666,7 +787,7 @@ def test_journal_record_that_does_not_fit_its_row(store: Store, record: str,
     backend = store.open()
     serial = backend.write(state_with(rec("file.a", v=1)), "apply")
     backend.record(serial, [("file.a", "update", rec("file.a", v=2))])
-    store.sql("UPDATE journal SET record = ?", record)
+    store.set_journal_records(record)
     for call in (backend.read, store.open().read):
         with pytest.raises(DiagnosticError) as exc:
             call()
@@ -680,8 +801,7 @@ def test_journal_record_that_does_not_fit_its_row(store: Store, record: str,
 def test_journal_outputs_that_are_not_objects(store: Store, outputs: str) -> None:
     backend = store.open()
     serial = backend.write(state_with(rec("file.a")), "apply")
-    store.sql("INSERT INTO journal (workspace, base_serial, address, action, record, "
-              "created_at) VALUES ('default', ?, 'outputs', 'outputs', ?, 0)", serial, outputs)
+    store.add_journal_row(serial, "outputs", "outputs", outputs)
     with pytest.raises(DiagnosticError) as exc:
         backend.read()
     assert diag(exc).summary == "Unreadable state"
@@ -692,7 +812,7 @@ def test_journal_outputs_that_are_not_objects(store: Store, outputs: str) -> Non
 def test_deeply_nested_state_document(store: Store) -> None:
     backend = store.open()
     backend.write(state_with(rec("file.a")), "apply")
-    store.sql("UPDATE states SET document = ?", "[" * 100_000 + "]" * 100_000)
+    store.set_document("[" * 100_000 + "]" * 100_000)
     for call in (backend.read, lambda: backend.read_version(1)):
         with pytest.raises(DiagnosticError) as exc:
             call()
@@ -703,7 +823,7 @@ def test_deeply_nested_state_document(store: Store) -> None:
 def test_damaged_desired_state(store: Store) -> None:
     backend = store.open()
     backend.write(state_with(rec("file.a")), "apply", desired={"resources": {}})
-    store.sql("UPDATE states SET desired = ?", "{not json")
+    store.set_desired("{not json")
     with pytest.raises(DiagnosticError) as exc:
         backend.read_version(1)
     assert diag(exc).summary == "Unreadable state"
@@ -716,15 +836,13 @@ def test_a_format_1_document_is_read(store: Store) -> None:
     the next write stores it in the current format."""
     backend = store.open()
     backend.write(state_with(rec("file.a", n=1)), "apply")
-    (document,) = store.sql("SELECT document FROM states")[0]
-    old = json.loads(document)
+    old = json.loads(store.document(1))
     old["format_version"] = 1
-    store.sql("UPDATE states SET document = ?", json.dumps(old))
+    store.set_document(json.dumps(old))
     state = backend.read()
     assert state.resources == {"file.a": rec("file.a", n=1)}
     assert backend.write(state, "apply") == 2
-    (document,) = store.sql("SELECT document FROM states WHERE serial = 2")[0]
-    assert json.loads(document)["format_version"] == FORMAT_VERSION == 2
+    assert json.loads(store.document(2))["format_version"] == FORMAT_VERSION == 2
 
 
 # -- PostgreSQL specifics -----------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Which state backend a project uses: ``[state] backend = NAME`` in ``tectum.toml``, found
 through the ``tectum.backends`` entry point group (name = backend name, value =
 ``module:function``; the function takes the project and a workspace name and returns a
-:class:`~tectum.backends.base.StateBackend`). The built-in ``sqlite`` and ``postgres``
+:class:`~tectum.backends.base.StateBackend`). The built-in ``sqlite``, ``postgres`` and ``s3``
 backends register the same way, and are also listed here for a checkout that was never
 installed."""
 
@@ -24,6 +24,7 @@ Factory = Callable[["Project", str], "StateBackend"]
 _BUILTIN = {
     "sqlite": "tectum.backends.factory:sqlite",
     "postgres": "tectum.backends.factory:postgres",
+    "s3": "tectum.backends.factory:s3",
 }
 
 
@@ -40,6 +41,16 @@ def postgres(project: Project, workspace: str) -> StateBackend:
 
     dsn = os.environ.get("TECTUM_PG_CONN_STR") or str(project.state.get("conn_str"))
     return PostgresBackend(dsn, workspace)
+
+
+def s3(project: Project, workspace: str) -> StateBackend:
+    """S3 with locks in DynamoDB: ``[state]`` ``bucket``, ``key``, ``dynamodb_table`` and
+    optionally ``region``, ``profile``, ``endpoint_url``, ``use_path_style`` (Terraform's s3
+    backend settings; see :mod:`tectum.backends.s3`). DiagnosticError "Invalid S3 state
+    settings" for a missing or malformed setting, or credentials written there."""
+    from tectum.backends.s3 import S3Backend, S3Settings
+
+    return S3Backend(S3Settings.from_table(project.state, project.config_path), workspace)
 
 
 def backend_names() -> dict[str, str]:

@@ -1,0 +1,496 @@
+"""What is specific to the S3 state backend (the rules it shares with the others are in
+``test_conformance.py``, which runs on it too): the layout of objects in the bucket and of the
+lock item in DynamoDB, diagnostics for a missing bucket or table, bad settings, missing
+credentials and an unreachable endpoint (through the real CLI: exit 1, no traceback), leases of
+holders on other machines, concurrent writers, two workspaces, and ``kill -9`` of an apply through
+the CLI losing nothing — all against the moto server (``tests/harness/moto.py``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tectum.backends.base import LockInfo
+from tectum.backends.s3 import S3Backend, S3Settings
+from tectum.diagnostics import DiagnosticError
+from tectum.state.model import ResourceRecord, State
+from tests.conftest import Result, tectum_env
+from tests.engine.test_interrupts import Proj, kill_trials
+from tests.harness.moto import REGION, Moto
+
+
+@dataclass
+class Place:
+    """A bucket and a lock table of the test's own on moto."""
+
+    bucket: str
+    table: str
+    key: str
+
+    def settings(self, **extra: Any) -> S3Settings:
+        return S3Settings(self.bucket, self.key, self.table, **extra)
+
+    def toml(self, **extra: str) -> str:
+        lines = ['[state]', 'backend = "s3"', f'bucket = "{self.bucket}"',
+                 f'key = "{self.key}"', f'dynamodb_table = "{self.table}"',
+                 *(f'{k} = "{v}"' for k, v in extra.items())]
+        return "\n".join(lines) + "\n"
+
+
+def _make(bucket: str | None = None, table: str | None = None) -> None:
+    import boto3
+
+    if bucket:
+        boto3.client("s3").create_bucket(
+            Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+    if table:
+        boto3.client("dynamodb").create_table(
+            TableName=table, BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[{"AttributeName": "LockID", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "LockID", "KeyType": "HASH"}])
+
+
+@pytest.fixture
+def place(moto: Moto) -> Place:
+    suffix = os.urandom(4).hex()
+    p = Place(f"tectum-state-{suffix}", f"tectum-locks-{suffix}", f"teams/net-{suffix}")
+    _make(p.bucket, p.table)
+    return p
+
+
+@pytest.fixture
+def opened() -> Iterator[Callable[..., S3Backend]]:
+    made: list[S3Backend] = []
+
+    def open_(settings: S3Settings, workspace: str = "default") -> S3Backend:
+        backend = S3Backend(settings, workspace)
+        made.append(backend)
+        return backend
+
+    yield open_
+    for backend in made:
+        backend.close()
+
+
+def keys(bucket: str, prefix: str = "") -> list[str]:
+    import boto3
+
+    pages = boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket,
+                                                                         Prefix=prefix)
+    return [o["Key"] for page in pages for o in page.get("Contents", ())]
+
+
+def rec(address: str, **attrs: Any) -> ResourceRecord:
+    return ResourceRecord(address, "file", attrs, [], None)
+
+
+def summary(exc: pytest.ExceptionInfo[DiagnosticError]) -> tuple[str, str]:
+    d = next(iter(exc.value.diagnostics))
+    return d.summary, d.detail
+
+
+# -- layout -------------------------------------------------------------------------------------
+
+def test_layout_of_versions_journal_and_lock(place: Place,
+                                             opened: Callable[..., S3Backend]) -> None:
+    import boto3
+
+    backend = opened(place.settings())
+    state = State.new()
+    state.resources["file.a"] = rec("file.a", path="/a")
+    assert backend.write(state, "apply", revision="git:abc", desired={"d": 1}) == 1
+    backend.record(1, [("file.b", "create", rec("file.b", path="/b"))])
+    ws = f"{place.key}/env:/default/"
+    found = keys(place.bucket)
+    assert f"{ws}versions/{1:020d}.json" in found and f"{ws}head.json" in found
+    assert [k for k in found if k.startswith(f"{ws}desired/{1:020d}-")], found
+    journal = [k for k in found if k.startswith(f"{ws}journal/{1:020d}/")]
+    assert len(journal) == 1, found
+    s3 = boto3.client("s3")
+    version = s3.get_object(Bucket=place.bucket, Key=f"{ws}versions/{1:020d}.json")
+    document = json.loads(version["Body"].read())
+    assert document["serial"] == 1 and document["lineage"] == state.lineage
+    assert [r["address"] for r in document["resources"]] == ["file.a"]
+    meta = version["Metadata"]
+    assert meta["tectum-operation"] == "apply" and meta["tectum-revision"] == "git%3Aabc"
+    assert meta["tectum-lineage"] == state.lineage
+    rows = json.loads(s3.get_object(Bucket=place.bucket, Key=journal[0])["Body"].read())
+    assert rows[0][:2] == ["file.b", "create"]
+
+    info, _ = backend.lock("apply")
+    item = boto3.client("dynamodb").get_item(
+        TableName=place.table, ConsistentRead=True,
+        Key={"LockID": {"S": f"{place.bucket}/{place.key}/env:/default"}})["Item"]
+    assert item["Id"]["S"] == info.id
+    assert LockInfo(**json.loads(item["Info"]["S"])) == info
+    assert time.time() < float(item["Expires"]["N"]) <= time.time() + 61
+    # the next write folds the journal into version 2 and deletes it
+    assert backend.write(backend.read(), "apply") == 2
+    assert not keys(place.bucket, f"{ws}journal/")
+    assert backend.unlock(info.id)
+    assert "Item" not in boto3.client("dynamodb").get_item(
+        TableName=place.table, Key={"LockID": {"S": f"{place.bucket}/{place.key}/env:/default"}})
+
+
+def test_a_stale_head_hint_is_not_trusted(place: Place,
+                                          opened: Callable[..., S3Backend]) -> None:
+    """``head.json`` lags behind (a writer killed before moving it) or is damaged: the latest
+    version is still found by listing after it."""
+    import boto3
+
+    backend = opened(place.settings())
+    for _ in range(3):
+        backend.write(backend.read(), "apply")
+    head = f"{place.key}/env:/default/head.json"
+    s3 = boto3.client("s3")
+    for body in (b'{"serial": 1}', b"not json", b'{"serial": 99}'):
+        s3.put_object(Bucket=place.bucket, Key=head, Body=body)
+        assert opened(place.settings()).read().serial == 3
+    assert backend.write(backend.read(), "apply") == 4
+
+
+# -- locks --------------------------------------------------------------------------------------
+
+def _foreign_lock(place: Place, expires: float) -> LockInfo:
+    """A lock item as a run on another machine leaves it."""
+    import boto3
+
+    info = LockInfo("f" * 32, "apply", "ops@elsewhere", "elsewhere", 4242, "0.9", time.time())
+    boto3.client("dynamodb").put_item(TableName=place.table, Item={
+        "LockID": {"S": f"{place.bucket}/{place.key}/env:/default"}, "Id": {"S": info.id},
+        "Info": {"S": json.dumps(info._asdict())}, "Expires": {"N": repr(expires)}})
+    return info
+
+
+def test_lock_of_another_machine_holds_until_its_lease_ends(
+        place: Place, opened: Callable[..., S3Backend]) -> None:
+    held = _foreign_lock(place, time.time() + 30)
+    backend = opened(place.settings())
+    with pytest.raises(DiagnosticError) as exc:
+        backend.lock("apply")
+    title, detail = summary(exc)
+    assert title == "State is locked" and "pid 4242 on elsewhere" in detail and held.id in detail
+    _foreign_lock(place, time.time() - 1)  # its lease ran out: the holder is gone
+    info, warning = backend.lock("apply")
+    assert warning is not None and held.id in warning and "taken over" in warning
+    assert backend.unlock(info.id)
+
+
+def test_heartbeat_renews_the_lease(place: Place, opened: Callable[..., S3Backend],
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import boto3
+
+    import tectum.backends.s3 as s3mod
+
+    monkeypatch.setattr(s3mod, "HEARTBEAT", 0.2)
+    backend = opened(place.settings())
+    info, _ = backend.lock("apply")
+
+    def expires() -> float:
+        item = boto3.client("dynamodb").get_item(
+            TableName=place.table, ConsistentRead=True,
+            Key={"LockID": {"S": f"{place.bucket}/{place.key}/env:/default"}})["Item"]
+        return float(item["Expires"]["N"])
+
+    first = expires()
+    time.sleep(0.7)
+    assert expires() > first, "the lease was not renewed"
+    assert backend.unlock(info.id)
+
+
+def test_lock_taken_over_while_holding_it_stops_the_writer(
+        place: Place, opened: Callable[..., S3Backend]) -> None:
+    """A holder whose lease ran out and whose lock another run took stores nothing more."""
+    import boto3
+
+    holder = opened(place.settings())
+    info, _ = holder.lock("apply")
+    boto3.client("dynamodb").update_item(  # as if it had not renewed it for a minute
+        TableName=place.table, Key={"LockID": {"S": f"{place.bucket}/{place.key}/env:/default"}},
+        UpdateExpression="SET Expires = :e, Info = :i",
+        ExpressionAttributeValues={":e": {"N": repr(time.time() - 1)}, ":i": {"S": json.dumps(
+            info._replace(host="elsewhere")._asdict())}})
+    other = opened(place.settings())
+    taken, warning = other.lock("apply")
+    assert warning is not None and info.id in warning
+    for call in (lambda: holder.write(State.new(), "apply"),
+                 lambda: holder.record(0, [("file.a", "create", rec("file.a"))])):
+        with pytest.raises(DiagnosticError) as exc:
+            call()
+        assert summary(exc)[0] == "State lock lost"
+    assert holder.unlock(info.id) is False
+    assert other.history() == [] and other.read().resources == {}
+    assert other.lock_info() == taken and other.unlock(taken.id)
+
+
+def test_concurrent_writers_never_share_a_serial(place: Place,
+                                                 opened: Callable[..., S3Backend]) -> None:
+    """Without the lock (a bug, or ``state push`` racing an apply) two writers still store
+    distinct serials: the version PUT is conditional (``If-None-Match: *``)."""
+    backends = [opened(place.settings()) for _ in range(4)]
+    stored: list[int] = []
+    errors: list[BaseException] = []
+
+    def write(b: S3Backend, n: int) -> None:
+        try:
+            for i in range(5):
+                state = State.new()
+                state.resources[f"file.w{n}_{i}"] = rec(f"file.w{n}_{i}")
+                stored.append(b.write(state, "apply"))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(b, n)) for n, b in enumerate(backends)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert sorted(stored) == list(range(1, 21))
+    history = backends[0].history()
+    assert [v.serial for v in history] == list(range(1, 21))
+    for v in history:
+        state, _ = backends[0].read_version(v.serial)
+        assert state.serial == v.serial and len(state.resources) == 1
+
+
+# -- settings and faults ------------------------------------------------------------------------
+
+STACK = """\
+from tectum.host import File
+
+W = {world!r}
+for i in range({n}):
+    File(f"f{{i}}", path=f"{{W}}/f{{i}}.txt", content=f"{{i}}\\n")
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Callable[..., Path]:
+    def make(toml: str, n: int = 3) -> Path:
+        root, world = tmp_path / "proj", tmp_path / "world"
+        root.mkdir(exist_ok=True)
+        world.mkdir(exist_ok=True)
+        (root / "stack.py").write_text(STACK.format(world=str(world), n=n))
+        (root / "tectum.toml").write_text(toml)
+        return root
+    return make
+
+
+def run(tectum: Callable[..., Result], root: Path, *args: str,
+        env: dict[str, str]) -> Result:
+    return tectum(*args, cwd=root, env=env, timeout=120)
+
+
+def failed(res: Result, title: str) -> str:
+    assert res.returncode == 1, res.output
+    assert title in res.output, res.output
+    assert "Traceback" not in res.output, res.output
+    return res.output
+
+
+def test_cli_apply_workspaces_and_force_unlock(place: Place, moto: Moto, project: Any,
+                                               tectum: Callable[..., Result]) -> None:
+    root = project(place.toml())
+    env = moto.env()
+    res = run(tectum, root, "apply", "--auto-approve", env=env)
+    assert res.returncode == 0, res.output
+    plan = run(tectum, root, "plan", env=env)
+    assert plan.returncode == 0 and "No changes." in plan.stdout, plan.output
+    assert run(tectum, root, "state", "list", env=env).stdout.split() == \
+        ["file.f0", "file.f1", "file.f2"]
+    # a second workspace: its own prefix, its own state
+    assert run(tectum, root, "workspace", "new", "staging", env=env).returncode == 0
+    res = run(tectum, root, "state", "list", env=env)
+    assert res.returncode == 0 and res.stdout.split() == [], res.output
+    listed = run(tectum, root, "workspace", "list", env=env).stdout.split()
+    assert listed == ["default", "*", "staging"], listed
+    prefixes = {k.split("/env:/")[1].split("/")[0] for k in keys(place.bucket, place.key)}
+    assert prefixes == {"default", "staging"}
+    assert run(tectum, root, "workspace", "select", "default", env=env).returncode == 0
+    # a lock left by a run on another machine: named, and released by force-unlock
+    held = _foreign_lock(place, time.time() + 30)
+    out = failed(run(tectum, root, "apply", "--auto-approve", env=env), "State is locked")
+    assert held.id in out and "elsewhere" in out
+    res = run(tectum, root, "force-unlock", held.id, env=env)
+    assert res.returncode == 0, res.output
+    history = run(tectum, root, "state", "history", env=env)
+    assert history.returncode == 0 and "apply" in history.stdout, history.output
+
+
+def test_missing_bucket_and_table(moto: Moto, project: Any,
+                                  tectum: Callable[..., Result]) -> None:
+    """One message names all there is to make, with the commands that make it."""
+    suffix = os.urandom(4).hex()
+    place = Place(f"tectum-none-{suffix}", f"tectum-none-{suffix}", "k")
+    root = project(place.toml())
+    out = failed(run(tectum, root, "plan", env=moto.env()),
+                 "State bucket and lock table not found")
+    assert f"aws s3api create-bucket --bucket {place.bucket} --region {REGION}" in out
+    assert f"LocationConstraint={REGION}" in out and "put-bucket-versioning" in out
+    assert f"--table-name {place.table}" in out and "AttributeName=LockID" in out
+    _make(table=place.table)
+    out = failed(run(tectum, root, "plan", env=moto.env()), "State bucket not found")
+    assert "create-table" not in out and "create-bucket" in out
+    root = project(Place(place.bucket, f"tectum-other-{suffix}", "k").toml())
+    _make(bucket=place.bucket)
+    out = failed(run(tectum, root, "plan", env=moto.env()), "State lock table not found")
+    assert "create-bucket" not in out and f"--table-name tectum-other-{suffix}" in out
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_bad_settings_credentials_and_endpoint(place: Place, moto: Moto, project: Any,
+                                               tectum: Callable[..., Result],
+                                               tmp_path: Path) -> None:
+    env = moto.env()
+    # settings: required ones missing; credentials refused (and never echoed)
+    root = project('[state]\nbackend = "s3"\nkey = "k"\n')
+    out = failed(run(tectum, root, "plan", env=env), "Invalid S3 state settings")
+    assert "bucket is required" in out
+    root = project(place.toml() + 'secret_key = "hunter2hunter2"\n')
+    out = failed(run(tectum, root, "plan", env=env), "Invalid S3 state settings")
+    assert "secret_key cannot be set here" in out and "hunter2" not in out
+    root = project(place.toml())
+    # no credentials anywhere
+    empty = tmp_path / "aws-empty"
+    empty.write_text("")
+    bare = {"AWS_ENDPOINT_URL": moto.url, "AWS_REGION": REGION,
+            "AWS_SHARED_CREDENTIALS_FILE": str(empty), "AWS_CONFIG_FILE": str(empty),
+            "AWS_EC2_METADATA_DISABLED": "true"}
+    out = failed(run(tectum, root, "plan", env=bare), "No AWS credentials")
+    assert "AWS_ACCESS_KEY_ID" in out
+    out = failed(run(tectum, root, "plan", env={**bare, **{k: v for k, v in env.items()
+                                                           if k.startswith("AWS_ACCESS")
+                                                           or k.startswith("AWS_SECRET")},
+                                               "AWS_REGION": ""}), "No AWS region")
+    root = project(place.toml(profile="nosuch"))
+    out = failed(run(tectum, root, "plan", env={**env, "AWS_CONFIG_FILE": str(empty)}),
+                 "Unknown AWS profile")
+    assert "'nosuch'" in out
+    # an endpoint nobody listens on
+    port = _closed_port()
+    root = project(place.toml(endpoint_url=f"http://127.0.0.1:{port}"))
+    start = time.monotonic()
+    out = failed(run(tectum, root, "plan", env={**env, "AWS_MAX_ATTEMPTS": "1"}),
+                 "Cannot reach the state store")
+    assert f"http://127.0.0.1:{port}" in out and time.monotonic() - start < 30
+    assert "testing" not in out.replace("tectum", "")  # (the fake secret is "testing")
+
+
+def test_import_is_lazy() -> None:
+    code = ("import sys, tectum.backends.s3 as s, tectum.backends.factory; "
+            "s.S3Backend(s.S3Settings('b', 'k', 't')); assert 'boto3' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- kill -9 through the CLI ---------------------------------------------------------------------
+
+@dataclass
+class S3Proj(Proj):
+    """:class:`tests.engine.test_interrupts.Proj` whose runs reach moto."""
+
+    env: dict[str, str] = field(default_factory=dict)
+
+    def run(self, *args: str) -> Result:
+        return self.tectum(*args, cwd=self.root, env=self.env)
+
+    def start(self, *args: str, name: str) -> subprocess.Popen[bytes]:
+        with open(self.logs / f"{name}.log", "wb") as fh:
+            proc = subprocess.Popen([sys.executable, "-m", "tectum", *args], cwd=self.root,
+                                    env=tectum_env(self.env), stdin=subprocess.DEVNULL,
+                                    stdout=fh, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        self.started.append(proc)
+        return proc
+
+
+@pytest.fixture
+def s3_proj(tmp_path: Path, place: Place, moto: Moto,
+            tectum: Callable[..., Result]) -> Iterator[S3Proj]:
+    root, world, logs = tmp_path / "proj", tmp_path / "world", tmp_path / "logs"
+    for d in (root, world, logs):
+        d.mkdir()
+    (root / "tectum.toml").write_text(place.toml())
+    p = S3Proj(root, world, logs, tectum, env=moto.env())
+    yield p
+    for proc in p.started:
+        p.reap(proc)
+
+
+def test_kill_9_of_an_apply_loses_nothing(s3_proj: S3Proj, place: Place) -> None:
+    """``kill -9`` of an apply at random moments (the trials of the engine's interrupt tests:
+    the next plan and apply reconcile, every file on disk is in state and every file in state
+    is on disk); then the killed run's lock item is taken over, not left behind."""
+    stats = kill_trials(s3_proj, trials=3, seed=314)
+    assert stats.killed_during_run >= 2, stats
+    assert not keys(place.bucket, f"{place.key}/env:/default/journal/"), \
+        "the last apply folded every journal into its version"
+
+
+@pytest.mark.slow
+def test_kill_9_of_an_apply_loses_nothing_20_trials(s3_proj: S3Proj, place: Place) -> None:
+    stats = kill_trials(s3_proj, trials=20, seed=2718)
+    assert stats.killed_during_run >= 10, stats
+
+
+def test_kill_9_while_holding_the_lock_is_taken_over(s3_proj: S3Proj, place: Place) -> None:
+    s3_proj.write(textwrap.dedent("""\
+        from tectum.host import Command
+        Command("slow", command=["sleep", "30"])
+    """))
+    run = s3_proj.start("apply", "--auto-approve", name="held")
+    backend = S3Backend(place.settings())
+    try:
+        deadline = time.monotonic() + 30
+        while (held := backend.lock_info()) is None:
+            assert run.poll() is None and time.monotonic() < deadline, s3_proj.log("held")
+            time.sleep(0.05)
+        os.kill(run.pid, signal.SIGKILL)
+        run.wait(timeout=30)
+        assert held.pid == run.pid
+    finally:
+        backend.close()
+    s3_proj.write("")
+    plan = s3_proj.run("plan")
+    assert plan.returncode == 0, plan.output
+    assert "Stale lock taken over" in plan.output
+    assert held.id in plan.output and f"pid {run.pid} on" in plan.output
+    assert S3Backend(place.settings()).lock_info() is None, "the plan released the lock"
+
+
+@pytest.mark.parametrize("code, title", [
+    ("InvalidAccessKeyId", "AWS denied access to the state"),
+    ("AccessDenied", "AWS denied access to the state"),
+    ("UnrecognizedClientException", "AWS denied access to the state"),
+    ("SlowDown", "State store error"),
+])
+def test_refusals_moto_does_not_make(code: str, title: str) -> None:
+    """moto accepts any credentials and never throttles for long: the diagnostics for what AWS
+    refuses, from the error boto3 raises (botocore's own ``ClientError``)."""
+    from botocore.exceptions import ClientError
+
+    from tectum.backends.s3 import S3Storage
+
+    storage = S3Storage(S3Settings("acme-state", "net", "locks", region=REGION))
+    exc = ClientError({"Error": {"Code": code, "Message": "The key is wrong."}}, "GetObject")
+    d = next(iter(storage._service_error(exc, "s3").diagnostics))
+    assert d.summary == title and code in d.detail
+    assert "s3://acme-state/net/env:/default/" in d.detail
