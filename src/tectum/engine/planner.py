@@ -528,7 +528,15 @@ class Planner:
             for host, (found, host_diags, down) in zip(by_host, done, strict=True):
                 observed.update(found)
                 diags.extend(host_diags)
-                if down is not None and host is not None:
+                if down is not None and host is None:
+                    # (a provider's server outside any role: an API, a database, a key-value
+                    # store. Unread, its objects would look absent and be planned anew)
+                    diags.append(Diagnostic.error(
+                        "Cannot reach a provider's server",
+                        f"{down[1].rstrip('.')}. Nothing was planned: the objects there "
+                        "could not be read. Check the provider's settings in tectum.toml and "
+                        "that the server runs, then plan again."))
+                elif down is not None and host is not None:
                     if host in provisioned and provisioned[host] in decls:
                         provisioned_down[host] = down
                     else:

@@ -1,0 +1,106 @@
+"""Conformance cases of the etcd provider's types, on the test process's etcd server
+(``tests.harness.etcd.shared_etcd``), each under a key prefix of its own that is emptied
+afterwards.
+
+``etcd_key`` and ``etcd_key_prefix`` run every step. The read-only ``etcd_data_key`` and
+``etcd_data_key_prefix`` (data sources) read a key the case puts first: their first plan is a
+no-op that records what was read (so the "absent before the create" check is told the first
+read is absent: nothing is created), a value changed in etcd is drift, there is nothing to
+import, and they are never deleted (only forgotten)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tectum.providers.etcd.client import EtcdClient
+from tectum.testing import Case
+from tectum.testing.recording import Recorder
+from tests.harness.etcd import etcd_space
+
+#: the client's methods that only read
+READS = frozenset({"get_keys", "get_prefixes", "prefetch", "forget", "status", "where"})
+
+
+def record(target: EtcdClient) -> Recorder:
+    return Recorder(target, read_only=READS)
+
+
+def first_read_absent() -> Callable[[dict[str, Any] | None], bool]:
+    """``Case.gone`` of a data source: the first read (the create step's "nothing there
+    yet") counts as absent; afterwards only a read that found nothing."""
+    calls = [0]
+
+    def gone(observed: dict[str, Any] | None) -> bool:
+        calls[0] += 1
+        return calls[0] == 1 or observed is None
+
+    return gone
+
+
+@contextmanager
+def key_case(tmp: Path) -> Iterator[Case]:
+    with etcd_space() as space:
+        key = space.key("app/port")
+
+        def tamper(client: EtcdClient, _record: dict[str, Any]) -> None:
+            client.put(key, "changed by hand")
+
+        yield Case("etcd_key", {"key": key, "value": "8080"}, update={"value": "8081"},
+                   tamper=tamper, drift="value", import_id=key, settings=space.settings,
+                   root=str(tmp), record=record)
+
+
+@contextmanager
+def prefix_case(tmp: Path) -> Iterator[Case]:
+    with etcd_space() as space:
+        prefix = space.key("cfg/")
+
+        def tamper(client: EtcdClient, _record: dict[str, Any]) -> None:
+            client.put(prefix + "extra", "written by hand")  # unknown under the prefix
+
+        yield Case("etcd_key_prefix", {"prefix": prefix, "values": {"a": "1", "b": "2"}},
+                   update={"values": {"a": "1", "c": "3"}}, tamper=tamper, drift="values",
+                   import_id=prefix, settings=space.settings, root=str(tmp), record=record)
+
+
+@contextmanager
+def data_key_case(tmp: Path) -> Iterator[Case]:
+    with etcd_space() as space:
+        key = space.key("read/dsn")
+        space.server.put(key, f"first-{secrets.token_hex(4)}")
+
+        def tamper(client: EtcdClient, _record: dict[str, Any]) -> None:
+            client.put(key, f"changed-{secrets.token_hex(4)}")
+
+        yield Case("etcd_data_key", {"key": key}, update={"sensitive": True},
+                   gone=first_read_absent(), tamper=tamper,
+                   drift="value", settings=space.settings, root=str(tmp), record=record,
+                   skip={"import": "a data source is read from its configuration: there "
+                                   "is nothing to import"})
+
+
+@contextmanager
+def data_prefix_case(tmp: Path) -> Iterator[Case]:
+    with etcd_space() as space:
+        prefix = space.key("read/cfg/")
+        space.server.put(prefix + "a", f"one-{secrets.token_hex(4)}")
+
+        def tamper(client: EtcdClient, _record: dict[str, Any]) -> None:
+            client.put(prefix + "b", f"two-{secrets.token_hex(4)}")
+
+        yield Case("etcd_data_key_prefix", {"prefix": prefix}, update={"sensitive": True},
+                   gone=first_read_absent(), tamper=tamper,
+                   drift="values", settings=space.settings, root=str(tmp), record=record,
+                   skip={"import": "a data source is read from its configuration: there "
+                                   "is nothing to import"})
+
+
+BUILDERS = {"etcd_key": key_case, "etcd_key_prefix": prefix_case,
+            "etcd_data_key": data_key_case, "etcd_data_key_prefix": data_prefix_case}
+MARKS = {name: [pytest.mark.etcd] for name in BUILDERS}
