@@ -6,6 +6,12 @@ test process, so that it is reaped here), one database ``tectum_test``; stopped 
 ``pg_ctl stop -m immediate`` (SIGKILL by pid if it lingers) and the directory removed when the
 session ends.
 
+The cluster is started once per process (:func:`shared_cluster`, also for code that is no
+fixture: the conformance cases of the ``postgresql`` provider) and stopped when the session
+ends. :class:`Cluster` can also be made privately, with server settings of its own
+(``settings={"log_statement": "all"}``) and :meth:`Cluster.restart` — for fault tests that
+must not disturb the shared one.
+
 ``pg_dsn`` (per test): a fresh database on that cluster, dropped ``WITH (FORCE)`` afterwards, so
 tests (and the workspaces they list) never see each other.
 
@@ -16,6 +22,7 @@ installs it, and a silently skipped backend would hide its bugs.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import glob
 import itertools
@@ -26,6 +33,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,8 +65,11 @@ def _free_port() -> int:
 
 
 class _Cluster:
-    def __init__(self, bindir: Path) -> None:
+    """A PostgreSQL cluster in a temporary directory (see the module docstring)."""
+
+    def __init__(self, bindir: Path, settings: dict[str, str] | None = None) -> None:
         self.bindir = bindir
+        self.settings = dict(settings or {})
         self.root = Path(tempfile.mkdtemp(prefix="tectum-pg-"))
         self.data = self.root / "data"
         self.log = self.root / "server.log"
@@ -108,7 +119,8 @@ class _Cluster:
                 [*self.prefix, str(self.bindir / "postgres"), "-D", str(self.data),
                  "-p", str(self.port), "-k", str(self.root), "-c", "listen_addresses=127.0.0.1",
                  "-c", "fsync=off", "-c", "synchronous_commit=off",
-                 "-c", "full_page_writes=off"],
+                 "-c", "full_page_writes=off",
+                 *[a for k, v in self.settings.items() for a in ("-c", f"{k}={v}")]],
                 cwd=self.root, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         deadline = time.monotonic() + 30
         while True:
@@ -165,16 +177,63 @@ class _Cluster:
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
 
+    @property
+    def dsn(self) -> str:
+        """The libpq DSN of the ``tectum_test`` database (superuser ``postgres``)."""
+        return f"host=127.0.0.1 port={self.port} user=postgres dbname=tectum_test"
+
+    def kill(self) -> None:
+        """Stop the server at once (``pg_ctl stop -m immediate``: a crash, for fault tests);
+        its data stays for :meth:`restart`."""
+        self._stop_server()
+
+    def restart(self, down_for: float = 0.0) -> None:
+        """Stop the server at once, wait ``down_for`` seconds, start it again on the same
+        port (a crash and recovery, for fault tests)."""
+        self._stop_server()
+        time.sleep(down_for)
+        self._start_server()
+
+
+#: the public name (fault tests make private clusters)
+Cluster = _Cluster
+
+_shared: _Cluster | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_cluster() -> _Cluster:
+    """The process's shared cluster, started on first use and stopped at exit (or by the
+    ``postgres_dsn`` fixture at the end of the session)."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            cluster = _Cluster(_pg_bindir())
+            try:
+                cluster.start()
+            except BaseException:
+                cluster.stop()
+                raise
+            _shared = cluster
+            atexit.register(_stop_shared)
+        return _shared
+
+
+def _stop_shared() -> None:
+    global _shared
+    with _shared_lock:
+        cluster, _shared = _shared, None
+    if cluster is not None:
+        cluster.stop()
+
 
 @pytest.fixture(scope="session")
 def postgres_dsn() -> Iterator[str]:
     """DSN of a private PostgreSQL cluster's ``tectum_test`` database (session-wide)."""
-    cluster = _Cluster(_pg_bindir())
     try:
-        cluster.start()
-        yield f"host=127.0.0.1 port={cluster.port} user=postgres dbname=tectum_test"
+        yield shared_cluster().dsn
     finally:
-        cluster.stop()
+        _stop_shared()
 
 
 _db_numbers = itertools.count(1)
