@@ -57,6 +57,11 @@ def test_did_you_mean(tmp_path: Path, tectum: Callable[..., Result]) -> None:
     assert res.returncode == 2 and "Did you mean -auto-approve" in res.stderr, res.output
     res = tectum("state", "lst", cwd=tmp_path)
     assert res.returncode == 2 and "Did you mean list?" in res.stderr, res.output
+    # an option of another command is named as such, not "did you mean" itself
+    res = tectum("show", "-var", "x=1", cwd=tmp_path)
+    assert res.returncode == 2, res.output
+    assert "tectum show does not take -var: `tectum show -h` lists its options." in res.stderr
+    assert "Did you mean" not in res.stderr, res.output
 
 
 def test_plan_shows_a_new_files_content_masked(

@@ -1036,11 +1036,31 @@ def _did_you_mean(parser: argparse.ArgumentParser, message: str) -> str:
             root = getattr(root, "_tectum_parent")  # noqa: B009 - set by _link_parents
         known = sorted(_option_strings(root))
         close = []
+        elsewhere = []
         for word in given[1].split():
-            if word.startswith("-"):
-                close += difflib.get_close_matches(word.split("=")[0], known, n=2)
+            flag = word.split("=")[0]
+            if flag in known:
+                elsewhere.append(flag)  # (an option of another command, e.g. show -var)
+            elif word.startswith("-"):
+                close += difflib.get_close_matches(flag, known, n=2)
+        if elsewhere:
+            prog = _command_prog(root)
+            return (f"\n\n{prog} does not take {', '.join(dict.fromkeys(elsewhere))}: "
+                    f"`{prog} -h` lists its options.")
     close = list(dict.fromkeys(close))
     return f"\n\nDid you mean {' or '.join(close)}?" if close else ""
+
+
+def _command_prog(root: argparse.ArgumentParser) -> str:
+    """``tectum COMMAND`` for the command on this process's command line (else ``tectum``)."""
+    import sys
+
+    for action in root._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for word in sys.argv[1:]:
+                if word in action.choices:
+                    return str(action.choices[word].prog)
+    return str(root.prog)
 
 
 def _option_strings(parser: argparse.ArgumentParser) -> set[str]:
