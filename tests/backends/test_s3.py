@@ -1,9 +1,13 @@
 """What is specific to the S3 state backend (the rules it shares with the others are in
 ``test_conformance.py``, which runs on it too): the layout of objects in the bucket and of the
-lock item in DynamoDB, diagnostics for a missing bucket or table, bad settings, missing
-credentials and an unreachable endpoint (through the real CLI: exit 1, no traceback), leases of
-holders on other machines, concurrent writers, two workspaces, and ``kill -9`` of an apply through
-the CLI losing nothing — all against the moto server (``tests/harness/moto.py``)."""
+lock item in DynamoDB; leases judged by observation (shortened by :func:`short_lease`), a late
+renewal during a takeover, which dead holders are taken over at once; the fence that keeps a
+stale holder's hung PUT from landing after a takeover; clock skew; lost responses to conditional
+writes (botocore ``before-send`` hooks); a pushed serial racing a commit and concurrent writers;
+diagnostics for a missing bucket or table, bad settings, missing credentials, an unknown profile
+and an unreachable endpoint (through the real CLI: exit 1, no traceback); two workspaces; and
+``kill -9`` of an apply through the CLI losing nothing — all against the moto server
+(``tests/harness/moto.py``)."""
 
 from __future__ import annotations
 
@@ -23,8 +27,9 @@ from typing import Any
 
 import pytest
 
+import tectum.backends.s3 as s3mod
 from tectum.backends.base import LockInfo
-from tectum.backends.s3 import S3Backend, S3Settings
+from tectum.backends.s3 import S3Backend, S3Settings, _owner
 from tectum.diagnostics import DiagnosticError
 from tectum.state.model import ResourceRecord, State
 from tests.conftest import Result, tectum_env
@@ -126,7 +131,10 @@ def test_layout_of_versions_journal_and_lock(place: Place,
     assert [r["address"] for r in document["resources"]] == ["file.a"]
     meta = version["Metadata"]
     assert meta["tectum-operation"] == "apply" and meta["tectum-revision"] == "git%3Aabc"
-    assert meta["tectum-lineage"] == state.lineage
+    assert meta["tectum-lineage"] == state.lineage and meta["tectum-serial"] == "1"
+    assert json.loads(s3.get_object(Bucket=place.bucket, Key=f"{ws}head.json")["Body"].read()) \
+        == {"slot": 1}
+    assert journal == [f"{ws}journal/{1:020d}/{1:020d}.json"]
     rows = json.loads(s3.get_object(Bucket=place.bucket, Key=journal[0])["Body"].read())
     assert rows[0][:2] == ["file.b", "create"]
 
@@ -136,7 +144,8 @@ def test_layout_of_versions_journal_and_lock(place: Place,
         Key={"LockID": {"S": f"{place.bucket}/{place.key}/env:/default"}})["Item"]
     assert item["Id"]["S"] == info.id
     assert LockInfo(**json.loads(item["Info"]["S"])) == info
-    assert time.time() < float(item["Expires"]["N"]) <= time.time() + 61
+    assert len(item["Rvn"]["S"]) == 32 and float(item["Lease"]["N"]) == 60
+    assert json.loads(item["Owner"]["S"]) == _owner()
     # the next write folds the journal into version 2 and deletes it
     assert backend.write(backend.read(), "apply") == 2
     assert not keys(place.bucket, f"{ws}journal/")
@@ -156,7 +165,7 @@ def test_a_stale_head_hint_is_not_trusted(place: Place,
         backend.write(backend.read(), "apply")
     head = f"{place.key}/env:/default/head.json"
     s3 = boto3.client("s3")
-    for body in (b'{"serial": 1}', b"not json", b'{"serial": 99}'):
+    for body in (b'{"slot": 1}', b"not json", b'{"slot": 99}'):
         s3.put_object(Bucket=place.bucket, Key=head, Body=body)
         assert opened(place.settings()).read().serial == 3
     assert backend.write(backend.read(), "apply") == 4
@@ -164,76 +173,310 @@ def test_a_stale_head_hint_is_not_trusted(place: Place,
 
 # -- locks --------------------------------------------------------------------------------------
 
-def _foreign_lock(place: Place, expires: float) -> LockInfo:
-    """A lock item as a run on another machine leaves it."""
+#: the lease and heartbeat of tests that wait for a lease to run out (seconds)
+SHORT_LEASE, SHORT_HEARTBEAT = 2.0, 0.2
+
+
+@pytest.fixture
+def short_lease(monkeypatch: pytest.MonkeyPatch) -> float:
+    """Backends opened from now on hold leases of :data:`SHORT_LEASE` seconds."""
+    monkeypatch.setattr(s3mod, "LEASE", SHORT_LEASE)
+    monkeypatch.setattr(s3mod, "HEARTBEAT", SHORT_HEARTBEAT)
+    return SHORT_LEASE
+
+
+def lock_item(place: Place) -> dict[str, Any]:
     import boto3
 
-    info = LockInfo("f" * 32, "apply", "ops@elsewhere", "elsewhere", 4242, "0.9", time.time())
+    got: dict[str, Any] = boto3.client("dynamodb").get_item(
+        TableName=place.table, ConsistentRead=True,
+        Key={"LockID": {"S": f"{place.bucket}/{place.key}/env:/default"}})
+    return dict(got.get("Item") or {})
+
+
+def _foreign_lock(place: Place, *, host: str = "elsewhere", pid: int = 4242,
+                  owner: dict[str, Any] | None = None, lease: float = 60.0) -> LockInfo:
+    """A lock item as a run on another machine (or in another container) leaves it."""
+    import boto3
+
+    info = LockInfo("f" * 32, "apply", f"ops@{host}", host, pid, "0.9", time.time())
     boto3.client("dynamodb").put_item(TableName=place.table, Item={
         "LockID": {"S": f"{place.bucket}/{place.key}/env:/default"}, "Id": {"S": info.id},
-        "Info": {"S": json.dumps(info._asdict())}, "Expires": {"N": repr(expires)}})
+        "Info": {"S": json.dumps(info._asdict())}, "Rvn": {"S": os.urandom(16).hex()},
+        "Lease": {"N": repr(lease)},
+        "Owner": {"S": json.dumps(owner or {"boot_id": "b" * 36, "pid_ns": "pid:[1]",
+                                            "start": "1"})}})
     return info
 
 
-def test_lock_of_another_machine_holds_until_its_lease_ends(
-        place: Place, opened: Callable[..., S3Backend]) -> None:
-    held = _foreign_lock(place, time.time() + 30)
+def _renew_foreign(place: Place) -> None:
+    import boto3
+
+    boto3.client("dynamodb").update_item(
+        TableName=place.table, Key={"LockID": {"S": f"{place.bucket}/{place.key}/env:/default"}},
+        UpdateExpression="SET Rvn = :r", ExpressionAttributeValues={
+            ":r": {"S": os.urandom(16).hex()}})
+
+
+def test_lock_of_another_machine_holds_while_it_is_renewed(
+        place: Place, opened: Callable[..., S3Backend], short_lease: float) -> None:
+    """The lease is judged by observation (as the Amazon DynamoDB lock client does): a holder
+    whose renewal version changes keeps its lock however long a taker waits; one whose version
+    stays the same for its whole lease (on the taker's own clock) is taken over."""
+    held = _foreign_lock(place, lease=short_lease)
     backend = opened(place.settings())
     with pytest.raises(DiagnosticError) as exc:
         backend.lock("apply")
     title, detail = summary(exc)
     assert title == "State is locked" and "pid 4242 on elsewhere" in detail and held.id in detail
-    _foreign_lock(place, time.time() - 1)  # its lease ran out: the holder is gone
-    info, warning = backend.lock("apply")
+    assert f"--lock-timeout {short_lease + 10:g}s" in detail
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(short_lease / 6):
+            _renew_foreign(place)
+
+    renewer = threading.Thread(target=renew)
+    renewer.start()
+    try:
+        with pytest.raises(DiagnosticError) as exc:
+            backend.lock("apply", timeout=short_lease * 1.25)
+        assert summary(exc)[0] == "State is locked"
+    finally:
+        stop.set()
+        renewer.join()
+    start = time.monotonic()  # no renewal any more: taken over one lease after it was seen
+    info, warning = backend.lock("apply", timeout=short_lease * 3)
+    assert short_lease <= time.monotonic() - start < short_lease * 2.5
     assert warning is not None and held.id in warning and "taken over" in warning
+    assert backend.unlock(info.id)
+
+
+def test_a_renewal_landing_during_a_takeover_keeps_the_lock(
+        place: Place, opened: Callable[..., S3Backend], short_lease: float) -> None:
+    """The takeover is conditional on the renewal version the taker watched: a late renewal
+    of the holder that lands between the taker's read and its write makes it fail."""
+    holder = opened(place.settings())
+    info, _ = holder.lock("apply")
+    holder.storage._stop_heartbeat()  # (its renewals stall ...)
+    taker = opened(place.settings())
+    _, ddb = taker.storage._clients()
+    late: list[str] = []
+
+    def renew_late(request: Any, **_: Any) -> None:
+        if not late and b"Rvn = :rvn" in request.body:  # (the takeover's PutItem)
+            holder.storage._renew(info.id)  # (... and one lands now)
+            late.append(info.id)
+
+    ddb.meta.events.register("before-send.dynamodb.PutItem", renew_late)
+    with pytest.raises(DiagnosticError) as exc:
+        taker.lock("apply", timeout=short_lease * 1.3)
+    assert late and summary(exc)[0] == "State is locked" and info.id in summary(exc)[1]
+    assert taker.lock_info() == info
+    assert holder.write(State.new(), "apply") == 1  # the holder still holds it
+    assert holder.unlock(info.id)
+
+
+def test_only_a_dead_process_of_this_boot_and_pid_namespace_is_taken_over_at_once(
+        place: Place, opened: Callable[..., S3Backend]) -> None:
+    """Host name and PID prove nothing (containers with the host's network, cloned machines
+    share host names): the boot ID and PID namespace must match too, else the lease decides."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    here, mine = os.uname().nodename, _owner()
+    backend = opened(place.settings())
+    for other in ({**mine, "boot_id": "0" * 36}, {**mine, "pid_ns": "pid:[1]"}):
+        _foreign_lock(place, host=here, pid=gone.pid, owner=other)
+        with pytest.raises(DiagnosticError) as exc:
+            backend.lock("apply")
+        assert summary(exc)[0] == "State is locked"
+    with subprocess.Popen(["sleep", "30"]) as alive:
+        try:  # a live process of this boot: held — unless its PID was reused since
+            _foreign_lock(place, host=here, pid=alive.pid,
+                          owner={**mine, "start": s3mod._proc_start(alive.pid)})
+            with pytest.raises(DiagnosticError):
+                backend.lock("apply")
+            held = _foreign_lock(place, host=here, pid=alive.pid, owner={**mine, "start": "1"})
+            info, warning = backend.lock("apply")
+            assert warning is not None and held.id in warning
+            assert backend.unlock(info.id)
+        finally:
+            alive.kill()
+    held = _foreign_lock(place, host=here, pid=gone.pid, owner={**mine, "start": "1"})
+    info, warning = backend.lock("apply")
+    assert warning is not None and held.id in warning
     assert backend.unlock(info.id)
 
 
 def test_heartbeat_renews_the_lease(place: Place, opened: Callable[..., S3Backend],
                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    import boto3
-
-    import tectum.backends.s3 as s3mod
-
     monkeypatch.setattr(s3mod, "HEARTBEAT", 0.2)
     backend = opened(place.settings())
     info, _ = backend.lock("apply")
-
-    def expires() -> float:
-        item = boto3.client("dynamodb").get_item(
-            TableName=place.table, ConsistentRead=True,
-            Key={"LockID": {"S": f"{place.bucket}/{place.key}/env:/default"}})["Item"]
-        return float(item["Expires"]["N"])
-
-    first = expires()
-    time.sleep(0.7)
-    assert expires() > first, "the lease was not renewed"
+    first = lock_item(place)["Rvn"]["S"]
+    deadline = time.monotonic() + 15
+    while lock_item(place)["Rvn"]["S"] == first:
+        assert time.monotonic() < deadline, "the lease was not renewed"
+        time.sleep(0.05)
     assert backend.unlock(info.id)
 
 
-def test_lock_taken_over_while_holding_it_stops_the_writer(
-        place: Place, opened: Callable[..., S3Backend]) -> None:
-    """A holder whose lease ran out and whose lock another run took stores nothing more."""
-    import boto3
+def _partition(backend: S3Backend) -> threading.Event:
+    """An event that, while set, keeps ``backend``'s renewals from reaching DynamoDB."""
+    from botocore.exceptions import ConnectTimeoutError
 
-    holder = opened(place.settings())
-    info, _ = holder.lock("apply")
-    boto3.client("dynamodb").update_item(  # as if it had not renewed it for a minute
-        TableName=place.table, Key={"LockID": {"S": f"{place.bucket}/{place.key}/env:/default"}},
-        UpdateExpression="SET Expires = :e, Info = :i",
-        ExpressionAttributeValues={":e": {"N": repr(time.time() - 1)}, ":i": {"S": json.dumps(
-            info._replace(host="elsewhere")._asdict())}})
-    other = opened(place.settings())
-    taken, warning = other.lock("apply")
-    assert warning is not None and info.id in warning
-    for call in (lambda: holder.write(State.new(), "apply"),
-                 lambda: holder.record(0, [("file.a", "create", rec("file.a"))])):
+    cut = threading.Event()
+
+    def drop(request: Any, **_: Any) -> None:
+        if cut.is_set():
+            raise ConnectTimeoutError(endpoint_url=request.url)
+
+    backend.storage._clients()[1].meta.events.register("before-send.dynamodb.UpdateItem", drop)
+    return cut
+
+
+def test_a_stale_holder_stores_nothing_after_a_takeover(
+        place: Place, opened: Callable[..., S3Backend], short_lease: float) -> None:
+    """The fence: a holder whose renewals no longer get through has its version PUT hang (the
+    attempt times out) while its lease runs out and another run takes the lock, records
+    ``file.b`` and is killed. botocore's retry of the PUT is not sent — the lease no longer
+    outlasts a request by this process's monotonic clock — so no version stored behind the new
+    holder's back deletes its journal; and the old holder stores nothing more."""
+    from botocore.exceptions import ReadTimeoutError
+
+    old = opened(place.settings())
+    old_info, _ = old.lock("apply")
+    state = old.read()
+    state.resources["file.a"] = rec("file.a", v=1)
+    assert old.write(state, "apply") == 1
+    cut = _partition(old)
+    s3, _ = old.storage._clients()
+    taken: list[str | None] = []
+
+    def hang(request: Any, **_: Any) -> None:
+        if taken or "/versions/" not in request.url:
+            return
+        cut.set()
+        new = opened(place.settings())
+        _, warning = new.lock("apply", timeout=short_lease * 3)
+        taken.append(warning)
+        latest = new.read()
+        new.record(latest.serial, [("file.b", "create", rec("file.b", v=1))])
+        new.storage._stop_heartbeat()  # (and it is killed)
+        new.storage._lock_id = None
+        cut.clear()
+        raise ReadTimeoutError(endpoint_url=request.url)
+
+    s3.meta.events.register("before-send.s3.PutObject", hang)
+    state = old.read()
+    state.resources["file.a"] = rec("file.a", v=2)
+    with pytest.raises(DiagnosticError) as exc:
+        old.write(state, "apply")
+    assert summary(exc)[0] == "State lock lost"
+    assert taken and taken[0] is not None and "taken over" in taken[0]
+    for call in (lambda: old.record(1, [("file.c", "create", rec("file.c"))]),
+                 lambda: old.delete_workspace("staging")):  # nothing more is stored
         with pytest.raises(DiagnosticError) as exc:
             call()
         assert summary(exc)[0] == "State lock lost"
-    assert holder.unlock(info.id) is False
-    assert other.history() == [] and other.read().resources == {}
-    assert other.lock_info() == taken and other.unlock(taken.id)
+    assert old.unlock(old_info.id) is False
+    reader = opened(place.settings())
+    assert [v.serial for v in reader.history()] == [1]
+    latest = reader.read()
+    assert sorted(latest.resources) == ["file.a", "file.b"]
+    assert latest.resources["file.a"].attributes == {"v": 1}
+
+
+def test_clock_skew_neither_reorders_the_journal_nor_takes_a_live_lock(
+        place: Place, opened: Callable[..., S3Backend], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Host A records ``file.a`` and is force-unlocked; host B, whose clock is 2 minutes
+    behind, takes the lock and records its deletion: the journal keeps B's record last (its
+    order is the order of the conditional writes, not of the clocks), and host C with a right
+    clock does not take B's live lock (no clocks are compared)."""
+    a = opened(place.settings())
+    base = a.write(State.new(), "apply")
+    info, _ = a.lock("apply")
+    a.record(base, [("file.a", "create", rec("file.a", v=1))])
+    b = opened(place.settings())
+    b.force_unlock(info.id)
+    real = time.time
+    with monkeypatch.context() as m:
+        skewed = type("Skewed", (), {k: staticmethod(getattr(time, k)) for k in dir(time)
+                                     if not k.startswith("_") and callable(getattr(time, k))})
+        skewed.time = staticmethod(lambda: real() - 120)  # type: ignore[attr-defined]
+        skewed.time_ns = staticmethod(  # type: ignore[attr-defined]
+            lambda: time.time_ns() - 120 * 10**9)
+        m.setattr(s3mod, "time", skewed)
+        b_info, _ = b.lock("apply")
+        assert b.read().resources["file.a"].attributes == {"v": 1}
+        b.record(base, [("file.a", "delete", None)])
+    c = opened(place.settings())
+    assert c.read().resources == {}
+    with pytest.raises(DiagnosticError) as exc:
+        c.lock("apply")
+    assert summary(exc)[0] == "State is locked" and b_info.id in summary(exc)[1]
+    assert b.unlock(b_info.id)
+
+
+def test_a_lost_response_to_a_conditional_write_is_recognised(
+        place: Place, opened: Callable[..., S3Backend]) -> None:
+    """A conditional request whose first attempt lands but whose response is lost: botocore's
+    retry then fails its condition, and the backend tells its own write (a write ID, the lock
+    ID) from another writer's — for the lock, a version, a journal object and the deletes."""
+    backend = opened(place.settings())
+    s3, ddb = backend.storage._clients()
+    fired = lose_first_response(ddb, "dynamodb.PutItem")
+    info, warning = backend.lock("apply")
+    assert fired and warning is None and backend.lock_info() == info
+    assert backend.write(State.new(), "apply", desired={"a": 1}) == 1
+    state = backend.read()
+    state.resources["file.a"] = rec("file.a")
+    fired = lose_first_response(s3, "s3.PutObject", lambda r: "/versions/" in r.url)
+    assert backend.write(state, "apply", desired={"a": 2}) == 2
+    assert fired and [v.serial for v in backend.history()] == [1, 2]
+    assert backend.read_version(2)[1] == {"a": 2}
+    fired = lose_first_response(s3, "s3.PutObject", lambda r: "/journal/" in r.url)
+    backend.record(2, [("file.b", "create", rec("file.b"))])
+    assert fired and len(keys(place.bucket, f"{place.key}/env:/default/journal/")) == 1
+    assert sorted(backend.read().resources) == ["file.a", "file.b"]
+    fired = lose_first_response(ddb, "dynamodb.DeleteItem")
+    assert backend.unlock(info.id) is True and fired and backend.lock_info() is None
+    info, _ = backend.lock("apply")
+    other = opened(place.settings())
+    fired = lose_first_response(other.storage._clients()[1], "dynamodb.DeleteItem")
+    other.force_unlock(info.id)
+    assert fired and other.lock_info() is None
+
+
+def lose_first_response(client: Any, event: str,
+                        when: Callable[[Any], bool] = lambda request: True) -> list[str]:
+    """Make the first attempt of ``event`` (``"s3.PutObject"``...) that ``when`` accepts reach
+    the server but lose its response (a botocore ``before-send`` hook sends it, then raises
+    ``ConnectionClosedError``, which botocore retries). Returns a list that gets its URL."""
+    import urllib.request
+
+    from botocore.exceptions import ConnectionClosedError
+
+    fired: list[str] = []
+
+    def hook(request: Any, **_: Any) -> None:
+        if fired or not when(request):
+            return
+        fired.append(request.url)
+        body = request.body
+        if hasattr(body, "read"):
+            where = body.tell()
+            body, _ = body.read(), body.seek(where)
+        headers = {k: v.decode() if isinstance(v, bytes) else v
+                   for k, v in request.headers.items() if k.lower() != "expect"}
+        with urllib.request.urlopen(urllib.request.Request(
+                request.url, data=body, method=request.method, headers=headers),
+                timeout=30) as resp:
+            resp.read()
+        raise ConnectionClosedError(endpoint_url=request.url)
+
+    client.meta.events.register(f"before-send.{event}", hook)
+    return fired
 
 
 def test_concurrent_writers_never_share_a_serial(place: Place,
@@ -265,6 +508,65 @@ def test_concurrent_writers_never_share_a_serial(place: Place,
     for v in history:
         state, _ = backends[0].read_version(v.serial)
         assert state.serial == v.serial and len(state.resources) == 1
+
+
+def test_a_commit_never_lands_below_a_higher_serial(place: Place,
+                                                    opened: Callable[..., S3Backend]) -> None:
+    """Serials can jump (a pushed state keeps its higher serial): B pushes serial 101 while A,
+    which read latest = 5, stores — A's commit competes for the same slot (latest + 1), so it
+    reads again and stores 102 on top instead of 6 hidden below 101."""
+    a, b = opened(place.settings()), opened(place.settings())
+    for _ in range(5):
+        a.write(a.read(), "apply")
+    pushed: list[int] = []
+
+    def race(request: Any, **_: Any) -> None:
+        if not pushed and "/versions/" in request.url:
+            state = b.read()
+            state.serial = 100
+            pushed.append(b.push(state))
+
+    a.storage._clients()[0].meta.events.register("before-send.s3.PutObject", race)
+    mine = a.read()
+    mine.resources["file.a"] = rec("file.a")
+    assert a.write(mine, "apply") == 102 and pushed == [101]
+    assert [v.serial for v in a.history()] == [1, 2, 3, 4, 5, 101, 102]
+    latest = opened(place.settings()).read()
+    assert latest.serial == 102 and list(latest.resources) == ["file.a"]
+    assert a.read_version(101)[0].serial == 101 and a.read_version(3)[0].serial == 3
+    with pytest.raises(DiagnosticError) as exc:
+        a.read_version(6)
+    assert summary(exc)[0] == "No such state version"
+    keys_now = keys(place.bucket, f"{place.key}/env:/default/versions/")
+    assert [k.rsplit("/", 1)[1] for k in keys_now] == [f"{n:020d}.json" for n in range(1, 8)]
+
+
+def test_delete_workspace_checks_the_lock(place: Place,
+                                          opened: Callable[..., S3Backend]) -> None:
+    staging = opened(place.settings(), "staging")
+    staging.write(State.new(), "apply")
+    holder = opened(place.settings())
+    info, _ = holder.lock("apply")
+    opened(place.settings()).force_unlock(info.id)
+    with pytest.raises(DiagnosticError) as exc:
+        holder.delete_workspace("staging")
+    assert summary(exc)[0] == "State lock lost"
+    assert holder.workspaces() == ["default", "staging"] and staging.read().serial == 1
+
+
+def test_unknown_profile_from_the_environment_is_named(place: Place, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from tectum.backends.s3 import S3Storage
+
+    empty = tmp_path / "aws-config"
+    empty.write_text("")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(empty))
+    monkeypatch.setenv("AWS_PROFILE", "nosuch-profile")
+    with pytest.raises(DiagnosticError) as exc:
+        S3Storage(place.settings())._clients()
+    title, detail = summary(exc)
+    assert title == "Unknown AWS profile" and "'nosuch-profile'" in detail
+    assert "AWS_PROFILE" in detail and "unset AWS_PROFILE" in detail and "None" not in detail
 
 
 # -- settings and faults ------------------------------------------------------------------------
@@ -322,7 +624,7 @@ def test_cli_apply_workspaces_and_force_unlock(place: Place, moto: Moto, project
     assert prefixes == {"default", "staging"}
     assert run(tectum, root, "workspace", "select", "default", env=env).returncode == 0
     # a lock left by a run on another machine: named, and released by force-unlock
-    held = _foreign_lock(place, time.time() + 30)
+    held = _foreign_lock(place)
     out = failed(run(tectum, root, "apply", "--auto-approve", env=env), "State is locked")
     assert held.id in out and "elsewhere" in out
     res = run(tectum, root, "force-unlock", held.id, env=env)

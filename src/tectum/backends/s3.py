@@ -23,21 +23,29 @@ Layout — every workspace (``default`` too) under ``KEY/env:/WORKSPACE/`` (Terr
 ``workspace_key_prefix`` is ``env:``; Terraform keeps ``default`` at ``KEY`` itself, tectum keeps
 every workspace alike so that one listing finds them all):
 
-* ``versions/SERIAL.json`` (serial zero-padded to 20 digits, so that keys sort by serial) — the
-  state document of version SERIAL, exactly as ``tectum state pull`` prints it; its lineage,
-  time, author, operation and revision are the object's user metadata (``x-amz-meta-tectum-*``,
-  percent-encoded). Written with ``If-None-Match: *``: the conditional write *is* the commit, so
-  of two writers that both computed the same next serial exactly one stores it and the other
-  reads the new latest version and tries again (the push rules are checked again then).
+* ``versions/SLOT.json`` (slot 1, 2, 3..., zero-padded to 20 digits so that keys sort) — the
+  state document of the SLOT-th version stored, exactly as ``tectum state pull`` prints it; its
+  serial, lineage, time, author, operation and revision are the object's user metadata
+  (``x-amz-meta-tectum-*``, percent-encoded). The serial grows with the slot and equals it unless
+  a push jumped ahead. A version is always written into the slot after the latest with
+  ``If-None-Match: *``: the conditional write *is* the commit, so of two writers exactly one
+  fills it — whatever serials they computed — and the other reads the new latest version and
+  tries again (the push rules are checked again then). The store must honour that header.
 * ``desired/SERIAL-TOKEN.json`` — the desired state a version applied, written before the version
   (whose ``tectum-desired`` metadata names the TOKEN), so that a version never points at a
   desired state that is not there.
-* ``journal/BASE/TIME-PID-RANDOM.json`` — one object per ``intend``/``record`` call: a JSON array
-  of ``[address, action, record]`` rows, on version BASE; replayed by ``read`` (in key order, that
-  is by time) when BASE is still the latest version; deleted by the next ``write``.
-* ``head.json`` — ``{"serial": N}``, a hint where to start listing ``versions/`` (the latest
+* ``journal/BASE/SEQ.json`` — one object per ``intend``/``record`` call: a JSON array of
+  ``[address, action, record]`` rows, on serial BASE, written into the next sequence slot (1, 2,
+  3...) with ``If-None-Match: *``; replayed by ``read`` in sequence order (the order they were
+  stored in; no clock is involved) when BASE is still the latest serial; deleted by the next
+  ``write`` (best effort after the commit, as is moving the head hint).
+* ``head.json`` — ``{"slot": N}``, a hint where to start listing ``versions/`` (the latest
   version is the last key listed after it), so that a read costs a few requests however long the
   history is. It may lag behind (a writer killed before updating it); it is never trusted alone.
+
+Versions and journal objects carry a random ``tectum-write-id``: when a conditional PUT's
+response is lost and botocore's retry fails the condition, the object's write ID tells this
+writer's own write (done) from another's.
 
 S3 reads and lists are strongly consistent (since December 2020), which the snapshot of ``read``
 relies on: the latest version and its journal are read, then the read is repeated if a newer
@@ -45,19 +53,27 @@ version appeared meanwhile (its ``write`` may have deleted part of that journal)
 
 The lock — one DynamoDB item per workspace, ``LockID = "BUCKET/KEY/env:/WORKSPACE"``, taken with
 ``PutItem`` on ``attribute_not_exists(LockID)`` (so of racing lockers exactly one wins and the
-others read its details), holding ``Id``, ``Info`` (the :class:`LockInfo` JSON: who, pid, host,
-operation, tectum version, time) and ``Expires`` (epoch seconds). A holder renews ``Expires``
-every :data:`HEARTBEAT` seconds from a background thread, and before every write of a version or
-journal object (a conditional ``UpdateItem`` on its ``Id``, which is also how it finds out it
-lost the lock). A lock is taken over, with a warning naming the previous holder, when
+others read its details), holding ``Id``, ``Info`` (the :class:`LockInfo` JSON), ``Rvn`` (a
+random renewal version), ``Lease`` (seconds) and ``Owner`` (:func:`_owner`: boot ID, PID
+namespace, process start time). A holder renews every :data:`HEARTBEAT` seconds from a background
+thread by setting a new ``Rvn`` (a conditional ``UpdateItem`` on its ``Id``, which is also how it
+finds out it lost the lock). The lease is judged by observation, as the Amazon DynamoDB lock
+client does — no clocks of two machines are compared. A lock is taken over, with a warning
+naming the previous holder, when
 
-* its holder ran on this machine and its process is gone (killed, crashed) — at once; or
-* its lease ran out: nobody renewed it for :data:`LEASE` seconds (a holder on another machine
-  that died or lost the network). Clocks of the machines must agree to within that margin.
+* its holder ran in this machine's boot and PID namespace and its process is gone (or its PID is
+  a later process's) — at once; or
+* a taker saw the same ``Id`` and ``Rvn`` for the holder's whole lease on its own monotonic clock
+  (so only while waiting: ``timeout`` > :data:`LEASE`); the takeover is conditional on both.
 
-``force-unlock ID`` deletes the item whatever its holder is doing (as Terraform's); a holder
-still running fails at its next state operation with "State lock lost" — nothing more is stored
-by it, what it recorded stays in the journal.
+A holder keeps a local deadline: the monotonic time its last successful renewal started, plus
+the lease. Each attempt of an S3 write (a botocore ``before-send`` hook: retries too) is sent
+only while the deadline is more than one attempt away (``attempt_budget``: connect plus read
+timeout, a third of ``LEASE - HEARTBEAT``), else the lock is renewed first ("State lock lost"
+when it is gone). The lock is renewed before a version write and a workspace delete, before a
+journal write when the last renewal is older than a heartbeat, and after a write that ended past
+the deadline (then "State lock lost" says the write may have raced). ``force-unlock ID`` deletes
+the item whatever its holder is doing (as Terraform's); see ``docs/state-s3.md``.
 
 Errors (:class:`DiagnosticError`, never a boto3 exception): "State is locked", "Lock ID mismatch",
 "Not locked", "State lock lost", "Unreadable state" (naming ``s3://BUCKET/PREFIX``), "State
@@ -71,6 +87,7 @@ refuses, with its code and message).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -91,15 +108,20 @@ from tectum.diagnostics import Diagnostic, DiagnosticError, SourceLocation
 from tectum.process import pid_alive
 from tectum.state.manager import StateManager
 
-#: seconds a lock stays held without being renewed (then another machine may take it over)
+_log = logging.getLogger(__name__)
+
+#: seconds a lock stays held after the last renewal a taker saw: a taker on any machine that sees
+#: the same renewal version (``Rvn``) for this long on its own monotonic clock takes the lock over
 LEASE = 60.0
 #: seconds between renewals of a held lock's lease
 HEARTBEAT = 10.0
 #: Terraform's ``workspace_key_prefix``
 WORKSPACE_PREFIX = "env:"
 _DIGITS = 20
-#: attempts at storing a version when other writers keep storing the same serial first
+#: attempts at storing a version when other writers keep storing the same slot first
 _WRITE_ATTEMPTS = 20
+#: attempts of one DynamoDB request (a renewal must end well within LEASE - HEARTBEAT)
+_DDB_ATTEMPTS = 2
 #: requests at once when a read fetches many objects (journal objects, history)
 _FETCH_THREADS = 16
 _ACCESS_CODES = frozenset({
@@ -185,33 +207,85 @@ def _text(body: bytes) -> str | bytes:
         return body
 
 
-def _parse_lock(item: dict[str, Any] | None) -> tuple[str, LockInfo | None, float] | None:
-    """An item of the lock table: (its Id, the holder's details or None when unreadable,
-    when its lease ends); None for no item."""
+def _proc_start(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, ``/proc/PID/stat`` field 22);
+    None where there is no ``/proc`` or no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+        return stat[stat.rindex(b")") + 2:].split()[19].decode()
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _owner() -> dict[str, str | None]:
+    """What tells this process apart from any other, on any machine: the kernel's boot ID
+    (``/proc/sys/kernel/random/boot_id``, new at every boot, distinct on cloned VMs), the PID
+    namespace (``/proc/self/ns/pid``: containers have their own) and the process start time.
+    A value is None where Linux's ``/proc`` does not give it."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as fh:
+            boot_id: str | None = fh.read().strip() or None
+    except OSError:
+        boot_id = None
+    try:
+        pid_ns: str | None = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        pid_ns = None
+    return {"boot_id": boot_id, "pid_ns": pid_ns, "start": _proc_start(os.getpid())}
+
+
+class _Held(NamedTuple):
+    """An item of the lock table: its ``id``, the holder's details (None when unreadable), the
+    renewal version ``rvn`` (None: none recorded), the holder's ``lease`` in seconds and its
+    ``owner`` (:func:`_owner`, empty when not recorded)."""
+
+    id: str
+    info: LockInfo | None
+    rvn: str | None
+    lease: float
+    owner: dict[str, Any]
+
+
+def _parse_lock(item: dict[str, Any] | None, lease: float) -> _Held | None:
+    """An item of the lock table (``lease``: the one to assume when it records none); None for
+    no item."""
     if not item:
         return None
     lock_id = item.get("Id", {}).get("S", "")
     try:
-        expires = float(item.get("Expires", {}).get("N", "0"))
+        held_lease = float(item.get("Lease", {}).get("N", repr(lease)))
     except ValueError:
-        expires = 0.0
+        held_lease = lease
     info: LockInfo | None = None
     try:
         data = json.loads(item.get("Info", {}).get("S", "null"))
         info = LockInfo(**data) if isinstance(data, dict) else None
     except (ValueError, TypeError):
         info = None
-    return lock_id, info, expires
+    try:
+        owner = json.loads(item.get("Owner", {}).get("S", "{}"))
+    except ValueError:
+        owner = {}
+    return _Held(lock_id, info, item.get("Rvn", {}).get("S"),
+                 held_lease if held_lease > 0 else lease,
+                 owner if isinstance(owner, dict) else {})
 
 
 class _Conflict(Exception):
     """A conditional request whose condition did not hold."""
 
 
+class _Fenced(Exception):
+    """An S3 write refused before it was sent: the lock's lease (by this process's monotonic
+    clock) might end before the request does."""
+
+
 class S3Storage:
     """The versions, journal and lock of one workspace in an S3 bucket and a DynamoDB table:
     storage only (:class:`~tectum.backends.base.StateStorage`); :class:`S3Backend` adds the
-    rules. The module docstring describes the layout and the lock."""
+    rules. The module docstring describes the layout and the lock. ``LEASE`` and ``HEARTBEAT``
+    are read when the object is made (tests shorten them)."""
 
     def __init__(self, settings: S3Settings, workspace: str = "default") -> None:
         import importlib.util
@@ -225,6 +299,13 @@ class S3Storage:
         self.workspace = workspace
         self.prefix = f"{settings.key}/{WORKSPACE_PREFIX}/{workspace}/"
         self.lock_key = f"{settings.bucket}/{settings.key}/{WORKSPACE_PREFIX}/{workspace}"
+        self.lease = float(LEASE)
+        self.heartbeat = float(HEARTBEAT)
+        if not 0 < self.heartbeat < self.lease:
+            raise ValueError("HEARTBEAT must be positive and shorter than LEASE")
+        #: the longest one attempt of a request may take (connect + read timeout): a third of
+        #: what is left of a lease between two renewals
+        self.attempt_budget = (self.lease - self.heartbeat) / 3
         self._s3: Any = None
         self._ddb: Any = None
         self._lock_id: str | None = None
@@ -234,7 +315,14 @@ class S3Storage:
         self._revoked: str | None = None
         self._stop: threading.Event | None = None
         self._beat: threading.Thread | None = None
-        self._last_ns = 0
+        #: monotonic: when the last successful renewal (or the taking) of the lock started,
+        #: and until when the lock is surely this object's (no taker can have seen the
+        #: renewal version unchanged for a whole lease before then)
+        self._renewed_at = 0.0
+        self._deadline = 0.0
+        #: the next journal sequence number per base serial; serial of each version slot
+        self._journal_next: dict[int, int] = {}
+        self._slot_serials: dict[int, int] = {}
 
     # -- clients and errors --------------------------------------------------------------
     def _clients(self) -> tuple[Any, Any]:
@@ -250,25 +338,39 @@ class S3Storage:
                 session = boto3.Session(profile_name=s.profile, region_name=s.region
                                         or os.environ.get("AWS_REGION") or None)
             except botocore.exceptions.ProfileNotFound:
+                if s.profile is not None:
+                    which = (f"The AWS profile {s.profile!r} of the S3 state backend (profile "
+                             "in [state])")
+                    fix = "remove profile from [state]"
+                else:
+                    which = (f"The AWS profile {os.environ.get('AWS_PROFILE', '')!r} named by "
+                             "AWS_PROFILE in the environment")
+                    fix = "unset AWS_PROFILE"
                 raise DiagnosticError(Diagnostic.error(
                     "Unknown AWS profile",
-                    f"The AWS profile {s.profile!r} of the S3 state backend is not in "
-                    "~/.aws/config or ~/.aws/credentials (or AWS_CONFIG_FILE). Add it (`aws "
-                    "configure --profile NAME`), or remove profile from [state] to use the "
-                    "default credential chain.")) from None
+                    f"{which} is not in ~/.aws/config or ~/.aws/credentials (or "
+                    "AWS_CONFIG_FILE). Add it (`aws configure --profile NAME`), or "
+                    f"{fix} to use the default credential chain.")) from None
             if not session.region_name:
                 raise DiagnosticError(Diagnostic.error(
                     "No AWS region for the state",
                     f"The S3 state backend does not know the region of bucket {s.bucket!r}: "
                     "set region = \"...\" in [state], or AWS_REGION in the environment."))
-            base = {"connect_timeout": 10, "read_timeout": 60, "retries": {"mode": "standard"}}
+            # one attempt of any request ends within attempt_budget (a write is sent only when
+            # the lease has longer than that to run); DynamoDB (renewals) gets few attempts
+            connect = min(5.0, self.attempt_budget / 4)
+            base = {"connect_timeout": connect, "read_timeout": self.attempt_budget - connect}
             s3_config = botocore.config.Config(
-                **base, s3={"addressing_style": "path" if s.use_path_style else "auto"})
-            ddb_config = botocore.config.Config(**base)
+                **base, retries={"mode": "standard"},
+                s3={"addressing_style": "path" if s.use_path_style else "auto"})
+            ddb_config = botocore.config.Config(
+                **base, retries={"mode": "standard", "total_max_attempts": _DDB_ATTEMPTS})
             try:
                 self._ddb = session.client("dynamodb", endpoint_url=s.endpoint_url,
                                            config=ddb_config)
                 self._s3 = session.client("s3", endpoint_url=s.endpoint_url, config=s3_config)
+                for op in ("PutObject", "DeleteObjects"):  # (before each attempt, retries too)
+                    self._s3.meta.events.register(f"before-send.s3.{op}", self._fence)
             except ValueError as exc:  # an endpoint_url that is not a URL
                 raise DiagnosticError(Diagnostic.error(
                     "Invalid S3 state settings",
@@ -389,17 +491,29 @@ class S3Storage:
 
         s3, ddb = self._clients()
         client = s3 if service == "s3" else ddb
-        try:
-            return getattr(client, op)(**kwargs)
-        except bex.ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            if code in conflict:
-                raise _Conflict(code) from None
-            if code in missing:
-                return None
-            raise self._service_error(exc, service) from None
-        except bex.BotoCoreError as exc:
-            raise self._service_error(exc, service) from None
+        for _ in range(3):
+            try:
+                return getattr(client, op)(**kwargs)
+            except _Fenced:  # the lease is too near its end to send a write: renew, resend
+                self._check_lock(force=True)
+            except bex.ClientError as exc:
+                code = str(exc.response.get("Error", {}).get("Code", ""))
+                if code in conflict:
+                    raise _Conflict(code) from None
+                if code in missing:
+                    return None
+                raise self._service_error(exc, service) from None
+            except bex.BotoCoreError as exc:
+                raise self._service_error(exc, service) from None
+        raise self._too_slow()
+
+    def _fence(self, **_: Any) -> None:
+        """botocore's ``before-send`` of every S3 write attempt: while this object holds the
+        lock, refuse to send unless its lease (on this process's monotonic clock) lasts longer
+        than one attempt can take — so no write of a holder lands after a takeover."""
+        if self._lock_id is not None and \
+                self._deadline - time.monotonic() <= self.attempt_budget:
+            raise _Fenced()
 
     def damaged(self, detail: str) -> DiagnosticError:
         """"Unreadable state" naming the bucket and prefix: ``detail`` says what is damaged."""
@@ -427,7 +541,8 @@ class S3Storage:
              new: bool = False) -> None:
         """Store an object; ``new``: only when there is none (else :class:`_Conflict`)."""
         extra: dict[str, Any] = {"IfNoneMatch": "*"} if new else {}
-        self._call("s3", "put_object", conflict=("PreconditionFailed",),
+        self._call("s3", "put_object",
+                   conflict=("PreconditionFailed", "ConditionalRequestConflict"),
                    Bucket=self.settings.bucket, Key=key, Body=body,
                    ContentType="application/json", Metadata=metadata or {}, **extra)
 
@@ -473,26 +588,37 @@ class S3Storage:
         with ThreadPoolExecutor(min(_FETCH_THREADS, len(keys))) as pool:
             return list(pool.map(self._get, keys))
 
-    def _version_key(self, serial: int) -> str:
-        return f"{self.prefix}versions/{_serial_key(serial)}.json"
+    def _put_new(self, key: str, body: bytes, metadata: dict[str, str]) -> bool:
+        """Store an object only when there is none (``If-None-Match: *``); True when stored.
+        A write ID in its metadata tells this object's own write — one whose response was
+        lost and whose retry then found it there — from another writer's (False)."""
+        write_id = os.urandom(8).hex()
+        try:
+            self._put(key, body, metadata={**metadata, "tectum-write-id": write_id}, new=True)
+        except _Conflict:
+            return self._head(key).get("tectum-write-id") == write_id
+        return True
 
-    def _serials_after(self, start: int | None) -> list[int]:
+    def _version_key(self, slot: int) -> str:
+        return f"{self.prefix}versions/{_serial_key(slot)}.json"
+
+    def _slots_after(self, start: int | None) -> list[int]:
         keys = self._list(f"{self.prefix}versions/",
                           start_after=None if start is None else self._version_key(start))
         return [s for s in (_serial_of(k) for k in keys if k.endswith(".json"))
                 if s is not None]
 
-    def _latest_serial(self) -> int:
-        """The serial of the latest version (0: none), from the head hint and one listing."""
+    def _latest_slot(self) -> int:
+        """The slot of the latest version (0: none), from the head hint and one listing."""
         hint: int | None = None
         found = self._get(f"{self.prefix}head.json")
         if found is not None:
             try:
-                value = json.loads(found[0]).get("serial")
+                value = json.loads(found[0]).get("slot")
                 hint = value if isinstance(value, int) and value > 0 else None
             except (ValueError, AttributeError):
                 hint = None
-        after = self._serials_after(hint)
+        after = self._slots_after(hint)
         if after:
             return max(after)
         if hint is None:
@@ -500,12 +626,51 @@ class S3Storage:
         # the hint names the latest version — unless it is stale (a deleted workspace)
         if self._list(self._version_key(hint), limit=1) == [self._version_key(hint)]:
             return hint
-        every = self._serials_after(None)
+        every = self._slots_after(None)
         return max(every) if every else 0
 
-    def _newer_than(self, serial: int) -> bool:
+    def _newer_than(self, slot: int) -> bool:
         return bool(self._list(f"{self.prefix}versions/",
-                               start_after=self._version_key(serial), limit=1))
+                               start_after=self._version_key(slot), limit=1))
+
+    def _serial_in(self, slot: int, meta: dict[str, str]) -> int:
+        """The serial of the version in ``slot`` (its ``tectum-serial`` metadata; the slot
+        number when that is missing, as in a version written by hand)."""
+        value = meta.get("tectum-serial", "")
+        serial = int(value) if value.isdigit() and int(value) > 0 else slot
+        self._slot_serials[slot] = serial
+        return serial
+
+    def _serial_at(self, slot: int) -> int | None:
+        """The serial of the version in ``slot`` (a HEAD, once per slot); None: no version."""
+        if slot in self._slot_serials:
+            return self._slot_serials[slot]
+        got = self._call("s3", "head_object", missing=("404", "NoSuchKey"),
+                         Bucket=self.settings.bucket, Key=self._version_key(slot))
+        return None if got is None else self._serial_in(slot, dict(got.get("Metadata") or {}))
+
+    def _slot_of(self, serial: int) -> int | None:
+        """The slot that holds version ``serial``, or None. Serials grow with slots and are
+        never below them, so the slot is ``serial`` itself unless a push jumped ahead: then a
+        binary search over the slots below it (a HEAD each)."""
+        if serial <= 0:
+            return None
+        lo, hi = 1, min(serial, self._latest_slot())
+        first = True
+        while lo <= hi:
+            mid = hi if first else (lo + hi) // 2
+            first = False
+            found = self._serial_at(mid)
+            if found is None:  # (a gap: a version deleted by hand) — look at them all
+                return next((s for s in self._slots_after(None)
+                             if self._serial_at(s) == serial), None)
+            if found == serial:
+                return mid
+            if found < serial:
+                lo = mid + 1
+            else:
+                hi = mid - 1
+        return None
 
     def _journal_rows(self, base: int) -> list[JournalRow]:
         keys = self._list(f"{self.prefix}journal/{_serial_key(base)}/")
@@ -530,17 +695,17 @@ class S3Storage:
                     "from the world again") from None
         return rows
 
-    def _snapshot(self, read: Callable[[int], Any]) -> tuple[int, Any]:
-        """(latest serial, ``read(serial)``), repeated until no newer version appeared while
-        reading (a write deletes the journal it folded in)."""
+    def _snapshot(self, read: Callable[[int], Any]) -> Any:
+        """``read(latest slot)``, repeated until no newer version appeared while reading (a
+        write deletes the journal it folded in)."""
         for _ in range(_WRITE_ATTEMPTS):
-            serial = self._latest_serial()
+            slot = self._latest_slot()
             try:
-                value = read(serial)
+                value = read(slot)
             except _Conflict:
                 continue
-            if not self._newer_than(serial):
-                return serial, value
+            if not self._newer_than(slot):
+                return value
         raise DiagnosticError(Diagnostic.error(
             "State store error",
             f"The state in {self._where()} kept changing while it was read "
@@ -548,29 +713,40 @@ class S3Storage:
 
     def get_latest(self) -> tuple[StoredVersion | None, list[JournalRow]]:
         """The latest version and the journal rows on it, as of one moment."""
-        def read(serial: int) -> tuple[StoredVersion | None, list[JournalRow]]:
-            latest = None
-            if serial:
-                got = self._get(self._version_key(serial))
-                if got is None:
-                    raise _Conflict("gone")
-                latest = StoredVersion(serial, _text(got[0]))
-            return latest, self._journal_rows(serial)
+        def read(slot: int) -> tuple[StoredVersion | None, list[JournalRow]]:
+            if not slot:
+                return None, self._journal_rows(0)
+            got = self._get(self._version_key(slot))
+            if got is None:
+                raise _Conflict("gone")
+            serial = self._serial_in(slot, got[1])
+            return StoredVersion(serial, _text(got[0])), self._journal_rows(serial)
 
-        result: tuple[StoredVersion | None, list[JournalRow]] = self._snapshot(read)[1]
+        result: tuple[StoredVersion | None, list[JournalRow]] = self._snapshot(read)
         return result
 
     def get_journal(self) -> list[JournalRow]:
         """The journal rows on the latest version, oldest first."""
-        rows: list[JournalRow] = self._snapshot(self._journal_rows)[1]
+        def read(slot: int) -> list[JournalRow]:
+            serial = self._serial_at(slot) if slot else 0
+            if serial is None:
+                raise _Conflict("gone")
+            return self._journal_rows(serial)
+
+        rows: list[JournalRow] = self._snapshot(read)
         return rows
 
     def get_version(self, serial: int) -> StoredVersion | None:
         """Version ``serial`` with its desired state, or None."""
-        if serial <= 0:
-            return None
-        got = self._get(self._version_key(serial))
-        if got is None:
+        for _ in range(2):
+            slot = self._slot_of(serial)
+            got = None if slot is None else self._get(self._version_key(slot))
+            if got is None or slot is None:
+                return None
+            if self._serial_in(slot, got[1]) == serial:
+                break
+            self._slot_serials.clear()  # (a workspace deleted and made again meanwhile)
+        else:
             return None
         body, meta = got
         desired: str | bytes | None = None
@@ -587,15 +763,15 @@ class S3Storage:
 
     def history(self) -> list[VersionInfo]:
         """Every version's metadata, oldest first (one listing, a HEAD per version)."""
-        serials = sorted(self._serials_after(None))
-        keys = [self._version_key(s) for s in serials]
+        slots = sorted(self._slots_after(None))
+        keys = [self._version_key(s) for s in slots]
         if len(keys) > 2:
             with ThreadPoolExecutor(min(_FETCH_THREADS, len(keys))) as pool:
                 metas = list(pool.map(self._head, keys))
         else:
             metas = [self._head(k) for k in keys]
         out = []
-        for serial, meta in zip(serials, metas):
+        for slot, meta in zip(slots, metas):
             def field(name: str, meta: dict[str, str] = meta) -> str:
                 return unquote(meta.get(f"tectum-{name}", ""))
 
@@ -603,26 +779,28 @@ class S3Storage:
                 created = float(field("created-at") or 0)
             except ValueError:
                 created = 0.0
-            out.append(VersionInfo(serial, field("lineage"), created, field("author"),
-                                   field("operation"), field("revision") or None))
+            out.append(VersionInfo(self._serial_in(slot, meta), field("lineage"), created,
+                                   field("author"), field("operation"),
+                                   field("revision") or None))
         return out
 
     def put_version(self, make: Callable[[StoredVersion | None], NewVersion]) -> NewVersion:
-        """Store the version ``make`` returns for the latest one (a conditional PUT: another
-        writer that stored that serial first makes this one read again and retry), then
-        delete the journal it folds in and move the head hint."""
+        """Store the version ``make`` returns for the latest one in the next slot (a
+        conditional PUT: when another writer filled that slot first, read again and retry),
+        then delete the journal it folds in and move the head hint (best effort)."""
         for _ in range(_WRITE_ATTEMPTS):
-            self._check_lock()
-            serial = self._latest_serial()
+            self._check_lock(force=True)
+            slot = self._latest_slot()
             latest = None
-            if serial:
-                got = self._get(self._version_key(serial))
+            if slot:
+                got = self._get(self._version_key(slot))
                 if got is None:
                     continue
-                latest = StoredVersion(serial, _text(got[0]))
+                latest = StoredVersion(self._serial_in(slot, got[1]), _text(got[0]))
             new = make(latest)
-            meta = {"tectum-lineage": new.lineage, "tectum-created-at": repr(new.created_at),
-                    "tectum-author": new.author, "tectum-operation": new.operation}
+            meta = {"tectum-serial": str(new.serial), "tectum-lineage": new.lineage,
+                    "tectum-created-at": repr(new.created_at), "tectum-author": new.author,
+                    "tectum-operation": new.operation}
             if new.revision is not None:
                 meta["tectum-revision"] = new.revision
             meta = {k: quote(v, safe="") for k, v in meta.items()}
@@ -632,36 +810,54 @@ class S3Storage:
                 desired_key = f"{self.prefix}desired/{_serial_key(new.serial)}-{token}.json"
                 self._put(desired_key, new.desired.encode())
                 meta["tectum-desired"] = token
-            try:
-                self._put(self._version_key(new.serial), new.document.encode(),
-                          metadata=meta, new=True)
-            except _Conflict:
-                if desired_key is not None:
-                    self._delete([desired_key])
-                continue
-            break
+            if self._put_new(self._version_key(slot + 1), new.document.encode(), meta):
+                self._slot_serials[slot + 1] = new.serial
+                break
+            if desired_key is not None:
+                self._delete([desired_key])
         else:
             raise DiagnosticError(Diagnostic.error(
                 "State store error",
                 f"Other writers kept storing versions of the state in {self._where()} first "
                 f"({_WRITE_ATTEMPTS} attempts); nothing was stored. Try again."))
-        self._put(f"{self.prefix}head.json", json.dumps({"serial": new.serial}).encode())
-        folded = [k for k in self._list(f"{self.prefix}journal/")
-                  if (_serial_of(k.removeprefix(f"{self.prefix}journal/").split("/")[0])
-                      or 0) < new.serial]
-        self._delete(folded)
+        self._confirm(f"version {new.serial} was stored")
+        try:  # (the version is committed: what follows only tidies up)
+            self._put(f"{self.prefix}head.json", json.dumps({"slot": slot + 1}).encode())
+            folded = [k for k in self._list(f"{self.prefix}journal/")
+                      if (_serial_of(k.removeprefix(f"{self.prefix}journal/").split("/")[0])
+                          or 0) < new.serial]
+            self._delete(folded)
+        except DiagnosticError as exc:
+            _log.warning("state version %s stored; tidying up after it failed (the next write "
+                         "does it): %s", new.serial, exc)
         return new
 
+    def _next_seq(self, base: int) -> int:
+        """One past the highest sequence number of the journal objects on ``base``."""
+        seqs = [_serial_of(k) for k in self._list(f"{self.prefix}journal/{_serial_key(base)}/")]
+        return max((s for s in seqs if s is not None), default=0) + 1
+
     def append_journal(self, base_serial: int, rows: Sequence[JournalRow]) -> None:
-        """Store ``rows`` as one journal object (durable when this returns)."""
+        """Store ``rows`` as one journal object (durable when this returns) in the next
+        sequence slot on ``base_serial`` (a conditional PUT, so the order of the objects is
+        the order in which they were stored, whatever the clocks say)."""
         if not rows:
             return
         self._check_lock()
-        now = max(time.time_ns(), self._last_ns + 1)
-        self._last_ns = now
-        key = (f"{self.prefix}journal/{_serial_key(base_serial)}/"
-               f"{now:0{_DIGITS}d}-{os.getpid()}-{os.urandom(4).hex()}.json")
-        self._put(key, json.dumps([list(r) for r in rows], separators=(",", ":")).encode())
+        body = json.dumps([list(r) for r in rows], separators=(",", ":")).encode()
+        prefix = f"{self.prefix}journal/{_serial_key(base_serial)}/"
+        seq = self._journal_next.get(base_serial) or self._next_seq(base_serial)
+        for _ in range(_WRITE_ATTEMPTS):
+            if self._put_new(f"{prefix}{_serial_key(seq)}.json", body, {}):
+                break
+            seq = self._next_seq(base_serial)
+        else:
+            raise DiagnosticError(Diagnostic.error(
+                "State store error",
+                f"Other writers kept storing journal objects in {self._where()} first "
+                f"({_WRITE_ATTEMPTS} attempts); nothing was stored. Try again."))
+        self._journal_next = {base_serial: seq + 1}
+        self._confirm("the journal object was stored")
 
     # -- workspaces --------------------------------------------------------------------------
     def workspaces(self) -> list[str]:
@@ -684,8 +880,13 @@ class S3Storage:
                 if self._list(f"{top}{n}/versions/", limit=1)]
 
     def delete_workspace(self, name: str) -> None:
-        """Delete every object of workspace ``name`` (its lock item is left alone)."""
+        """Delete every object of workspace ``name`` (its lock item is left alone); checked
+        against this object's lock first, as every write is."""
+        self._check_lock(force=True)
         self._delete(self._list(f"{self.settings.key}/{WORKSPACE_PREFIX}/{name}/"))
+        if name == self.workspace:
+            self._slot_serials.clear()
+            self._journal_next.clear()
 
     def close(self) -> None:
         """Release a lock still held by this object."""
@@ -697,100 +898,138 @@ class S3Storage:
     def _item_key(self) -> dict[str, Any]:
         return {"LockID": {"S": self.lock_key}}
 
-    def _read_lock(self) -> tuple[str, LockInfo | None, float] | None:
+    def _read_lock(self) -> _Held | None:
         got = self._call("dynamodb", "get_item", TableName=self.settings.dynamodb_table,
                          Key=self._item_key(), ConsistentRead=True)
-        return _parse_lock(got.get("Item"))
+        return _parse_lock(got.get("Item"), self.lease)
 
     def lock(self, operation: str, *, timeout: float = 0.0) -> tuple[LockInfo, str | None]:
         """Take the workspace lock, waiting up to ``timeout`` seconds (attempts with backoff
-        from 50 ms to 1 s, the last at the deadline). Returns the lock and, when a dead
-        holder's lock (same machine, process gone; or lease run out) was taken over, a warning
-        sentence. Raises :class:`DiagnosticError` "State is locked" naming the holder."""
+        from 50 ms to 1 s, the last at the deadline). A holder is taken over (with a warning
+        sentence naming it) when it ran in this very machine's PID namespace and its process
+        is gone — at once; or when the renewal version of its item was seen unchanged for its
+        whole lease (on this process's monotonic clock) — which needs ``timeout`` > LEASE.
+        Raises :class:`DiagnosticError` "State is locked" naming the holder."""
         from tectum import __version__
 
         if self._lock_held is not None:  # this object's own lock: no point in waiting
-            raise self._locked(self._lock_held, 0)
+            raise self._locked(self._lock_held, 0, None)
         deadline = time.monotonic() + timeout
         delay = 0.05
+        seen: tuple[str, str | None] | None = None  # (Id, Rvn) watched since seen_at
+        seen_at = 0.0
+        held: _Held | None = None
         while True:
             info = LockInfo(os.urandom(16).hex(), operation, author(), os.uname().nodename,
                             os.getpid(), __version__, time.time())
-            got, holder = self._try_lock(info)
-            if got:
-                self._lock_id, self._lock_held, self._lost = info.id, info, False
-                self._revoked = None
-                self._start_heartbeat(info.id)
-                warning = None
-                if holder is not None:
-                    warning = ("The previous run did not finish cleanly and left its lock "
-                               f"({holder.describe()}); the lock was taken over.")
-                return info, warning
+            for _ in range(5):  # (the holder may release it between the requests)
+                started = time.monotonic()
+                if self._put_lock(info, "attribute_not_exists(LockID)", {}):
+                    return self._acquired(info, started, None)
+                held = self._read_lock()
+                if held is None:
+                    continue
+                if (held.id, held.rvn) != seen:
+                    seen, seen_at = (held.id, held.rvn), time.monotonic()
+                if not self._dead_here(held) and time.monotonic() - seen_at < held.lease:
+                    break
+                # take over that very lock, as renewed when seen (of racing takers one wins;
+                # a renewal landing meanwhile makes this fail)
+                values = {":old": {"S": held.id}}
+                if held.rvn is None:
+                    condition = "Id = :old AND attribute_not_exists(Rvn)"
+                else:
+                    condition = "Id = :old AND Rvn = :rvn"
+                    values[":rvn"] = {"S": held.rvn}
+                started = time.monotonic()
+                if self._put_lock(info, condition, values):
+                    return self._acquired(
+                        info, started, held.info or LockInfo(held.id, "?", "?", "?", 0, "?", 0.0))
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise self._locked(holder, timeout)
+                raise self._locked(held.info if held else None, timeout,
+                                   None if held is None else (held.lease,
+                                                              time.monotonic() - seen_at))
             time.sleep(min(delay, remaining))
             delay = min(delay * 2, 1.0)
 
-    def _new_item(self, info: LockInfo) -> dict[str, Any]:
-        return {"LockID": {"S": self.lock_key}, "Id": {"S": info.id},
-                "Info": {"S": json.dumps(info._asdict())},
-                "Expires": {"N": repr(time.time() + LEASE)}}
+    def _put_lock(self, info: LockInfo, condition: str, values: dict[str, Any]) -> bool:
+        """One conditional PutItem of a new lock item for ``info``: True when it is ours —
+        also when the condition failed on a retry because the first attempt, whose response
+        was lost, had stored it."""
+        item = {"LockID": {"S": self.lock_key}, "Id": {"S": info.id},
+                "Info": {"S": json.dumps(info._asdict())}, "Rvn": {"S": os.urandom(16).hex()},
+                "Lease": {"N": repr(self.lease)}, "Owner": {"S": json.dumps(_owner())}}
+        extra: dict[str, Any] = {"ExpressionAttributeValues": values} if values else {}
+        try:
+            self._call("dynamodb", "put_item", conflict=("ConditionalCheckFailedException",),
+                       TableName=self.settings.dynamodb_table, Item=item,
+                       ConditionExpression=condition, **extra)
+        except _Conflict:
+            now = self._read_lock()
+            return now is not None and now.id == info.id
+        return True
 
-    def _try_lock(self, info: LockInfo) -> tuple[bool, LockInfo | None]:
-        """One attempt: (True, a dead holder taken over) or (False, the live holder)."""
-        table = self.settings.dynamodb_table
-        holder: LockInfo | None = None
-        for _ in range(5):  # (the holder may release it between the two requests)
-            try:
-                self._call("dynamodb", "put_item", conflict=("ConditionalCheckFailedException",),
-                           TableName=table, Item=self._new_item(info),
-                           ConditionExpression="attribute_not_exists(LockID)")
-                return True, None
-            except _Conflict:
-                pass
-            found = self._read_lock()
-            if found is None:
-                continue
-            held_id, holder, expires = found
-            dead = holder is not None and holder.host == os.uname().nodename \
-                and not pid_alive(holder.pid)
-            if not dead and time.time() <= expires:
-                return False, holder
-            try:  # take over that very lock (of racing takers, one wins)
-                self._call("dynamodb", "put_item", conflict=("ConditionalCheckFailedException",),
-                           TableName=table, Item=self._new_item(info),
-                           ConditionExpression="Id = :old",
-                           ExpressionAttributeValues={":old": {"S": held_id}})
-                return True, holder or LockInfo(held_id, "?", "?", "?", 0, "?", 0.0)
-            except _Conflict:
-                continue
-        return False, holder
+    def _acquired(self, info: LockInfo, started: float,
+                  previous: LockInfo | None) -> tuple[LockInfo, str | None]:
+        self._lock_id, self._lock_held, self._lost = info.id, info, False
+        self._revoked = None
+        self._renewed_at, self._deadline = started, started + self.lease
+        self._start_heartbeat(info.id)
+        warning = None
+        if previous is not None:
+            warning = ("The previous run did not finish cleanly and left its lock "
+                       f"({previous.describe()}); the lock was taken over.")
+        return info, warning
 
-    def _locked(self, holder: LockInfo | None, timeout: float) -> DiagnosticError:
+    @staticmethod
+    def _dead_here(held: _Held) -> bool:
+        """Whether the holder ran in this machine's boot and PID namespace and its process is
+        gone (or its PID now belongs to a process started later). Host name and PID alone
+        prove nothing: containers and cloned machines share host names."""
+        mine, theirs, info = _owner(), held.owner, held.info
+        if info is None or any(mine[k] is None or theirs.get(k) != mine[k]
+                               for k in ("boot_id", "pid_ns")):
+            return False
+        if not pid_alive(info.pid):
+            return True
+        start = _proc_start(info.pid)
+        return start is not None and theirs.get("start") is not None and start != theirs["start"]
+
+    def _locked(self, holder: LockInfo | None, timeout: float,
+                watched: tuple[float, float] | None) -> DiagnosticError:
         who = holder.describe() if holder else "details unavailable"
         waited = f" (waited {timeout:g} s)" if timeout else ""
+        lease = watched[0] if watched else self.lease
+        quiet = (f" No renewal of its lease was seen in the {watched[1]:.0f} s watched."
+                 if watched and watched[1] >= self.heartbeat else "")
         return DiagnosticError(Diagnostic.error(
             "State is locked",
-            f"Workspace {self.workspace!r} is locked by another run{waited}: {who}. "
-            "Wait for that run to finish (or pass --lock-timeout to wait). A run that died "
-            f"on this machine is taken over at once, one on another machine after {LEASE:g} s "
-            "without renewing its lease; `tectum force-unlock ID` releases it at once.",
+            f"Workspace {self.workspace!r} is locked by another run{waited}: {who}.{quiet} "
+            "Wait for that run to finish (--lock-timeout waits). A run that died on this "
+            f"machine is taken over at once; any other once no renewal of its {lease:g} s lease "
+            f"is seen while waiting for {lease:g} s (pass --lock-timeout {lease + 10:g}s or "
+            "more for that); `tectum force-unlock ID` releases it at once.",
         ))
 
     def _renew(self, lock_id: str) -> None:
-        """Extend the lease of ``lock_id``; :class:`_Conflict` when it is no longer held."""
+        """Renew the lease of ``lock_id``: a new renewal version, so that takers see it alive;
+        moves the local deadline. :class:`_Conflict` when it is no longer held."""
+        started = time.monotonic()
         self._call("dynamodb", "update_item", conflict=("ConditionalCheckFailedException",),
                    TableName=self.settings.dynamodb_table, Key=self._item_key(),
-                   UpdateExpression="SET Expires = :e", ConditionExpression="Id = :id",
-                   ExpressionAttributeValues={":e": {"N": repr(time.time() + LEASE)},
+                   UpdateExpression="SET Rvn = :r", ConditionExpression="Id = :id",
+                   ExpressionAttributeValues={":r": {"S": os.urandom(16).hex()},
                                               ":id": {"S": lock_id}})
+        if self._lock_id == lock_id:
+            self._renewed_at = max(self._renewed_at, started)
+            self._deadline = max(self._deadline, started + self.lease)
 
     def _start_heartbeat(self, lock_id: str) -> None:
         stop = threading.Event()
 
         def beat() -> None:
-            while not stop.wait(HEARTBEAT):
+            while not stop.wait(self.heartbeat):
                 try:
                     self._renew(lock_id)
                 except _Conflict:
@@ -798,7 +1037,7 @@ class S3Storage:
                         self._lost = True
                     return
                 except DiagnosticError:
-                    continue  # (the network; the next state operation says so, or renews)
+                    continue  # (the network; the local deadline fences writes meanwhile)
 
         self._stop = stop
         self._beat = threading.Thread(target=beat, name=f"tectum-lock-{self.workspace}",
@@ -810,32 +1049,77 @@ class S3Storage:
         if stop is not None:
             stop.set()
 
-    def _check_lock(self) -> None:
-        """Before a write: when this object holds the lock, renew it — which fails when the
-        lock was taken from it (force-unlock, a lease that ran out)."""
+    def _check_lock(self, *, force: bool = False) -> None:
+        """Before a write: when this object holds the lock, renew it (``force``, or when the
+        last renewal is older than a heartbeat) — which fails when the lock was taken from it
+        (force-unlock, a takeover) — and see that its lease has longer to run than one request
+        can take."""
         if self._revoked is not None:
             raise self._lock_lost(self._revoked)
         lock_id = self._lock_id
         if lock_id is None:
             return
+        if not force and not self._lost and \
+                time.monotonic() - self._renewed_at < self.heartbeat:
+            return
+        for _ in range(2):
+            try:
+                if self._lost:
+                    raise _Conflict("lost")
+                self._renew(lock_id)
+            except _Conflict:
+                self._revoke(lock_id)
+                raise self._lock_lost(lock_id) from None
+            if self._deadline - time.monotonic() > self.attempt_budget:
+                return
+        raise self._too_slow()
+
+    def _confirm(self, what: str) -> None:
+        """After a write: it ended before the lease could (the local deadline), so no other
+        run can have held the lock meanwhile — else find out by renewing, and say that the
+        write (``what``: a clause) may have raced with another run."""
+        lock_id = self._lock_id
+        if lock_id is None or time.monotonic() < self._deadline:
+            return
         try:
             if self._lost:
                 raise _Conflict("lost")
             self._renew(lock_id)
+            return
         except _Conflict:
-            self._lock_id = None
-            self._lock_held = None
-            self._revoked = lock_id
-            self._stop_heartbeat()
-            raise self._lock_lost(lock_id) from None
+            self._revoke(lock_id)
+            cause = "was taken from this run"
+        except DiagnosticError:
+            cause = "could not be renewed"
+        raise DiagnosticError(Diagnostic.error(
+            "State lock lost",
+            f"The lock {lock_id} on workspace {self.workspace!r} {cause} while the write "
+            f"took longer than its {self.lease:g} s lease: {what}, but another run may have "
+            "changed the state at the same time. Run `tectum plan` to see where things "
+            "stand."))
+
+    def _revoke(self, lock_id: str) -> None:
+        self._lock_id = None
+        self._lock_held = None
+        self._revoked = lock_id
+        self._stop_heartbeat()
+
+    def _too_slow(self) -> DiagnosticError:
+        return DiagnosticError(Diagnostic.error(
+            "Cannot reach the state store",
+            f"Renewing the lock on workspace {self.workspace!r} in DynamoDB (table "
+            f"{self.settings.dynamodb_table}) kept taking too long to leave time for a write "
+            f"within its {self.lease:g} s lease; nothing more was stored. Check the network "
+            "and run the command again: what was already recorded is kept in the journal."))
 
     def _lock_lost(self, lock_id: str) -> DiagnosticError:
         return DiagnosticError(Diagnostic.error(
             "State lock lost",
             f"The lock {lock_id} on workspace {self.workspace!r} is no longer held by this "
-            f"run (someone ran force-unlock, or its lease of {LEASE:g} s ran out while the run "
-            "could not renew it), so another run may hold it now. Nothing more was stored; "
-            "run the command again: what was already recorded is kept in the journal."))
+            f"run (someone ran force-unlock, or no renewal of its {self.lease:g} s lease "
+            "reached DynamoDB and another run took it over), so another run may hold it now. "
+            "Nothing more was stored; run the command again: what was already recorded is "
+            "kept in the journal."))
 
     def unlock(self, lock_id: str) -> bool:
         """Release the lock this object holds; False when ``lock_id`` is not it, or it was
@@ -854,19 +1138,24 @@ class S3Storage:
                        TableName=self.settings.dynamodb_table, Key=self._item_key(),
                        ConditionExpression="Id = :id",
                        ExpressionAttributeValues={":id": {"S": lock_id}})
-        except (_Conflict, DiagnosticError):
+        except _Conflict:  # gone: a retried delete whose first attempt did it counts as done
+            try:
+                return self._read_lock() is None
+            except DiagnosticError:
+                return False
+        except DiagnosticError:
             return False
         return True
 
     def lock_info(self) -> LockInfo | None:
         """The recorded holder (possibly a dead one, until its lock is taken over)."""
         found = self._read_lock()
-        return None if found is None else found[1]
+        return None if found is None else found.info
 
     def force_unlock(self, lock_id: str) -> None:
         """Delete the lock item whatever its holder is doing (Terraform's ``force-unlock``);
-        a holder still running fails at its next state operation with "State lock lost".
-        DiagnosticError "Not locked" or "Lock ID mismatch"."""
+        a holder still running is refused its next write ("State lock lost", or told after
+        a write that it may have raced). DiagnosticError "Not locked" or "Lock ID mismatch"."""
         if self._lock_id is not None and self._lock_id == lock_id:
             self.unlock(lock_id)
             return
@@ -874,10 +1163,10 @@ class S3Storage:
         if found is None:
             raise DiagnosticError(Diagnostic.error(
                 "Not locked", f"Workspace {self.workspace!r} is not locked; nothing to do."))
-        if found[0] != lock_id:
+        if found.id != lock_id:
             raise DiagnosticError(Diagnostic.error(
                 "Lock ID mismatch",
-                f"The lock on workspace {self.workspace!r} has ID {found[0]}, not {lock_id}. "
+                f"The lock on workspace {self.workspace!r} has ID {found.id}, not {lock_id}. "
                 "Check the ID in the error that named the holder."))
         try:
             self._call("dynamodb", "delete_item", conflict=("ConditionalCheckFailedException",),
@@ -885,10 +1174,12 @@ class S3Storage:
                        ConditionExpression="Id = :id",
                        ExpressionAttributeValues={":id": {"S": lock_id}})
         except _Conflict:
+            if self._read_lock() is None:  # gone: done (a retried delete, or its holder)
+                return
             raise DiagnosticError(Diagnostic.error(
                 "Lock ID mismatch",
-                f"The lock {lock_id} on workspace {self.workspace!r} was released or taken "
-                "over meanwhile; nothing was done.")) from None
+                f"The lock {lock_id} on workspace {self.workspace!r} was taken over "
+                "meanwhile; nothing was done.")) from None
 
 
 class S3Backend(StateManager):
