@@ -189,10 +189,21 @@ class _Cluster:
 
     def restart(self, down_for: float = 0.0) -> None:
         """Stop the server at once, wait ``down_for`` seconds, start it again on the same
-        port (a crash and recovery, for fault tests)."""
+        port (a crash and recovery, for fault tests); a start that fails (the port not free
+        yet) is tried again, five times at most. Raises ``RuntimeError``."""
         self._stop_server()
         time.sleep(down_for)
-        self._start_server()
+        for attempt in itertools.count(1):
+            try:
+                self._start_server()
+                return
+            except RuntimeError:
+                # the port may be held a moment longer (the old postmaster's socket) or
+                # taken meanwhile: the clients under test need this one, so try again
+                self._stop_server()
+                if attempt >= 5:
+                    raise
+                time.sleep(0.5 * attempt)
 
 
 #: the public name (fault tests make private clusters)

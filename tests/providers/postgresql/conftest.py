@@ -160,3 +160,14 @@ def pg_bindir() -> Path:
 
 def as_postgres() -> list[str]:
     return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A port nobody listens on for the whole test: bound (so no other process takes it)
+    but not listening, so a connection to it is refused at once."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])

@@ -70,8 +70,8 @@ Role("gen", name="canary_gen", login=True, password=gen.result)
     assert stored[0][0].startswith("SCRAM-SHA-256$") and verifies(stored[0][0], canary)
     assert ok(run("plan", "-detailed-exitcode")).returncode == 0
     for args in (("show",), ("show", "-json"), ("state", "list"), ("state", "pull"),
-                 ("drift",), ("refresh",)):
-        run(*args)
+                 ("drift", "-detailed-exitcode"), ("refresh",)):
+        ok(run(*args))  # (each ran to the end: its whole output was looked at)
     # changed by hand: drift, masked; repaired
     logged.run(sql.SQL("ALTER ROLE canary_app PASSWORD {}").format(
         sql.Literal("set-by-hand-" + secrets.token_hex(4))))

@@ -5,7 +5,6 @@ cannot be observed: it is kept from state, never reported as drift)."""
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,12 +26,6 @@ def _context(root: Path) -> ProviderContext:
     return ProviderContext(str(root), "default", empty_inventory(str(root)), {})
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def env_password() -> Iterator[str]:
     value = "env-secret-" + os.urandom(6).hex()
@@ -47,6 +40,7 @@ def test_the_password_comes_from_the_environment_only(tmp_path: Path,
     provider = PostgresqlProvider()
     provider.configure(config, _context(tmp_path))
     assert "password" not in provider.config and REDACTOR.redact(env_password) != env_password
+    (tmp_path / "tectum.toml").write_text('[providers.postgresql]\npassword = "in-the-toml"\n')
     del os.environ[PASSWORD_ENV]
     try:
         config = provider_settings("postgresql", PostgresqlProvider,
@@ -57,12 +51,22 @@ def test_the_password_comes_from_the_environment_only(tmp_path: Path,
         os.environ[PASSWORD_ENV] = env_password
     diag = next(iter(info.value.diagnostics))
     assert diag.summary == "Password in tectum.toml" and "in-the-toml" not in diag.detail
+    # the environment override set too (review item 11): still refused, not hidden
+    config = provider_settings("postgresql", PostgresqlProvider,
+                               {"password": "in-the-toml"}, "tectum.toml")
+    assert config["password"] == env_password
+    with pytest.raises(DiagnosticError) as info:
+        PostgresqlProvider().configure(config, _context(tmp_path))
+    diag = next(iter(info.value.diagnostics))
+    assert diag.summary == "Password in tectum.toml" and "in-the-toml" not in diag.detail
+    assert env_password not in diag.detail
 
 
-def test_down_after_a_change_cannot_reach_the_server(tmp_path: Path) -> None:
+def test_down_after_a_change_cannot_reach_the_server(tmp_path: Path,
+                                                     closed_port: int) -> None:
     provider = PostgresqlProvider()
     provider.configure(provider_settings("postgresql", PostgresqlProvider,
-                                         {"host": "127.0.0.1", "port": _closed_port(),
+                                         {"host": "127.0.0.1", "port": closed_port,
                                           "connect_timeout": 2}, "t"), _context(tmp_path))
     client = provider.target(None)
     assert provider.down(client) is None

@@ -8,24 +8,39 @@ grant lives in. Statements are built with :mod:`psycopg.sql` only (``Identifier`
 
 Reads go through :meth:`Client.query` (never mutating); changes through :meth:`Client.execute`
 (one statement) and :meth:`Client.transaction` (several, atomically). A server that cannot be
-reached raises :class:`PgError` naming ``host:port`` and what to do; a failure of a mutating
-call also marks the target down (:attr:`Client.down`, ``(kind, reason)``).
+reached raises :class:`PgError` naming ``host:port`` and what to do, and marks the target down
+(:attr:`Client.down`, ``(kind, reason)``): further calls fail at once with that reason for
+``connect_timeout`` seconds (a read of six types waits once, not six times), then try again;
+a connection made clears it. A database that does not exist (SQLSTATE ``3D000``) is no
+server fault: :class:`MissingDatabase`, the target stays up.
+
+A connection kept from earlier is checked (``SELECT 1``) before a call when it has been idle
+for a while (:data:`IDLE_CHECK` seconds): one cut by a server restart or an idle timeout is
+replaced by a new one, so the first change after a restart does not fail.
+
+Sessions run with ``TimeZone=UTC`` and ``DateStyle=ISO``, whatever the server's or the role's
+defaults: timestamps read back in one form.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
 import psycopg
 from psycopg import sql
+from psycopg.errors import InvalidCatalogName
 from psycopg.rows import dict_row
 
 from tectum.providers.postgresql.common import MissingDatabase, PgError
 
 __all__ = ["Client", "MissingDatabase", "PgError", "Statement"]
+
+#: seconds a connection may sit unused before a call checks it with ``SELECT 1``
+IDLE_CHECK = 5.0
 
 #: what may be executed: a composed statement (never a plain string built from input)
 Statement = sql.Composable
@@ -46,6 +61,8 @@ class Client:
         self._locks: dict[str, threading.RLock] = {}
         self._lock = threading.Lock()
         self.down: tuple[str, str] | None = None
+        self._down_since = 0.0
+        self._used: dict[str, float] = {}
         self._superuser: bool | None = None
 
     # -- connections ----------------------------------------------------------------------
@@ -62,13 +79,25 @@ class Client:
 
     def _connect(self, db: str) -> psycopg.Connection[Any]:
         conn = self._conns.get(db)
+        now = time.monotonic()
         if conn is not None and not conn.closed:
-            return conn
+            if now - self._used.get(db, now) < IDLE_CHECK:
+                self._used[db] = now
+                return conn
+            try:  # (idle a while: the server may have restarted or cut it since)
+                conn.execute("SELECT 1")
+                self._used[db] = now
+                return conn
+            except psycopg.Error:
+                self._broken(db)
         s = self.settings
+        timeout = int(s.get("connect_timeout") or 15)
+        if self.down is not None and now - self._down_since < timeout:
+            raise PgError(self.down[1])
         kwargs: dict[str, Any] = {
             "dbname": db, "autocommit": True, "application_name": "tectum",
-            "connect_timeout": int(s.get("connect_timeout") or 15),
-            "options": "-c TimeZone=UTC",
+            "connect_timeout": timeout,
+            "options": "-c TimeZone=UTC -c DateStyle=ISO",
         }
         for key, name in (("host", "host"), ("port", "port"), ("username", "user"),
                           ("sslmode", "sslmode")):
@@ -79,17 +108,36 @@ class Client:
         try:
             conn = psycopg.connect(**kwargs)
         except psycopg.Error as exc:
-            text = _first_line(exc)
-            if db != self.database and "does not exist" in text:
+            if db != self.database and self._missing(db, exc):
                 raise MissingDatabase(db) from None
-            raise PgError(
+            error = PgError(
                 f"cannot connect to PostgreSQL at {self.where} (database {db!r}, user "
-                f"{s.get('username') or '(libpq default)'}): {text}. Check that the server "
-                "runs and accepts connections there, and [providers.postgresql] host, port, "
-                "username and sslmode (the password comes from PGPASSWORD, ~/.pgpass or "
-                "TECTUM_PROVIDER_POSTGRESQL_PASSWORD)") from None
+                f"{s.get('username') or '(libpq default)'}): {_first_line(exc)}. Check that "
+                "the server runs and accepts connections there, and [providers.postgresql] "
+                "host, port, username and sslmode (the password comes from PGPASSWORD, "
+                "~/.pgpass or TECTUM_PROVIDER_POSTGRESQL_PASSWORD)")
+            self.down, self._down_since = ("unreachable", str(error)), time.monotonic()
+            raise error from None
+        self.down = None
         self._conns[db] = conn
+        self._used[db] = time.monotonic()
         return conn
+
+    def _missing(self, db: str, exc: psycopg.Error) -> bool:
+        """Whether connecting to ``db`` failed because it does not exist: SQLSTATE
+        ``3D000`` when the error carries one, else (libpq gives none for a refused
+        connection) what the maintenance database's ``pg_database`` says — never the
+        message's text, which follows the server's language."""
+        if exc.sqlstate == "3D000" or isinstance(exc, InvalidCatalogName):
+            return True
+        if exc.sqlstate is not None:
+            return False
+        try:
+            rows = self.query(self.database, sql.SQL(
+                "SELECT 1 FROM pg_database WHERE datname = %s"), [db])
+        except PgError:
+            return False  # (the server itself is not reachable)
+        return not rows
 
     def _broken(self, db: str) -> None:
         conn = self._conns.pop(db, None)
@@ -119,6 +167,12 @@ class Client:
             self._superuser = bool(rows and rows[0]["rolsuper"])
         return self._superuser
 
+    def server_version(self) -> int:
+        """The server's version as libpq gives it (150008 for 15.8). Raises
+        :class:`PgError`."""
+        with self._db_lock(self.database):
+            return int(self._connect(self.database).info.server_version)
+
     # -- calls ----------------------------------------------------------------------------
     def query(self, db: str, stmt: Statement, params: Sequence[Any] | None = None
               ) -> list[dict[str, Any]]:
@@ -146,11 +200,7 @@ class Client:
         """Run ``stmts`` in database ``db`` in one transaction (all or nothing; a single
         statement runs alone, as ``CREATE DATABASE`` must). Raises :class:`PgError`."""
         with self._db_lock(db):
-            try:
-                conn = self._connect(db)
-            except PgError as exc:
-                self.down = ("unreachable", str(exc))
-                raise
+            conn = self._connect(db)
             try:
                 if len(stmts) == 1:
                     conn.execute(cast(sql.Composed, stmts[0]))
@@ -186,6 +236,14 @@ class Client:
 
 
 def _first_line(exc: BaseException) -> str:
-    """The server's message of ``exc`` (its first line: psycopg appends context lines)."""
+    """The server's message of ``exc`` (its first line: psycopg appends context lines),
+    followed by its DETAIL (e.g. the objects that block a ``DROP SCHEMA``) and HINT when the
+    server sent them."""
     text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0].rstrip(".")
+    out = text.splitlines()[0].rstrip(".")
+    diag = getattr(exc, "diag", None)
+    for label, part in (("detail", getattr(diag, "message_detail", None)),
+                        ("hint", getattr(diag, "message_hint", None))):
+        if isinstance(part, str) and part.strip():
+            out += f" ({label}: {' '.join(part.split()).rstrip('.')})"
+    return out

@@ -63,9 +63,16 @@ def sorted_unique(values: Iterable[Any]) -> list[Any]:
 
 
 def grantee(role: str) -> sql.Composable:
-    """A grantee in a GRANT/REVOKE: ``PUBLIC`` for the role name ``public`` (Terraform's
-    convention), else the quoted role name."""
-    return sql.SQL("PUBLIC") if role.lower() == "public" else sql.Identifier(role)
+    """A grantee in a GRANT/REVOKE: ``PUBLIC`` for the role name ``public`` exactly
+    (Terraform's convention; PostgreSQL reserves only that spelling, so a role named
+    ``Public`` is that role), else the quoted role name."""
+    return sql.SQL("PUBLIC") if is_public(role) else sql.Identifier(role)
+
+
+def is_public(role: object) -> bool:
+    """Whether ``role`` names PUBLIC: the exact name ``public`` (never ``Public``/``PUBLIC``,
+    which are ordinary role names once quoted)."""
+    return role == "public"
 
 
 def check_known(attrs: dict[str, Any], keys: Iterable[str]) -> None:

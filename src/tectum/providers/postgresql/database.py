@@ -4,10 +4,12 @@
 ``postgresql_database``: ``name`` (identity: a new name makes a new database), ``owner``
 (``ALTER DATABASE ... OWNER TO``),
 ``connection_limit`` (-1: no limit), ``allow_connections``, and what PostgreSQL cannot change
-once a database exists — ``encoding``, ``lc_collate``, ``lc_ctype``, ``template`` — which
-force a new database (the plan says "replace", and the warning that its data goes). Left
-unset, ``encoding``/``lc_collate``/``lc_ctype``/``owner`` are the server's choice and not
-managed; ``template`` cannot be read back (it is kept from state, never drift). Reads: one
+once a database exists — ``encoding``, ``lc_collate``, ``lc_ctype`` — which force a new
+database (the plan says "replace", and the warning that its data goes). Left unset,
+``encoding``/``lc_collate``/``lc_ctype``/``owner`` are the server's choice and not managed.
+``template`` is used only by ``CREATE DATABASE``: PostgreSQL does not record it, so it is
+never compared (never drift, never a replace — an imported database is not dropped for it)
+and changing it for an existing database does nothing (the plan view warns). Reads: one
 ``pg_database`` query for every database. A database dropped by hand is absent: the plan
 makes it again. Deleting one closes tectum's own connection to it first; another session
 connected to it makes the drop fail with PostgreSQL's message (tectum does not end other
@@ -16,12 +18,13 @@ people's sessions).
 ``postgresql_schema``: ``name``, ``database`` (default: the provider's ``database``),
 ``owner``, ``drop_cascade`` (default false: a schema that still holds objects is not dropped
 — the apply fails with PostgreSQL's message naming them). Reads: one ``pg_namespace`` query
-per database. Import ID: ``DATABASE.SCHEMA`` (Terraform's), or ``SCHEMA`` in the provider's
-database.
+per database. Import ID: ``DATABASE.SCHEMA`` (Terraform's; split at the first dot), ``SCHEMA``
+in the provider's database, or ``{"database": ..., "name": ...}`` (JSON: a database name
+holding a dot).
 
 ``postgresql_extension``: ``name``, ``schema``, ``version`` (``ALTER EXTENSION ... UPDATE
 TO``), ``database``, ``drop_cascade``. Reads: one ``pg_extension`` query per database. Import
-ID: ``DATABASE.NAME`` or ``NAME``.
+ID: ``DATABASE.NAME``, ``NAME`` or the JSON form (as for schemas).
 
 Implicit dependencies: a database needs its owner role (``("role", OWNER)``) and offers
 ``("database", NAME)``; a schema needs its database and owner and offers ``("schema", DB,
@@ -30,10 +33,12 @@ NAME)``; an extension needs its database and schema.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from tectum.plans.plan import Action, ResourceChange
+from tectum.diagnostics import Diagnostic, DiagnosticError
+from tectum.plans.plan import Action, AttrChange, ResourceChange
 from tectum.providers.base import ApplyError, ImplicitKey, ReadError, ReadItem, ResourceType
 from tectum.providers.postgresql.common import (
     MissingDatabase,
@@ -84,8 +89,9 @@ class DatabaseType(ResourceType["Client"]):
         "encoding": Attr(str, force_new=True, description="character set, e.g. UTF8"),
         "lc_collate": Attr(str, force_new=True, description="collation order (LC_COLLATE)"),
         "lc_ctype": Attr(str, force_new=True, description="character classes (LC_CTYPE)"),
-        "template": Attr(str, force_new=True, validate=valid_name,
-                         description="the template database copied (default template1)"),
+        "template": Attr(str, validate=valid_name,
+                         description="the template database copied by CREATE DATABASE "
+                                     "(default template1; never compared afterwards)"),
         "connection_limit": Attr(int, default=-1, validate=_limit,
                                  description="concurrent connections at most (-1: no limit)"),
         "allow_connections": Attr(bool, default=True,
@@ -138,11 +144,28 @@ class DatabaseType(ResourceType["Client"]):
             out.append(observed)
         return out
 
+    def diff(self, desired: dict[str, Any], observed: dict[str, Any]) -> list[AttrChange]:
+        """The base diff, ``template`` never forcing a new database: PostgreSQL keeps no
+        record of it, so a database whose template is not known (imported, or made before
+        the configuration set one) is never changed for it; a template changed since tectum
+        made the database is an update of the record only (the plan view warns that the
+        database stays as it is)."""
+        return [c for c in super().diff(desired, observed)
+                if c.name != "template" or c.before is not None]
+
     def warnings(self, change: ResourceChange) -> list[str]:
+        out: list[str] = []
         if change.action in (Action.REPLACE, Action.DELETE):
-            return ["the database is dropped with all its data; undoing this makes it anew, "
-                    "empty"]
-        return []
+            out.append("the database is dropped with all its data; undoing this makes it "
+                       "anew, empty")
+        before, after = change.prior or change.before, change.after
+        if (change.action is Action.UPDATE and before is not None and after is not None
+                and after.get("template") is not None and before.get("template") is not None
+                and after.get("template") != before.get("template")):
+            out.append("template only matters when a database is made: the existing "
+                       "database is not changed (replace it by hand to remake it from "
+                       f"{after.get('template')!r})")
+        return out
 
     def delete_summary(self, prior: dict[str, Any]) -> str | None:
         return "drops the database and all its data; fails while others are connected to it"
@@ -208,10 +231,29 @@ def _old_name(change: ResourceChange) -> Any:
 
 
 def _split_import(import_id: str) -> tuple[str | None, str]:
-    """``DATABASE.NAME`` → (DATABASE, NAME); ``NAME`` → (None, NAME). A name holding a dot
-    is written ``DATABASE.NAME`` (split at the first dot)."""
+    """``DATABASE.NAME`` → (DATABASE, NAME) (split at the first dot); ``NAME`` → (None,
+    NAME); a JSON object ``{"database": ..., "name": ...}`` for a database name holding a
+    dot. Raises :class:`DiagnosticError` for a JSON ID of another shape."""
+    if import_id.lstrip().startswith("{"):
+        try:
+            data = json.loads(import_id)
+        except ValueError as exc:
+            raise _bad_id(import_id, f"not valid JSON ({exc})") from None
+        if (not isinstance(data, dict) or set(data) - {"database", "name"}
+                or not isinstance(data.get("name"), str) or not data["name"]
+                or not isinstance(data.get("database"), str | None)):
+            raise _bad_id(import_id, 'expected {"database": "DATABASE", "name": "NAME"} '
+                                     "(database optional)")
+        return data.get("database") or None, str(data["name"])
     db, dot, name = import_id.partition(".")
+    if dot and not (db and name):
+        raise _bad_id(import_id, "expected DATABASE.NAME, NAME, or a JSON object "
+                                 '{"database": ..., "name": ...}')
     return (db, name) if dot else (None, import_id)
+
+
+def _bad_id(import_id: str, why: str) -> DiagnosticError:
+    return DiagnosticError(Diagnostic.error("Invalid import ID", f"{import_id!r}: {why}."))
 
 
 class SchemaType(ResourceType["Client"]):

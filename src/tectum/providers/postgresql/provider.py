@@ -20,7 +20,8 @@ Settings (``[providers.postgresql]`` in ``tectum.toml``, or
                      after another on its connection)
 
 The password is never written in ``tectum.toml`` (a ``password`` there is refused with a
-diagnostic): libpq reads ``PGPASSWORD`` or ``~/.pgpass`` as usual, and
+diagnostic, also when the environment variable below is set: the file itself is looked at):
+libpq reads ``PGPASSWORD`` or ``~/.pgpass`` as usual, and
 ``TECTUM_PROVIDER_POSTGRESQL_PASSWORD`` overrides both.
 
 Every resource shares one target, a :class:`~tectum.providers.postgresql.client.Client`
@@ -35,6 +36,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import threading
+import tomllib
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -62,6 +64,19 @@ def _positive(value: Any) -> str | None:
 
 def _concurrency(value: Any) -> str | None:
     return None if isinstance(value, int) and 1 <= value <= 64 else "must be 1 to 64"
+
+
+def _password_in_toml(root: str) -> bool:
+    """Whether ``tectum.toml`` in ``root`` sets ``[providers.postgresql] password`` (looked
+    at in the file itself: the environment override must not hide it)."""
+    try:
+        with open(os.path.join(root, "tectum.toml"), "rb") as f:
+            data = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError):
+        return False  # (no file, or one the configuration loader reports)
+    table = data.get("providers", {}) if isinstance(data, dict) else {}
+    pg = table.get("postgresql") if isinstance(table, dict) else None
+    return isinstance(pg, dict) and "password" in pg
 
 
 class PostgresqlProvider(Provider):
@@ -102,7 +117,7 @@ class PostgresqlProvider(Provider):
         """Take the settings. Raises :class:`DiagnosticError` for a password written in
         ``tectum.toml``."""
         password = config.pop("password", None)
-        if password is not None and PASSWORD_ENV not in os.environ:
+        if _password_in_toml(context.root):
             raise DiagnosticError(Diagnostic.error(
                 "Password in tectum.toml",
                 "[providers.postgresql] sets password: a password is never kept in "

@@ -72,6 +72,8 @@ def canonical_time(value: Any) -> Any:
     text = value.strip()
     if text.lower() in ("infinity", "+infinity"):
         return "infinity"
+    if text.lower() == "-infinity":
+        return "-infinity"
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
@@ -220,10 +222,25 @@ class RoleType(ResourceType["Client"]):
             want, have = set(after["roles"]), set(before.get("roles") or [])
             stmts += [sql.SQL("GRANT {} TO {}").format(sql.Identifier(r), sql.Identifier(name))
                       for r in sorted(want - have)]
-            stmts += [sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(r),
-                                                          sql.Identifier(name))
-                      for r in sorted(have - want)]
+            for r in sorted(have - want):
+                stmts += _revoke_membership(target, r, name)
         return stmts
+
+
+def _revoke_membership(target: Client, group: str, member: str) -> list[sql.Composable]:
+    """``REVOKE group FROM member``; from PostgreSQL 16 on, where a membership may be granted
+    by several roles (one ``pg_auth_members`` row each) and a plain REVOKE takes back only
+    the current role's, one ``REVOKE ... GRANTED BY`` per grantor."""
+    plain = sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(group), sql.Identifier(member))
+    if target.server_version() < 160000:
+        return [plain]
+    rows = target.query(target.database, sql.SQL(
+        "SELECT DISTINCT pg_get_userbyid(m.grantor) AS grantor FROM pg_auth_members m "
+        "WHERE m.roleid = (SELECT oid FROM pg_roles WHERE rolname = %s) "
+        "AND m.member = (SELECT oid FROM pg_roles WHERE rolname = %s) ORDER BY 1"),
+        [group, member])
+    return [sql.SQL("{} GRANTED BY {}").format(plain, sql.Identifier(str(r["grantor"])))
+            for r in rows] or [plain]
 
 
 def _where(item: ReadItem) -> dict[str, Any]:
@@ -243,7 +260,8 @@ _QUERY = """
 SELECT r.rolname, r.rolsuper, r.rolinherit, r.rolcreaterole, r.rolcreatedb, r.rolcanlogin,
        r.rolreplication, r.rolbypassrls, r.rolconnlimit, r.rolvaliduntil::text AS validuntil,
        {password} AS rolpassword,
-       ARRAY(SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+       ARRAY(SELECT DISTINCT g.rolname FROM pg_auth_members m
+             JOIN pg_roles g ON g.oid = m.roleid
              WHERE m.member = r.oid ORDER BY 1)::text[] AS memberof
 FROM {table} r WHERE r.rolname = ANY(%s)
 """
@@ -268,7 +286,10 @@ def _observed(row: dict[str, Any], item: ReadItem) -> dict[str, Any]:
     for key, (col, _yes, _no) in FLAGS.items():
         out[key] = bool(row[col])
     out["connection_limit"] = int(row["rolconnlimit"])
-    out["valid_until"] = canonical_time(row["validuntil"] or "infinity")
+    try:
+        out["valid_until"] = canonical_time(row["validuntil"] or "infinity")
+    except ValueError:  # (a date Python cannot hold, e.g. BC: shown as the server has it)
+        out["valid_until"] = str(row["validuntil"])
     out["roles"] = sorted(row["memberof"] or [])
     candidates = [p for p in ((item.desired or {}).get("password"),
                               (item.prior or {}).get("password"))
@@ -280,7 +301,8 @@ def _observed(row: dict[str, Any], item: ReadItem) -> dict[str, Any]:
             out["password"] = (item.prior or {}).get("password")
         else:
             stored = row["rolpassword"]
-            found = next((p for p in candidates if verifies(stored, p)), None)
+            found = next((p for p in candidates if verifies(stored, p, str(row["rolname"]))),
+                         None)
             out["password"] = found if found is not None else (
                 None if stored is None else CHANGED)
     return out

@@ -2,9 +2,10 @@
 ``pg_authid.rolpassword``: ``SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>``
 (base64). A verifier is *made* by libpq (``PQencryptPasswordConn``, psycopg's
 ``PGconn.encrypt_password``) on the client, so the password itself never reaches the server;
-this module only *checks* one against a password, to see whether a role's password was
-changed outside tectum. The password is normalised with SASLprep (RFC 4013) as PostgreSQL
-does (``src/common/saslprep.c``), falling back to the raw bytes when SASLprep refuses it.
+this module only *checks* one (or an MD5 verifier left from before) against a password, to
+see whether a role's password was changed outside tectum. The password is normalised with
+SASLprep (RFC 4013) as PostgreSQL does (``src/common/saslprep.c``), falling back to the raw
+bytes when SASLprep refuses it.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ def saslprep(password: str) -> bytes:
     UTF-8 bytes when the password is not valid for SASLprep (PostgreSQL's fallback)."""
     if password.isascii() and password.isprintable():
         return password.encode()
+    # (PostgreSQL's order: a non-ASCII space (C.1.2) becomes a space first; only what is
+    # no such space is then dropped when it maps to nothing (B.1) — U+200B is in both)
     mapped = "".join(" " if stringprep.in_table_c12(c) else c for c in password
-                     if not stringprep.in_table_b1(c))
+                     if stringprep.in_table_c12(c) or not stringprep.in_table_b1(c))
     text = unicodedata.normalize("NFKC", mapped)
     prohibited = (stringprep.in_table_c12, stringprep.in_table_c21_c22, stringprep.in_table_c3,
                   stringprep.in_table_c4, stringprep.in_table_c5, stringprep.in_table_c6,
@@ -40,9 +43,15 @@ def saslprep(password: str) -> bytes:
     return text.encode()
 
 
-def verifies(verifier: str | None, password: str) -> bool:
+def verifies(verifier: str | None, password: str, role: str | None = None) -> bool:
     """Whether the stored ``verifier`` (a ``pg_authid.rolpassword`` value) was made from
-    ``password``. False for no verifier, an MD5 one, or one that cannot be parsed."""
+    ``password``: a SCRAM-SHA-256 one, or an MD5 one (``"md5" + md5(password + role)``,
+    PostgreSQL's older form; needs ``role``, the role's name). False for no verifier or one
+    that cannot be parsed."""
+    if verifier and role is not None and len(verifier) == 35 and verifier.startswith("md5"):
+        made = "md5" + hashlib.md5((password + role).encode(),
+                                   usedforsecurity=False).hexdigest()
+        return hmac.compare_digest(made, verifier)
     if not verifier or not verifier.startswith(PREFIX):
         return False
     try:
