@@ -5,7 +5,8 @@
   tectum vs Ansible's ``amazon.aws`` modules; API calls per type counted through a proxy;
 * ``bench/providers_postgresql.py`` — 200 PostgreSQL roles and their grants, no-op: tectum vs
   Ansible's ``community.postgresql``;
-* ``bench/providers_etcd.py`` — 1,000 etcd keys, no-op plan: the time of its one range read.
+* ``bench/providers_etcd.py`` — 1,000 etcd keys, no-op plan: the time of its read (one round
+  trip of 8 transactions).
 
 Each family's module documents its setup (servers it starts, collections it installs, its
 phases); each can also run alone. Run as root from the checkout: ``python3 bench/providers.py``

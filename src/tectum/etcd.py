@@ -16,6 +16,12 @@ A value read from etcd, rendered into a file on a host::
     dsn = DataKey("dsn", key="/app/dsn", sensitive=True)
     File("conf", path="/etc/app.conf", template="app.conf.j2", vars={"dsn": dsn.value})
 
+Declaring a ``Key`` under the prefix of a ``KeyPrefix`` (at any depth), or a ``KeyPrefix``
+under another's prefix, is an error of the stack ("etcd keys managed twice"): the
+authoritative prefix would delete the other's keys in every apply. A ``DataKey`` /
+``DataKeyPrefix`` reads again in every apply that changes a ``Key``/``KeyPrefix`` writing what
+it reads, on whatever host of a role either is declared (they reach one etcd).
+
 The provider's settings are ``[providers.etcd]`` (``endpoints``, ``timeout``, ``username``
 with ``TECTUM_PROVIDER_ETCD_PASSWORD``, TLS files); see ``docs/etcd.md``.
 """
@@ -59,15 +65,51 @@ def _writes(writer: Declaration, reader: Declaration) -> bool:
         under is not None and (under.startswith(prefix) or prefix.startswith(under)))
 
 
+def _nested(a: Declaration, b: Declaration) -> str | None:
+    """Why writers ``a`` and ``b`` cannot both be declared (a key under an authoritative
+    prefix, or a prefix under another: each apply would delete what the other writes), or
+    None."""
+    def where(d: Declaration) -> tuple[str | None, bool]:
+        if d.type == "etcd_key":
+            return _text(d.attrs.get("key")), False
+        return _text(d.attrs.get("prefix")), True
+
+    (ka, pa), (kb, pb) = where(a), where(b)
+    if ka is None or kb is None or not (pa or pb):
+        return None
+    for (outer, p_outer, d_outer), (inner, d_inner) in (((ka, pa, a), (kb, b)),
+                                                        ((kb, pb, b), (ka, a))):
+        if p_outer and inner.startswith(outer) and d_inner is not d_outer:
+            what = "key" if d_inner.type == "etcd_key" else "prefix"
+            return (f"{d_inner.address} writes the {what} {inner!r}, under the prefix "
+                    f"{outer!r} that {d_outer.address} manages authoritatively (it deletes "
+                    f"every key there its values do not name): each apply would undo the "
+                    f"other. Name the key in {d_outer.address}'s values instead, or use "
+                    "prefixes that do not contain each other.")
+    return None
+
+
 def _link(made: Declaration) -> None:
     """A data key reads again in every apply that changes what it reads: it watches
     (``run_on``) each ``Key``/``KeyPrefix`` of the stack that writes its key, declared before
-    or after it — so its dependants never get the value from before that apply."""
+    or after it, on whatever host (every host reaches the same etcd) — so its dependants
+    never get the value from before that apply. A writer nested under an authoritative
+    prefix of another is a diagnostic (:func:`_nested`)."""
     from tectum.config.declaration import current_stack
+    from tectum.diagnostics import Diagnostic
 
     stack = current_stack(str(made.address))
     for other in list(stack.resources.values()):
         if other is made:
+            continue
+        if made.type in _WRITERS and other.type in _WRITERS:
+            if "etcd_key_prefix" not in (made.type, other.type):
+                continue  # (two keys: the identity check finds the same key twice)
+            why = _nested(made, other)
+            if why is not None:
+                stack.diagnostics.append(Diagnostic.error(
+                    "etcd keys managed twice", why, address=str(made.address),
+                    source=made.source))
             continue
         if made.type in _READERS and other.type in _WRITERS:
             reader, writer = made, other
@@ -75,7 +117,7 @@ def _link(made: Declaration) -> None:
             reader, writer = other, made
         else:
             continue
-        if reader.address.host != writer.address.host or not _writes(writer, reader):
+        if not _writes(writer, reader):
             continue
         watched = reader.watches.setdefault("run_on", [])
         if str(writer.address) not in watched:

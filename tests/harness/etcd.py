@@ -2,7 +2,9 @@
 
 ``running_etcd(tmp)``: ``etcd`` on two free 127.0.0.1 ports (client and peer) with a data
 directory under ``tmp``, as a child of the test process; waited on until ``/health`` answers;
-stopped by its pid (SIGTERM, then SIGKILL) at the end. :class:`Etcd` can also be killed
+stopped by its pid (SIGTERM, then SIGKILL) at the end; it runs in a process group of its own
+and is SIGKILLed by the kernel when the test process dies (``PR_SET_PDEATHSIG``), so a killed
+pytest leaves no etcd running. :class:`Etcd` can also be killed
 (``kill()``, SIGKILL: etcd down mid-apply) and started again on the same ports and data
 (``start()``).
 
@@ -46,18 +48,46 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports, all bound at once while chosen (so they differ); another
+    process may still take one before etcd binds it: :meth:`Etcd.start` then tries new
+    ports."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: its own process group, and SIGKILL when the test process
+    dies (Linux ``prctl(PR_SET_PDEATHSIG)``), so a killed pytest leaves no etcd behind."""
+    import ctypes
+
+    os.setpgrp()
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # (1: PR_SET_PDEATHSIG)
+
+
 class Etcd:
     """One etcd server: :attr:`endpoint` (``127.0.0.1:PORT``), :attr:`settings` (the
     ``[providers.etcd]`` table reaching it)."""
 
-    def __init__(self, data: Path, tls: tuple[Path, Path, Path] | None = None) -> None:
+    def __init__(self, data: Path, tls: tuple[Path, Path, Path] | None = None,
+                 args: tuple[str, ...] = ()) -> None:
         self.data = data
         #: (CA, server certificate, server key): clients must show a certificate of the CA
         self.tls = tls
-        self.port, self.peer = _free_port(), _free_port()
+        #: more etcd flags (``--auth-token-ttl 2``)
+        self.args = args
+        self.port, self.peer = _free_ports(2)
         self.endpoint = f"127.0.0.1:{self.port}"
         self.log = data.parent / f"etcd-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.started = False
         self._client: EtcdClient | None = None
 
     @property
@@ -69,7 +99,25 @@ class Etcd:
         return f'[providers.etcd]\nendpoints = ["{self.endpoint}"]\ntimeout = 3\n'
 
     def start(self) -> None:
-        """Start (or start again, same ports and data) and wait until it answers."""
+        """Start (or start again, same ports and data) and wait until it answers. A first
+        start whose ports were taken meanwhile tries new ones (twice more)."""
+        for attempt in range(3):
+            try:
+                self._start()
+                self.started = True
+                return
+            except RuntimeError:
+                if attempt == 2 or self.proc is None or self.proc.poll() is None \
+                        or "address already in use" not in self.log.read_text(errors="replace"):
+                    raise
+                if self.started:
+                    raise  # (a restart keeps its ports: its data names them)
+                shutil.rmtree(self.data, ignore_errors=True)
+                self.port, self.peer = _free_ports(2)
+                self.endpoint = f"127.0.0.1:{self.port}"
+                self.log.write_bytes(b"")
+
+    def _start(self) -> None:
         name = f"t{self.port}"
         peer = f"http://127.0.0.1:{self.peer}"
         client = f"{'https' if self.tls else 'http'}://{self.endpoint}"
@@ -87,8 +135,9 @@ class Etcd:
                  "--listen-client-urls", client, "--advertise-client-urls", client,
                  "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
                  "--initial-cluster", f"{name}={peer}", "--log-level", "warn",
-                 "--logger", "zap", *tls],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                 "--logger", "zap", *tls, *self.args],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent)  # noqa: PLW1509 - only prctl, setpgrp
         deadline = time.monotonic() + 60
         while True:
             if self.proc.poll() is not None:
@@ -144,10 +193,12 @@ class Etcd:
 
 
 @contextlib.contextmanager
-def running_etcd(tmp: Path, tls: tuple[Path, Path, Path] | None = None) -> Iterator[Etcd]:
+def running_etcd(tmp: Path, tls: tuple[Path, Path, Path] | None = None,
+                 args: tuple[str, ...] = ()) -> Iterator[Etcd]:
     """An etcd server for the block (see the module docstring); with ``tls`` (CA, server
-    certificate, server key) it serves TLS only and wants client certificates."""
-    server = Etcd(tmp / f"etcd-data-{secrets.token_hex(3)}", tls)
+    certificate, server key) it serves TLS only and wants client certificates; ``args``: more
+    etcd flags."""
+    server = Etcd(tmp / f"etcd-data-{secrets.token_hex(3)}", tls, args)
     try:
         server.start()
         yield server

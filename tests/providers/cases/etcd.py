@@ -3,10 +3,10 @@
 afterwards.
 
 ``etcd_key`` and ``etcd_key_prefix`` run every step. The read-only ``etcd_data_key`` and
-``etcd_data_key_prefix`` (data sources) read a key the case puts first: their first plan is a
-no-op that records what was read (so the "absent before the create" check is told the first
-read is absent: nothing is created), a value changed in etcd is drift, there is nothing to
-import, and they are never deleted (only forgotten)."""
+``etcd_data_key_prefix`` (data sources) read a key the case puts first: they have no object
+of their own, so the create step's "absent before the create" read must find exactly what the
+case put and counts as "nothing recorded yet" (:func:`first_read_absent`); a value changed in
+etcd is drift, there is nothing to import, and they are never deleted (only forgotten)."""
 
 from __future__ import annotations
 
@@ -31,14 +31,20 @@ def record(target: EtcdClient) -> Recorder:
     return Recorder(target, read_only=READS)
 
 
-def first_read_absent() -> Callable[[dict[str, Any] | None], bool]:
-    """``Case.gone`` of a data source: the first read (the create step's "nothing there
-    yet") counts as absent; afterwards only a read that found nothing."""
+def first_read_absent(attr: str, seeded: Any) -> Callable[[dict[str, Any] | None], bool]:
+    """``Case.gone`` of a data source, which has no object of its own to create: the first
+    read (the create step's "nothing there yet") must find exactly what the case put in etcd
+    (``attr`` = ``seeded``; else the check fails, naming what it found) and then counts as
+    "nothing recorded yet"; every later read is absent only when it found nothing."""
     calls = [0]
 
     def gone(observed: dict[str, Any] | None) -> bool:
         calls[0] += 1
-        return calls[0] == 1 or observed is None
+        if calls[0] == 1:
+            found = None if observed is None else observed.get(attr)
+            assert found == seeded, f"the first read found {found!r}, not {seeded!r}"
+            return True
+        return observed is None
 
     return gone
 
@@ -73,13 +79,14 @@ def prefix_case(tmp: Path) -> Iterator[Case]:
 def data_key_case(tmp: Path) -> Iterator[Case]:
     with etcd_space() as space:
         key = space.key("read/dsn")
-        space.server.put(key, f"first-{secrets.token_hex(4)}")
+        first = f"first-{secrets.token_hex(4)}"
+        space.server.put(key, first)
 
         def tamper(client: EtcdClient, _record: dict[str, Any]) -> None:
             client.put(key, f"changed-{secrets.token_hex(4)}")
 
         yield Case("etcd_data_key", {"key": key}, update={"sensitive": True},
-                   gone=first_read_absent(), tamper=tamper,
+                   gone=first_read_absent("value", first), tamper=tamper,
                    drift="value", settings=space.settings, root=str(tmp), record=record,
                    skip={"import": "a data source is read from its configuration: there "
                                    "is nothing to import"})
@@ -89,13 +96,14 @@ def data_key_case(tmp: Path) -> Iterator[Case]:
 def data_prefix_case(tmp: Path) -> Iterator[Case]:
     with etcd_space() as space:
         prefix = space.key("read/cfg/")
-        space.server.put(prefix + "a", f"one-{secrets.token_hex(4)}")
+        one = f"one-{secrets.token_hex(4)}"
+        space.server.put(prefix + "a", one)
 
         def tamper(client: EtcdClient, _record: dict[str, Any]) -> None:
             client.put(prefix + "b", f"two-{secrets.token_hex(4)}")
 
         yield Case("etcd_data_key_prefix", {"prefix": prefix}, update={"sensitive": True},
-                   gone=first_read_absent(), tamper=tamper,
+                   gone=first_read_absent("values", {"a": one}), tamper=tamper,
                    drift="values", settings=space.settings, root=str(tmp), record=record,
                    skip={"import": "a data source is read from its configuration: there "
                                    "is nothing to import"})

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tectum.providers.etcd.client import lease_ids
 from tests.conftest import Result, ok, tectum_env
 from tests.harness.etcd import EtcdSpace, running_etcd
 
@@ -37,7 +38,7 @@ import os, signal, sys, threading
 from tectum.providers.etcd import client
 method, when, nth, pid = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 lock, seen = threading.Lock(), [0]
-CHANGES = ("put", "commit", "delete_keys", "grant")
+CHANGES = ("put", "put_leased", "commit", "delete_keys", "grant", "revoke")
 def wrap(name):
     real = getattr(client.EtcdClient, name)
     def call(self, *a, **k):
@@ -108,9 +109,12 @@ def test_etcd_killed_mid_apply_then_restarted(tectum: Callable[..., Result],
 
 
 # kill -9 points: (the run interrupted, the changing call, before/after, which one)
-_FIRST = [("apply", "any", w, n) for n in range(1, 12) for w in ("before", "after")]
-_CHANGE = [("change", "any", w, n) for n, w in ((1, "before"), (3, "after"), (6, "before"),
-                                                (8, "after"), (10, "after"), (11, "before"))]
+# (a first apply makes 10 changing calls: 8 puts, the prefix's commit, the leased key's
+# grant-and-put; a change makes 11: the same and the revoke of the previous lease)
+_FIRST = [("apply", "any", w, n) for n in range(1, 11) for w in ("before", "after")]
+_CHANGE = [("change", "any", w, n) for n, w in ((1, "before"), (2, "after"), (3, "after"),
+                                                (6, "before"), (8, "after"), (10, "after"),
+                                                (11, "before"), (11, "after"))]
 _DESTROY = [("destroy", "delete_keys", w, n) for n, w in ((1, "after"), (4, "before"),
                                                           (7, "after"), (10, "before"))]
 POINTS = _FIRST + _CHANGE + _DESTROY  # 32
@@ -121,7 +125,8 @@ POINTS = _FIRST + _CHANGE + _DESTROY  # 32
 def test_kill_9_leaves_no_orphan(tectum: Callable[..., Result],
                                  make_project: Callable[..., Path], etcd: EtcdSpace,
                                  phase: str, method: str, when: str, nth: int) -> None:
-    """8 keys, a prefix of 2 and a leased key: 11 changing etcd calls per apply."""
+    """8 keys, a prefix of 2 and a leased key (10 changing etcd calls in a first apply, 11
+    in a change); afterwards no key and no lease of tectum's is left."""
     root = make_project(stack(etcd.prefix, 8), {"tectum.toml": etcd.server.toml()})
     more: list[str] = []
     if phase != "apply":
@@ -142,6 +147,9 @@ def test_kill_9_leaves_no_orphan(tectum: Callable[..., Result],
         assert keys[etcd.prefix + "keys/k0"] == f"{want}-0" and len(keys) == 8 + 2 + 1
         ok(tectum("destroy", "-auto-approve", *more, cwd=root))
     assert etcd.keys() == {}, "keys left behind (orphans)"
+    leased = etcd.prefix + "lease/me"
+    assert not set(etcd.server.client().leases()) & set(lease_ids(leased)), \
+        "a lease of tectum's left behind"
     assert state_list(tectum, root) == []
     pending = json.loads(ok(tectum("state", "pull", str(root))).stdout or "{}")
     assert not pending.get("resources"), pending

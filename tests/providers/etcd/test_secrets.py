@@ -62,13 +62,19 @@ def test_no_password_leaks(tectum: Callable[..., Result], make_project: Callable
     # changed by hand: the DSN now holds another password, and the one only etcd had changes
     hand_pw = f"canary-{secrets.token_hex(12)}"
     etcd.server.put(etcd.key("app/dsn"), f"postgres://app:{hand_pw}@db.internal:5432/app")
+    # under the sensitive prefix too: another password in its DSN, and a key it does not name
+    prefix_pw = f"canary-{secrets.token_hex(12)}"
+    etcd.server.put(etcd.key("cfg/dsn"), f"postgres://cfg:{prefix_pw}@db/cfg")
+    etcd.server.put(etcd.key("cfg/rogue"), f"postgres://x:{prefix_pw}@db/x")
     new_etcd_pw = f"canary-{secrets.token_hex(12)}"
     etcd.server.put(etcd.key("ext/dsn"), f"postgres://ro:{new_etcd_pw}@db.internal/app")
     drift = run("drift").output
-    assert "etcd_key.dsn" in drift
+    assert "etcd_key.dsn" in drift and "etcd_key_prefix.cfg" in drift
     run("plan", "-json")
     plan = run("plan").output
     assert "etcd_key.dsn" in plan and "etcd_data_key.ext" in plan
+    run("refresh")  # (what was read goes to state: masked there too)
+    run("state", "pull", str(root))
     run("apply", "-auto-approve")
     assert conf.read_text() == f"dsn=postgres://ro:{new_etcd_pw}@db.internal/app\n"
     run("refresh")
@@ -80,7 +86,8 @@ def test_no_password_leaks(tectum: Callable[..., Result], make_project: Callable
     stored = b"".join(p.read_bytes() for p in (root / ".tectum").rglob("*") if p.is_file())
     assert stored
     for name, value in (("variable", var_pw), ("generated", gen_pw), ("etcd only", etcd_pw),
-                        ("etcd only, changed", new_etcd_pw)):
+                        ("etcd only, changed", new_etcd_pw),
+                        ("written by hand under the prefix", prefix_pw)):
         for i, text in enumerate(outputs):
             assert not find_canary(text, value), f"the {name} password in output {i}: {text}"
         assert not find_canary(stored, value), f"the {name} password under .tectum"

@@ -78,6 +78,39 @@ def test_tls_with_client_certificates(tectum: Callable[..., Result],
         refused = tectum("plan", cwd=plain)
         assert refused.returncode == 1 and "Traceback" not in refused.output, refused.output
         assert server.endpoint in refused.output
+        # TLS together with a user (review: not covered): the password from the environment
+        password = f"canary-{secrets.token_hex(10)}"
+        _enable_auth_tls(server.endpoint, pki, password)
+        env = {"TECTUM_PROVIDER_ETCD_PASSWORD": password}
+        user = make_project(STACK, {"tectum.toml": toml + 'username = "root"\n'},
+                            name="user")
+        outputs = [ok(tectum("apply", "-auto-approve", cwd=user, env=env)).output]
+        outputs.append(ok(tectum("plan", cwd=user, env=env)).output)
+        assert "No changes" in outputs[-1]
+        outputs.append(ok(tectum("destroy", "-auto-approve", cwd=user, env=env)).output)
+        assert all(password not in text for text in outputs)
+
+
+def _enable_auth_tls(endpoint: str, pki: Path, password: str) -> None:
+    """``_enable_auth`` over TLS with the client certificate (tectum's own client)."""
+    from aetcd import rpc
+
+    from tectum.providers.etcd.client import EtcdClient
+
+    client = EtcdClient([endpoint], ca_cert=str(pki / "ca.crt"),
+                        cert=str(pki / "client.crt"), key=str(pki / "client.key"))
+
+    async def run(c: Any) -> None:
+        await c.connect()
+        auth = rpc.AuthStub(c.channel)
+        await auth.UserAdd(rpc.AuthUserAddRequest(name="root", password=password))
+        await auth.UserGrantRole(rpc.AuthUserGrantRoleRequest(user="root", role="root"))
+        await auth.AuthEnable(rpc.AuthEnableRequest())
+
+    try:
+        client.call("enable authentication", run)
+    finally:
+        client.close()
 
 
 def _enable_auth(endpoint: str, password: str) -> None:

@@ -12,10 +12,21 @@ then the next ones are tried (etcd's own clients balance over the endpoints; one
 member is all tectum needs, since every member serves linearizable reads and writes).
 When none answers, the call raises :class:`EtcdError` naming every endpoint.
 
-Reads never mutate: :meth:`get_keys` finds any number of keys in one transaction of range
-reads (keys grouped by their directory, see :func:`read_ranges`), :meth:`get_prefixes` every
-key under several prefixes in one transaction, and :meth:`prefetch` both at once — the whole
-refresh of a plan in one round trip. Changes are :meth:`put`, :meth:`delete_keys`,
+Reads never mutate: :meth:`get_keys` reads exactly the keys asked for (one range read per
+key, never a range over other keys: a user whose etcd role covers only those keys may read
+them), :data:`MAX_TXN_OPS` per transaction, the transactions sent together
+(:func:`asyncio.gather`): one round trip of the client, however many keys. Each transaction is
+atomic; several are not read at one revision. :meth:`get_prefixes` reads every key under
+several prefixes the same way, and :meth:`prefetch` both at once — the whole refresh of a
+plan in one round trip. Replies may be larger than gRPC's default 4 MB
+(:data:`MAX_MESSAGE`).
+
+An endpoint list that did not answer is remembered (:attr:`EtcdClient.unreachable`, what
+:meth:`EtcdProvider.down` reports): for ``timeout`` seconds afterwards every call fails at once
+with the same reason instead of waiting out its timeout again; a call after that tries again,
+and one that succeeds clears it. An auth token etcd no longer takes ("invalid auth token": the
+simple tokens live ``--auth-token-ttl`` seconds, 300 by default) makes the client connect
+again, authenticating anew, and retry the call once. Changes are :meth:`put`, :meth:`delete_keys`,
 :meth:`commit` (puts and deletes in one transaction), :meth:`grant` and :meth:`revoke` of
 leases.
 """
@@ -23,24 +34,37 @@ leases.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib
 import threading
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import CancelledError
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, NamedTuple, TypeVar
 
 #: etcd's default limit of operations in one transaction (``--max-txn-ops``)
 MAX_TXN_OPS = 128
+#: the largest reply a channel takes (bytes): gRPC's default of 4 MB is less than a few
+#: prefixes of large values (etcd's own limit on a reply is its ``--max-recv-bytes``, 2 GB)
+MAX_MESSAGE = 2**31 - 1
 
 R = TypeVar("R")
 
 
 class EtcdError(Exception):
-    """An etcd call failed; the message is a sentence for the user (never a value)."""
+    """An etcd call failed; the message is a sentence for the user (never a value).
+    ``unreachable``: no endpoint answered (trying again later may work); else etcd answered
+    and refused (permission, size, credentials)."""
+
+    def __init__(self, message: str, *, unreachable: bool = False) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable
 
 
 class KV(NamedTuple):
-    """One key as etcd holds it (``mvccpb.KeyValue``); ``key`` and ``value`` as text."""
+    """One key as etcd holds it (``mvccpb.KeyValue``); ``key`` and ``value`` as text,
+    ``raw`` the key's bytes (a key that is not UTF-8 is deleted by them)."""
 
     key: str
     value: str
@@ -48,6 +72,7 @@ class KV(NamedTuple):
     mod_revision: int
     version: int
     lease: int
+    raw: bytes = b""
 
 
 def text(data: bytes) -> str:
@@ -68,43 +93,18 @@ def prefix_end(prefix: bytes) -> bytes:
     return b"\0"
 
 
-def read_ranges(keys: Sequence[str]) -> list[tuple[str, bool]]:
-    """The range reads that find every key of ``keys`` at once: ``(start, is_prefix)`` pairs.
-    Keys are grouped by their directory (the text up to their last ``/``), and one prefix
-    range covers a directory and every directory below it; a key without a directory (no
-    ``/``, or only a leading one) is read alone, so a read never scans the whole key space."""
-    dirs: set[str] = set()
-    singles: set[str] = set()
-    for key in keys:
-        cut = key.rfind("/")
-        directory = key[:cut + 1] if cut > 0 else ""
-        if directory.strip("/"):
-            dirs.add(directory)
-        else:
-            singles.add(key)
-    kept: list[str] = []
-    for d in sorted(dirs):  # (a directory sorts right after a directory above it)
-        if kept and d.startswith(kept[-1]):
-            continue
-        kept.append(d)
-    out = [(d, True) for d in kept]
-    out += [(k, False) for k in sorted(singles)
-            if not any(k.startswith(d) for d in kept)]
-    return out
-
-
 def _kv(kv: Any) -> KV:
     return KV(text(kv.key), text(kv.value), int(kv.create_revision), int(kv.mod_revision),
-              int(kv.version), int(kv.lease))
+              int(kv.version), int(kv.lease), bytes(kv.key))
 
 
 class EtcdClient:
     """A session's connection to one etcd cluster (see the module docstring).
 
-    ``endpoints``: ``host:port`` strings; ``timeout``: seconds per call; ``username`` and
-    ``password``: etcd authentication (both or neither); ``ca_cert``, ``cert``, ``key``:
-    paths of PEM files for TLS (``ca_cert`` alone: server authentication; with ``cert`` and
-    ``key``: client certificates too)."""
+    ``endpoints``: ``host:port`` strings (an IPv6 address in brackets, ``[::1]:2379``);
+    ``timeout``: seconds per call; ``username`` and ``password``: etcd authentication (both or
+    neither); ``ca_cert``, ``cert``, ``key``: paths of PEM files for TLS (``ca_cert`` alone:
+    server authentication; with ``cert`` and ``key``: client certificates too)."""
 
     def __init__(self, endpoints: Sequence[str], *, timeout: float = 5.0,
                  username: str | None = None, password: str | None = None,
@@ -120,11 +120,20 @@ class EtcdClient:
         self._clients: dict[str, Any] = {}
         self._current = 0
         self._lock = threading.Lock()
-        #: ``(kind, reason)`` after no endpoint answered (see :meth:`EtcdProvider.down`)
+        self._closed = False
+        #: ``(kind, reason)`` after no endpoint answered (see :meth:`EtcdProvider.down`);
+        #: cleared by the next call that succeeds
         self.unreachable: tuple[str, str] | None = None
+        self._unreachable_at = 0.0
         #: round trips made (reads and changes), for tests and benchmarks
         self.round_trips = 0
-        self._snapshot: tuple[frozenset[str], frozenset[str], dict[str, KV]] | None = None
+        #: transactions sent (several may go in one round trip), for tests and benchmarks
+        self.transactions = 0
+        #: reconnections after etcd refused an expired auth token
+        self.reauthentications = 0
+        # what prefetch read, for every begin_read not yet ended (reads of several hosts
+        # may overlap): (keys, prefixes, found, open reads)
+        self._snapshot: tuple[frozenset[str], frozenset[str], dict[str, KV], int] | None = None
 
     @property
     def where(self) -> str:
@@ -134,6 +143,8 @@ class EtcdClient:
     # -- the loop thread ------------------------------------------------------------------
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
+            if self._closed:
+                raise EtcdError(f"the etcd client of {self.where} is closed")
             if self._loop is None:
                 loop = asyncio.new_event_loop()
                 thread = threading.Thread(target=loop.run_forever, name="tectum-etcd",
@@ -148,30 +159,44 @@ class EtcdClient:
         async def call() -> R:
             return await make()
 
-        future = asyncio.run_coroutine_threadsafe(call(), loop)
+        try:
+            future = asyncio.run_coroutine_threadsafe(call(), loop)
+        except RuntimeError:  # (the loop was closed meanwhile)
+            raise EtcdError(f"the etcd client of {self.where} is closed") from None
         # (each endpoint may take its timeout, and a connect its own)
         limit = self.timeout * (len(self.endpoints) + 2) + 5
         try:
             return future.result(limit)
         except FutureTimeout:
-            future.cancel()
-            raise EtcdError(f"etcd at {self.where} did not answer within {limit:g} s"
+            if not loop.is_closed():
+                future.cancel()
+            raise EtcdError(f"etcd at {self.where} did not answer within {limit:g} s",
+                            unreachable=True) from None
+        except CancelledError:  # (close() cancelled it)
+            raise EtcdError(f"the etcd client of {self.where} was closed during the call"
                             ) from None
 
     def _client(self, endpoint: str) -> Any:
-        """The aetcd client of ``endpoint`` (made in the loop's thread, on first use)."""
+        """The aetcd client of ``endpoint`` (made in the loop's thread, on first use). The
+        host keeps its brackets (``[::1]``): gRPC's target is ``HOST:PORT``."""
         found = self._clients.get(endpoint)
         if found is None:
             host, _, port = endpoint.rpartition(":")
-            found = _make_client(host.strip("[]"), int(port), self.timeout, self._username,
+            found = _make_client(host, int(port), self.timeout, self._username,
                                  self._password, self._tls)
             self._clients[endpoint] = found
         return found
 
     def call(self, what: str, op: Callable[[Any], Awaitable[R]]) -> R:
         """Run ``op(client)`` on the first endpoint that answers (the one that answered last
-        first). Raises :class:`EtcdError` naming ``what`` and the endpoints."""
+        first): one round trip. Raises :class:`EtcdError` naming ``what`` and the endpoints;
+        at once, with the same reason, within ``timeout`` seconds of finding every endpoint
+        unreachable."""
         import aetcd.exceptions as errors
+
+        down = self.unreachable
+        if down is not None and time.monotonic() - self._unreachable_at < self.timeout:
+            raise EtcdError(down[1], unreachable=True)
 
         async def attempt() -> R:
             order = list(range(self._current, len(self.endpoints))) + \
@@ -180,7 +205,15 @@ class EtcdClient:
             for i in order:
                 endpoint = self.endpoints[i]
                 try:
-                    result = await op(self._client(endpoint))
+                    try:
+                        result = await op(self._client(endpoint))
+                    except errors.UnauthenticatedError as exc:
+                        if "invalid auth token" not in str(exc):
+                            raise
+                        # (the token expired: authenticate again, once)
+                        self.reauthentications += 1
+                        await self._drop(endpoint)
+                        result = await op(self._client(endpoint))
                 except (errors.ConnectionFailedError, errors.ConnectionTimeoutError) as exc:
                     failures.append(f"{endpoint}: {_reason(exc)}")
                     await self._drop(endpoint)
@@ -207,7 +240,8 @@ class EtcdClient:
             reason = (f"etcd is unreachable at {self.where} ({'; '.join(failures)}) while "
                       f"trying to {what}: start it, or fix [providers.etcd] endpoints")
             self.unreachable = ("unreachable", reason)
-            raise EtcdError(reason)
+            self._unreachable_at = time.monotonic()
+            raise EtcdError(reason, unreachable=True)
 
         self.round_trips += 1
         return self._run(attempt)
@@ -221,14 +255,22 @@ class EtcdClient:
                 pass
 
     def close(self) -> None:
-        """Close every channel and stop the loop thread (idempotent)."""
+        """Close every channel and stop the loop thread (idempotent). Calls still running
+        are cancelled (they raise :class:`EtcdError`); a call after it raises
+        :class:`EtcdError` too."""
         with self._lock:
+            self._closed = True
             loop, thread = self._loop, self._thread
             self._loop = self._thread = None
         if loop is None:
             return
 
         async def shut() -> None:
+            me = asyncio.current_task()
+            others = [t for t in asyncio.all_tasks() if t is not me]
+            for task in others:
+                task.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
             for endpoint in list(self._clients):
                 await self._drop(endpoint)
 
@@ -249,24 +291,35 @@ class EtcdClient:
         return self.call("read the server's status", op)
 
     def prefetch(self, keys: Sequence[str], prefixes: Sequence[str]) -> None:
-        """Read ``keys`` and every key under ``prefixes`` in one transaction of range reads
-        (the plan's refresh of every etcd resource: :meth:`EtcdProvider.begin_read`); until
+        """Read ``keys`` and every key under ``prefixes`` in one round trip (the plan's
+        refresh of every etcd resource: :meth:`EtcdProvider.begin_read`); until the matching
         :meth:`forget`, :meth:`get_keys` and :meth:`get_prefixes` of those are answered from
-        it without a round trip."""
+        it without a round trip. Overlapping prefetches add up; each :meth:`forget` ends
+        one."""
         unique = sorted(set(prefixes))
-        ranges = read_ranges(sorted(set(keys))) + [(p, True) for p in unique]
+        ranges = [(k, False) for k in sorted(set(keys))] + [(p, True) for p in unique]
         found = self._ranges(ranges, "read keys") if ranges else {}
-        self._snapshot = (frozenset(keys), frozenset(unique), found)
+        with self._lock:
+            old = self._snapshot
+            if old is None:
+                self._snapshot = (frozenset(keys), frozenset(unique), found, 1)
+            else:
+                self._snapshot = (old[0] | frozenset(keys), old[1] | frozenset(unique),
+                                  {**old[2], **found}, old[3] + 1)
 
     def forget(self) -> None:
-        """Drop what :meth:`prefetch` read."""
-        self._snapshot = None
+        """End one :meth:`prefetch`; what they read is dropped when none is open."""
+        with self._lock:
+            old = self._snapshot
+            if old is not None and old[3] > 1:
+                self._snapshot = (old[0], old[1], old[2], old[3] - 1)
+            else:
+                self._snapshot = None
 
     def get_keys(self, keys: Sequence[str]) -> dict[str, KV]:
-        """Every key of ``keys`` that exists, by key, read in one transaction of range reads
-        (:func:`read_ranges`; more than :data:`MAX_TXN_OPS` ranges take one transaction per
-        that many), or from what :meth:`prefetch` read. Keys found under a range but not asked
-        for are left out."""
+        """Every key of ``keys`` that exists, by key: exactly those keys (one range read of
+        each), in one round trip of transactions of :data:`MAX_TXN_OPS` reads, or from what
+        :meth:`prefetch` read."""
         wanted = set(keys)
         if not wanted:
             return {}
@@ -274,12 +327,12 @@ class EtcdClient:
         if snapshot is not None and wanted <= snapshot[0]:
             found = snapshot[2]
         else:
-            found = self._ranges(read_ranges(sorted(wanted)), "read keys")
+            found = self._ranges([(k, False) for k in sorted(wanted)], "read keys")
         return {k: kv for k, kv in found.items() if k in wanted}
 
     def get_prefixes(self, prefixes: Sequence[str]) -> dict[str, dict[str, KV]]:
-        """Every key under each prefix of ``prefixes`` (by prefix, then by key), in one
-        transaction of range reads, or from what :meth:`prefetch` read."""
+        """Every key under each prefix of ``prefixes`` (by prefix, then by key), in one round
+        trip, or from what :meth:`prefetch` read."""
         unique = sorted(set(prefixes))
         if not unique:
             return {}
@@ -290,22 +343,41 @@ class EtcdClient:
             found = self._ranges([(p, True) for p in unique], "read key prefixes")
         return {p: {k: kv for k, kv in found.items() if k.startswith(p)} for p in unique}
 
+    def raw_keys(self, prefix: str) -> list[bytes]:
+        """The keys under ``prefix`` as bytes (one range read of keys only)."""
+        raw = prefix.encode()
+
+        async def op(c: Any) -> list[bytes]:
+            _ok, responses = await c.transaction(
+                compare=[], failure=[], success=[c.transactions.get(raw, prefix_end(raw))])
+            return [bytes(kv.key) for _value, kv in responses[0]]
+
+        self.transactions += 1
+        return self.call(f"read keys under {prefix!r}", op)
+
     def _ranges(self, ranges: Sequence[tuple[str, bool]], what: str) -> dict[str, KV]:
+        """Read every ``(start, is_prefix)`` range: transactions of :data:`MAX_TXN_OPS`
+        reads sent together, one round trip."""
+        chunks = [ranges[at:at + MAX_TXN_OPS] for at in range(0, len(ranges), MAX_TXN_OPS)]
+        if not chunks:
+            return {}
+
+        async def one(c: Any, chunk: Sequence[tuple[str, bool]]) -> list[list[Any]]:
+            gets = []
+            for start, is_prefix in chunk:
+                raw = start.encode()
+                gets.append(c.transactions.get(raw, prefix_end(raw) if is_prefix else None))
+            _ok, responses = await c.transaction(compare=[], success=gets, failure=[])
+            return [[kv for _value, kv in r] for r in responses]
+
+        async def op(c: Any) -> list[list[list[Any]]]:
+            await c.connect()  # (once, before the transactions go out together)
+            return list(await asyncio.gather(*(one(c, chunk) for chunk in chunks)))
+
+        self.transactions += len(chunks)
         out: dict[str, KV] = {}
-        for at in range(0, len(ranges), MAX_TXN_OPS):
-            chunk = ranges[at:at + MAX_TXN_OPS]
-
-            async def op(c: Any, chunk: Sequence[tuple[str, bool]] = chunk
-                         ) -> list[list[Any]]:
-                gets = []
-                for start, is_prefix in chunk:
-                    raw = start.encode()
-                    gets.append(c.transactions.get(raw, prefix_end(raw) if is_prefix
-                                                   else None))
-                _ok, responses = await c.transaction(compare=[], success=gets, failure=[])
-                return [[kv for _value, kv in r] for r in responses]
-
-            for kvs in self.call(what, op):
+        for replies in self.call(what, op):
+            for kvs in replies:
                 for kv in kvs:
                     item = _kv(kv)
                     out[item.key] = item
@@ -316,80 +388,167 @@ class EtcdClient:
         """Put ``key`` = ``value`` (attached to ``lease``; 0: none) and read it back in the
         same transaction: the key as etcd now holds it."""
         async def op(c: Any) -> Any:
-            raw = key.encode()
-            _ok, responses = await c.transaction(
-                compare=[], failure=[],
-                success=[c.transactions.put(raw, value.encode(), lease=lease or None),
-                         c.transactions.get(raw)])
-            return responses[-1][0][1]
+            return await _put(c, key, value, lease)
+        self.transactions += 1
         return _kv(self.call(f"put key {key!r}", op))
 
-    def commit(self, puts: Mapping[str, str], deletes: Sequence[str]) -> dict[str, KV]:
-        """Delete ``deletes`` and put ``puts`` in one transaction (more than
-        :data:`MAX_TXN_OPS` operations take several), then read the put keys back in the same
-        transaction. Returns the put keys as etcd holds them."""
-        ops: list[tuple[str, str, str | None]] = \
-            [("delete", k, None) for k in deletes] + [("put", k, v) for k, v in puts.items()]
+    def put_leased(self, key: str, value: str, ttl: int, lease: int) -> KV:
+        """Grant lease ``lease`` (an id of :func:`lease_ids`) of ``ttl`` seconds and put
+        ``key`` = ``value`` with it, in one call: when the put fails the lease is revoked
+        again (best effort), so a failed put leaves no lease. A lease of that id left by an
+        interrupted run is revoked first."""
+        import aetcd.exceptions as errors
+
+        async def op(c: Any) -> Any:
+            try:
+                await c.lease(ttl, lease)
+            except errors.DuplicateLeaseError:
+                await c.revoke_lease(lease)
+                await c.lease(ttl, lease)
+            try:
+                return await _put(c, key, value, lease)
+            except BaseException:
+                try:
+                    await c.revoke_lease(lease)
+                except Exception:  # noqa: BLE001 - the put's failure is what is reported
+                    pass
+                raise
+        self.transactions += 2
+        return _kv(self.call(f"put key {key!r} with a lease of {ttl} s", op))
+
+    def commit(self, puts: Mapping[str, str], deletes: Sequence[str | bytes]) -> dict[str, KV]:
+        """Delete ``deletes`` (text keys, or the raw bytes of keys read) and put ``puts`` in
+        one transaction, then read the put keys back in the same transaction. Returns the put
+        keys as etcd holds them. More than :data:`MAX_TXN_OPS` operations (a put counts two,
+        with its read) take several transactions, one after the other: each is atomic, the
+        whole is not."""
+        ops: list[tuple[str, bytes, str | None]] = \
+            [("delete", _raw(k), None) for k in deletes] + \
+            [("put", k.encode(), v) for k, v in puts.items()]
         out: dict[str, KV] = {}
         # (each put is read back in its transaction: half the room for puts)
         size = MAX_TXN_OPS // 2
         for at in range(0, len(ops), size):
             chunk = ops[at:at + size]
 
-            async def op(c: Any, chunk: list[tuple[str, str, str | None]] = chunk
+            async def op(c: Any, chunk: list[tuple[str, bytes, str | None]] = chunk
                          ) -> list[Any]:
                 steps = []
                 for kind, k, v in chunk:
                     if kind == "delete":
-                        steps.append(c.transactions.delete(k.encode()))
+                        steps.append(c.transactions.delete(k))
                     else:
-                        steps.append(c.transactions.put(k.encode(), (v or "").encode()))
-                steps += [c.transactions.get(k.encode()) for kind, k, _ in chunk
-                          if kind == "put"]
+                        steps.append(c.transactions.put(k, (v or "").encode()))
+                steps += [c.transactions.get(k) for kind, k, _ in chunk if kind == "put"]
                 _ok, responses = await c.transaction(compare=[], success=steps, failure=[])
                 return [r for r in responses if isinstance(r, list)]
 
+            self.transactions += 1
             for kvs in self.call("write keys", op):
                 for _value, kv in kvs:
                     item = _kv(kv)
                     out[item.key] = item
         return out
 
-    def delete_keys(self, keys: Sequence[str]) -> int:
-        """Delete ``keys`` (exact keys, never a range) in one transaction; returns how many
-        existed."""
+    def delete_keys(self, keys: Sequence[str | bytes]) -> int:
+        """Delete ``keys`` (exact keys, never a range; text or raw bytes) in one transaction
+        per :data:`MAX_TXN_OPS`; returns how many existed."""
         if not keys:
             return 0
         total = 0
         for at in range(0, len(keys), MAX_TXN_OPS):
-            chunk = list(keys[at:at + MAX_TXN_OPS])
+            chunk = [_raw(k) for k in keys[at:at + MAX_TXN_OPS]]
 
-            async def op(c: Any, chunk: list[str] = chunk) -> int:
+            async def op(c: Any, chunk: list[bytes] = chunk) -> int:
                 _ok, responses = await c.transaction(
                     compare=[], failure=[],
-                    success=[c.transactions.delete(k.encode()) for k in chunk])
+                    success=[c.transactions.delete(k) for k in chunk])
                 return sum(int(r.response_delete_range.deleted) for r in responses)
 
+            self.transactions += 1
             total += self.call("delete keys", op)
         return total
 
-    def grant(self, ttl: int) -> int:
-        """Grant a lease of ``ttl`` seconds; returns its id."""
+    def grant(self, ttl: int, lease: int | None = None) -> int:
+        """Grant a lease of ``ttl`` seconds (id ``lease``, else one etcd picks); returns its
+        id."""
         async def op(c: Any) -> int:
-            return int((await c.lease(ttl)).id)
+            return int((await c.lease(ttl, lease)).id)
         return self.call(f"grant a lease of {ttl} s", op)
 
-    def revoke(self, lease: int) -> None:
-        """Revoke lease ``lease`` (its keys go with it); a lease that expired is no error."""
+    def revoke(self, lease: int) -> bool:
+        """Revoke lease ``lease`` (its keys go with it); a lease that expired (or never was)
+        is no error. Returns whether it existed."""
         import aetcd.exceptions as errors
 
-        async def op(c: Any) -> None:
+        async def op(c: Any) -> bool:
             try:
                 await c.revoke_lease(lease)
             except errors.ClientError as exc:
                 if "not found" not in str(exc):
                     raise
-        self.call(f"revoke lease {lease:x}", op)
+                return False
+            return True
+        return self.call(f"revoke lease {lease:x}", op)
+
+    def lease_keys(self, lease: int) -> list[str] | None:
+        """The keys attached to lease ``lease``; None when it does not exist (expired)."""
+        from aetcd import rpc
+
+        async def op(c: Any) -> list[str] | None:
+            await c.connect()
+            resp = await _rpc(c.leasestub.LeaseTimeToLive(
+                rpc.LeaseTimeToLiveRequest(ID=lease, keys=True), timeout=c._timeout,
+                metadata=c.metadata))
+            if int(resp.TTL) == -1:
+                return None
+            return [text(k) for k in resp.keys]
+        return self.call(f"read lease {lease:x}", op)
+
+    def leases(self) -> list[int]:
+        """Every lease etcd holds (their ids)."""
+        from aetcd import rpc
+
+        async def op(c: Any) -> list[int]:
+            await c.connect()
+            resp = await _rpc(c.leasestub.LeaseLeases(
+                rpc.LeaseLeasesRequest(), timeout=c._timeout, metadata=c.metadata))
+            return [int(item.ID) for item in resp.leases]
+        return self.call("list leases", op)
+
+
+def lease_ids(key: str) -> tuple[int, int]:
+    """The two lease ids tectum grants ``key`` (in turn: a new lease is granted before the old
+    one is revoked), derived from the key, so the journal knows them before the grant and a
+    run killed between the grant and the put leaves a lease :meth:`KeyType.sweep_interrupted`
+    finds. Positive 63-bit ids, never 0."""
+    digest = hashlib.sha256(b"tectum-etcd-lease\0" + key.encode()).digest()
+    base = (int.from_bytes(digest[:8], "big") & 0x3FFF_FFFF_FFFF_FFFE) | 0x4000_0000_0000_0000
+    return base, base | 1
+
+
+async def _put(c: Any, key: str, value: str, lease: int) -> Any:
+    raw = key.encode()
+    _ok, responses = await c.transaction(
+        compare=[], failure=[],
+        success=[c.transactions.put(raw, value.encode(), lease=lease or None),
+                 c.transactions.get(raw)])
+    return responses[-1][0][1]
+
+
+async def _rpc(call: Awaitable[Any]) -> Any:
+    """A raw gRPC call's reply, its failure as aetcd's exceptions."""
+    from aetcd import exceptions, rpc
+
+    try:
+        return await call
+    except rpc.AioRpcError as exc:
+        exceptions._handle_exception(exc)
+        raise
+
+
+def _raw(key: str | bytes) -> bytes:
+    return key if isinstance(key, bytes) else key.encode()
 
 
 def _reason(exc: BaseException) -> str:
@@ -402,11 +561,12 @@ def _make_client(host: str, port: int, timeout: float, username: str | None,
                  ) -> Any:
     import aetcd
 
+    options = {"grpc.max_receive_message_length": MAX_MESSAGE}
     if tls is None:
         return aetcd.Client(host=host, port=port, username=username, password=password,
-                            timeout=timeout)
+                            timeout=timeout, options=options)
     return _TlsClient(host=host, port=port, username=username, password=password,
-                      timeout=timeout, tls=tls)
+                      timeout=timeout, options=options, tls=tls)
 
 
 def _read(path: str | None) -> bytes | None:
@@ -418,7 +578,7 @@ def _read(path: str | None) -> bytes | None:
 
 def _tls_client_class() -> Any:
     import aetcd
-    from aetcd import rpc, watcher
+    from aetcd import exceptions, rpc, watcher
 
     class TlsClient(aetcd.Client):  # type: ignore[misc]
         """aetcd's client over a TLS channel (aetcd itself opens only plain ones)."""
@@ -433,22 +593,33 @@ def _tls_client_class() -> Any:
 
             if self._connected.is_set():
                 return
-            ca, cert, key = self._tls
-            creds = grpc.ssl_channel_credentials(_read(ca), _read(key), _read(cert))
-            self.channel = grpc.aio.secure_channel(f"{self._host}:{self._port}", creds,
-                                                   options=list(self._options.items()))
-            if self._username is not None and self._password is not None:
-                self.auth_stub = rpc.AuthStub(self.channel)
-                resp = await self.auth_stub.Authenticate(rpc.AuthenticateRequest(
-                    name=self._username, password=self._password), timeout=self._timeout)
-                self.metadata = (("token", resp.token),)
-            self.kvstub = rpc.KVStub(self.channel)
-            self.clusterstub = rpc.ClusterStub(self.channel)
-            self.leasestub = rpc.LeaseStub(self.channel)
-            self.maintenancestub = rpc.MaintenanceStub(self.channel)
-            self._watcher = watcher.Watcher(rpc.WatchStub(self.channel),
-                                            timeout=self._timeout, metadata=self.metadata)
-            self._connected.set()
+            if self._is_connecting:  # type: ignore[has-type]  # (another call connects)
+                await asyncio.wait_for(self._connected.wait(), self._connect_wait_timeout)
+                return
+            self._is_connecting = True
+            try:
+                ca, cert, key = self._tls
+                creds = grpc.ssl_channel_credentials(_read(ca), _read(key), _read(cert))
+                self.channel = grpc.aio.secure_channel(f"{self._host}:{self._port}", creds,
+                                                       options=list(self._options.items()))
+                if self._username is not None and self._password is not None:
+                    self.auth_stub = rpc.AuthStub(self.channel)
+                    try:
+                        resp = await self.auth_stub.Authenticate(rpc.AuthenticateRequest(
+                            name=self._username, password=self._password),
+                            timeout=self._timeout)
+                    except rpc.AioRpcError as exc:
+                        exceptions._handle_exception(exc)
+                    self.metadata = (("token", resp.token),)
+                self.kvstub = rpc.KVStub(self.channel)
+                self.clusterstub = rpc.ClusterStub(self.channel)
+                self.leasestub = rpc.LeaseStub(self.channel)
+                self.maintenancestub = rpc.MaintenanceStub(self.channel)
+                self._watcher = watcher.Watcher(rpc.WatchStub(self.channel),
+                                                timeout=self._timeout, metadata=self.metadata)
+                self._connected.set()
+            finally:
+                self._is_connecting = False
 
     return TlsClient
 

@@ -17,8 +17,10 @@ declared, shares one target: the :class:`~tectum.providers.etcd.client.EtcdClien
 session (one event-loop thread, one gRPC channel per endpoint), closed by :meth:`close`.
 
 An etcd that does not answer makes the plan fail with a diagnostic naming every endpoint
-("etcd is unreachable at ...": the reads fail) — it is never taken for an empty etcd — and an
-apply fail per resource with the same sentence (state keeps what was done).
+("etcd is unreachable at ...": the reads fail, and :meth:`EtcdProvider.down` reports the
+target down, so the planner stops: "Cannot reach a provider's server") — it is never taken
+for an empty etcd. During an apply the first call that finds it unreachable waits its
+timeout; the calls after it fail at once with the same sentence (state keeps what was done).
 """
 
 from __future__ import annotations
@@ -26,10 +28,12 @@ from __future__ import annotations
 import os
 import re
 import threading
+import tomllib
 from collections.abc import Hashable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tectum.diagnostics import Diagnostic, DiagnosticError
+from tectum.masking import REDACTOR
 from tectum.providers.base import Provider, ProviderContext, ReadItem, ResourceType
 from tectum.providers.etcd.client import EtcdClient
 from tectum.schema import Attr, Schema
@@ -63,6 +67,18 @@ def _timeout(value: Any) -> str | None:
 
 def _concurrency(value: Any) -> str | None:
     return None if 1 <= value <= 64 else "must be 1 to 64"
+
+
+def _written_password(root: str) -> bool:
+    """Whether ``tectum.toml`` in ``root`` writes ``[providers.etcd] password`` (refused
+    even when the environment variable holds the same text)."""
+    try:
+        with open(os.path.join(root, "tectum.toml"), "rb") as fh:
+            table = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError):
+        return False
+    etcd = table.get("providers", {}).get("etcd", {}) if isinstance(table, dict) else {}
+    return isinstance(etcd, dict) and "password" in etcd
 
 
 def endpoint_list(value: Any) -> list[str]:
@@ -111,7 +127,10 @@ class EtcdProvider(Provider):
         super().configure(config, context)
         problems: list[str] = []
         password = config.get("password")
-        if password is not None and os.environ.get(PASSWORD_ENV) != password:
+        if isinstance(password, str) and len(password) >= 4:
+            REDACTOR.add(password)  # (never in an output, whatever says it)
+        if password is not None and os.environ.get(PASSWORD_ENV) != password \
+                or _written_password(context.root):
             problems.append(f"a password is never written in tectum.toml: remove "
                             f"[providers.etcd] password and set {PASSWORD_ENV} in the "
                             "environment instead")
@@ -160,11 +179,11 @@ class EtcdProvider(Provider):
         return int(self.config.get("concurrency", 8) or 8)
 
     def down(self, target: Any) -> tuple[str, str] | None:
-        """Always None: the engine skips the resources of a *host* that is down, but etcd
-        resources belong to no host, so an unreachable etcd must fail the reads instead (a
-        diagnostic naming the endpoints; see the module docstring). The reason is kept in
-        :attr:`EtcdClient.unreachable`."""
-        return None
+        """``("unreachable", reason)`` once a call found no endpoint answering (until a call
+        succeeds: :attr:`EtcdClient.unreachable`), else None. The planner then stops the plan
+        ("Cannot reach a provider's server"): etcd's objects could not be read."""
+        found = getattr(target, "unreachable", None)
+        return found if isinstance(found, tuple) else None
 
     def begin_read(self, target: Any,
                    batches: Sequence[tuple[ResourceType[Any], Sequence[ReadItem]]]) -> None:
