@@ -58,8 +58,10 @@ def _decisions(tree: ast.AST) -> list[tuple[int, str]]:
 
 
 #: the engine's own vocabulary, which some types also use as attribute names: an output's
-#: ``value``, the ``create`` action, a file format's ``format`` field
-ENGINE_WORDS = frozenset({"value", "create", "format"})
+#: ``value`` and ``sensitive``, a variable's ``default``, the ``create`` action, an object's
+#: origin (``created``, ``found``), a file format's ``format`` field
+ENGINE_WORDS = frozenset({"value", "create", "format", "sensitive", "default", "created",
+                          "found"})
 
 
 def test_engine_and_cli_name_no_resource_type() -> None:

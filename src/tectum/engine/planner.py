@@ -482,6 +482,12 @@ class Planner:
                 rec = prior_records.get(moved.get(address, address))
                 prior = rec.attributes if rec is not None and address not in reidentified \
                     and rec.type == decl.type else None
+                intent = interrupted.get(address)
+                if prior is None and rec is None and intent is not None and intent.identity:
+                    # a create a killed run may have done: its journal identity (a client
+                    # token, a server-assigned id) finds the object the desired attributes
+                    # cannot
+                    prior = dict(intent.identity)
                 batches.setdefault((decl.address.host, decl.type), []).append(
                     (address, ReadItem(want, prior)))
         for address in orphans:
@@ -587,7 +593,9 @@ class Planner:
                     def lookup_apply(a: str, attr: str, _uses: set[str] = uses) -> Any:
                         spec = _rtype(decls[a].type).schema.attrs.get(attr)
                         if spec is not None and spec.computed and a in _uses \
-                                and a in changes and changes[a].action is not Action.NOOP:
+                                and a in changes and changes[a].action is not Action.NOOP \
+                                and not (changes[a].action is Action.UPDATE and attr
+                                         in _rtype(decls[a].type).kept_on_update):
                             return UNKNOWN
                         return lookup_config(a, attr)
                     current[0] = address

@@ -105,6 +105,11 @@ class ResourceType(ABC, Generic[T]):
     labels: ClassVar[Mapping[str, str]] = {}
     #: attributes holding multi-line text: the plan view shows a line diff of them
     text_attrs: ClassVar[frozenset[str]] = frozenset()
+    #: computed attributes an in-place update never changes (a server-assigned id): a
+    #: resource referring to one stays known while its object is updated (Terraform keeps a
+    #: computed attribute its provider does not mark unknown); every other computed attribute
+    #: of a changing object is "(known after apply)" to those using it
+    kept_on_update: ClassVar[frozenset[str]] = frozenset()
     #: why ``-replace`` cannot make this type's object anew (a sentence), or None when its
     #: apply of a REPLACE does (Terraform's ``-replace``: destroy and create)
     replace_refused: ClassVar[str | None] = None

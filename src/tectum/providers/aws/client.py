@@ -14,8 +14,10 @@ not yet visible right after its create (eventual consistency) — is :func:`unti
 from __future__ import annotations
 
 import random
+import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -29,6 +31,25 @@ NOT_FOUND_CODES = frozenset({
     "InvalidSubnetID.NotFound", "InvalidGroup.NotFound", "InvalidInstanceID.NotFound",
     "InvalidSecurityGroupRuleId.NotFound", "NotFound", "404",
 })
+
+
+#: what a region name looks like (``eu-west-1``, ``us-gov-west-1``): with another endpoint
+#: (moto, a private cloud) any such name is taken, without one only the regions botocore knows
+REGION_RE = re.compile(r"^[a-z]{2}(-[a-z0-9]+)+-[0-9]+$")
+
+#: operation names that only read (the rest count as mutations in :attr:`Aws.mutations`)
+READ_PREFIXES = ("Describe", "Get", "List", "Head")
+
+
+def stack_id(root: str, workspace: str) -> str:
+    """A short digest of a project directory and workspace (16 hex digits): the value of the
+    ``tectum:stack`` tag, so an object a killed run made is adopted only by the same project
+    and workspace."""
+    import hashlib
+    import os
+
+    digest = hashlib.sha256(f"{os.path.realpath(root)}\0{workspace}".encode())
+    return digest.hexdigest()[:16]
 
 
 def error_code(exc: BaseException) -> str | None:
@@ -73,8 +94,9 @@ class Aws:
                 "No AWS region",
                 "Set [providers.aws] region in tectum.toml (or AWS_REGION / AWS_DEFAULT_REGION).",
                 address="providers.aws"))
-        if self.region not in self.session.get_available_regions("ec2") and \
-                not endpoint_url and not _endpoint_env():
+        known = self.region in self.session.get_available_regions("ec2")
+        if not known and (not REGION_RE.match(self.region) or
+                          (not endpoint_url and not _endpoint_env())):
             raise DiagnosticError(Diagnostic.error(
                 "Unknown AWS region",
                 f"[providers.aws] region = {self.region!r} is no AWS region botocore knows "
@@ -88,6 +110,11 @@ class Aws:
         self._lock = threading.Lock()
         self.calls: dict[str, int] = {}
         self.down: tuple[str, str] | None = None
+        #: which project and workspace made an object: the value of the ``tectum:stack`` tag
+        #: put on what the EC2 types create (set by the provider; see :func:`stack_id`)
+        self.stack: str = ""
+        #: (operation, mutating) of the last 100,000 calls (:attr:`mutations`)
+        self._log: deque[tuple[str, bool]] = deque(maxlen=100_000)
 
     def client(self, service: str) -> Any:
         """The boto3 client of ``service`` (``"ec2"``, ``"s3"``, ``"iam"``, ``"dynamodb"``)."""
@@ -107,6 +134,17 @@ class Aws:
             key = f"{model.service_model.service_name}:{model.name}"
             with self._lock:
                 self.calls[key] = self.calls.get(key, 0) + 1
+                self._log.append((key, not model.name.startswith(READ_PREFIXES)))
+
+    @property
+    def mutations(self) -> list[Any]:
+        """Every API call made so far that is not a read (not ``Describe*``, ``Get*``,
+        ``List*``, ``Head*``), oldest first, as :class:`tectum.testing.recording.Call` s: the
+        client records itself for the conformance suite (``Recording``)."""
+        from tectum.testing.recording import Call
+
+        with self._lock:
+            return [Call(key, (), {}, True) for key, mutating in self._log if mutating]
 
     def pages(self, service: str, operation: str, key: str, **params: Any) -> Iterator[Any]:
         """Every item under ``key`` of every page of ``operation`` (botocore's paginator),

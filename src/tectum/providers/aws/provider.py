@@ -21,7 +21,8 @@ import threading
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from tectum.providers.aws.client import Aws
+from tectum.providers.aws.client import Aws, stack_id
+from tectum.providers.aws.ec2 import EC2_TYPES
 from tectum.providers.aws.storage_types import STORAGE_TYPES
 from tectum.providers.base import Provider
 from tectum.schema import Attr, Schema
@@ -36,15 +37,23 @@ def _positive(limit: int) -> Any:
     return check
 
 
+def _region(value: Any) -> str | None:
+    from tectum.providers.aws.client import REGION_RE
+
+    return None if isinstance(value, str) and REGION_RE.match(value) else \
+        f"{value!r} is no AWS region name (e.g. \"eu-west-1\", \"us-east-1\")"
+
+
 class AwsProvider(Provider):
     """AWS resource types (see the module docstring)."""
 
     name = "aws"
     resource_types: ClassVar[dict[str, str]] = {
+        **EC2_TYPES,
         **STORAGE_TYPES,
     }
     settings = Schema({
-        "region": Attr(str, description="the AWS region, e.g. eu-west-1"),
+        "region": Attr(str, validate=_region, description="the AWS region, e.g. eu-west-1"),
         "profile": Attr(str, description="a profile of ~/.aws/config"),
         "endpoint_url": Attr(str, description="another endpoint for every service"),
         "max_attempts": Attr(int, default=8, validate=_positive(50),
@@ -65,6 +74,8 @@ class AwsProvider(Provider):
                 c = self.config
                 self._aws = Aws(c.get("region"), c.get("profile"), c.get("endpoint_url"),
                                 max_attempts=int(c.get("max_attempts") or 8))
+                if self.context is not None:
+                    self._aws.stack = stack_id(self.context.root, self.context.workspace)
             return self._aws
 
     def target(self, host: str | None) -> Aws:

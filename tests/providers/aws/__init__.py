@@ -1,0 +1,1 @@
+"""Tests of the aws provider (against a moto server)."""
