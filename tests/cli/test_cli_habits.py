@@ -101,3 +101,16 @@ def test_verbose_lists_the_command_log(tmp_path: Path, tectum: Callable[..., Res
     assert f"* [local] $ touch {tmp_path}/ran" in res.stderr
     again = tectum("-v", "apply", "-auto-approve", cwd=tmp_path)
     assert "Command log: nothing was run on a host." in again.stderr, again.output
+
+
+def test_a_reference_inside_a_list_or_table_shows_as_known_after_apply() -> None:
+    """The plan view never shows a reference's raw token: inside lists and tables an unknown
+    value reads "(known after apply)" (as Terraform's plan shows it)."""
+    from tectum.cli.views import UNKNOWN_TEXT, _fmt
+    from tectum.values import token
+
+    ref = token("aws_security_group.web", "id")
+    assert _fmt([ref, "sg-1"]) == f'[{UNKNOWN_TEXT}, "sg-1"]'
+    assert _fmt({"groups": [ref], "name": "x"}) == f'{{"groups": [{UNKNOWN_TEXT}], "name": "x"}}'
+    assert _fmt(ref) == UNKNOWN_TEXT and _fmt("plain") == '"plain"'
+    assert "${tectum:" not in _fmt([f"prefix-{ref}"])

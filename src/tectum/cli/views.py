@@ -394,8 +394,27 @@ def _shift_hunk(line: str, by: int) -> str:
             + line[m.end():])
 
 
+#: stands for an unknown value inside a list or table while it is turned into JSON
+_UNKNOWN_MARK = "\x00unknown\x00"
+
+
+def _unknown_marked(value: Any) -> Any:
+    """``value`` with every string that is not known yet (holds a reference) replaced by
+    :data:`_UNKNOWN_MARK`, at any depth."""
+    if isinstance(value, str):
+        return value if is_known(value) else _UNKNOWN_MARK
+    if isinstance(value, list | tuple):
+        return [_unknown_marked(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _unknown_marked(v) for k, v in value.items()}
+    return value
+
+
 def _fmt(value: Any) -> str:
+    """A value as the plan shows it: JSON, with "(known after apply)" for what holds a
+    reference (also inside lists and tables, as Terraform shows them), cut at 120 characters."""
     if isinstance(value, str) and not is_known(value):
         return UNKNOWN_TEXT
-    text = json.dumps(value, ensure_ascii=False)
+    text = json.dumps(_unknown_marked(value), ensure_ascii=False)
+    text = text.replace(json.dumps(_UNKNOWN_MARK), UNKNOWN_TEXT)
     return text if len(text) <= 120 else text[:117] + "..."
