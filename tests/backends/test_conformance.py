@@ -720,6 +720,17 @@ def test_journal_on_an_empty_workspace(store: Store) -> None:
     assert store.open().pending_intents() == [INTENTS[0]]
 
 
+def test_an_update_intent_after_an_unfinished_create_stays_a_create(store: Store) -> None:
+    """Run 1 is killed after making an object, before recording it; run 2 plans an update of
+    it (a tag) and is killed too: the object is still one tectum created (destroy deletes it),
+    so the pending intent keeps the create's action with the later identity."""
+    backend = store.open()
+    backend.intend(0, [Intent("file.c", "create", "file", {"path": "/c"})])
+    backend.intend(0, [Intent("file.c", "update", "file", {"path": "/c", "id": "x"})])
+    assert store.open().pending_intents() == [
+        Intent("file.c", "create", "file", {"path": "/c", "id": "x"})]
+
+
 # -- workspaces -------------------------------------------------------------------------------
 
 def test_workspaces_are_isolated(store: Store) -> None:

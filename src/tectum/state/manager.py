@@ -257,11 +257,18 @@ class StateManager:
                 pending.pop(row.address, None)
                 continue
             try:
-                pending[row.address] = _parse_intent(row.address, row.record)
+                intent = _parse_intent(row.address, row.record)
             except _DAMAGE as exc:
                 raise self.storage.damaged(
                     f"the journal intent for {row.address} is damaged ({exc}). Delete that row "
                     "of the journal table, then check that object by hand") from None
+            earlier = pending.get(row.address)
+            if earlier is not None and earlier.action in ("create", "replace") \
+                    and intent.action == "update":
+                # a later killed run updating what an interrupted create made: the object is
+                # still one tectum created (destroy deletes it), not one it found
+                intent = intent._replace(action=earlier.action)
+            pending[row.address] = intent
         return list(pending.values())
 
     # -- per-type upgrades -----------------------------------------------------------------

@@ -3,4 +3,10 @@
 
 from __future__ import annotations
 
-STORAGE_TYPES: dict[str, str] = {}
+STORAGE_TYPES: dict[str, str] = {
+    "aws_s3_bucket": "tectum.providers.aws.s3:BucketType",
+    "aws_s3_bucket_versioning": "tectum.providers.aws.s3:BucketVersioningType",
+    "aws_iam_role": "tectum.providers.aws.iam:RoleType",
+    "aws_iam_role_policy": "tectum.providers.aws.iam:RolePolicyType",
+    "aws_dynamodb_table": "tectum.providers.aws.dynamodb:TableType",
+}

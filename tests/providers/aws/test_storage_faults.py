@@ -1,0 +1,67 @@
+"""The storage and identity types converge through the fault-injection proxy in front of moto
+(``tests/harness/fault_proxy.py``): throttling, HTTP 500, connection resets, and "no such
+object" right after a create (IAM's and S3's eventual consistency) — botocore's standard
+retries and :func:`~tectum.providers.aws.client.until_visible` absorb them, so one apply makes
+everything, a plan then shows no change (through the proxy too), and a destroy removes it all.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Result, ok
+from tests.harness.fault_proxy import FaultProxy, Faults, fault_proxy
+from tests.harness.moto import Moto
+from tests.providers.aws.test_storage import NOTHING, TOML, World, expected, stack, state_names
+
+pytestmark = pytest.mark.aws
+
+#: faults while applying (each call fails once or more before it passes at these rates);
+#: botocore's backoff after a throttle grows fast, so the quick trial keeps them low
+LIGHT = Faults(throttle=0.08, error=0.06, reset=0.03, not_found=0.6, window=4)
+HEAVY = Faults(throttle=0.15, error=0.1, reset=0.05, not_found=0.6, window=4)
+
+
+@pytest.fixture
+def world(moto: Moto) -> World:
+    return World(moto)
+
+
+@pytest.fixture
+def proxy(moto: Moto) -> Iterator[FaultProxy]:
+    with fault_proxy(moto.url) as made:
+        yield made
+
+
+@pytest.mark.parametrize("faults, seed", [
+    pytest.param(LIGHT, 1, id="light"),
+    pytest.param(HEAVY, 2, id="heavy", marks=pytest.mark.slow)])
+def test_every_type_converges_through_faults(
+        proxy: FaultProxy, moto: Moto, tectum: Callable[..., Result], world: World,
+        make_project: Callable[..., Path], faults: Faults, seed: int) -> None:
+    suffix = secrets.token_hex(3)
+    env = {**moto.env(), "AWS_ENDPOINT_URL": proxy.url}
+
+    def cli(*args: str) -> Result:
+        return tectum(*args, cwd=root, env=env)
+
+    root = make_project(stack(suffix), {"tectum.toml": TOML})
+    proxy.reseed(Faults(**{**faults.__dict__, "seed": seed}))
+    applied = cli("apply", "-auto-approve")
+    assert applied.returncode == 0, applied.output
+    injected = dict(proxy.injected)
+    assert injected.get("throttle") and injected.get("error") and injected.get("not_found"), \
+        injected
+    assert world.everything() == expected(suffix) == state_names(
+        lambda *a, **k: tectum(*a, env=env, **k), root)
+    # a plan through the faults (no create, so no "not found" window) sees no change
+    proxy.reseed(Faults(**{**faults.__dict__, "seed": seed + 100}))
+    assert "No changes" in ok(cli("plan")).stdout
+    destroyed = cli("destroy", "-auto-approve")
+    assert destroyed.returncode == 0, destroyed.output
+    assert world.everything() == NOTHING
+    assert sum(proxy.injected.values()) > sum(injected.values())
