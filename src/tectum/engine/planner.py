@@ -483,13 +483,12 @@ class Planner:
                 prior = rec.attributes if rec is not None and address not in reidentified \
                     and rec.type == decl.type else None
                 intent = interrupted.get(address)
-                if prior is None and rec is None and intent is not None and intent.identity:
-                    # a create a killed run may have done: its journal identity (a client
-                    # token, a server-assigned id) finds the object the desired attributes
-                    # cannot
-                    prior = dict(intent.identity)
+                # a create a killed run may have done: its journal identity (a client token, a
+                # server-assigned id) finds the object the desired attributes cannot
+                recovery = dict(intent.identity) if prior is None and rec is None \
+                    and intent is not None and intent.identity else None
                 batches.setdefault((decl.address.host, decl.type), []).append(
-                    (address, ReadItem(want, prior)))
+                    (address, ReadItem(want, prior, recovery)))
         for address in orphans:
             gone = prior_records[address]
             host = ResourceAddress.parse(address).host

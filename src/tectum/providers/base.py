@@ -51,10 +51,16 @@ ImplicitKey = Hashable
 class ReadItem(NamedTuple):
     """One object to read: ``desired`` (resolved, prepared attributes; None for an object that
     left the configuration) and ``prior`` (the attributes state recorded, with any
-    server-assigned id; None for an object not in state). At least one is set."""
+    server-assigned id; None for an object not in state). At least one is set. ``recovery``:
+    see below."""
 
     desired: dict[str, Any] | None
     prior: dict[str, Any] | None
+    #: for an object not in state whose create a killed run may have done: the journal
+    #: identity of that run's intent (:meth:`ResourceType.journal_identity`: a client token,
+    #: a server-assigned id), so a type can find what the desired attributes cannot; None
+    #: otherwise. Never a state record: types that take ``prior`` for one ignore it.
+    recovery: dict[str, Any] | None = None
 
     @property
     def attrs(self) -> dict[str, Any]:

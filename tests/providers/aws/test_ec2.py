@@ -271,3 +271,58 @@ def test_a_tag_change_of_a_vpc_leaves_its_subnets_alone(
         assert "0 to add, 3 to change, 0 to replace" in plan.output, plan.output
     finally:
         ok(run(tectum, moto, root, "destroy", "-auto-approve"))
+
+
+def test_a_vpc_moved_away_is_neither_taken_nor_deleted_by_a_new_one_at_its_old_address(
+        tectum: Tectum, make_project: MakeProject, moto: Moto) -> None:
+    """A VPC moved from aws_vpc.x to aws_vpc.y keeps its tectum:address tag; a new aws_vpc.x
+    with another CIDR must not take it over or delete it (the create's guard for objects a
+    killed run made): the apply fails naming it, and y's VPC is untouched."""
+    first = '''
+from tectum.aws import Vpc
+Vpc("x", cidr_block="10.20.0.0/16", tags={"Name": "moved"})
+'''
+    root = project(make_project, moto, first)
+    ok(run(tectum, moto, root, "apply", "-auto-approve"))
+    vpc_id = state(tectum, moto, root)["aws_vpc.x"]["id"]
+    (root / "stack.py").write_text('''
+from tectum import moved
+from tectum.aws import Vpc
+y = Vpc("y", cidr_block="10.20.0.0/16", tags={"Name": "moved"})
+moved("aws_vpc.x", y)
+''')
+    ok(run(tectum, moto, root, "apply", "-auto-approve"))
+    (root / "stack.py").write_text('''
+from tectum.aws import Vpc
+Vpc("y", cidr_block="10.20.0.0/16", tags={"Name": "moved"})
+Vpc("x", cidr_block="10.30.0.0/16", tags={"Name": "new"})
+''')
+    try:
+        applied = run(tectum, moto, root, "apply", "-auto-approve")
+        assert applied.returncode == 1, applied.output
+        assert f"{vpc_id} carries this stack's tags for aws_vpc.x" in applied.output
+        assert "Traceback" not in applied.output
+        vpcs = {v["VpcId"]: v for v in ec2(moto).describe_vpcs()["Vpcs"]}
+        assert vpcs[vpc_id]["CidrBlock"] == "10.20.0.0/16", "y's VPC is untouched"
+        assert state(tectum, moto, root)["aws_vpc.y"]["id"] == vpc_id
+    finally:
+        ok(run(tectum, moto, root, "destroy", "-auto-approve"))
+
+
+def test_rule_and_tag_input_checked_as_aws_takes_it() -> None:
+    """A protocol is checked as prepare normalises it ("TCP" needs ports as "tcp" does); an
+    empty description is no description (AWS keeps none: no perpetual diff); at most 47 user
+    tags (AWS allows 50; tectum adds three of its own)."""
+    from tectum.providers.aws.ec2 import IngressRuleType, VpcType
+
+    rule = IngressRuleType()
+    assert rule.check({"ip_protocol": "TCP", "cidr_ipv4": "10.0.0.0/8"}), "ports required"
+    assert not rule.check({"ip_protocol": "TCP", "from_port": 22, "to_port": 22})
+    assert rule.check({"ip_protocol": "ALL", "from_port": 0, "to_port": 0}), "no ports with -1"
+    prepared = rule.prepare({"security_group_id": "sg-1", "ip_protocol": "TCP",
+                             "cidr_ipv4": "10.0.0.0/8", "from_port": 22, "to_port": 22,
+                             "description": ""}, "/")
+    assert prepared["ip_protocol"] == "tcp" and prepared["description"] is None
+    tags = VpcType.schema.attrs["tags"]
+    assert tags.check({f"k{i}": "v" for i in range(47)}) is None
+    assert "at most 47 tags" in str(tags.check({f"k{i}": "v" for i in range(48)}))

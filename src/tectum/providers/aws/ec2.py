@@ -99,8 +99,8 @@ def _tags_ok(value: Any) -> str | None:
             return "keys and values must be strings"
         if key.startswith(RESERVED_TAGS):
             return f"tag {key!r}: keys starting with 'tectum:' or 'aws:' are reserved"
-    if len(value) > 50:
-        return "at most 50 tags"
+    if len(value) > 47:  # (AWS allows 50; tectum adds tectum:token, :stack and :address)
+        return "at most 47 tags (AWS allows 50; tectum adds three of its own)"
     return None
 
 
@@ -273,9 +273,9 @@ class Ec2Type(ResourceType[Aws]):
         out: list[dict[str, Any] | None] = [None] * len(items)
         self._match(aws, items, found, claimed, out)
         # journal identities (a killed run's object, not in state): by their tokens
-        tokens = sorted({str(item.prior["client_token"]) for item in items
-                         if item.prior and item.prior.get("client_token")
-                         and not item.prior.get("id")})
+        tokens = sorted({str(known["client_token"]) for item in items
+                         if (known := item.prior or item.recovery or {}).get("client_token")
+                         and not known.get("id")})
         if tokens:
             add(self._describe(aws, [{"Name": f"tag:{TOKEN_TAG}", "Values": tokens}]))
             self._match(aws, items, found, claimed, out)
@@ -318,7 +318,8 @@ class Ec2Type(ResourceType[Aws]):
                 if by_id is not None:
                     out[i] = by_id
                     continue
-            for token in (prior.get("client_token"), (item.desired or {}).get("client_token")):
+            known = item.prior or item.recovery or {}
+            for token in (known.get("client_token"), (item.desired or {}).get("client_token")):
                 tok = by_token.get(str(token)) if token else None
                 if tok is not None and (tok["id"] not in taken or tok["id"] == prior.get("id")):
                     out[i] = tok
@@ -411,22 +412,30 @@ class Ec2Type(ResourceType[Aws]):
         return found[0] if found else None
 
     def _create_once(self, aws: Aws, address: str, after: dict[str, Any]) -> str:
-        """Create the object — unless a killed run made it for this address already: then
-        that object is taken (updated in place to match, or deleted and made anew when an
-        attribute that cannot change differs), never left behind as an orphan. Returns the
-        id; sets ``after["client_token"]`` to the token the object carries."""
+        """Create the object — unless a killed run made it for this address already (found
+        by the ``tectum:stack`` and ``tectum:address`` tags; a plan adopts such an object by
+        its journaled token when it can read it, but not while an identity it needs, such as
+        its VPC's id, is known only after apply): then that object is taken and updated in
+        place to match. One whose attributes that cannot change differ is never deleted
+        here: the apply fails naming it. Returns the id; sets ``after["client_token"]`` to
+        the token the object carries."""
         earlier = self.made_for(aws, address)
         if earlier is not None:
             earlier = {**earlier, **self.read_unobserved(aws, earlier)}
             fixed = [k for k, spec in self.schema.attrs.items() if spec.force_new
                      and after.get(k) is not None and after.get(k) != earlier.get(k)]
-            if not fixed:
-                after["client_token"] = earlier.get("client_token")
-                self._retag(aws, earlier["id"], earlier.get("tags") or {}, after.get("tags"))
-                self.update_object(aws, earlier["id"], ResourceChange(
-                    address, self.name, Action.UPDATE, self.stored(earlier), after))
-                return str(earlier["id"])
-            self.delete_object(aws, str(earlier["id"]), earlier, self.timeout(after, "delete"))
+            if fixed:
+                raise ApplyError(
+                    f"{earlier['id']} carries this stack's tags for {address} (made by an "
+                    f"interrupted run, or by a resource moved away from this address) but its "
+                    f"{', '.join(fixed)} differ: tectum neither takes nor deletes it. Delete it "
+                    f"if nothing uses it, or import it (tectum import {address} "
+                    f"{earlier['id']}), then apply again")
+            after["client_token"] = earlier.get("client_token")
+            self._retag(aws, earlier["id"], earlier.get("tags") or {}, after.get("tags"))
+            self.update_object(aws, earlier["id"], ResourceChange(
+                address, self.name, Action.UPDATE, self.stored(earlier), after))
+            return str(earlier["id"])
         token = str(after.get("client_token") or f"tt-{secrets.token_hex(12)}")
         after["client_token"] = token
         tags = [{"Key": k, "Value": v} for k, v in (after.get("tags") or {}).items()]
@@ -763,10 +772,14 @@ class _RuleType(Ec2Type):
         proto = out.get("ip_protocol")
         if isinstance(proto, str) and is_known(proto):
             out["ip_protocol"] = _PROTOCOLS.get(proto.lower(), proto.lower())
+        if out.get("description") == "":
+            out["description"] = None  # (AWS keeps no empty description: no perpetual diff)
         return out
 
     def check(self, attrs: dict[str, Any]) -> list[str]:
         proto = attrs.get("ip_protocol")
+        if isinstance(proto, str):  # (as prepare normalises it: "TCP", "6" are tcp)
+            proto = _PROTOCOLS.get(proto.lower(), proto.lower())
         ports = attrs.get("from_port") is not None or attrs.get("to_port") is not None
         if proto in ("-1", "all") and ports:
             return ["from_port/to_port: not allowed with ip_protocol -1 (all ports)"]
