@@ -620,13 +620,21 @@ class Session:
                 f"State version {serial} was written by a {self._operation_of(serial)} and "
                 "holds no desired state to return to. `tectum state history` shows the "
                 "versions written by apply."))
+        from tectum.providers.registry import registry
+
         stack = Stack(self.project.root)
         for address, entry in desired.get("resources", {}).items():
             src = entry.get("source") or ""
             name, _, line = src.rpartition(":")
+            # what was declared: computed attributes the prepare of that apply filled in (a
+            # digest, a client token an API takes once) are made again by this plan's
+            rt = registry.get(entry["type"])
+            attrs = {k: v for k, v in dict(entry["attrs"]).items()
+                     if rt is None or (spec := rt.schema.attrs.get(k)) is None
+                     or not spec.computed}
             stack.resources[address] = Declaration(
                 address=ResourceAddress.parse(address), type=entry["type"],
-                attrs=dict(entry["attrs"]),
+                attrs=attrs,
                 source=SourceLocation(name, int(line)) if line.isdigit()
                 else SourceLocation(src or f"state version {serial}"),
                 base_dir=self.project.root, depends_on=list(entry.get("dependencies", [])),

@@ -326,3 +326,49 @@ def test_rule_and_tag_input_checked_as_aws_takes_it() -> None:
     tags = VpcType.schema.attrs["tags"]
     assert tags.check({f"k{i}": "v" for i in range(47)}) is None
     assert "at most 47 tags" in str(tags.check({f"k{i}": "v" for i in range(48)}))
+
+
+def test_rollback_makes_a_new_client_token(tectum: Tectum, make_project: MakeProject,
+                                           moto: Moto) -> None:
+    """``rollback --to N`` declares what version N declared, not the client token N's apply
+    minted: AWS takes a RunInstances token once (for at least 24 hours after), so reusing it
+    would bring back the terminated object or be refused."""
+    stack = '''
+from tectum import var
+from tectum.aws import Vpc
+Vpc("v", cidr_block=var("cidr", str, default="10.40.0.0/16"))
+'''
+    root = project(make_project, moto, stack)
+    ok(run(tectum, moto, root, "apply", "-auto-approve"))
+    first = state(tectum, moto, root)["aws_vpc.v"]
+    try:
+        ok(run(tectum, moto, root, "apply", "-auto-approve", "-var", "cidr=10.41.0.0/16"))
+        ok(run(tectum, moto, root, "rollback", "--to", "1", "-auto-approve"))
+        back = state(tectum, moto, root)["aws_vpc.v"]
+        assert back["cidr_block"] == "10.40.0.0/16"
+        assert back["id"] != first["id"], "made anew"
+        assert back["client_token"] != first["client_token"], "a token of its own"
+    finally:
+        ok(run(tectum, moto, root, "destroy", "-auto-approve"))
+
+
+def test_an_icmp_rule_without_ports_converges_and_a_cidr_needs_its_prefix(
+        tectum: Tectum, make_project: MakeProject, moto: Moto) -> None:
+    """An ICMP rule without ports is every type and code (-1 to AWS, none as read: no
+    perpetual diff); a CIDR without a prefix length is refused at plan, not by AWS at apply."""
+    from tectum.providers.aws.ec2 import VpcType
+
+    assert "needs a prefix length" in str(VpcType.schema.attrs["cidr_block"].check("10.0.0.1"))
+    stack = '''
+from tectum.aws import SecurityGroup, SecurityGroupIngressRule, Vpc
+vpc = Vpc("v", cidr_block="10.50.0.0/16")
+group = SecurityGroup("g", name="g", vpc_id=vpc.id)
+SecurityGroupIngressRule("ping", security_group_id=group.id, ip_protocol="icmp",
+                         cidr_ipv4="10.0.0.0/8")
+'''
+    root = project(make_project, moto, stack)
+    try:
+        ok(run(tectum, moto, root, "apply", "-auto-approve"))
+        assert "No changes" in ok(run(tectum, moto, root, "plan")).output
+    finally:
+        ok(run(tectum, moto, root, "destroy", "-auto-approve"))

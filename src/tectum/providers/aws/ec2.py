@@ -79,9 +79,21 @@ def duration(text: str) -> float:
     return float(h * 3600 + m * 60 + s)
 
 
+def _port(value: Any) -> int:
+    """A rule's port for the API: none given is -1 (every ICMP type or code)."""
+    return -1 if value is None else int(value)
+
+
+def _port_read(value: Any) -> int | None:
+    """A rule's port as read: AWS's -1 (every ICMP type or code) is none."""
+    return None if value is None or value == -1 else int(value)
+
+
 def _cidr(value: Any) -> str | None:
     if not isinstance(value, str) or not is_known(value) or "${tectum:" in value:
         return None
+    if "/" not in value:
+        return f"{value!r} needs a prefix length (e.g. \"{value}/32\" for one address)"
     try:
         net = ipaddress.ip_network(value, strict=True)
     except ValueError as exc:
@@ -774,6 +786,9 @@ class _RuleType(Ec2Type):
             out["ip_protocol"] = _PROTOCOLS.get(proto.lower(), proto.lower())
         if out.get("description") == "":
             out["description"] = None  # (AWS keeps no empty description: no perpetual diff)
+        for key in ("from_port", "to_port"):
+            if out.get(key) == -1:
+                out[key] = None  # (-1: every ICMP type or code, as no port at all)
         return out
 
     def check(self, attrs: dict[str, Any]) -> list[str]:
@@ -798,8 +813,8 @@ class _RuleType(Ec2Type):
         return {"id": rule_id, "security_group_rule_id": rule_id,
                 "security_group_id": raw.get("GroupId"), "ip_protocol": proto,
                 "cidr_ipv4": raw.get("CidrIpv4"),
-                "from_port": None if all_ports else raw.get("FromPort"),
-                "to_port": None if all_ports else raw.get("ToPort"),
+                "from_port": None if all_ports else _port_read(raw.get("FromPort")),
+                "to_port": None if all_ports else _port_read(raw.get("ToPort")),
                 "description": raw.get("Description") or None,
                 "arn": _arn(aws, raw.get("GroupOwnerId"), f"security-group-rule/{rule_id}"),
                 "tags": user_tags(raw.get("Tags")),
@@ -812,7 +827,8 @@ class _RuleType(Ec2Type):
             rng["Description"] = after["description"]
         perm: dict[str, Any] = {"IpProtocol": after["ip_protocol"], "IpRanges": [rng]}
         if after["ip_protocol"] != "-1":
-            perm["FromPort"], perm["ToPort"] = after.get("from_port"), after.get("to_port")
+            perm["FromPort"], perm["ToPort"] = _port(after.get("from_port")), \
+                _port(after.get("to_port"))
         return perm
 
     def create(self, aws: Aws, after: dict[str, Any], tags: list[dict[str, Any]]) -> str:
@@ -843,7 +859,8 @@ class _RuleType(Ec2Type):
                                     "CidrIpv4": after["cidr_ipv4"],
                                     "Description": after.get("description") or ""}
             if after["ip_protocol"] != "-1":
-                rule["FromPort"], rule["ToPort"] = after.get("from_port"), after.get("to_port")
+                rule["FromPort"], rule["ToPort"] = _port(after.get("from_port")), \
+                    _port(after.get("to_port"))
             else:
                 rule["FromPort"], rule["ToPort"] = -1, -1
             aws.client("ec2").modify_security_group_rules(
