@@ -236,8 +236,9 @@ class Resolver:
         for address, want in self.desired.items():
             decl = self.decls[address]
             ident = _rtype(decl.type).identity(want)
-            if not ident or not all(isinstance(v, str) and is_known(v) for v in ident):
-                continue
+            if not ident or not all(isinstance(v, int) or isinstance(v, str) and is_known(v)
+                                    for v in ident):
+                continue  # (an identity known only after apply, or not wholly set)
             rt = _rtype(decl.type)
             key = (*place(rt, decl.address.host), *rt.identity_key(want))
             other = seen.get(key)

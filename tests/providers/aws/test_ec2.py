@@ -372,3 +372,21 @@ SecurityGroupIngressRule("ping", security_group_id=group.id, ip_protocol="icmp",
         assert "No changes" in ok(run(tectum, moto, root, "plan")).output
     finally:
         ok(run(tectum, moto, root, "destroy", "-auto-approve"))
+
+
+def test_two_rules_for_one_permission_are_refused(
+        tectum: Tectum, make_project: MakeProject, moto: Moto) -> None:
+    """Two rule resources naming the same permission ("tcp" and "6" are one protocol) would
+    manage one AWS rule: refused at plan as an object managed twice (ports are numbers in the
+    identity)."""
+    stack = '''
+from tectum.aws import SecurityGroupIngressRule
+for label, proto in (("a", "tcp"), ("b", "6")):
+    SecurityGroupIngressRule(label, security_group_id="sg-0123456789abcdef0",
+                             ip_protocol=proto, cidr_ipv4="10.0.0.0/8", from_port=22,
+                             to_port=22)
+'''
+    root = project(make_project, moto, stack)
+    planned = run(tectum, moto, root, "plan")
+    assert planned.returncode == 1, planned.output
+    assert "Object managed twice" in planned.output, planned.output
