@@ -390,3 +390,39 @@ for label, proto in (("a", "tcp"), ("b", "6")):
     planned = run(tectum, moto, root, "plan")
     assert planned.returncode == 1, planned.output
     assert "Object managed twice" in planned.output, planned.output
+
+
+def test_an_object_tectum_made_is_adopted_as_its_own_and_another_workspaces_never(
+        tectum: Tectum, make_project: MakeProject, moto: Moto) -> None:
+    """A subnet this stack made that state lost (a create whose follow-up call failed; here
+    `state rm`) is found by its identity and stays tectum's: destroy deletes it. A security
+    group of the same name that another workspace made in the same VPC is never taken: the
+    create fails with AWS's own error, and the other workspace's group is untouched."""
+    stack = '''
+from tectum import var
+from tectum.aws import SecurityGroup, Subnet
+vpc_id = var("vpc_id", str)
+Subnet("s", vpc_id=vpc_id, cidr_block="10.60.1.0/24")
+SecurityGroup("g", name="shared-name", vpc_id=vpc_id)
+'''
+    vpc_id = ec2(moto).create_vpc(CidrBlock="10.60.0.0/16")["Vpc"]["VpcId"]
+    root = project(make_project, moto, stack)
+    args = ("-var", f"vpc_id={vpc_id}")
+    ok(run(tectum, moto, root, "apply", "-auto-approve", *args))
+    subnet_id = state(tectum, moto, root)["aws_subnet.s"]["id"]
+    ok(run(tectum, moto, root, "state", "rm", "aws_subnet.s"))
+    ok(run(tectum, moto, root, "apply", "-auto-approve", *args))
+    assert state(tectum, moto, root)["aws_subnet.s"]["id"] == subnet_id, "adopted, not made"
+
+    ok(run(tectum, moto, root, "workspace", "new", "other"))
+    other = run(tectum, moto, root, "apply", "-auto-approve", *args)
+    assert other.returncode == 1 and "InvalidGroup.Duplicate" in other.output, other.output
+    groups = ec2(moto).describe_security_groups(
+        Filters=[{"Name": "group-name", "Values": ["shared-name"]}])["SecurityGroups"]
+    assert len(groups) == 1
+    ok(run(tectum, moto, root, "destroy", "-auto-approve", *args))  # (the other workspace)
+    ok(run(tectum, moto, root, "workspace", "select", "default"))
+    ok(run(tectum, moto, root, "destroy", "-auto-approve", *args))
+    left = ec2(moto).describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])
+    assert left["Subnets"] == [], "destroy deleted the adopted subnet: it is tectum's"
+    ec2(moto).delete_vpc(VpcId=vpc_id)

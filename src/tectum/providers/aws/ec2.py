@@ -161,6 +161,14 @@ class Ec2Type(ResourceType[Aws]):
     identity finds an object state does not hold), and implements :meth:`observe`,
     :meth:`create`, :meth:`update_object` and :meth:`delete_object`."""
 
+    def takes_over_as_created(self, found: dict[str, Any] | None,
+                              desired: dict[str, Any]) -> bool:
+        """An object found carrying a tectum client token was made by tectum for this project
+        and workspace (objects of another are never matched): a create whose follow-up call
+        failed (a subnet's attribute, a group's default rule). It stays tectum's, so destroy
+        deletes it; any other object found is only forgotten."""
+        return found is None or bool(found.get("client_token"))
+
     kind: ClassVar[str]
     tag_type: ClassVar[str]
     describe_op: ClassVar[str]
@@ -345,6 +353,8 @@ class Ec2Type(ResourceType[Aws]):
                 ident = self.identity(want)
                 if all(is_known(v) for v in ident):
                     for obj in found.values():
+                        if obj.get("_stack") and obj["_stack"] != aws.stack:
+                            continue  # (another project's or workspace's: never taken)
                         if obj["id"] not in taken and self.identity(obj) == ident:
                             out[i] = obj
                             taken.add(obj["id"])
