@@ -169,6 +169,10 @@ class Resolver:
         self.stack = stack
         self.decls = stack.resources
         self.prior = state.resources
+        #: declared moves (``moved()``): new address → the old one state holds it under, so a
+        #: computed value of a moved object is known to what uses it (a subnet of a moved VPC)
+        self.moved_from = {new: old for old, new, _ in stack.moves
+                           if old in state.resources and new not in state.resources}
         self.desired: dict[str, dict[str, Any]] = {}
         self.computed_refs: dict[str, set[str]] = {}
         self.current = [""]
@@ -184,7 +188,7 @@ class Resolver:
             value = self.desired.get(address, {}).get(attr)
             if value is not None and is_known(value):
                 return value
-            rec = self.prior.get(address)
+            rec = self.prior.get(address) or self.prior.get(self.moved_from.get(address, ""))
             if rec is not None and attr in rec.attributes:
                 return rec.attributes[attr]
             return UNKNOWN

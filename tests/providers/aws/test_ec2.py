@@ -426,3 +426,30 @@ SecurityGroup("g", name="shared-name", vpc_id=vpc_id)
     left = ec2(moto).describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])
     assert left["Subnets"] == [], "destroy deleted the adopted subnet: it is tectum's"
     ec2(moto).delete_vpc(VpcId=vpc_id)
+
+
+def test_moving_a_vpc_leaves_its_subnet_alone(tectum: Tectum, make_project: MakeProject,
+                                              moto: Moto) -> None:
+    """``moved("aws_vpc.m", Vpc("n"))``: the subnet using the VPC's id still knows it (the
+    Resolver follows declared moves), so the plan only moves the VPC — no "+ create" of the
+    subnet and no untrue "deleted" drift."""
+    before = '''
+from tectum.aws import Subnet, Vpc
+vpc = Vpc("m", cidr_block="10.70.0.0/16")
+Subnet("s", vpc_id=vpc.id, cidr_block="10.70.1.0/24")
+'''
+    root = project(make_project, moto, before)
+    ok(run(tectum, moto, root, "apply", "-auto-approve"))
+    try:
+        (root / "stack.py").write_text('''
+from tectum import moved
+from tectum.aws import Subnet, Vpc
+vpc = Vpc("n", cidr_block="10.70.0.0/16")
+moved("aws_vpc.m", vpc)
+Subnet("s", vpc_id=vpc.id, cidr_block="10.70.1.0/24")
+''')
+        plan = ok(run(tectum, moto, root, "plan"))
+        assert "0 to add, 0 to change, 0 to replace, 0 to destroy" in plan.output, plan.output
+        assert "aws_subnet.s" not in plan.output and "deleted" not in plan.output, plan.output
+    finally:
+        ok(run(tectum, moto, root, "destroy", "-auto-approve"))
