@@ -419,6 +419,8 @@ class Planner:
                 if address in prior_records or address in moved:
                     continue
                 decl = decls[address]
+                if not _rtype(decl.type).moves_by_identity:
+                    continue
                 ident_key = (decl.type, decl.address.host, *_rtype(decl.type).identity(want))
                 if ident_key in by_ident:
                     moved[address] = by_ident.pop(ident_key)

@@ -111,6 +111,10 @@ class ResourceType(ABC, Generic[T]):
     labels: ClassVar[Mapping[str, str]] = {}
     #: attributes holding multi-line text: the plan view shows a line diff of them
     text_attrs: ClassVar[frozenset[str]] = frozenset()
+    #: False for a type whose identity may be shared by several objects (two VPCs of one
+    #: CIDR, two instances of one image): a resource renamed in the stack is then never
+    #: taken for the old one by its identity (only ``moved()`` says so), as Terraform does
+    moves_by_identity: ClassVar[bool] = True
     #: computed attributes an in-place update never changes (a server-assigned id): a
     #: resource referring to one stays known while its object is updated (Terraform keeps a
     #: computed attribute its provider does not mark unknown); every other computed attribute

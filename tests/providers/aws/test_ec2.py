@@ -453,3 +453,24 @@ Subnet("s", vpc_id=vpc.id, cidr_block="10.70.1.0/24")
         assert "aws_subnet.s" not in plan.output and "deleted" not in plan.output, plan.output
     finally:
         ok(run(tectum, moto, root, "destroy", "-auto-approve"))
+
+
+def test_a_renamed_vpc_is_made_anew_not_taken_for_the_old_one(
+        tectum: Tectum, make_project: MakeProject, moto: Moto) -> None:
+    """A VPC's identity (its CIDR) is no unique name: renaming Vpc("a") to Vpc("b") plans a
+    new VPC and the old one's removal (Terraform's behaviour), not a move; moved() says so."""
+    root = project(make_project, moto, '''
+from tectum.aws import Vpc
+Vpc("a", cidr_block="10.80.0.0/16")
+''')
+    ok(run(tectum, moto, root, "apply", "-auto-approve"))
+    try:
+        (root / "stack.py").write_text('''
+from tectum.aws import Vpc
+Vpc("b", cidr_block="10.80.0.0/16")
+''')
+        plan = ok(run(tectum, moto, root, "plan"))
+        assert "1 to add, 0 to change, 0 to replace, 1 to destroy" in plan.output, plan.output
+        assert "moved from" not in plan.output
+    finally:
+        ok(run(tectum, moto, root, "destroy", "-auto-approve"))

@@ -562,6 +562,7 @@ class VpcType(Ec2Type):
     and update, read only on import, and a change made by hand is not reported as drift."""
 
     name = "aws_vpc"
+    moves_by_identity = False  # (its identity is no unique name)
     kind = "VPC"
     tag_type = "vpc"
     describe_op, describe_key, id_filter = "describe_vpcs", "Vpcs", "vpc-id"
@@ -918,6 +919,7 @@ class InstanceType(Ec2Type):
     it is ``unobserved`` (read one by one only on import)."""
 
     name = "aws_instance"
+    moves_by_identity = False  # (its identity is no unique name)
     kind = "instance"
     tag_type = "instance"
     describe_op, describe_key, id_filter = "describe_instances", "Reservations", "instance-id"
