@@ -298,6 +298,15 @@ def sensitive_attrs(decl: Declaration, rt: ResourceType[Any],
     return out | rt.sensitive_derived(out)
 
 
+def _recovery(intent: Intent | None) -> dict[str, Any] | None:
+    """The journal identity of a create or replace a killed run may have done (a client
+    token, a server-assigned id): it finds an object neither the desired attributes nor the
+    state record can (a replace's new object, its old one's id still in state)."""
+    if intent is None or intent.action not in ("create", "replace") or not intent.identity:
+        return None
+    return dict(intent.identity)
+
+
 def _sentence(text: str) -> str:
     text = text.strip()
     return text if text.endswith((".", "!", "?")) else text + "."
@@ -489,18 +498,14 @@ class Planner:
                 rec = prior_records.get(moved.get(address, address))
                 prior = rec.attributes if rec is not None and address not in reidentified \
                     and rec.type == decl.type else None
-                intent = interrupted.get(address)
-                # a create a killed run may have done: its journal identity (a client token, a
-                # server-assigned id) finds the object the desired attributes cannot
-                recovery = dict(intent.identity) if prior is None and rec is None \
-                    and intent is not None and intent.identity else None
                 batches.setdefault((decl.address.host, decl.type), []).append(
-                    (address, ReadItem(want, prior, recovery)))
+                    (address, ReadItem(want, prior, _recovery(interrupted.get(address)))))
         for address in orphans:
             gone = prior_records[address]
             host = ResourceAddress.parse(address).host
             batches.setdefault((host, gone.type), []).append(
-                (address, ReadItem(None, gone.attributes)))
+                (address, ReadItem(None, gone.attributes,
+                                   _recovery(interrupted.get(address)))))
         for address in sorted(reidentified):
             rec = prior_records[moved.get(address, address)]
             batches.setdefault((decls[address].address.host, rec.type), []).append(

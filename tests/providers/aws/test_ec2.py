@@ -474,3 +474,35 @@ Vpc("b", cidr_block="10.80.0.0/16")
         assert "moved from" not in plan.output
     finally:
         ok(run(tectum, moto, root, "destroy", "-auto-approve"))
+
+
+def test_a_replace_killed_after_its_create_is_found_by_its_journaled_token(
+        tectum: Tectum, make_project: MakeProject, moto: Moto) -> None:
+    """A REPLACE killed between the new object's create and its record: state still holds the
+    old (deleted) id, the journal the new object's token. Both a plan (the object is adopted,
+    not made twice) and a destroy (it is deleted, not orphaned) find it by that token."""
+    from tectum.backends.base import Intent
+    from tectum.backends.sqlite import SQLiteBackend
+
+    root = project(make_project, moto, '''
+from tectum.aws import Vpc
+Vpc("v", cidr_block="10.90.0.0/16")
+''')
+    ok(run(tectum, moto, root, "apply", "-auto-approve"))
+    old = state(tectum, moto, root)["aws_vpc.v"]
+    # what the killed replace did: the old VPC deleted, a new one made with a new token
+    ec2(moto).delete_vpc(VpcId=old["id"])
+    token = "tt-killedreplace0000000001"
+    new_id = ec2(moto).create_vpc(CidrBlock="10.90.0.0/16", TagSpecifications=[{
+        "ResourceType": "vpc", "Tags": [{"Key": "tectum:token", "Value": token}]}])[
+            "Vpc"]["VpcId"]
+    backend = SQLiteBackend(str(root / ".tectum" / "state.db"), "default")
+    serial = backend.read().serial
+    backend.intend(serial, [Intent("aws_vpc.v", "replace", "aws_vpc",
+                                   {"id": old["id"], "client_token": token})])
+    backend.close()
+    plan = ok(run(tectum, moto, root, "plan"))
+    assert "to add" not in plan.output or "0 to add" in plan.output, plan.output
+    destroyed = ok(run(tectum, moto, root, "destroy", "-auto-approve"))
+    vpcs = [v["VpcId"] for v in ec2(moto).describe_vpcs()["Vpcs"]]
+    assert new_id not in vpcs, destroyed.output

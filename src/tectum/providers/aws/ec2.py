@@ -293,9 +293,11 @@ class Ec2Type(ResourceType[Aws]):
         out: list[dict[str, Any] | None] = [None] * len(items)
         self._match(aws, items, found, claimed, out)
         # journal identities (a killed run's object, not in state): by their tokens
-        tokens = sorted({str(known["client_token"]) for item in items
-                         if (known := item.prior or item.recovery or {}).get("client_token")
-                         and not known.get("id")})
+        tokens = sorted({str(item.prior["client_token"]) for item in items
+                         if item.prior and item.prior.get("client_token")
+                         and not item.prior.get("id")}
+                        | {str(item.recovery["client_token"]) for item in items
+                           if item.recovery and item.recovery.get("client_token")})
         if tokens:
             add(self._describe(aws, [{"Name": f"tag:{TOKEN_TAG}", "Values": tokens}]))
             self._match(aws, items, found, claimed, out)
@@ -338,8 +340,9 @@ class Ec2Type(ResourceType[Aws]):
                 if by_id is not None:
                     out[i] = by_id
                     continue
-            known = item.prior or item.recovery or {}
-            for token in (known.get("client_token"), (item.desired or {}).get("client_token")):
+            # (a killed run's create or replace: its journaled token first)
+            for token in ((item.recovery or {}).get("client_token"), prior.get("client_token"),
+                          (item.desired or {}).get("client_token")):
                 tok = by_token.get(str(token)) if token else None
                 if tok is not None and (tok["id"] not in taken or tok["id"] == prior.get("id")):
                     out[i] = tok
