@@ -42,10 +42,25 @@ def looks_secret(name: str) -> bool:
             or any(word in SECRET_WORDS for word in _words(name)))
 
 
-def unmarked_secrets(attrs: Mapping[str, Attr]) -> list[str]:
-    """The attributes that look secret but are not declared sensitive."""
+#: attribute names that look secret but name no secret, per type (with why): the word is the
+#: service's own term for something public
+NOT_SECRETS: Mapping[tuple[str, str], str] = {
+    **{(t, "client_token"): "an idempotency token EC2 shows in every Describe (ClientToken)"
+       for t in ("aws_instance", "aws_security_group", "aws_subnet", "aws_vpc",
+                 "aws_vpc_security_group_egress_rule", "aws_vpc_security_group_ingress_rule")},
+    ("aws_dynamodb_table", "hash_key"): "the name of the table's partition key attribute",
+    ("aws_dynamodb_table", "range_key"): "the name of the table's sort key attribute",
+    ("etcd_key", "key"): "the etcd key's name (its value is the sensitive part)",
+    ("etcd_data_key", "key"): "the etcd key's name (its value is the sensitive part)",
+}
+
+
+def unmarked_secrets(attrs: Mapping[str, Attr], type_name: str = "") -> list[str]:
+    """The attributes that look secret but are not declared sensitive (and are not listed in
+    :data:`NOT_SECRETS` for ``type_name``)."""
     return sorted(name for name, attr in attrs.items()
-                  if looks_secret(name) and not attr.sensitive)
+                  if looks_secret(name) and not attr.sensitive
+                  and (type_name, name) not in NOT_SECRETS)
 
 
 # -- the checker itself ------------------------------------------------------------------------
@@ -105,11 +120,14 @@ def test_the_registry_lists_resource_types() -> None:
 def test_secret_looking_attributes_are_sensitive(type_name: str) -> None:
     rt = registry.get(type_name)
     assert rt is not None
-    missing = unmarked_secrets(rt.schema.attrs)
+    missing = unmarked_secrets(rt.schema.attrs, type_name)
     assert not missing, (
         f"resource type {type_name!r}: attribute(s) {', '.join(missing)} look like they hold "
         "a secret but are not declared Attr(..., sensitive=True) in its schema; their values "
         "would be shown in plans and stored in plaintext state")
+    for (listed, attr), _why in NOT_SECRETS.items():
+        if listed == type_name:
+            assert attr in rt.schema.attrs, f"NOT_SECRETS names {attr!r}, which {listed} lacks"
     # the schema's own index of sensitive attributes agrees with the flags
     assert rt.schema.sensitive == {k for k, a in rt.schema.attrs.items() if a.sensitive}
 

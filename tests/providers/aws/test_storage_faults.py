@@ -54,8 +54,10 @@ def test_every_type_converges_through_faults(
     applied = cli("apply", "-auto-approve")
     assert applied.returncode == 0, applied.output
     injected = dict(proxy.injected)
-    assert injected.get("throttle") and injected.get("error") and injected.get("not_found"), \
-        injected
+    # (throttles and errors come in every run; a "not found" only when a request naming a
+    # new object falls in the few requests after its create, which concurrent requests may
+    # use up: not asserted here; tests/providers/aws/test_ec2.py's fault test asserts it)
+    assert injected.get("throttle") and injected.get("error"), injected
     assert world.everything() == expected(suffix) == state_names(
         lambda *a, **k: tectum(*a, env=env, **k), root)
     # a plan through the faults (no create, so no "not found" window) sees no change
