@@ -56,10 +56,11 @@ class ReadItem(NamedTuple):
 
     desired: dict[str, Any] | None
     prior: dict[str, Any] | None
-    #: for an object not in state whose create a killed run may have done: the journal
-    #: identity of that run's intent (:meth:`ResourceType.journal_identity`: a client token,
-    #: a server-assigned id), so a type can find what the desired attributes cannot; None
-    #: otherwise. Never a state record: types that take ``prior`` for one ignore it.
+    #: for an object whose create or replace a killed run may have done (not in state, or
+    #: state still holding the replaced one): the journal identity of that run's intent
+    #: (:meth:`ResourceType.journal_identity`: a client token, a server-assigned id), so a
+    #: type can find what the desired attributes and the record cannot; None otherwise.
+    #: Never a state record: types that take ``prior`` for one ignore it.
     recovery: dict[str, Any] | None = None
 
     @property
