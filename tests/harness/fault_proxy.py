@@ -10,6 +10,12 @@ reproducible given the same request order):
                 ``400 ThrottlingException``, S3's ``503 SlowDown``
 ``error``       ``500 InternalError`` (DynamoDB: ``InternalServerError``), without reaching moto
 ``reset``       the connection is reset (RST) before the request is forwarded
+``lost``        a create (EC2 ``Create*`` but ``CreateTags``, ``RunInstances``,
+                ``AuthorizeSecurityGroup*``, IAM ``CreateRole``, DynamoDB ``CreateTable``,
+                S3 ``PUT /bucket``) is forwarded and made by moto, but its answer is lost:
+                the connection is reset instead. The client cannot tell whether the object
+                was made; botocore's own retries would make a second one. At ``lost=1.0``
+                every attempt of every create is made and its answer lost.
 ``not_found``   eventual consistency: for the ``window`` requests after a create, a request
                 (not a create or delete) that names one object (EC2 ``VpcId``,
                 ``SubnetId``, ``GroupId``, ``InstanceId`` parameters, IAM ``RoleName``, an S3
@@ -18,12 +24,11 @@ reproducible given the same request order):
                 (``InvalidVpcID.NotFound``..., ``NoSuchEntity``, ``NoSuchBucket``,
                 ``ResourceNotFoundException``) without reaching moto
 
-No fault ever hits moto's own ``/moto-api/`` and a request is never both forwarded and
-failed: a create that the client sees failing was not made (botocore's retries then stay
-safe for non-idempotent creates). ``first`` injects given faults into the first requests
-(so a test sees each kind for certain). :attr:`FaultProxy.calls` counts every forwarded request as
-``service:Action`` (``ec2:DescribeVpcs``, ``s3:GET /bucket?versioning``,
-``dynamodb:DescribeTable``);
+No fault ever hits moto's own ``/moto-api/``. Apart from ``lost``, a request is never both
+forwarded and failed: a create that the client sees failing was not made. ``first`` injects
+given faults into the first requests (so a test sees each kind for certain).
+:attr:`FaultProxy.calls` counts every forwarded request as ``service:Action``
+(``ec2:DescribeVpcs``, ``s3:GET /bucket?versioning``, ``dynamodb:DescribeTable``);
 :attr:`FaultProxy.injected` counts the faults by kind.
 
 Use :func:`fault_proxy` (a context manager) or the ``moto_faults`` fixture of
@@ -67,6 +72,7 @@ class Faults:
     throttle: float = 0.0
     error: float = 0.0
     reset: float = 0.0
+    lost: float = 0.0
     not_found: float = 0.0
     window: int = 4
     seed: int = 0
@@ -147,7 +153,7 @@ class FaultProxy:
 
     # -- deciding -------------------------------------------------------------------------
     def decide(self, req: _Request) -> str | None:
-        """The fault to inject for ``req`` (``throttle``, ``error``, ``reset``,
+        """The fault to inject for ``req`` (``throttle``, ``error``, ``reset``, ``lost``,
         ``not_found``) or None to forward it."""
         f = self.faults
         with self._lock:
@@ -162,6 +168,8 @@ class FaultProxy:
                 kind = "error"
             elif draw < f.throttle + f.error + f.reset:
                 kind = "reset"
+            elif f.lost and _losable(req) and self._rng.random() < f.lost:
+                kind = "lost"
             elif self._fresh > 0 and req.target_obj is not None \
                     and not _NO_NOT_FOUND.match(req.action):
                 self._fresh -= 1
@@ -178,6 +186,15 @@ class FaultProxy:
             if status < 300 and _CREATES.match(req.action.split(" ")[0]) or \
                     (req.service == "s3" and req.action.startswith("PUT") and status < 300):
                 self._fresh = self.faults.window
+
+
+_LOSABLE = re.compile(r"^(Create(?!Tags)|RunInstances|AuthorizeSecurityGroup)")
+
+
+def _losable(req: _Request) -> bool:
+    """Whether ``req`` is a create (see ``lost`` in the module docstring)."""
+    return bool(_LOSABLE.match(req.action)) or (req.service == "s3"
+                                                and req.action == "PUT /bucket")
 
 
 def _parse(handler: BaseHTTPRequestHandler, body: bytes) -> _Request:
@@ -272,14 +289,9 @@ class _Handler(BaseHTTPRequestHandler):
         req = _parse(self, body)
         kind = None if self.path.startswith("/moto-api") else proxy.decide(req)
         if kind == "reset":
-            # an abortive close: the client sees "connection reset by peer"
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                       struct.pack("ii", 1, 0))
-            self.close_connection = True
-            with contextlib.suppress(OSError):
-                self.connection.close()
+            self._reset()
             return
-        if kind is not None:
+        if kind is not None and kind != "lost":
             status, ctype, payload = _error(req, kind)
             self.send_response(status)
             self.send_header("Content-Type", ctype)
@@ -297,6 +309,9 @@ class _Handler(BaseHTTPRequestHandler):
             resp = conn.getresponse()
             data = resp.read()
             proxy.forwarded(req, resp.status)
+            if kind == "lost":
+                self._reset()
+                return
             self.send_response(resp.status)
             for key, value in resp.getheaders():
                 if key.lower() not in ("transfer-encoding", "connection", "content-length",
@@ -308,6 +323,13 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(data)
         finally:
             conn.close()
+
+    def _reset(self) -> None:
+        """An abortive close: the client sees "connection reset by peer"."""
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.close()
 
     def _chunked(self) -> bytes:
         out = b""

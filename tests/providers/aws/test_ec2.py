@@ -243,6 +243,25 @@ def test_every_type_converges_through_faults(tectum: Tectum, make_project: MakeP
         assert injected.get(kind, 0) >= 1, injected
 
 
+def test_a_create_whose_answer_is_lost_makes_one_object(
+        tectum: Tectum, make_project: MakeProject, moto: Moto, moto_faults: FaultProxy) -> None:
+    """Every create's answer is lost (moto makes the object; the connection is reset): the
+    create is not sent again blindly — the object is found by its client token and taken, so
+    each resource has exactly one object, and no rule is recorded as "found" (forgotten, not
+    deleted, by destroy)."""
+    moto_faults.reseed(Faults(lost=1.0, seed=3))
+    root = project(make_project, moto, endpoint=moto_faults.url)
+    ok(run(tectum, moto, root, "apply", "-auto-approve"))
+    assert moto_faults.injected.get("lost", 0) >= sum(TYPES.values()), moto_faults.injected
+    records = state(tectum, moto, root)
+    assert everything(moto) == ids_in_state(records)
+    assert len(records) == sum(TYPES.values())
+    moto_faults.reseed(Faults())
+    no_changes(run(tectum, moto, root, "plan"))
+    ok(run(tectum, moto, root, "destroy", "-auto-approve"))
+    assert everything(moto) == set()
+
+
 def test_a_no_op_plan_makes_one_describe_call_per_type(
         tectum: Tectum, make_project: MakeProject, moto: Moto,
         moto_faults: FaultProxy) -> None:

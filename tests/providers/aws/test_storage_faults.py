@@ -67,3 +67,25 @@ def test_every_type_converges_through_faults(
     assert destroyed.returncode == 0, destroyed.output
     assert world.everything() == NOTHING
     assert sum(proxy.injected.values()) > sum(injected.values())
+
+
+def test_a_create_whose_answer_is_lost_makes_one_object(
+        proxy: FaultProxy, moto: Moto, tectum: Callable[..., Result], world: World,
+        make_project: Callable[..., Path]) -> None:
+    """Every create's answer is lost (moto makes the bucket, role or table; the connection is
+    reset): the object there is taken as this create's, never refused as "exists already" or
+    recorded as found (which a destroy would forget)."""
+    suffix = secrets.token_hex(3)
+    env = {**moto.env(), "AWS_ENDPOINT_URL": proxy.url}
+    root = make_project(stack(suffix), {"tectum.toml": TOML})
+    proxy.reseed(Faults(lost=1.0, seed=5))
+    applied = tectum("apply", "-auto-approve", cwd=root, env=env)
+    assert applied.returncode == 0, applied.output
+    assert proxy.injected.get("lost", 0) >= 3, proxy.injected
+    assert world.everything() == expected(suffix) == state_names(
+        lambda *a, **k: tectum(*a, env=env, **k), root)
+    proxy.reseed(Faults())
+    assert "No changes" in ok(tectum("plan", cwd=root, env=env)).stdout
+    destroyed = tectum("destroy", "-auto-approve", cwd=root, env=env)
+    assert destroyed.returncode == 0, destroyed.output
+    assert world.everything() == NOTHING

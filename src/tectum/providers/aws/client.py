@@ -7,12 +7,17 @@ container or instance metadata): ``tectum.toml`` holds no credentials. The endpo
 environment variables (botocore's service-specific endpoints), else AWS.
 
 Retries: botocore's ``standard`` retry mode (throttling, HTTP 5xx, connection errors; exponential
-backoff with jitter) with ``max_attempts`` attempts. What botocore does not retry — an object
-not yet visible right after its create (eventual consistency) — is :func:`until_visible`.
+backoff with jitter) with ``max_attempts`` attempts — except for creates that AWS does not make
+idempotent (``CreateVpc``, ``CreateRole``...): botocore would send such a create again after a
+lost response, and AWS would make a second object (or answer "exists already" about the first).
+Those go through :meth:`Aws.create_once`, which looks for the object before it tries again.
+What botocore does not retry — an object not yet visible right after its create (eventual
+consistency) — is :func:`until_visible`.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 import threading
@@ -24,6 +29,9 @@ from typing import Any, TypeVar
 from tectum.diagnostics import Diagnostic, DiagnosticError
 
 R = TypeVar("R")
+F = TypeVar("F")
+
+_log = logging.getLogger(__name__)
 
 #: error codes meaning "no such object" across the services tectum reads
 NOT_FOUND_CODES = frozenset({
@@ -103,7 +111,13 @@ class Aws:
                 "(e.g. \"eu-west-1\", \"us-east-1\").", address="providers.aws"))
         self.endpoint_url = endpoint_url
         self.config = botocore.config.Config(
-            retries={"mode": "standard", "max_attempts": max_attempts},
+            retries={"mode": "standard", "total_max_attempts": max_attempts},
+            connect_timeout=connect_timeout, read_timeout=read_timeout,
+            max_pool_connections=32)
+        self.max_attempts = max_attempts
+        #: the same, with one attempt per call (:meth:`create_once` retries itself)
+        self.config_once = botocore.config.Config(
+            retries={"mode": "standard", "total_max_attempts": 1},
             connect_timeout=connect_timeout, read_timeout=read_timeout,
             max_pool_connections=32)
         self._clients: dict[str, Any] = {}
@@ -116,18 +130,67 @@ class Aws:
         #: (operation, mutating) of the last 100,000 calls (:attr:`mutations`)
         self._log: deque[tuple[str, bool]] = deque(maxlen=100_000)
 
-    def client(self, service: str) -> Any:
-        """The boto3 client of ``service`` (``"ec2"``, ``"s3"``, ``"iam"``, ``"dynamodb"``)."""
+    def client(self, service: str, *, once: bool = False) -> Any:
+        """The boto3 client of ``service`` (``"ec2"``, ``"s3"``, ``"iam"``, ``"dynamodb"``);
+        with ``once``, one that makes a single attempt per call (for :meth:`create_once`)."""
+        key = f"{service}/once" if once else service
         with self._lock:
-            found = self._clients.get(service)
+            found = self._clients.get(key)
             if found is None:
-                kwargs: dict[str, Any] = {"config": self.config}
+                kwargs: dict[str, Any] = {"config": self.config_once if once else self.config}
                 if self.endpoint_url:
                     kwargs["endpoint_url"] = self.endpoint_url
                 found = self.session.client(service, **kwargs)
                 found.meta.events.register("before-call", self._count)
-                self._clients[service] = found
+                self._clients[key] = found
             return found
+
+    def create_once(self, create: Callable[[], R], made: Callable[[], F | None], *,
+                    what: str, exists: frozenset[str] = frozenset(),
+                    patience: float = 10.0) -> R | F:
+        """``create()`` — a create AWS does not make idempotent, sent through a client of
+        ``client(service, once=True)`` — retried here as botocore's standard mode would
+        (``max_attempts`` attempts, exponential backoff with jitter), but never blindly:
+
+        - throttled (``Throttling``, ``RequestLimitExceeded``... botocore's own list): AWS did
+          nothing, so the create is sent again after the backoff;
+        - a transient failure after the request may have reached AWS (HTTP 5xx, the
+          connection lost or timed out while waiting for the answer): ``made()`` looks for the
+          object (by its client token's tag, or by its name), for up to ``patience`` seconds
+          while AWS may not show it yet; the object found is returned, and only when there is
+          none is the create sent again.
+
+        An error whose code is in ``exists`` ("exists already": a name taken) after such a
+        transient failure means the lost attempt made the object: ``made()`` is returned
+        (looked for as above). Any other error is raised at once, and the last one when the
+        attempts are used up. ``what`` names the object in the log of the retries."""
+        from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError
+
+        delay = 0.5
+        unsure = False
+        for attempt in range(1, max(1, self.max_attempts) + 1):
+            try:
+                return create()
+            except Exception as exc:
+                if unsure and error_code(exc) in exists:
+                    found = _look(made, patience)
+                    if found is not None:
+                        return found
+                    raise
+                kind = retry_kind(exc)
+                if kind is None or attempt >= self.max_attempts:
+                    raise
+                _log.info("%s: create failed (%s), attempt %d of %d", what, kind, attempt,
+                          self.max_attempts)
+                if kind == "transient" and not isinstance(
+                        exc, EndpointConnectionError | ConnectTimeoutError):
+                    unsure = True
+                    found = _look(made, patience)
+                    if found is not None:
+                        return found
+            time.sleep(delay * (0.5 + random.random() / 2))
+            delay = min(delay * 2, 20.0)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _count(self, model: Any = None, **_: Any) -> None:
         if model is not None:
@@ -166,6 +229,54 @@ def _endpoint_env() -> bool:
     import os
 
     return any(k == "AWS_ENDPOINT_URL" or k.startswith("AWS_ENDPOINT_URL_") for k in os.environ)
+
+
+def retry_kind(exc: BaseException) -> str | None:
+    """How botocore's standard retry mode judges the failure ``exc`` of a call:
+    ``"throttled"`` (AWS refused it before doing anything), ``"transient"`` (HTTP 5xx, a
+    connection error: AWS may or may not have done it), or None (not to be retried)."""
+    from botocore.retries.standard import (
+        RetryContext,
+        ThrottledRetryableChecker,
+        TransientRetryableChecker,
+    )
+
+    response = getattr(exc, "response", None)
+    status = None
+    if isinstance(response, dict):
+        status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+    context = RetryContext(
+        attempt_number=1, parsed_response=response if isinstance(response, dict) else None,
+        http_response=_Status(status) if status is not None else None,
+        caught_exception=None if isinstance(response, dict) else exc)
+    if ThrottledRetryableChecker().is_retryable(context):
+        return "throttled"
+    if TransientRetryableChecker().is_retryable(context):
+        return "transient"
+    return None
+
+
+class _Status:
+    """What botocore's retry checkers read of an HTTP response: its status code."""
+
+    def __init__(self, status_code: int) -> None:
+        self.status_code = status_code
+
+
+def _look(made: Callable[[], F | None], patience: float) -> F | None:
+    """``made()`` until it finds something (0.5 s doubling to 4 s between looks) or
+    ``patience`` seconds are over; a failing look counts as "nothing found yet"."""
+    deadline = time.monotonic() + patience
+    delay = 0.5
+    while True:
+        try:
+            found = made()
+        except Exception:  # noqa: BLE001 - the look itself hit the fault: look again
+            found = None
+        if found is not None or time.monotonic() + delay > deadline:
+            return found
+        time.sleep(delay)
+        delay = min(delay * 2, 4.0)
 
 
 def until_visible(call: Callable[[], R], *, codes: frozenset[str] = NOT_FOUND_CODES,

@@ -41,6 +41,7 @@ from tectum.providers.aws.storage_common import (
     tag_changes,
     tag_dict,
     tag_list,
+    there,
     valid_tags,
     valid_timeouts,
 )
@@ -221,8 +222,15 @@ class TableType(ResourceType[Aws]):
                     params["ProvisionedThroughput"] = _throughput(after)
                 if tags:
                     params["Tags"] = tag_list(tags)
+                once = target.client("dynamodb", once=True)
                 try:
-                    ddb.create_table(**params)
+                    # (an answer lost on the way: the table there is this create's)
+                    target.create_once(lambda: once.create_table(**params),
+                                       lambda: there(
+                                           lambda: ddb.describe_table(TableName=name),
+                                           frozenset({"ResourceNotFoundException"})),
+                                       what=f"DynamoDB table {name}",
+                                       exists=frozenset({"ResourceInUseException"}))
                 except Exception as exc:
                     if error_code(exc) != "ResourceInUseException":
                         raise

@@ -367,9 +367,14 @@ class Ec2Type(ResourceType[Aws]):
 
     # -- applying ---------------------------------------------------------------------------
     def create(self, aws: Aws, after: dict[str, Any], tags: list[dict[str, Any]]) -> str:
-        """Make the object (tags, with the token and stack tags, in the create call itself);
-        returns its id."""
+        """The one create call (through ``aws.client("ec2", once=True)``: :meth:`Aws.create_once`
+        retries it), tags, with the token and stack tags, in the call itself; returns the new
+        object's id."""
         raise NotImplementedError
+
+    def created(self, aws: Aws, object_id: str, after: dict[str, Any]) -> None:
+        """What follows the create call (settings the create cannot carry, waiting until the
+        object is ready); each step may be repeated safely."""
 
     def update_object(self, aws: Aws, object_id: str, change: ResourceChange) -> None:
         """Change what can be changed in place (tags are done already)."""
@@ -468,7 +473,15 @@ class Ec2Type(ResourceType[Aws]):
         if aws.stack:
             tags.append({"Key": STACK_TAG, "Value": aws.stack})
         tags.append({"Key": ADDRESS_TAG, "Value": address})
-        return self.create(aws, after, tags)
+        object_id = aws.create_once(lambda: self.create(aws, after, tags),
+                                    lambda: self._by_token(aws, token), what=address)
+        self.created(aws, object_id, after)
+        return object_id
+
+    def _by_token(self, aws: Aws, token: str) -> str | None:
+        """The id of the object carrying client token ``token``, else None (one Describe)."""
+        found = self._describe(aws, [{"Name": f"tag:{TOKEN_TAG}", "Values": [token]}])
+        return str(found[0]["id"]) if found else None
 
     def _retag(self, aws: Aws, object_id: str, have: dict[str, str],
                want: dict[str, str] | None) -> None:
@@ -604,12 +617,12 @@ class VpcType(Ec2Type):
         return out
 
     def create(self, aws: Aws, after: dict[str, Any], tags: list[dict[str, Any]]) -> str:
-        ec2 = aws.client("ec2")
-        vpc_id = str(ec2.create_vpc(CidrBlock=after["cidr_block"],
-                                    TagSpecifications=self.spec(tags))["Vpc"]["VpcId"])
-        self._dns(aws, vpc_id, after, {"enable_dns_support": True,
-                                       "enable_dns_hostnames": False})
-        return vpc_id
+        return str(aws.client("ec2", once=True).create_vpc(
+            CidrBlock=after["cidr_block"], TagSpecifications=self.spec(tags))["Vpc"]["VpcId"])
+
+    def created(self, aws: Aws, object_id: str, after: dict[str, Any]) -> None:
+        self._dns(aws, object_id, after, {"enable_dns_support": True,
+                                          "enable_dns_hostnames": False})
 
     def _dns(self, aws: Aws, vpc_id: str, after: dict[str, Any], have: dict[str, Any]) -> None:
         ec2 = aws.client("ec2")
@@ -669,15 +682,15 @@ class SubnetType(Ec2Type):
                 "_stack": _tag(raw.get("Tags"), STACK_TAG)}
 
     def create(self, aws: Aws, after: dict[str, Any], tags: list[dict[str, Any]]) -> str:
-        ec2 = aws.client("ec2")
         kwargs: dict[str, Any] = {"VpcId": after["vpc_id"], "CidrBlock": after["cidr_block"],
                                   "TagSpecifications": self.spec(tags)}
         if after.get("availability_zone"):
             kwargs["AvailabilityZone"] = after["availability_zone"]
-        subnet_id = str(ec2.create_subnet(**kwargs)["Subnet"]["SubnetId"])
+        return str(aws.client("ec2", once=True).create_subnet(**kwargs)["Subnet"]["SubnetId"])
+
+    def created(self, aws: Aws, object_id: str, after: dict[str, Any]) -> None:
         if after.get("map_public_ip_on_launch"):
-            self._public(aws, subnet_id, True)
-        return subnet_id
+            self._public(aws, object_id, True)
 
     def _public(self, aws: Aws, subnet_id: str, value: bool) -> None:
         ec2 = aws.client("ec2")
@@ -743,15 +756,16 @@ class SecurityGroupType(Ec2Type):
         return []
 
     def create(self, aws: Aws, after: dict[str, Any], tags: list[dict[str, Any]]) -> str:
-        ec2 = aws.client("ec2")
-        group_id = str(ec2.create_security_group(
+        return str(aws.client("ec2", once=True).create_security_group(
             GroupName=after["name"], Description=after.get("description") or "Managed by tectum",
             VpcId=after["vpc_id"], TagSpecifications=self.spec(tags))["GroupId"])
+
+    def created(self, aws: Aws, object_id: str, after: dict[str, Any]) -> None:
+        ec2 = aws.client("ec2")
         until_visible(lambda: _gone_ok(lambda: ec2.revoke_security_group_egress(
-            GroupId=group_id, IpPermissions=[{"IpProtocol": "-1",
-                                              "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])),
+            GroupId=object_id, IpPermissions=[{"IpProtocol": "-1",
+                                               "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])),
             codes=_VISIBLE_CODES)
-        return group_id
 
     def delete_object(self, aws: Aws, object_id: str, attrs: dict[str, Any],
                       timeout: float) -> None:
@@ -846,7 +860,7 @@ class _RuleType(Ec2Type):
         return perm
 
     def create(self, aws: Aws, after: dict[str, Any], tags: list[dict[str, Any]]) -> str:
-        ec2 = aws.client("ec2")
+        ec2 = aws.client("ec2", once=True)
         call = ec2.authorize_security_group_egress if self.egress \
             else ec2.authorize_security_group_ingress
         try:
@@ -856,12 +870,16 @@ class _RuleType(Ec2Type):
         except Exception as exc:
             if error_code(exc) != "InvalidPermission.Duplicate":
                 raise
-            # the same rule is there already (AWS's allow-all egress rule of a group whose
-            # create was interrupted before it was removed, or a rule made meanwhile)
+            # the same rule is there already: made by this create's earlier attempt whose
+            # answer was lost (it carries this create's token), else AWS's allow-all egress
+            # rule of a group whose create was interrupted before it was removed, or a rule
+            # made meanwhile
             ident = self.identity(after)
             for obj in self._describe(aws, [{"Name": "group-id",
                                              "Values": [after["security_group_id"]]}]):
                 if self.identity(obj) == ident:
+                    if obj.get("client_token") == after.get("client_token"):
+                        return str(obj["id"])
                     raise _FoundRule(str(obj["id"])) from None
             raise
         return str(got["SecurityGroupRules"][0]["SecurityGroupRuleId"])
@@ -1006,7 +1024,9 @@ class InstanceType(Ec2Type):
                              f"within {timeout:.0f} s (timeouts): {exc}") from None
 
     def create(self, aws: Aws, after: dict[str, Any], tags: list[dict[str, Any]]) -> str:
-        ec2 = aws.client("ec2")
+        # (RunInstances is idempotent by its ClientToken: AWS makes one instance however
+        # often it is sent; the token's tag finds it also where that is not so, as in moto)
+        ec2 = aws.client("ec2", once=True)
         kwargs: dict[str, Any] = {
             "ImageId": after["ami"], "InstanceType": after["instance_type"], "MinCount": 1,
             "MaxCount": 1, "ClientToken": after["client_token"],
@@ -1017,9 +1037,10 @@ class InstanceType(Ec2Type):
             kwargs["SecurityGroupIds"] = list(after["vpc_security_group_ids"])
         if after.get("user_data"):
             kwargs["UserData"] = after["user_data"]
-        instance_id = str(ec2.run_instances(**kwargs)["Instances"][0]["InstanceId"])
-        self._wait(aws, "instance_running", instance_id, self.timeout(after, "create"))
-        return instance_id
+        return str(ec2.run_instances(**kwargs)["Instances"][0]["InstanceId"])
+
+    def created(self, aws: Aws, object_id: str, after: dict[str, Any]) -> None:
+        self._wait(aws, "instance_running", object_id, self.timeout(after, "create"))
 
     def update_object(self, aws: Aws, object_id: str, change: ResourceChange) -> None:
         ec2 = aws.client("ec2")

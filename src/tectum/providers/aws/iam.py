@@ -55,6 +55,7 @@ from tectum.providers.aws.storage_common import (
     tag_changes,
     tag_dict,
     tag_list,
+    there,
     valid_tags,
 )
 from tectum.providers.base import ApplyError, ImplicitKey, ReadError, ReadItem, ResourceType
@@ -296,8 +297,14 @@ class RoleType(ResourceType[Aws]):
                     params["Description"] = str(after["description"])
                 if tags:
                     params["Tags"] = tag_list(tags)
+                once = target.client("iam", once=True)
                 try:
-                    iam.create_role(**params)
+                    # (an answer lost on the way: the role there is this create's)
+                    target.create_once(lambda: once.create_role(**params),
+                                       lambda: there(lambda: iam.get_role(RoleName=name),
+                                                        frozenset({"NoSuchEntity"})),
+                                       what=f"IAM role {name}",
+                                       exists=frozenset({"EntityAlreadyExists"}))
                 except Exception as exc:
                     if error_code(exc) != "EntityAlreadyExists":
                         raise

@@ -52,6 +52,7 @@ from tectum.providers.aws.storage_common import (
     kept,
     tag_dict,
     tag_list,
+    there,
     valid_tags,
 )
 from tectum.providers.base import ApplyError, ImplicitKey, ReadError, ReadItem, ResourceType
@@ -232,8 +233,14 @@ class BucketType(ResourceType[Aws]):
                 params: dict[str, Any] = {"Bucket": name}
                 if target.region != "us-east-1":
                     params["CreateBucketConfiguration"] = {"LocationConstraint": target.region}
+                once = target.client("s3", once=True)
                 try:
-                    s3.create_bucket(**params)
+                    # (an answer lost on the way: the bucket there is this create's)
+                    target.create_once(lambda: once.create_bucket(**params),
+                                       lambda: there(lambda: s3.head_bucket(Bucket=name),
+                                                        frozenset({"NoSuchBucket", "404"})),
+                                       what=f"bucket {name}",
+                                       exists=frozenset({"BucketAlreadyOwnedByYou"}))
                 except Exception as exc:
                     if error_code(exc) != "BucketAlreadyOwnedByYou":
                         raise

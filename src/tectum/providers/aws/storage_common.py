@@ -136,6 +136,19 @@ def delete_confirmed(delete: Callable[[], Any], codes: frozenset[str],
         delay = min(delay * 2, 5.0)
 
 
+def there(call: Callable[[], Any], gone: frozenset[str]) -> bool | None:
+    """True when ``call()`` (a Head/Get/Describe of one object by name) finds the object,
+    None when it answers one of the "no such object" codes ``gone`` (for
+    :meth:`~tectum.providers.aws.client.Aws.create_once`'s look after a lost answer)."""
+    try:
+        call()
+    except Exception as exc:
+        if error_code(exc) in gone:
+            return None
+        raise
+    return True
+
+
 def kept(item: Any, key: str, default: Any) -> Any:
     """The value of an attribute no read can see (``force_destroy``, ``timeouts``) for a
     :class:`~tectum.providers.base.ReadItem`: as state records it, else as configured (an
