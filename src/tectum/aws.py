@@ -13,8 +13,9 @@ SecurityGroupIngressRule   aws_vpc_security_group_ingress_rule: security_group_i
                            computed: security_group_rule_id (= id), arn
 SecurityGroupEgressRule    aws_vpc_security_group_egress_rule: the same, for traffic out
 Instance                   aws_instance: ami, instance_type, subnet_id,
-                           vpc_security_group_ids, user_data, tags, timeouts; computed: id,
-                           arn, private_ip, state
+                           vpc_security_group_ids, user_data,
+                           user_data_replace_on_change, tags, timeouts; computed: id, arn,
+                           private_ip, state
 =========================  ==============================================================
 
 A reference makes the dependency: ``Subnet("a", vpc_id=vpc.id, ...)`` is created after the VPC

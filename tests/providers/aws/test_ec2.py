@@ -6,8 +6,10 @@ one Describe call per type for a no-op plan."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -92,6 +94,68 @@ def test_an_update_changes_objects_in_place(tectum: Tectum, make_project: MakePr
     no_changes(run(tectum, moto, root, "plan", "-var", "env=two", "-var", "kind=t3.small"))
     ok(run(tectum, moto, root, "destroy", "-auto-approve", "-var", "env=two",
            "-var", "kind=t3.small"))
+    assert everything(moto) == set()
+
+
+def test_user_data_changes_in_place_and_a_stopped_instance_stays_stopped(
+        tectum: Tectum, make_project: MakeProject, moto: Moto) -> None:
+    """A new ``user_data`` or ``instance_type`` stops, modifies and starts the instance
+    (Terraform's aws_instance) — the same instance; one stopped by hand stays stopped. With
+    ``user_data_replace_on_change`` a new ``user_data`` replaces it instead."""
+    stack = """
+from tectum import var
+from tectum.aws import Instance
+data = var("data", str, default="#!/bin/sh\\necho one\\n")
+kind = var("kind", str, default="t3.micro")
+again = var("again", bool, default=False)
+Instance("vm", ami="AMI", instance_type=kind, user_data=data,
+         user_data_replace_on_change=again)
+"""
+    root = project(make_project, moto, stack, name="udata")
+    ok(run(tectum, moto, root, "apply", "-auto-approve"))
+    first = state(tectum, moto, root)["aws_instance.vm"]
+    client = ec2(moto)
+
+    def user_data(iid: str) -> str:
+        got = client.describe_instance_attribute(InstanceId=iid, Attribute="userData")
+        return base64.b64decode(got["UserData"]["Value"]).decode()
+
+    def instance(iid: str) -> dict[str, Any]:
+        found: dict[str, Any] = client.describe_instances(
+            InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+        return found
+
+    try:
+        no_changes(run(tectum, moto, root, "plan"))
+        plan = ok(run(tectum, moto, root, "plan", "-var", "data=echo two"))
+        assert "0 to add, 1 to change, 0 to replace" in plan.output, plan.output
+        ok(run(tectum, moto, root, "apply", "-auto-approve", "-var", "data=echo two"))
+        assert state(tectum, moto, root)["aws_instance.vm"]["id"] == first["id"]
+        assert user_data(first["id"]) == "echo two"
+        assert instance(first["id"])["State"]["Name"] == "running"
+        no_changes(run(tectum, moto, root, "plan", "-var", "data=echo two"))
+
+        # stopped by hand: not drift; a change leaves it stopped
+        client.stop_instances(InstanceIds=[first["id"]])
+        no_changes(run(tectum, moto, root, "plan", "-var", "data=echo two"))
+        ok(run(tectum, moto, root, "apply", "-auto-approve", "-var", "data=echo three",
+               "-var", "kind=t3.small"))
+        got = instance(first["id"])
+        assert got["State"]["Name"] == "stopped", got["State"]
+        assert got["InstanceType"] == "t3.small"
+        assert user_data(first["id"]) == "echo three"
+
+        # user_data_replace_on_change: a new instance
+        args = ("-var", "data=echo four", "-var", "kind=t3.small", "-var", "again=true")
+        plan = ok(run(tectum, moto, root, "plan", *args))
+        assert "0 to add, 0 to change, 1 to replace" in plan.output, plan.output
+        ok(run(tectum, moto, root, "apply", "-auto-approve", *args))
+        second = state(tectum, moto, root)["aws_instance.vm"]
+        assert second["id"] != first["id"]
+        assert user_data(second["id"]) == "echo four"
+        assert instance(first["id"])["State"]["Name"] == "terminated"
+    finally:
+        ok(run(tectum, moto, root, "destroy", "-auto-approve"))
     assert everything(moto) == set()
 
 

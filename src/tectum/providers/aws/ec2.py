@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from typing import Any, ClassVar
 
-from tectum.plans.plan import Action, ResourceChange
+from tectum.plans.plan import Action, AttrChange, ResourceChange
 from tectum.providers.aws.client import Aws, error_code, until_visible
 from tectum.providers.base import ApplyError, ReadError, ReadItem, ResourceType
 from tectum.schema import Attr, Schema
@@ -178,9 +178,11 @@ class Ec2Type(ResourceType[Aws]):
     natural: ClassVar[bool] = False
     extra_filters: ClassVar[tuple[dict[str, Any], ...]] = ()
     stored_computed: ClassVar[tuple[str, ...]] = ("id", "client_token")
-    #: computed attributes an in-place update never changes (for the engine hook proposed
-    #: in docs/aws.md, "Known limits": dependents keep seeing them when the object is
-    #: updated, instead of "known after apply")
+    #: attributes only the configuration holds (Terraform's ``timeouts``): a read takes them
+    #: from the configuration (from state for a resource no longer declared), never from AWS
+    virtual: ClassVar[frozenset[str]] = frozenset({"timeouts"})
+    #: computed attributes an in-place update never changes (ResourceType.kept_on_update:
+    #: dependents keep seeing them when the object is updated, not "known after apply")
     kept_on_update: ClassVar[frozenset[str]] = frozenset({"id", "arn", "client_token",
                                                           "security_group_rule_id"})
     #: default timeouts (seconds) of ``create`` / ``update`` / ``delete``
@@ -311,9 +313,8 @@ class Ec2Type(ResourceType[Aws]):
             for key in self.unobserved:
                 if prior.get("id") and key in prior:
                     obs[key] = prior[key]  # (what the last apply set)
-            if "timeouts" in self.unobserved:
-                obs["timeouts"] = (item.desired if item.desired is not None else prior
-                                   ).get("timeouts")
+            for key in self.virtual & self.unobserved:
+                obs[key] = (item.desired if item.desired is not None else prior).get(key)
             missing = [k for k in self.unobserved if k not in obs]
             if missing:  # an object state has no record of (import, adoption): read them
                 extra = self.read_unobserved(aws, obs)
@@ -930,14 +931,17 @@ class EgressRuleType(_RuleType):
 
 class InstanceType(Ec2Type):
     """``aws_instance``: ``ami``, ``instance_type``, ``subnet_id``,
-    ``vpc_security_group_ids`` (a set: order does not matter), ``user_data`` (force new),
-    ``tags``, ``timeouts`` (``create`` 10m, ``update`` 10m, ``delete`` 20m); computed ``id``,
-    ``arn``, ``private_ip``, ``state``.
+    ``vpc_security_group_ids`` (a set: order does not matter), ``user_data``,
+    ``user_data_replace_on_change`` (false), ``tags``, ``timeouts`` (``create`` 10m,
+    ``update`` 10m, ``delete`` 20m); computed ``id``, ``arn``, ``private_ip``, ``state``.
 
-    ``instance_type`` changes in place (stop, modify, start, as Terraform does); ``ami``,
-    ``subnet_id`` and ``user_data`` replace the instance. An instance terminated by hand is
-    gone (drift ``deleted``) and planned anew. ``user_data`` is not in ``DescribeInstances``:
-    it is ``unobserved`` (read one by one only on import)."""
+    ``instance_type`` and ``user_data`` change in place as Terraform's ``aws_instance`` does:
+    the instance is stopped, modified and started again — unless it was stopped already (by
+    hand, on purpose): then it stays stopped. With ``user_data_replace_on_change`` a new
+    ``user_data`` replaces the instance instead (Terraform's attribute: cloud-init runs
+    ``user_data`` only at first boot). ``ami`` and ``subnet_id`` replace it. An instance
+    terminated by hand is gone (drift ``deleted``) and planned anew. ``user_data`` is not in
+    ``DescribeInstances``: it is ``unobserved`` (read one by one only on import)."""
 
     name = "aws_instance"
     moves_by_identity = False  # (its identity is no unique name)
@@ -951,9 +955,14 @@ class InstanceType(Ec2Type):
         "ami": Attr(str, required=True, identity=True, force_new=True,
                     description="the image id (ami-...)"),
         "instance_type": Attr(str, required=True, description="e.g. t3.micro"),
-        "subnet_id": Attr(str, identity=True, force_new=True, description="the subnet's id"),
+        # (no identity: unset, AWS picks the default VPC's subnet, which a plan must not
+        # take for a change)
+        "subnet_id": Attr(str, force_new=True, description="the subnet's id"),
         "vpc_security_group_ids": Attr(list, description="ids of its security groups"),
-        "user_data": Attr(str, force_new=True, description="cloud-init user data (text)"),
+        "user_data": Attr(str, description="cloud-init user data (text); changed in place "
+                          "(stop, modify, start)"),
+        "user_data_replace_on_change": Attr(
+            bool, default=False, description="a new user_data replaces the instance"),
         "tags": TAGS,
         "timeouts": TIMEOUTS,
         "id": ID,
@@ -963,13 +972,22 @@ class InstanceType(Ec2Type):
         "client_token": TOKEN,
     })
     stored_computed = ("id", "arn", "private_ip", "state", "client_token")
-    unobserved = frozenset({"user_data", "timeouts"})
+    unobserved = frozenset({"user_data", "user_data_replace_on_change", "timeouts"})
+    virtual = frozenset({"timeouts", "user_data_replace_on_change"})
     default_timeouts: ClassVar[dict[str, float]] = {"create": 600.0, "update": 600.0,
                                                     "delete": 1200.0}
 
     def identity_key(self, attrs: dict[str, Any]) -> tuple[Any, ...]:
         """Many instances may share an image and a subnet: never "managed twice"."""
         return (self.name, attrs.get("client_token"))
+
+    def diff(self, desired: dict[str, Any], observed: dict[str, Any]) -> list[AttrChange]:
+        """As any type's, with a ``user_data`` change forcing a replace when
+        ``user_data_replace_on_change`` is true."""
+        out = super().diff(desired, observed)
+        if desired.get("user_data_replace_on_change"):
+            out = [c._replace(force_new=True) if c.name == "user_data" else c for c in out]
+        return out
 
     def prepare(self, attrs: dict[str, Any], base_dir: str) -> dict[str, Any]:
         out = super().prepare(attrs, base_dir)
@@ -1049,11 +1067,26 @@ class InstanceType(Ec2Type):
         if groups is not None and groups != before.get("vpc_security_group_ids"):
             ec2.modify_instance_attribute(InstanceId=object_id, Groups=list(groups))
         kind = after.get("instance_type")
-        if kind is not None and kind != before.get("instance_type"):
-            timeout = self.timeout(after, "update")
+        kind = kind if kind is not None and kind != before.get("instance_type") else None
+        data = after.get("user_data")
+        data = data if data is not None and data != before.get("user_data") else None
+        if kind is None and data is None:
+            return
+        # (AWS changes either only while the instance is stopped; one stopped on purpose
+        # stays stopped)
+        timeout = self.timeout(after, "update")
+        was = (self.get(aws, object_id).get("state") or "").lower()
+        if was not in ("stopped", "stopping"):
             ec2.stop_instances(InstanceIds=[object_id])
-            self._wait(aws, "instance_stopped", object_id, timeout)
+        self._wait(aws, "instance_stopped", object_id, timeout)
+        if kind is not None:
             ec2.modify_instance_attribute(InstanceId=object_id, InstanceType={"Value": kind})
+        if data is not None:
+            # (ModifyInstanceAttribute takes the user data base64-encoded inside the blob
+            # botocore encodes again, unlike RunInstances: Terraform's aws_instance does so)
+            ec2.modify_instance_attribute(
+                InstanceId=object_id, UserData={"Value": base64.b64encode(data.encode())})
+        if was not in ("stopped", "stopping"):
             ec2.start_instances(InstanceIds=[object_id])
             self._wait(aws, "instance_running", object_id, timeout)
 
