@@ -7,15 +7,17 @@ everything, a plan then shows no change (through the proxy too), and a destroy r
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tectum.providers.aws.storage_common import StillListed, delete_confirmed
 from tests.conftest import Result, ok
 from tests.harness.fault_proxy import FaultProxy, Faults, fault_proxy
-from tests.harness.moto import Moto
+from tests.harness.moto import REGION, Moto
 from tests.providers.aws.test_storage import NOTHING, TOML, World, expected, stack, state_names
 
 pytestmark = pytest.mark.aws
@@ -89,3 +91,36 @@ def test_a_create_whose_answer_is_lost_makes_one_object(
     destroyed = tectum("destroy", "-auto-approve", cwd=root, env=env)
     assert destroyed.returncode == 0, destroyed.output
     assert world.everything() == NOTHING
+
+
+def test_a_delete_denied_while_still_listed_is_not_reported_done(moto: Moto) -> None:
+    """A delete answered "no such bucket" while ListBuckets still lists it (S3's listing is
+    eventually consistent) is tried again until the list agrees; if it never does, the
+    delete fails with a sentence saying so — never "destroyed" for a bucket AWS still shows."""
+    s3 = moto.client("s3")
+    name = f"tectum-listed-{secrets.token_hex(3)}"
+    s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": REGION})
+    try:
+        def gone_bucket() -> None:  # (a bucket that is not there: answered NoSuchBucket)
+            s3.delete_bucket(Bucket=f"{name}-never")
+
+        def listed() -> bool:
+            return name in {b["Name"] for b in s3.list_buckets()["Buckets"]}
+
+        with pytest.raises(StillListed, match=f"bucket {name}: the delete answers"):
+            delete_confirmed(gone_bucket, frozenset({"NoSuchBucket"}), listed,
+                             what=f"bucket {name}", timeout=1.0)
+        # the list catches up meanwhile: done, without another delete
+        calls: list[str] = []
+
+        def delete_then_unlist() -> None:
+            calls.append("delete")
+            s3.delete_bucket(Bucket=name)  # (gone now)
+            gone_bucket()
+
+        delete_confirmed(delete_then_unlist, frozenset({"NoSuchBucket"}), listed,
+                         what=f"bucket {name}", timeout=5.0)
+        assert calls == ["delete"] and not listed()
+    finally:
+        with contextlib.suppress(Exception):
+            s3.delete_bucket(Bucket=name)

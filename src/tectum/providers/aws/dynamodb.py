@@ -33,6 +33,7 @@ from tectum.plans.plan import Action, AttrChange, ResourceChange
 from tectum.providers.aws.client import Aws, error_code, until_visible
 from tectum.providers.aws.s3 import VISIBLE_WAIT, _check_all
 from tectum.providers.aws.storage_common import (
+    StillListed,
     delete_confirmed,
     duration,
     each,
@@ -274,10 +275,11 @@ class TableType(ResourceType[Aws]):
             delete_confirmed(lambda: aws.client("dynamodb").delete_table(TableName=name),
                              frozenset({"ResourceNotFoundException"}),
                              lambda: name in set(aws.pages("dynamodb", "list_tables",
-                                                           "TableNames")))
+                                                           "TableNames")),
+                             what=f"DynamoDB table {name}")
+        except StillListed as exc:
+            raise ApplyError(str(exc)) from None
         except Exception as exc:
-            if error_code(exc) == "ResourceNotFoundException":
-                return  # (deleted meanwhile: no list shows it)
             raise ApplyError(failure(exc, f"deleting DynamoDB table {name}")) from None
         _wait(aws, "table_not_exists", name, timeout)
 

@@ -49,6 +49,7 @@ from tectum.plans.plan import Action, ResourceChange
 from tectum.providers.aws.client import Aws, error_code, until_visible
 from tectum.providers.aws.s3 import VISIBLE_WAIT, _check_all
 from tectum.providers.aws.storage_common import (
+    StillListed,
     delete_confirmed,
     each,
     failure,
@@ -362,7 +363,10 @@ def _delete_role(aws: Aws, name: str) -> None:
     try:
         delete_confirmed(lambda: iam.delete_role(RoleName=name), frozenset({"NoSuchEntity"}),
                          lambda: any(r["RoleName"] == name
-                                     for r in aws.pages("iam", "list_roles", "Roles")))
+                                     for r in aws.pages("iam", "list_roles", "Roles")),
+                         what=f"IAM role {name}")
+    except StillListed as exc:
+        raise ApplyError(str(exc)) from None
     except Exception as exc:
         if error_code(exc) == "DeleteConflict":
             raise ApplyError(_conflict(iam, name)) from None
@@ -494,7 +498,10 @@ class RolePolicyType(ResourceType[Aws]):
             try:
                 delete_confirmed(
                     lambda: iam.delete_role_policy(RoleName=role, PolicyName=name),
-                    frozenset({"NoSuchEntity"}), lambda: _has_policy(iam, role, name))
+                    frozenset({"NoSuchEntity"}), lambda: _has_policy(iam, role, name),
+                    what=f"IAM role policy {_policy_id(old)}")
+            except StillListed as exc:
+                raise ApplyError(str(exc)) from None
             except Exception as exc:
                 if error_code(exc) != "NoSuchEntity":
                     raise ApplyError(failure(exc, f"deleting IAM role policy "

@@ -46,6 +46,7 @@ from typing import Any
 from tectum.plans.plan import Action, AttrChange, ResourceChange
 from tectum.providers.aws.client import Aws, error_code, until_visible
 from tectum.providers.aws.storage_common import (
+    StillListed,
     delete_confirmed,
     each,
     failure,
@@ -282,7 +283,9 @@ class BucketType(ResourceType[Aws]):
 
         try:
             delete_confirmed(delete, frozenset({"NoSuchBucket"}),
-                             lambda: name in _list_buckets(aws))
+                             lambda: name in _list_buckets(aws), what=f"bucket {name}")
+        except StillListed as exc:
+            raise ApplyError(str(exc)) from None
         except ApplyError:
             raise
         except Exception as exc:

@@ -116,22 +116,36 @@ def valid_timeouts(keys: Sequence[str]) -> Callable[[Any], str | None]:
     return check
 
 
+class StillListed(Exception):
+    """A delete answered "no such object" while the List call kept showing the object."""
+
+
 def delete_confirmed(delete: Callable[[], Any], codes: frozenset[str],
-                     still_there: Callable[[], bool], tries: int = 6) -> None:
+                     still_there: Callable[[], bool], *, what: str,
+                     timeout: float = 30.0) -> None:
     """``delete()``; an answer "no such object" (one of ``codes``) counts as done only when
     ``still_there()`` (a List call) agrees: an eventually consistent API may deny an object
-    it still holds, so the delete is tried again, with backoff (0.2 s doubling), up to
-    ``tries`` times; then the last error is raised."""
+    it still holds (or still list one it has deleted), so the delete is tried again, with
+    backoff (0.2 s doubling to 5 s), for up to ``timeout`` seconds. Raises
+    :class:`StillListed` (naming ``what``) when the two still disagree then — the object is
+    not reported deleted, so state keeps it and the next apply tries again — and the
+    delete's own error for any other failure."""
     delay = 0.2
-    for attempt in range(tries):
+    deadline = time.monotonic() + timeout
+    while True:
         try:
             delete()
             return
         except Exception as exc:
-            if error_code(exc) not in codes or attempt == tries - 1:
+            if error_code(exc) not in codes:
                 raise
         if not still_there():
             return
+        if time.monotonic() + delay > deadline:
+            raise StillListed(
+                f"{what}: the delete answers that it does not exist, but AWS still lists it "
+                f"after {timeout:.0f} s (eventual consistency); state keeps it: run the apply "
+                "(or destroy) again")
         time.sleep(delay * (0.5 + random.random() / 2))
         delay = min(delay * 2, 5.0)
 
