@@ -1249,7 +1249,27 @@ def build_parser() -> argparse.ArgumentParser:
     _var_options(p)
     _fleet(p, hosts=False)
 
-    from tectum.cli import secrets_cmd
+    from tectum.cli import agent_cmd, secrets_cmd
+
+    p = command("agent", agent_cmd.agent)
+    agent_cmd.add_agent_options(p)
+
+    runs_parser = commands.add_parser("runs", help="Show the reports of agent runs.",
+                                      description="Show the reports of agent runs.")
+    runs_commands = runs_parser.add_subparsers(dest="runs_command", metavar="COMMAND",
+                                               required=True)
+    p = command("list", agent_cmd.runs_list, runs_commands)
+    _directory(p)
+    p.add_argument("--workspace", metavar="NAME", help="only this workspace's runs")
+    p.add_argument("--host", metavar="HOST", help="only this host's runs")
+    p.add_argument("--status", metavar="STATUS", help="only runs with this status")
+    p.add_argument("--last", type=int, default=50, metavar="N",
+                   help="the last N runs (default 50)")
+    p.add_argument("--json", dest="as_json", action="store_true", help="print as JSON")
+    p = command("show", agent_cmd.runs_show, runs_commands)
+    p.add_argument("run_id", metavar="RUN_ID", help="a run's id, or the start of it")
+    _directory(p)
+    p.add_argument("--json", dest="as_json", action="store_true", help="print as JSON")
 
     secrets_cmd.add_parser(commands)
     both_dash_forms(parser)
@@ -1367,7 +1387,8 @@ def main(argv: list[str] | None = None) -> None:
                   {k: getattr(args, k) for k in FLEET_OPTIONS if hasattr(args, k)})
         view = obj.view
         params = {k: v for k, v in vars(args).items()
-                  if k not in ("func", "subcommand", "state_command", "no_color", "chdir",
+                  if k not in ("func", "subcommand", "state_command", "runs_command",
+                               "no_color", "chdir",
                                "verbose", "lock_timeout",
                                *FLEET_OPTIONS)}
         for key in ("variables", "var_files"):

@@ -1,0 +1,153 @@
+"""``tectum agent`` and ``tectum runs``: the reconciling agent (:mod:`tectum.agent`) and the run
+reports it stores (:mod:`tectum.runs`). ``tectum.cli.main`` registers the commands; the
+functions here take the parsed arguments as ``func(obj, **params)``."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import sys
+from typing import TYPE_CHECKING, Any
+
+from tectum.diagnostics import Diagnostic, DiagnosticError
+
+if TYPE_CHECKING:
+    import argparse
+
+    from tectum.cli.main import Ctx
+    from tectum.runs import RunReport
+
+
+def add_agent_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--repo", required=True, metavar="URL",
+                   help="the git repository to follow (any URL git fetches: file://, ssh, https)")
+    p.add_argument("--branch", default="main", help="the branch to follow (default: main)")
+    p.add_argument("--path", default=".", metavar="DIR",
+                   help="the project directory inside the repository (default: its root)")
+    p.add_argument("--interval", default="30m", metavar="DURATION",
+                   help="time between runs: 30s, 5m, 1h (default 30m)")
+    p.add_argument("--splay", default="0s", metavar="DURATION",
+                   help="a random delay up to this added to each interval (default 0s)")
+    p.add_argument("--mode", default="remediate", choices=("report", "remediate", "apply"),
+                   help="report: only report drift and waiting changes; remediate: put back "
+                   "drift, never apply new commits (default); apply: apply the branch's head")
+    p.add_argument("--once", action="store_true", help="run one cycle and exit (1 if it failed)")
+    p.add_argument("--max-runs", type=int, metavar="N", help="exit after N cycles")
+    p.add_argument("--workdir", metavar="DIR",
+                   help="where the clone and the report spool live (default: under "
+                   "~/.cache/tectum/agent/)")
+    p.add_argument("--name", metavar="HOST",
+                   help="the host name reports carry (default: this machine's)")
+    p.add_argument("--workspace", metavar="NAME", help="the workspace (default: the project's)")
+
+
+def agent(obj: Ctx, **args: Any) -> None:
+    """Keep a workspace matching a git branch: fetch, plan, and by --mode report drift, put it
+    back, or apply new commits; every --interval, until stopped (SIGTERM finishes the work
+    under way and saves state)."""
+    from tectum.agent import Agent, options_from
+
+    view = obj.view
+
+    def log(line: str) -> None:
+        stamp = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S")
+        view.out(f"{stamp} {line}")
+        sys.stdout.flush()
+
+    sys.exit(Agent(options_from(args), log).run())
+
+
+def _store(directory: str) -> Any:
+    from tectum.config.project import load_project
+    from tectum.runs import open_run_store
+
+    return open_run_store(load_project(directory))
+
+
+def _when(epoch: float) -> str:
+    return datetime.datetime.fromtimestamp(epoch).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def runs_list(obj: Ctx, directory: str, workspace: str | None, host: str | None,
+              status: str | None, last: int, as_json: bool) -> None:
+    """List the run reports of agents (newest first), and the hosts whose agent has not
+    reported for twice its interval (unreported)."""
+    from tectum.runs import unreported
+
+    store = _store(directory)
+    try:
+        found = store.recent(workspace=workspace, host=host, status=status, limit=last)
+        late = unreported(store.latest())
+    finally:
+        store.close()
+    view = obj.view
+    if as_json:
+        view.out(json.dumps({"runs": [r.to_json() for r in found],
+                             "unreported": [{"workspace": r.workspace, "host": r.host,
+                                             "last_run": r.id, "finished_at": r.finished_at,
+                                             "interval": r.interval} for r in late]},
+                            indent=2))
+        return
+    if not found:
+        view.out(f"No runs recorded in {store.where}.")
+    else:
+        view.out(f"{'RUN':12}  {'STARTED':19}  {'WORKSPACE':12}  {'HOST':16}  {'MODE':9}  "
+                 f"{'STATUS':15}  {'COMMIT':12}  CHANGES")
+        for r in found:
+            view.out(f"{r.id[:12]:12}  {_when(r.started_at):19}  {r.workspace[:12]:12}  "
+                     f"{r.host[:16]:16}  {r.mode:9}  {_styled(view, r.status):15}  "
+                     f"{(r.commit or '-')[:12]:12}  {r.changes} ({r.corrective} corrective), "
+                     f"{r.drifted} drifted, {r.pending} pending")
+    for r in late:
+        view.out(view.style(
+            f"unreported: {r.host} ({r.workspace}): last run {_when(r.finished_at)}, "
+            f"interval {r.interval:.0f} s", fg="yellow"))
+
+
+def _styled(view: Any, status: str) -> str:
+    colour = {"failed": "red", "drift-found": "yellow", "pending": "yellow",
+              "refused": "red", "changed": "green", "drift-corrected": "green"}.get(status)
+    text = f"{status:15}"
+    return view.style(text, fg=colour) if colour else text
+
+
+def runs_show(obj: Ctx, run_id: str, directory: str, as_json: bool) -> None:
+    """Show one run report (RUN_ID: its id or the start of it)."""
+    store = _store(directory)
+    try:
+        found = store.get(run_id)
+    finally:
+        store.close()
+    if found is None:
+        raise DiagnosticError(Diagnostic.error(
+            "No such run", f"No run's id starts with {run_id!r} in {store.where}; "
+            "`tectum runs list` shows them."))
+    view = obj.view
+    if as_json:
+        view.out(json.dumps(found.to_json(), indent=2))
+        return
+    for line in describe(found):
+        view.out(line)
+
+
+def describe(r: RunReport) -> list[str]:
+    """A run report as lines of text."""
+    lines = [f"run {r.id}", f"  status:     {r.status}", f"  workspace:  {r.workspace}",
+             f"  host:       {r.host}", f"  mode:       {r.mode}",
+             f"  branch:     {r.branch or '-'}", f"  commit:     {r.commit or '-'}",
+             f"  started:    {_when(r.started_at)} ({r.duration:.1f} s)",
+             f"  changes:    {r.changes} applied, {r.corrective} corrective",
+             f"  drifted:    {r.drifted}", f"  pending:    {r.pending}"]
+    if r.interval:
+        lines.append(f"  interval:   {r.interval:.0f} s")
+    if r.drift:
+        lines.append("  drift:")
+        lines.extend(f"    {a}" for a in r.drift)
+    if r.errors:
+        lines.append("  errors:")
+        lines.extend(f"    {e}" for e in r.errors)
+    if r.approved_by:
+        lines.append(f"  approved:   by {r.approved_by} at {_when(r.approved_at or 0)}")
+    return lines
+
+

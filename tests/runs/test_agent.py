@@ -1,0 +1,187 @@
+"""``tectum agent`` end to end: the real CLI following a real git repository (a bare repository
+over ``file://``), managing real files; its reports read back with ``tectum runs``."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Result, run_tectum, tectum_env
+
+STACK = """\
+from tectum.host import File
+File("a", path="{world}/a.txt", content="{text}\\n")
+"""
+
+
+class Repo:
+    """A bare repository (the remote the agent follows) and a work tree that commits to it."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.world = tmp / "world"
+        self.world.mkdir()
+        self.src = tmp / "src"
+        self.bare = tmp / "repo.git"
+        self.workdir = tmp / "agent"
+        self.git("init", "-q", "-b", "main", str(self.src), cwd=tmp)
+        self.commit("one")
+        self.git("clone", "-q", "--bare", str(self.src), str(self.bare), cwd=tmp)
+        self.git("remote", "add", "origin", str(self.bare))
+
+    def git(self, *args: str, cwd: Path | None = None) -> str:
+        env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org",
+               "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.org"}
+        proc = subprocess.run(["git", *args], cwd=cwd or self.src, env=env, text=True,
+                              capture_output=True, check=True)
+        return proc.stdout.strip()
+
+    def commit(self, text: str, stack: str | None = None, push: bool = False) -> str:
+        (self.src / "stack.py").write_text(
+            stack if stack is not None else STACK.format(world=self.world, text=text))
+        self.git("add", "-A")
+        self.git("commit", "-q", "-m", text)
+        if push:
+            self.git("push", "-q", "--force", "origin", "HEAD:main")
+        return self.git("rev-parse", "HEAD")
+
+    @property
+    def url(self) -> str:
+        return f"file://{self.bare}"
+
+    def agent(self, *args: str) -> Result:
+        return run_tectum("agent", "--repo", self.url, "--workdir", str(self.workdir),
+                          "--interval", "1s", "--name", "host-a", *args, timeout=120)
+
+    def runs(self) -> list[dict[str, Any]]:
+        out = run_tectum("runs", "list", "--json", str(self.workdir / "repo"))
+        assert out.returncode == 0, out.output
+        runs: list[dict[str, Any]] = json.loads(out.stdout)["runs"]
+        return runs
+
+    def text(self) -> str:
+        return (self.world / "a.txt").read_text()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Repo:
+    return Repo(tmp_path)
+
+
+def last_status(result: Result) -> str:
+    """The status of the last "run ID STATUS: ..." line an agent printed."""
+    found = re.findall(r" run [0-9a-f]{12} ([a-z-]+):", result.stdout)
+    assert found, result.output
+    return str(found[-1])
+
+
+def test_each_mode_does_what_it_says(repo: Repo) -> None:
+    first = repo.agent("--mode", "apply", "--once")
+    assert first.returncode == 0 and last_status(first) == "changed", first.output
+    assert repo.text() == "one\n"
+
+    # a change by hand: report mode only reports it
+    (repo.world / "a.txt").write_text("by hand\n")
+    reported = repo.agent("--mode", "report", "--once")
+    assert last_status(reported) == "drift-found", reported.output
+    assert repo.text() == "by hand\n"
+
+    # remediate puts it back
+    fixed = repo.agent("--mode", "remediate", "--once")
+    assert last_status(fixed) == "drift-corrected", fixed.output
+    assert repo.text() == "one\n"
+
+    # a new commit: remediate does not apply it, but still puts back drift
+    two = repo.commit("two", push=True)
+    (repo.world / "a.txt").write_text("by hand again\n")
+    waiting = repo.agent("--mode", "remediate", "--once")
+    assert last_status(waiting) == "drift-corrected", waiting.output
+    assert "waits: mode remediate applies no new commit" in waiting.stdout
+    assert repo.text() == "one\n"
+    # and with no drift, the commit is reported as waiting
+    assert last_status(repo.agent("--mode", "remediate", "--once")) == "pending"
+    assert repo.text() == "one\n"
+
+    applied = repo.agent("--mode", "apply", "--once")
+    assert last_status(applied) == "changed", applied.output
+    assert repo.text() == "two\n"
+
+    runs = repo.runs()
+    assert [r["status"] for r in runs] == ["changed", "pending", "drift-corrected",
+                                           "drift-corrected", "drift-found", "changed"]
+    assert runs[0]["commit"] == two and runs[0]["host"] == "host-a"
+    assert runs[3]["corrective"] == 1 and runs[3]["drift"] == ["file.a"]
+    shown = run_tectum("runs", "show", runs[3]["id"][:8], str(repo.workdir / "repo"))
+    assert "status:     drift-corrected" in shown.stdout and "file.a" in shown.stdout
+
+
+def test_a_commit_that_does_not_evaluate_fails_and_drift_is_still_put_back(
+        repo: Repo) -> None:
+    assert last_status(repo.agent("--mode", "apply", "--once")) == "changed"
+    repo.commit("broken", stack="from tectum.host import File\nFile('a', path=)\n", push=True)
+    (repo.world / "a.txt").write_text("by hand\n")
+    broken = repo.agent("--mode", "apply", "--once")
+    assert broken.returncode == 1, broken.output
+    assert last_status(broken) == "failed"
+    assert "error: commit" in broken.stdout and "Traceback" not in broken.output
+    assert repo.text() == "one\n"  # the last good configuration still holds
+    run = repo.runs()[0]
+    assert run["status"] == "failed" and run["corrective"] == 1 and run["errors"]
+
+
+def test_a_force_pushed_branch_is_followed(repo: Repo) -> None:
+    one = repo.git("rev-parse", "HEAD")
+    repo.commit("two", push=True)
+    assert last_status(repo.agent("--mode", "apply", "--once")) == "changed"
+    assert repo.text() == "two\n"
+    repo.git("reset", "-q", "--hard", one)
+    repo.git("push", "-q", "--force", "origin", "HEAD:main")
+    assert last_status(repo.agent("--mode", "apply", "--once")) == "changed"
+    assert repo.text() == "one\n"
+
+
+def test_a_failed_fetch_is_reported_and_drift_still_corrected(repo: Repo) -> None:
+    assert last_status(repo.agent("--mode", "apply", "--once")) == "changed"
+    repo.bare.rename(repo.tmp / "moved.git")
+    (repo.world / "a.txt").write_text("by hand\n")
+    result = repo.agent("--mode", "remediate", "--once")
+    assert last_status(result) == "failed", result.output
+    assert "fetch of main" in result.stdout
+    assert repo.text() == "one\n"
+
+
+def test_the_loop_corrects_drift_within_an_interval_and_sigterm_stops_it(repo: Repo) -> None:
+    assert last_status(repo.agent("--mode", "apply", "--once")) == "changed"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tectum", "agent", "--repo", repo.url, "--workdir",
+         str(repo.workdir), "--interval", "1s", "--splay", "1s", "--mode", "remediate"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=tectum_env())
+    try:
+        time.sleep(1.0)
+        (repo.world / "a.txt").write_text("by hand\n")
+        changed_at = time.monotonic()
+        deadline = changed_at + 30
+        while repo.text() != "one\n" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        took = time.monotonic() - changed_at
+        assert repo.text() == "one\n"
+        # within interval + splay, plus a cycle's own time on a loaded machine
+        assert took < 1 + 1 + 5, took
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out
+    assert "SIGTERM received" in out and "stopped: state is saved" in out
+    assert "drift-corrected" in out
