@@ -39,6 +39,7 @@ import socket
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -75,6 +76,16 @@ class AgentOptions:
     workspace: str | None = None
     parallelism: int = 10
     lock_timeout: float = 60.0
+    #: apply mode: a new commit's plan is saved and waits for ``tectum approve``
+    require_approval: bool = False
+    #: public keys (age, ssh-ed25519) the saved plans are encrypted to (the agent's own key
+    #: among them: it decrypts the plan it applies)
+    encrypt_to: tuple[str, ...] = ()
+    #: a head that ``git verify-commit`` does not accept is refused
+    require_signed_commits: bool = False
+    #: the SSH signers trusted for signed commits (git's ``gpg.ssh.allowedSignersFile``);
+    #: OpenPGP signatures are checked against the agent user's GnuPG keyring
+    allowed_signers: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -165,6 +176,7 @@ class Agent:
 
         o = self.options
         started, t0 = time.time(), time.monotonic()
+        self.run_id = uuid.uuid4().hex
         errors: list[str] = []
         head: str | None = None
         try:
@@ -200,13 +212,17 @@ class Agent:
         status = result.get("status", "failed")
         if errors and status not in ("failed",):
             status = "failed"
+        if result.get("status") == "refused":
+            status = "refused"
         return self._finish(RunReport(
             workspace=session.workspace, host=o.name, mode=o.mode, status=status,
             started_at=started, branch=o.branch, commit=result.get("commit", head),
             corrective=result.get("corrective", 0), changes=result.get("changes", 0),
             drifted=result.get("drifted", 0), pending=result.get("pending", 0),
             interval=o.interval, errors=tuple(errors),
-            drift=tuple(result.get("drift", ())[:100])), t0)
+            drift=tuple(result.get("drift", ())[:100]), plan_path=result.get("plan_path"),
+            plan_digest=result.get("plan_digest"), plan_serial=result.get("plan_serial"),
+            id=self.run_id), t0)
 
     def _act(self, session: Session, head: str | None, errors: list[str]) -> dict[str, Any]:
         mode = self.options.mode
@@ -217,7 +233,7 @@ class Agent:
             if deployed is None:
                 # nothing applied yet: nothing to put back; the head waits for an apply
                 return self._report(session, head, errors, pending_only=True)
-            out = self._apply(session, deployed[1], corrective_only=True)
+            out = self._remediate(session, deployed)
             out["commit"] = deployed[0]
             if head is not None and deployed[0] != head:
                 out["pending"] = max(out.get("pending", 0), 1)
@@ -227,6 +243,18 @@ class Agent:
             return out
         # apply
         target = head or self.checked_out()
+        if target is not None and self.options.require_signed_commits:
+            refused = self.unverified(target)
+            if refused:
+                errors.append(refused)
+                # the last accepted configuration still holds: drift against it is put back
+                deployed = self._deployed(session)
+                out = (self._remediate(session, deployed)
+                       if deployed is not None else {})
+                out.update(status="refused", commit=target)
+                return out
+        if self.options.require_approval:
+            return self._gated(session, target)
         if target is not None and target != self.checked_out():
             self.checkout(target)
         try:
@@ -237,12 +265,129 @@ class Agent:
             if deployed is None:
                 return {"status": "failed", "commit": target}
             # the last good configuration still holds: drift against it is put back
-            out = self._apply(session, deployed[1], corrective_only=True)
+            out = self._remediate(session, deployed)
             out.update(status="failed", commit=target)
             return out
         out = self._apply(session, stack, corrective_only=False)
         out["commit"] = target
         return out
+
+    def unverified(self, commit: str) -> str | None:
+        """Why ``commit`` is refused (``git verify-commit``: unsigned, a bad signature, or a
+        signer not trusted), else None."""
+        args = ["-c", f"gpg.ssh.allowedSignersFile={self.options.allowed_signers}"] \
+            if self.options.allowed_signers else []
+        try:
+            git(*args, "verify-commit", commit, cwd=self.clone)
+        except AgentError as exc:
+            why = str(exc).split(" failed: ", 1)[-1].strip() or "the commit is not signed"
+            return (f"commit {commit[:12]} is refused: its signature is missing or not "
+                    f"trusted (git verify-commit: {why}); it is not applied")
+        return None
+
+    # -- approval ------------------------------------------------------------------------------
+    def _gated(self, session: Session, head: str | None) -> dict[str, Any]:
+        """Apply mode with approval: apply a plan approved since (exactly that file, by its
+        digest); otherwise put back drift against the last applied configuration and, for a
+        new commit with changes, save its plan and wait (status ``pending``)."""
+        approved = self._approved(session)
+        if approved is not None:
+            return self._apply_approved(session, approved)
+        deployed = self._deployed(session)
+        out: dict[str, Any] = {"status": "unchanged"}
+        if deployed is not None:
+            out = self._remediate(session, deployed)
+            out["commit"] = deployed[0]
+            if head is None or deployed[0] == head:
+                return out
+        if head is not None and head != self.checked_out():
+            self.checkout(head)
+        stack = session.evaluate()
+        with session.locked("plan"):
+            state = session.read_state()
+            plan = session.plan(stack, state).plan
+        counts = _counts(plan)
+        if not counts["todo"]:
+            return out  # (a commit that changes nothing needs no approval)
+        for earlier in self._mine(session, "pending"):
+            if earlier.commit == head and earlier.plan_serial == state.serial \
+                    and earlier.plan_path and os.path.exists(earlier.plan_path):
+                # (the same commit, state unchanged since: that plan still waits)
+                return {**out, "status": "pending", "commit": head, "pending": counts["todo"],
+                        "plan_path": earlier.plan_path, "plan_digest": earlier.plan_digest,
+                        "plan_serial": earlier.plan_serial}
+        from tectum.plans.planfile import write_plan
+
+        assert self.options.workdir is not None
+        plans = os.path.join(self.options.workdir, "plans")
+        os.makedirs(plans, mode=0o700, exist_ok=True)
+        path = os.path.join(plans, f"{self.run_id}.tfplan")
+        write_plan(path, plan, session.project.root, sealer=session.sealer,
+                   encrypt_to=self.options.encrypt_to)
+        self.log(f"commit {(head or '?')[:12]}: {counts['todo']} change(s) wait for approval: "
+                 f"tectum runs show {self.run_id[:12]}; tectum approve {self.run_id[:12]}")
+        return {**out, "status": "pending", "commit": head, "pending": counts["todo"],
+                "plan_path": path, "plan_digest": file_digest(path),
+                "plan_serial": state.serial}
+
+    def _mine(self, session: Session, status: str) -> list[RunReport]:
+        """This agent's runs with ``status``, newest first."""
+        from tectum.config.project import load_project
+
+        store = open_run_store(load_project(self.project_dir))
+        try:
+            return store.recent(workspace=session.workspace, host=self.options.name,
+                                status=status, limit=20)
+        finally:
+            store.close()
+
+    def _approved(self, session: Session) -> RunReport | None:
+        found = [r for r in self._mine(session, "approved") if not r.applied_in]
+        return found[0] if found else None
+
+    def _apply_approved(self, session: Session, approved: RunReport) -> dict[str, Any]:
+        """Apply exactly the approved plan file: its digest must be the one approved, then
+        the stale-plan and world checks of ``tectum apply PLANFILE``."""
+        from tectum.plans.planfile import read_plan
+
+        path = approved.plan_path or ""
+        self._mark(approved.with_(applied_in=self.run_id))
+        if not os.path.exists(path) or file_digest(path) != approved.plan_digest:
+            raise DiagnosticError(Diagnostic.error(
+                "Approved plan changed",
+                f"run {approved.id[:12]}'s plan {path} is missing or is not the file that "
+                "was approved (digest mismatch): nothing was applied. The next cycle makes a "
+                "new plan to approve."))
+        saved, _ = read_plan(path)
+        self.log(f"applying the plan of run {approved.id[:12]}, approved by "
+                 f"{approved.approved_by}")
+        with session.locked("apply"):
+            state = session.read_state()
+            session.check_fresh(saved, state, path)
+            session.check_world(
+                saved, made=f"{path} holds what tectum read when run {approved.id[:12]} "
+                "planned.", retry="The next cycle makes a new plan to approve.")
+            if approved.commit and approved.commit != self.checked_out():
+                self.checkout(approved.commit)  # (the version records the commit applied)
+            result = session.apply(saved, state, parallelism=self.options.parallelism,
+                                   should_stop=self.stopping.is_set, operation="apply")
+        applied = [c for c in saved.changes if c.address in result.applied]
+        corrective = sum(1 for c in applied if c.drift)
+        if result.failed or result.skipped:
+            raise DiagnosticError(Diagnostic.error(
+                "Apply failed", f"{len(result.failed)} failed, {len(result.skipped)} skipped: "
+                + "; ".join(f"{a}: {m}" for a, m in list(result.failed.items())[:20])))
+        return {"status": "changed", "commit": approved.commit, "changes": len(applied),
+                "corrective": corrective}
+
+    def _mark(self, report: RunReport) -> None:
+        from tectum.config.project import load_project
+
+        store = open_run_store(load_project(self.project_dir))
+        try:
+            store.put(report)
+        finally:
+            store.close()
 
     def _deployed(self, session: Session) -> tuple[str | None, Any] | None:
         """The commit and the stack the latest state version applied (its recorded desired
@@ -281,6 +426,15 @@ class Agent:
         return {"status": status, "commit": head or self.checked_out(),
                 "drifted": counts["drifted"], "pending": counts["todo"],
                 "drift": counts["drift"]}
+
+    def _remediate(self, session: Session, deployed: tuple[str | None, Any]) -> dict[str, Any]:
+        """Put back drift against the last applied configuration ``deployed`` (its commit and
+        stack), with the work tree at that commit: the version written records it, never a
+        commit that waits or was refused."""
+        commit, stack = deployed
+        if commit is not None and commit != self.checked_out():
+            self.checkout(commit)
+        return self._apply(session, stack, corrective_only=True)
 
     def _apply(self, session: Session, stack: Any, *, corrective_only: bool) -> dict[str, Any]:
         with session.locked("apply"):
@@ -378,6 +532,12 @@ class Agent:
         self.stopping.set()
 
 
+def file_digest(path: str) -> str:
+    """SHA-256 of the file at ``path`` (hex)."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
 def _counts(plan: Plan) -> dict[str, Any]:
     todo = [c for c in plan.changes if c.action.value != "no-op"]
     drift = sorted(c.address for c in plan.changes if c.drift)
@@ -404,4 +564,7 @@ def options_from(args: dict[str, Any], extra: Sequence[str] = ()) -> AgentOption
         interval=parse_duration(args["interval"]), splay=parse_duration(args["splay"]),
         mode=args["mode"], once=args["once"], max_runs=args["max_runs"],
         workdir=args["workdir"], name=args["name"] or socket.gethostname(),
-        workspace=args["workspace"])
+        workspace=args["workspace"], require_approval=args["require_approval"],
+        encrypt_to=tuple(args["encrypt_to"] or ()),
+        require_signed_commits=args["require_signed_commits"],
+        allowed_signers=args["allowed_signers"])

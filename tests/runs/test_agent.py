@@ -185,3 +185,107 @@ def test_the_loop_corrects_drift_within_an_interval_and_sigterm_stops_it(repo: R
     assert proc.returncode == 0, out
     assert "SIGTERM received" in out and "stopped: state is saved" in out
     assert "drift-corrected" in out
+
+
+def approve(repo: Repo, run_id: str) -> Result:
+    return run_tectum("approve", run_id, "--project", str(repo.workdir / "repo"))
+
+
+def test_a_new_commit_waits_for_approval_and_exactly_that_plan_is_applied(
+        repo: Repo, tmp_path: Path) -> None:
+    keygen = run_tectum("secrets", "keygen", "-o", str(tmp_path / "agent.key"))
+    assert keygen.returncode == 0, keygen.output
+    public = next(w for w in keygen.output.split() if w.startswith("age1"))
+    env_key = {"TECTUM_AGE_KEY_FILE": str(tmp_path / "agent.key")}
+    gated = ("--mode", "apply", "--require-approval", "--encrypt-to", public, "--once")
+
+    def agent() -> Result:
+        return run_tectum("agent", "--repo", repo.url, "--workdir", str(repo.workdir),
+                          "--interval", "1s", "--name", "host-a", *gated, env=env_key,
+                          timeout=120)
+
+    first = agent()
+    assert last_status(first) == "pending", first.output
+    assert not (repo.world / "a.txt").exists()  # nothing applied before approval
+    pending = repo.runs()[0]
+    plan_file = Path(pending["plan_path"])
+    assert plan_file.read_bytes().startswith(b"age-encryption.org/v1")
+    assert pending["plan_digest"] and pending["pending"] == 1
+    # the same commit, state unchanged: the same plan still waits (no new plan per cycle)
+    again = agent()
+    assert last_status(again) == "pending"
+    assert repo.runs()[0]["plan_path"] == str(plan_file)
+
+    ok = approve(repo, pending["id"][:10])
+    assert ok.returncode == 0 and "Approved run" in ok.stdout, ok.output
+    assert approve(repo, pending["id"]).returncode == 1  # (approved already: not pending)
+    applied = agent()
+    assert last_status(applied) == "changed", applied.output
+    assert repo.text() == "one\n"
+    runs = repo.runs()
+    assert runs[0]["status"] == "changed"
+    approved = next(r for r in runs if r["id"] == pending["id"])
+    assert approved["status"] == "approved" and approved["applied_in"] == runs[0]["id"]
+    assert approved["approved_by"]
+
+    # a new commit waits; drift meanwhile is put back and the plan made again
+    repo.commit("two", push=True)
+    waiting = agent()
+    assert last_status(waiting) == "pending" and repo.text() == "one\n"
+    old = repo.runs()[0]
+    (repo.world / "a.txt").write_text("by hand\n")
+    fixed = agent()
+    assert last_status(fixed) == "pending" and repo.text() == "one\n", fixed.output
+    newer = repo.runs()[0]
+    assert newer["corrective"] == 1 and newer["plan_digest"] != old["plan_digest"]
+    refused = approve(repo, old["id"])
+    assert refused.returncode == 1 and "Plan superseded" in refused.output
+
+    # a plan file changed after approval is not applied
+    assert approve(repo, newer["id"]).returncode == 0
+    Path(newer["plan_path"]).write_bytes(Path(newer["plan_path"]).read_bytes() + b"\n")
+    tampered = agent()
+    assert last_status(tampered) == "failed" and "Approved plan changed" in tampered.stdout
+    assert repo.text() == "one\n"
+    # the next cycle plans again; approved, it applies
+    retry = agent()
+    assert last_status(retry) == "pending", retry.output
+    assert approve(repo, repo.runs()[0]["id"]).returncode == 0
+    assert last_status(agent()) == "changed"
+    assert repo.text() == "two\n"
+
+
+def test_an_unsigned_or_untrusted_commit_is_refused(repo: Repo, tmp_path: Path) -> None:
+    keys = {}
+    for who in ("trusted", "stranger"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", who, "-f",
+                        str(tmp_path / who)], check=True)
+        keys[who] = (tmp_path / f"{who}.pub").read_text().strip()
+    signers = tmp_path / "allowed_signers"
+    signers.write_text(f"t@example.org {keys['trusted']}\n")
+
+    def signed(text: str, who: str) -> str:
+        (repo.src / "stack.py").write_text(STACK.format(world=repo.world, text=text))
+        repo.git("add", "-A")
+        repo.git("-c", "gpg.format=ssh", "-c", f"user.signingkey={tmp_path / who}",
+                 "commit", "-q", "--allow-empty", "-S", "-m", text)
+        repo.git("push", "-q", "--force", "origin", "HEAD:main")
+        return repo.git("rev-parse", "HEAD")
+
+    strict = ("--mode", "apply", "--require-signed-commits", "--allowed-signers",
+              str(signers), "--once")
+    signed("one", "trusted")
+    assert last_status(repo.agent(*strict)) == "changed"
+    assert repo.text() == "one\n"
+    repo.commit("unsigned", push=True)
+    (repo.world / "a.txt").write_text("by hand\n")
+    refused = repo.agent(*strict)
+    assert last_status(refused) == "refused", refused.output
+    assert "is refused" in refused.stdout
+    assert repo.text() == "one\n"  # not applied; drift against the last accepted put back
+    signed("stranger", "stranger")
+    assert last_status(repo.agent(*strict)) == "refused"
+    assert repo.text() == "one\n"
+    signed("three", "trusted")
+    assert last_status(repo.agent(*strict)) == "changed"
+    assert repo.text() == "three\n"

@@ -39,6 +39,65 @@ def add_agent_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", metavar="HOST",
                    help="the host name reports carry (default: this machine's)")
     p.add_argument("--workspace", metavar="NAME", help="the workspace (default: the project's)")
+    p.add_argument("--require-approval", action="store_true",
+                   help="apply mode: save a new commit's plan and wait for `tectum approve`")
+    p.add_argument("--encrypt-to", action="append", metavar="RECIPIENT",
+                   help="encrypt the saved plans to this age or ssh-ed25519 public key "
+                   "(repeatable; include the agent's own: it decrypts what it applies)")
+    p.add_argument("--require-signed-commits", action="store_true",
+                   help="refuse a head that `git verify-commit` does not accept")
+    p.add_argument("--allowed-signers", metavar="FILE",
+                   help="the SSH keys trusted to sign commits (git's gpg.ssh.allowedSignersFile)")
+
+
+def add_approve_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_ids", nargs="+", metavar="RUN_ID",
+                   help="the pending runs to approve (an id or the start of one)")
+    p.add_argument("--project", dest="directory", default=".", metavar="DIR",
+                   help="a project whose state backend holds the runs (default: the current "
+                   "directory; an agent's is WORKDIR/repo/PATH)")
+
+
+def approve(obj: Ctx, run_ids: list[str], directory: str) -> None:
+    """Approve pending runs: each agent applies exactly the plan it saved for that run (by
+    its digest) in its next cycle, after the stale-plan and world checks."""
+    import time
+
+    from tectum.backends.base import author
+
+    store = _store(directory)
+    try:
+        chosen = []
+        for run_id in run_ids:
+            found = store.get(run_id)
+            if found is None:
+                raise DiagnosticError(Diagnostic.error(
+                    "No such run", f"No run's id starts with {run_id!r} in {store.where}; "
+                    "`tectum runs list --status pending` shows the runs waiting."))
+            if found.status != "pending" or not found.plan_digest:
+                raise DiagnosticError(Diagnostic.error(
+                    "Not a pending plan",
+                    f"Run {found.id[:12]} is {found.status}"
+                    + ("" if found.plan_digest else " and saved no plan")
+                    + ": only a run waiting for approval (status pending, with a plan) can be "
+                    "approved."))
+            newer = store.recent(workspace=found.workspace, host=found.host, limit=1)
+            if newer and newer[0].id != found.id and newer[0].status == "pending" \
+                    and newer[0].plan_digest != found.plan_digest:
+                raise DiagnosticError(Diagnostic.error(
+                    "Plan superseded",
+                    f"Run {found.id[:12]}'s plan was replaced by run {newer[0].id[:12]}'s "
+                    f"(state or the commit moved on): approve {newer[0].id[:12]}."))
+            chosen.append(found)
+        for found in chosen:
+            store.put(found.with_(status="approved", approved_by=author(),
+                                  approved_at=time.time()))
+            obj.view.out(f"Approved run {found.id[:12]} ({found.host}, commit "
+                         f"{(found.commit or '-')[:12]}, {found.pending} change(s), plan "
+                         f"sha256 {str(found.plan_digest)[:16]}…): its agent applies it in "
+                         "its next cycle.")
+    finally:
+        store.close()
 
 
 def agent(obj: Ctx, **args: Any) -> None:

@@ -1253,6 +1253,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("agent", agent_cmd.agent)
     agent_cmd.add_agent_options(p)
+    p = command("approve", agent_cmd.approve)
+    agent_cmd.add_approve_options(p)
 
     runs_parser = commands.add_parser("runs", help="Show the reports of agent runs.",
                                       description="Show the reports of agent runs.")
