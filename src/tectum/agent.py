@@ -86,6 +86,9 @@ class AgentOptions:
     #: the SSH signers trusted for signed commits (git's ``gpg.ssh.allowedSignersFile``);
     #: OpenPGP signatures are checked against the agent user's GnuPG keyring
     allowed_signers: str | None = None
+    #: a TOML file of ``[[webhooks]]`` tables (:mod:`tectum.webhooks`): failed runs, drift
+    #: and plans waiting for approval are posted there
+    webhooks: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -144,6 +147,7 @@ class Agent:
         self.stopping = threading.Event()
         self.failures = 0
         self.runs = 0
+        self.notifier = _notifier(options)
 
     # -- git -----------------------------------------------------------------------------------
     def fetch(self) -> str:
@@ -470,6 +474,8 @@ class Agent:
         self.log(line)
         for error in report.errors:
             self.log(f"  error: {error}")
+        for event in events_of(report):
+            self.notifier.notify(event, report.to_json())
         return report
 
     def store(self, report: RunReport) -> None:
@@ -513,6 +519,7 @@ class Agent:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            self.notifier.close(timeout=10.0)
         if self.stopping.is_set():
             self.log("stopped: state is saved")
         return 1 if o.once and last is not None and last.status == "failed" else 0
@@ -530,6 +537,45 @@ class Agent:
         self.log(f"{signal.Signals(signum).name} received: finishing the operations under "
                  "way, then saving state")
         self.stopping.set()
+
+
+def events_of(report: RunReport) -> list[str]:
+    """The webhook events a run report raises: ``failed`` (failed or refused), ``drift``
+    (drift found or put back), ``pending-approval`` (a plan saved by this run waits)."""
+    out = []
+    if report.status in ("failed", "refused"):
+        out.append("failed")
+    if report.drifted or report.corrective:
+        out.append("drift")
+    if report.status == "pending" and report.plan_path and report.id in report.plan_path:
+        out.append("pending-approval")  # (once: when the plan is made, not while it waits)
+    return out
+
+
+def _notifier(options: AgentOptions) -> Any:
+    """The :class:`~tectum.webhooks.Notifier` of ``options.webhooks`` (none: no hook).
+    Raises DiagnosticError for a file that cannot be read or a bad hook."""
+    from tectum.webhooks import Notifier, Webhook
+
+    hooks: list[Webhook] = []
+    if options.webhooks:
+        import tomllib
+
+        try:
+            with open(options.webhooks, "rb") as fh:
+                data = tomllib.load(fh)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise DiagnosticError(Diagnostic.error(
+                "Cannot read the webhooks file", f"--webhooks {options.webhooks}: {exc}."
+                )) from None
+        tables = data.get("webhooks")
+        if not isinstance(tables, list) or not tables:
+            raise DiagnosticError(Diagnostic.error(
+                "No webhooks", f"--webhooks {options.webhooks} has no [[webhooks]] table."))
+        hooks = [Webhook.from_table(t, f"{options.webhooks} [[webhooks]] #{i}")
+                 for i, t in enumerate(tables, 1)]
+    assert options.workdir is not None
+    return Notifier(hooks, spool_dir=os.path.join(options.workdir, "webhooks"))
 
 
 def file_digest(path: str) -> str:
@@ -567,4 +613,4 @@ def options_from(args: dict[str, Any], extra: Sequence[str] = ()) -> AgentOption
         workspace=args["workspace"], require_approval=args["require_approval"],
         encrypt_to=tuple(args["encrypt_to"] or ()),
         require_signed_commits=args["require_signed_commits"],
-        allowed_signers=args["allowed_signers"])
+        allowed_signers=args["allowed_signers"], webhooks=args["webhooks"])

@@ -140,6 +140,9 @@ class RunStore(Protocol):
     def latest(self) -> list[RunReport]:
         """The newest report of each (workspace, host), newest first."""
 
+    def counts(self) -> dict[tuple[str, str, str], int]:
+        """The number of reports per (workspace, host, status)."""
+
     def close(self) -> None: ...
 
 
@@ -149,6 +152,9 @@ def unreported(latest: Sequence[RunReport], now: float | None = None) -> list[Ru
     return [r for r in latest
             if r.interval and now - r.finished_at > 2 * r.interval]
 
+
+_COUNTS = ("SELECT workspace, host, status, COUNT(*) FROM runs "
+           "GROUP BY workspace, host, status")
 
 _COLUMNS = ("id", "workspace", "host", "mode", "status", "started_at", "finished_at",
             "commit_sha", "document")
@@ -242,6 +248,11 @@ class SQLiteRunStore:
                 "FROM runs s WHERE s.workspace = r.workspace AND s.host = r.host) "
                 "ORDER BY started_at DESC").fetchall()
         return [r for r in (_parse(row[0]) for row in rows) if r is not None]
+
+    def counts(self) -> dict[tuple[str, str, str], int]:
+        with self._errors() as db:
+            rows = db.execute(_COUNTS).fetchall()
+        return {(str(w), str(h), str(s)): int(n) for w, h, s, n in rows}
 
     def close(self) -> None:
         if self._db is not None:
@@ -354,6 +365,11 @@ class PostgresRunStore:
                 "ORDER BY workspace, host, started_at DESC").fetchall()
         found = [r for r in (_parse(row[0]) for row in rows) if r is not None]
         return sorted(found, key=lambda r: r.started_at, reverse=True)
+
+    def counts(self) -> dict[tuple[str, str, str], int]:
+        with self._errors() as conn:
+            rows = conn.execute(_COUNTS).fetchall()
+        return {(str(w), str(h), str(s)): int(n) for w, h, s, n in rows}
 
     def close(self) -> None:
         if self._conn is not None:

@@ -289,3 +289,46 @@ def test_an_unsigned_or_untrusted_commit_is_refused(repo: Repo, tmp_path: Path) 
     signed("three", "trusted")
     assert last_status(repo.agent(*strict)) == "changed"
     assert repo.text() == "three\n"
+
+
+def test_drift_and_failure_are_posted_to_webhooks_signed(repo: Repo, tmp_path: Path) -> None:
+    import http.server
+    import threading
+
+    from tectum.webhooks import verify
+
+    got: list[tuple[dict[str, str], bytes]] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            got.append((dict(self.headers), body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    secret = "s3cret-for-the-webhook-test-0123456789"
+    hooks = tmp_path / "hooks.toml"
+    hooks.write_text(f'[[webhooks]]\nurl = "http://127.0.0.1:{server.server_address[1]}/h"\n'
+                     'secret_env = "HOOK_SECRET"\n')
+    try:
+        assert last_status(repo.agent("--mode", "apply", "--once")) == "changed"
+        (repo.world / "a.txt").write_text("by hand\n")
+        fixed = run_tectum("agent", "--repo", repo.url, "--workdir", str(repo.workdir),
+                           "--interval", "1s", "--mode", "remediate", "--once",
+                           "--webhooks", str(hooks), env={"HOOK_SECRET": secret}, timeout=120)
+        assert last_status(fixed) == "drift-corrected", fixed.output
+    finally:
+        server.shutdown()
+    assert len(got) == 1, got
+    headers, body = got[0]
+    assert headers["X-Tectum-Event"] == "drift"
+    assert verify(secret, body, int(headers["X-Tectum-Timestamp"]),
+                  headers["X-Tectum-Signature"])
+    event = json.loads(body)
+    assert event["run"]["status"] == "drift-corrected" and event["run"]["drift"] == ["file.a"]
+    assert secret not in fixed.output

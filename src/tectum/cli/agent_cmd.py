@@ -48,6 +48,9 @@ def add_agent_options(p: argparse.ArgumentParser) -> None:
                    help="refuse a head that `git verify-commit` does not accept")
     p.add_argument("--allowed-signers", metavar="FILE",
                    help="the SSH keys trusted to sign commits (git's gpg.ssh.allowedSignersFile)")
+    p.add_argument("--webhooks", metavar="FILE",
+                   help="a TOML file of [[webhooks]] (url, secret_env, events): failed runs, "
+                   "drift and plans waiting for approval are posted there, signed")
 
 
 def add_approve_options(p: argparse.ArgumentParser) -> None:

@@ -1256,6 +1256,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("approve", agent_cmd.approve)
     agent_cmd.add_approve_options(p)
 
+    from tectum.cli import serve_cmd
+
+    p = command("serve", serve_cmd.serve)
+    serve_cmd.add_serve_options(p)
+
     runs_parser = commands.add_parser("runs", help="Show the reports of agent runs.",
                                       description="Show the reports of agent runs.")
     runs_commands = runs_parser.add_subparsers(dest="runs_command", metavar="COMMAND",

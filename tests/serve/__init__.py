@@ -1,0 +1,1 @@
+"""Tests of `tectum serve`: the status page and metrics."""
