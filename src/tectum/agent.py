@@ -501,7 +501,7 @@ class Agent:
     # -- the loop ----------------------------------------------------------------------------------
     def run(self) -> int:
         """Cycles until ``--once``, ``--max-runs`` or a signal; returns the exit code (0, or 1
-        when ``--once``'s cycle failed)."""
+        when ``--once``'s cycle failed or its commit was refused)."""
         o = self.options
         previous = {s: signal.signal(s, self._signalled) for s in (signal.SIGTERM,
                                                                     signal.SIGINT)}
@@ -522,7 +522,8 @@ class Agent:
             self.notifier.close(timeout=10.0)
         if self.stopping.is_set():
             self.log("stopped: state is saved")
-        return 1 if o.once and last is not None and last.status == "failed" else 0
+        return 1 if o.once and last is not None and last.status in ("failed", "refused") \
+            else 0
 
     def next_wait(self) -> float:
         """The interval plus a random splay; after failures a backoff (5 s doubling, at most

@@ -31,7 +31,8 @@ def add_agent_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", default="remediate", choices=("report", "remediate", "apply"),
                    help="report: only report drift and waiting changes; remediate: put back "
                    "drift, never apply new commits (default); apply: apply the branch's head")
-    p.add_argument("--once", action="store_true", help="run one cycle and exit (1 if it failed)")
+    p.add_argument("--once", action="store_true",
+                   help="run one cycle and exit (1 if it failed or refused the commit)")
     p.add_argument("--max-runs", type=int, metavar="N", help="exit after N cycles")
     p.add_argument("--workdir", metavar="DIR",
                    help="where the clone and the report spool live (default: under "
