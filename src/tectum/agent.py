@@ -31,6 +31,7 @@ or the shared PostgreSQL database a fleet reports to), and reports that could no
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import random
@@ -101,7 +102,8 @@ class AgentOptions:
         if self.workdir is None:
             cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(
                 os.path.expanduser("~"), ".cache")
-            digest = hashlib.sha256(f"{self.repo}\0{self.branch}\0{self.path}".encode())
+            digest = hashlib.sha256(f"{self.repo}\0{self.branch}\0{self.path}\0"
+                                    f"{self.workspace}\0{self.name}".encode())
             self.workdir = os.path.join(cache, "tectum", "agent", digest.hexdigest()[:16])
 
 
@@ -121,6 +123,29 @@ def git(*args: str, cwd: str | None = None, timeout: float = 300.0) -> str:
         message = " ".join((proc.stderr or proc.stdout).strip().split("\n")[-2:])
         raise AgentError(f"git {args[0]} failed: {message}")
     return proc.stdout
+
+
+def safe_url(url: str) -> str:
+    """``url`` without a password or token in it (``https://user:TOKEN@host/...`` →
+    ``https://user@host/...``); the secret is registered for masking."""
+    import urllib.parse
+
+    from tectum.masking import REDACTOR
+
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return url
+    if parts.password:
+        REDACTOR.add(parts.password)
+        netloc = parts.netloc.rsplit("@", 1)
+        user = parts.username or ""
+        return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}@{netloc[-1]}"))
+    if parts.username and "@" in parts.netloc and parts.scheme in ("http", "https"):
+        REDACTOR.add(parts.username)  # (a token given as the user name)
+        return urllib.parse.urlunsplit(parts._replace(
+            netloc="(sensitive value)@" + parts.netloc.rsplit("@", 1)[-1]))
+    return url
 
 
 def messages(exc: BaseException) -> list[str]:
@@ -158,6 +183,8 @@ class Agent:
             git("clone", "--quiet", "--branch", o.branch, "--single-branch", "--", o.repo,
                 self.clone)
         else:
+            # (the repository given now, also when it changed since the clone)
+            git("remote", "set-url", "origin", o.repo, cwd=self.clone)
             git("fetch", "--quiet", "--force", "origin",
                 f"+refs/heads/{o.branch}:refs/remotes/origin/{o.branch}", cwd=self.clone)
         return git("rev-parse", f"refs/remotes/origin/{o.branch}^{{commit}}",
@@ -176,105 +203,155 @@ class Agent:
     # -- one cycle -------------------------------------------------------------------------------
     def cycle(self) -> RunReport:
         """Fetch, plan, act by mode; the report is stored (or spooled) and returned."""
-        from tectum.engine.session import Session
-
         o = self.options
         started, t0 = time.time(), time.monotonic()
         self.run_id = uuid.uuid4().hex
-        errors: list[str] = []
+        self.errors: list[str] = []
+        self.session: Session | None = None
         head: str | None = None
-        try:
-            head = self.fetch()
-        except AgentError as exc:
-            errors.append(f"fetch of {o.branch} from {o.repo}: {exc}; the last fetched "
-                          "commit is used")
-        if self.checked_out() is None:
-            if head is None:
-                return self._finish(RunReport(
-                    workspace=o.workspace or "default", host=o.name, mode=o.mode,
-                    status="failed", started_at=started, branch=o.branch,
-                    interval=o.interval, errors=tuple(errors)), t0)
-            self.checkout(head)  # (the first cycle: some configuration to start from)
         result: dict[str, Any] = {}
         try:
-            session = Session(self.project_dir, workspace=o.workspace,
-                              lock_timeout=o.lock_timeout)
+            try:
+                head = self.fetch()
+            except AgentError as exc:
+                last = self.checked_out()
+                self.errors.append(
+                    f"fetch of {o.branch} from {safe_url(o.repo)}: {exc}"
+                    + (f"; going on with commit {last[:12]}" if last else ""))
+            accepted = head
+            if head is not None and o.require_signed_commits:
+                refused = self.unverified(head)
+                if refused:
+                    self.errors.append(refused)
+                    accepted = None  # (never checked out, never evaluated)
+                    result["status"] = "refused"
+            result = {**self._act(head, accepted), **result}
         except DiagnosticError as exc:
-            errors.extend(messages(exc))
-            return self._finish(RunReport(
-                workspace=o.workspace or "default", host=o.name, mode=o.mode, status="failed",
-                started_at=started, branch=o.branch, commit=head, interval=o.interval,
-                errors=tuple(errors)), t0)
-        try:
-            result = self._act(session, head, errors)
-        except DiagnosticError as exc:
-            errors.extend(messages(exc))
+            self.errors.extend(messages(exc))
+        except AgentError as exc:
+            self.errors.append(str(exc))
         except Exception as exc:  # noqa: BLE001 - reported, and the agent goes on
-            errors.append(f"internal error: {type(exc).__name__}: {exc}")
+            self.errors.append(f"internal error: {type(exc).__name__}: {exc}")
         finally:
-            session.close()
+            workspace = self.session.workspace if self.session is not None else None
+            self._close_session()
         status = result.get("status", "failed")
-        if errors and status not in ("failed",):
+        if self.errors and status != "refused":
             status = "failed"
-        if result.get("status") == "refused":
-            status = "refused"
         return self._finish(RunReport(
-            workspace=session.workspace, host=o.name, mode=o.mode, status=status,
-            started_at=started, branch=o.branch, commit=result.get("commit", head),
-            corrective=result.get("corrective", 0), changes=result.get("changes", 0),
-            drifted=result.get("drifted", 0), pending=result.get("pending", 0),
-            interval=o.interval, errors=tuple(errors),
-            drift=tuple(result.get("drift", ())[:100]), plan_path=result.get("plan_path"),
-            plan_digest=result.get("plan_digest"), plan_serial=result.get("plan_serial"),
-            id=self.run_id), t0)
+            workspace=workspace or self._workspace(), host=o.name, mode=o.mode,
+            status=status, started_at=started, branch=o.branch,
+            commit=result.get("commit", head), corrective=result.get("corrective", 0),
+            changes=result.get("changes", 0), drifted=result.get("drifted", 0),
+            pending=result.get("pending", 0), interval=o.interval + o.splay,
+            errors=tuple(self.errors), drift=tuple(result.get("drift", ())[:100]),
+            plan_path=result.get("plan_path"), plan_digest=result.get("plan_digest"),
+            plan_serial=result.get("plan_serial"), id=self.run_id), t0)
 
-    def _act(self, session: Session, head: str | None, errors: list[str]) -> dict[str, Any]:
+    def _workspace(self) -> str:
+        """The workspace a run without a session reports (the one the session would use)."""
+        if self.options.workspace:
+            return self.options.workspace
+        try:
+            from tectum.config.project import load_project
+            from tectum.engine.session import current_workspace
+
+            return current_workspace(load_project(self.project_dir))
+        except DiagnosticError:
+            return os.environ.get("TECTUM_WORKSPACE") or "default"
+
+    # -- sessions: one per tree ---------------------------------------------------------------
+    def _session_at(self, commit: str | None) -> Session:
+        """A session over the project with the work tree at ``commit`` (None: as it is). A
+        tree whose project does not load (a broken ``tectum.toml``) falls back to the last
+        commit that loaded, so drift is still checked; the error is reported."""
+        from tectum.engine.session import Session
+
+        if commit is not None and commit != self.checked_out():
+            self._close_session()
+            self.checkout(commit)
+        if self.session is not None:
+            return self.session
+        o = self.options
+        try:
+            self.session = Session(self.project_dir, workspace=o.workspace,
+                                   lock_timeout=o.lock_timeout)
+        except DiagnosticError as exc:
+            good = self._last_good()
+            if good is None or good == self.checked_out():
+                raise
+            self.errors.extend(f"commit {(self.checked_out() or '?')[:12]}: {m}"
+                               for m in messages(exc))
+            self.checkout(good)
+            self.session = Session(self.project_dir, workspace=o.workspace,
+                                   lock_timeout=o.lock_timeout)
+        self._remember_good()
+        return self.session
+
+    def _close_session(self) -> None:
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+
+    def _last_good(self) -> str | None:
+        try:
+            with open(os.path.join(str(self.options.workdir), "last-good"),
+                      encoding="utf-8") as fh:
+                return fh.read().strip() or None
+        except OSError:
+            return None
+
+    def _remember_good(self) -> None:
+        commit = self.checked_out()
+        if commit is not None and commit != self._last_good():
+            path = os.path.join(str(self.options.workdir), "last-good")
+            with open(path + ".tmp", "w", encoding="utf-8") as fh:
+                fh.write(commit + "\n")
+            os.replace(path + ".tmp", path)
+
+    # -- acting by mode -------------------------------------------------------------------------
+    def _act(self, head: str | None, accepted: str | None) -> dict[str, Any]:
+        """``head``: the branch's head (None: not fetched); ``accepted``: the same, when it
+        may be checked out (None: not fetched, or refused)."""
         mode = self.options.mode
+        if self.checked_out() is None:  # (the first cycle: a tree to start from)
+            if accepted is None:
+                raise AgentError("no commit to start from: the branch was not fetched"
+                                 + (" or its head was refused" if head else ""))
+            self.checkout(accepted)
         if mode == "report":
-            return self._report(session, head, errors)
-        deployed = self._deployed(session) if mode == "remediate" else None
+            if accepted is None:
+                return {}
+            return self._report(self._session_at(accepted), accepted)
+        base = self._session_at(None)
+        deployed = self._deployed(base)
+        out: dict[str, Any] = {"status": "unchanged"}
+        if deployed is not None:
+            out = {**self._remediate(deployed), "commit": deployed[0]}
+        if accepted is None or (deployed is not None and deployed[0] == accepted):
+            return out
         if mode == "remediate":
             if deployed is None:
                 # nothing applied yet: nothing to put back; the head waits for an apply
-                return self._report(session, head, errors, pending_only=True)
-            out = self._remediate(session, deployed)
-            out["commit"] = deployed[0]
-            if head is not None and deployed[0] != head:
-                out["pending"] = max(out.get("pending", 0), 1)
-                if out.get("status") == "unchanged":
-                    out["status"] = "pending"
-                self.log(f"commit {head[:12]} waits: mode remediate applies no new commit")
+                return self._report(self._session_at(accepted), accepted, pending_only=True)
+            out["pending"] = max(out.get("pending", 0), 1)
+            if out.get("status") == "unchanged":
+                out["status"] = "pending"
+            self.log(f"commit {accepted[:12]} waits: mode remediate applies no new commit")
             return out
-        # apply
-        target = head or self.checked_out()
-        if target is not None and self.options.require_signed_commits:
-            refused = self.unverified(target)
-            if refused:
-                errors.append(refused)
-                # the last accepted configuration still holds: drift against it is put back
-                deployed = self._deployed(session)
-                out = (self._remediate(session, deployed)
-                       if deployed is not None else {})
-                out.update(status="refused", commit=target)
-                return out
         if self.options.require_approval:
-            return self._gated(session, target)
-        if target is not None and target != self.checked_out():
-            self.checkout(target)
+            return self._gated(accepted, deployed, out)
+        session = self._session_at(accepted)
+        if session is not self.session or self.checked_out() != accepted:
+            return out  # (its project did not load: reported; drift was put back above)
         try:
             stack = session.evaluate()
         except DiagnosticError as exc:
-            errors.extend(f"commit {(target or '?')[:12]}: {m}" for m in messages(exc))
-            deployed = self._deployed(session)
-            if deployed is None:
-                return {"status": "failed", "commit": target}
-            # the last good configuration still holds: drift against it is put back
-            out = self._remediate(session, deployed)
-            out.update(status="failed", commit=target)
+            self.errors.extend(f"commit {accepted[:12]}: {m}" for m in messages(exc))
+            if deployed is not None and deployed[0] is not None:
+                self._session_at(deployed[0])  # (the tree back at what was applied)
             return out
-        out = self._apply(session, stack, corrective_only=False)
-        out["commit"] = target
-        return out
+        return {**self._apply(session, stack, corrective_only=False), "commit": accepted}
 
     def unverified(self, commit: str) -> str | None:
         """Why ``commit`` is refused (``git verify-commit``: unsigned, a bad signature, or a
@@ -290,30 +367,38 @@ class Agent:
         return None
 
     # -- approval ------------------------------------------------------------------------------
-    def _gated(self, session: Session, head: str | None) -> dict[str, Any]:
-        """Apply mode with approval: apply a plan approved since (exactly that file, by its
-        digest); otherwise put back drift against the last applied configuration and, for a
-        new commit with changes, save its plan and wait (status ``pending``)."""
-        approved = self._approved(session)
+    def _gated(self, head: str, deployed: tuple[str | None, Any] | None,
+               out: dict[str, Any]) -> dict[str, Any]:
+        """Apply mode with approval (drift against the last applied configuration was put
+        back already): apply the plan approved for ``head`` (exactly that file, by its
+        digest); otherwise, for a commit with changes, save its plan and wait (``pending``).
+        The work tree is left at what was applied, never at a commit that waits."""
+        back = deployed[0] if deployed is not None else None
+        approved = self._approved()
         if approved is not None:
-            return self._apply_approved(session, approved)
-        deployed = self._deployed(session)
-        out: dict[str, Any] = {"status": "unchanged"}
-        if deployed is not None:
-            out = self._remediate(session, deployed)
-            out["commit"] = deployed[0]
-            if head is None or deployed[0] == head:
+            if approved.commit != head:
+                self._mark(approved.with_(applied_in=self.run_id))
+                self.errors.append(
+                    f"run {approved.id[:12]} was approved, but its commit "
+                    f"{(approved.commit or '?')[:12]} is no longer the head of "
+                    f"{self.options.branch} ({head[:12]}): its plan is not applied")
                 return out
-        if head is not None and head != self.checked_out():
-            self.checkout(head)
-        stack = session.evaluate()
-        with session.locked("plan"):
-            state = session.read_state()
-            plan = session.plan(stack, state).plan
+            return self._apply_approved(approved)
+        session = self._session_at(head)
+        if self.checked_out() != head:
+            return out  # (its project did not load: reported)
+        try:
+            stack = session.evaluate()
+            with session.locked("plan"):
+                state = session.read_state()
+                plan = session.plan(stack, state).plan
+        finally:
+            if back is not None:
+                self._session_at(back)
         counts = _counts(plan)
         if not counts["todo"]:
             return out  # (a commit that changes nothing needs no approval)
-        for earlier in self._mine(session, "pending"):
+        for earlier in self._mine("pending"):
             if earlier.commit == head and earlier.plan_serial == state.serial \
                     and earlier.plan_path and os.path.exists(earlier.plan_path):
                 # (the same commit, state unchanged since: that plan still waits)
@@ -322,47 +407,61 @@ class Agent:
                         "plan_serial": earlier.plan_serial}
         from tectum.plans.planfile import write_plan
 
-        assert self.options.workdir is not None
-        plans = os.path.join(self.options.workdir, "plans")
+        plans = os.path.join(str(self.options.workdir), "plans")
         os.makedirs(plans, mode=0o700, exist_ok=True)
         path = os.path.join(plans, f"{self.run_id}.tfplan")
         write_plan(path, plan, session.project.root, sealer=session.sealer,
                    encrypt_to=self.options.encrypt_to)
-        self.log(f"commit {(head or '?')[:12]}: {counts['todo']} change(s) wait for approval: "
+        self.log(f"commit {head[:12]}: {counts['todo']} change(s) wait for approval: "
                  f"tectum runs show {self.run_id[:12]}; tectum approve {self.run_id[:12]}")
         return {**out, "status": "pending", "commit": head, "pending": counts["todo"],
                 "plan_path": path, "plan_digest": file_digest(path),
                 "plan_serial": state.serial}
 
-    def _mine(self, session: Session, status: str) -> list[RunReport]:
-        """This agent's runs with ``status``, newest first."""
+    def _store_of(self) -> RunStore:
         from tectum.config.project import load_project
 
-        store = open_run_store(load_project(self.project_dir))
+        return open_run_store(load_project(self.project_dir))
+
+    def _mine(self, status: str) -> list[RunReport]:
+        """This agent's runs with ``status``, newest first."""
+        store = self._store_of()
         try:
-            return store.recent(workspace=session.workspace, host=self.options.name,
+            return store.recent(workspace=self._workspace() if self.session is None
+                                else self.session.workspace, host=self.options.name,
                                 status=status, limit=20)
         finally:
             store.close()
 
-    def _approved(self, session: Session) -> RunReport | None:
-        found = [r for r in self._mine(session, "approved") if not r.applied_in]
+    def _approved(self) -> RunReport | None:
+        found = [r for r in self._mine("approved") if not r.applied_in]
         return found[0] if found else None
 
-    def _apply_approved(self, session: Session, approved: RunReport) -> dict[str, Any]:
-        """Apply exactly the approved plan file: its digest must be the one approved, then
-        the stale-plan and world checks of ``tectum apply PLANFILE``."""
+    def _apply_approved(self, approved: RunReport) -> dict[str, Any]:
+        """Apply exactly the approved plan file: the bytes read are the bytes whose digest
+        was approved, then the stale-plan and world checks of ``tectum apply PLANFILE``."""
         from tectum.plans.planfile import read_plan
 
         path = approved.plan_path or ""
         self._mark(approved.with_(applied_in=self.run_id))
-        if not os.path.exists(path) or file_digest(path) != approved.plan_digest:
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+        except OSError:
+            data = b""
+        if hashlib.sha256(data).hexdigest() != approved.plan_digest:
             raise DiagnosticError(Diagnostic.error(
                 "Approved plan changed",
                 f"run {approved.id[:12]}'s plan {path} is missing or is not the file that "
                 "was approved (digest mismatch): nothing was applied. The next cycle makes a "
                 "new plan to approve."))
-        saved, _ = read_plan(path)
+        import tempfile
+
+        with tempfile.NamedTemporaryFile(dir=os.path.dirname(path), suffix=".approved") as fh:
+            fh.write(data)  # (the approved bytes themselves: no second read of the path)
+            fh.flush()
+            saved, _ = read_plan(fh.name)
+        session = self._session_at(approved.commit)  # (the version records that commit)
         self.log(f"applying the plan of run {approved.id[:12]}, approved by "
                  f"{approved.approved_by}")
         with session.locked("apply"):
@@ -371,23 +470,13 @@ class Agent:
             session.check_world(
                 saved, made=f"{path} holds what tectum read when run {approved.id[:12]} "
                 "planned.", retry="The next cycle makes a new plan to approve.")
-            if approved.commit and approved.commit != self.checked_out():
-                self.checkout(approved.commit)  # (the version records the commit applied)
             result = session.apply(saved, state, parallelism=self.options.parallelism,
                                    should_stop=self.stopping.is_set, operation="apply")
-        applied = [c for c in saved.changes if c.address in result.applied]
-        corrective = sum(1 for c in applied if c.drift)
-        if result.failed or result.skipped:
-            raise DiagnosticError(Diagnostic.error(
-                "Apply failed", f"{len(result.failed)} failed, {len(result.skipped)} skipped: "
-                + "; ".join(f"{a}: {m}" for a, m in list(result.failed.items())[:20])))
-        return {"status": "changed", "commit": approved.commit, "changes": len(applied),
-                "corrective": corrective}
+        out = self._outcome(saved, result)
+        return {**out, "commit": approved.commit}
 
     def _mark(self, report: RunReport) -> None:
-        from tectum.config.project import load_project
-
-        store = open_run_store(load_project(self.project_dir))
+        store = self._store_of()
         try:
             store.put(report)
         finally:
@@ -395,74 +484,88 @@ class Agent:
 
     def _deployed(self, session: Session) -> tuple[str | None, Any] | None:
         """The commit and the stack the latest state version applied (its recorded desired
-        state), or None when no version holds one."""
+        state); None when there is no version, or the latest holds no desired state (a
+        destroy: nothing is deployed, nothing is to be put back)."""
         history = session.backend.history()
-        for version in reversed(history):
+        if not history:
+            return None
+        version = history[-1]
+        try:
+            stack, _ = session.rollback_stack(version.serial)
+        except DiagnosticError:
+            return None
+        commit = None
+        if version.revision and not version.revision.endswith("-dirty"):
             try:
-                stack, _ = session.rollback_stack(version.serial)
-            except DiagnosticError:
-                continue
-            commit = None
-            if version.revision:
-                try:
-                    commit = git("rev-parse", "--verify", "--quiet",
-                                 version.revision.removesuffix("-dirty") + "^{commit}",
-                                 cwd=self.clone).strip() or None
-                except AgentError:
-                    commit = None
-            return commit, stack
-        return None
+                commit = git("rev-parse", "--verify", "--quiet",
+                             version.revision + "^{commit}", cwd=self.clone).strip() or None
+            except AgentError:
+                commit = None
+        return commit, stack
 
-    def _report(self, session: Session, head: str | None, errors: list[str], *,
+    def _report(self, session: Session, head: str, *,
                 pending_only: bool = False) -> dict[str, Any]:
-        if head is not None and head != self.checked_out():
-            self.checkout(head)
         stack = session.evaluate()
         with session.locked("plan"):
             state = session.read_state()
             plan = session.plan(stack, state).plan
+        self._hosts_down(plan)
         counts = _counts(plan)
         status = "unchanged"
         if counts["drifted"] and not pending_only:
             status = "drift-found"
         elif counts["todo"]:
             status = "pending"
-        return {"status": status, "commit": head or self.checked_out(),
-                "drifted": counts["drifted"], "pending": counts["todo"],
-                "drift": counts["drift"]}
+        return {"status": status, "commit": head, "drifted": counts["drifted"],
+                "pending": counts["todo"], "drift": counts["drift"]}
 
-    def _remediate(self, session: Session, deployed: tuple[str | None, Any]) -> dict[str, Any]:
+    def _remediate(self, deployed: tuple[str | None, Any]) -> dict[str, Any]:
         """Put back drift against the last applied configuration ``deployed`` (its commit and
-        stack), with the work tree at that commit: the version written records it, never a
-        commit that waits or was refused."""
+        stack), with the work tree at that commit (the version written records it). Only
+        changes that put back drift are applied; any other change the plan holds (what an
+        earlier apply left undone) is reported as pending."""
         commit, stack = deployed
-        if commit is not None and commit != self.checked_out():
-            self.checkout(commit)
+        session = self._session_at(commit)
         return self._apply(session, stack, corrective_only=True)
 
     def _apply(self, session: Session, stack: Any, *, corrective_only: bool) -> dict[str, Any]:
         with session.locked("apply"):
             state = session.read_state()
             plan = session.plan(stack, state).plan
+            self._hosts_down(plan)
             counts = _counts(plan)
-            if not counts["todo"]:
+            extra = counts["todo"] - counts["drifted_todo"] if corrective_only else 0
+            if corrective_only and extra and counts["drifted_todo"]:
+                # (only the drifted resources: what they depend on is planned along)
+                plan = session.plan(stack, state, targets=counts["drift"]).plan
+            if not counts["todo"] or (corrective_only and not counts["drifted_todo"]):
                 return {"status": "unchanged", "drifted": counts["drifted"],
-                        "drift": counts["drift"]}
+                        "drift": counts["drift"], "pending": extra}
             result = session.apply(plan, state, parallelism=self.options.parallelism,
                                    should_stop=self.stopping.is_set,
                                    operation="remediate" if corrective_only else "apply")
+        return {**self._outcome(plan, result), "drifted": counts["drifted"],
+                "drift": counts["drift"], "pending": extra}
+
+    def _outcome(self, plan: Plan, result: Any) -> dict[str, Any]:
+        """Counts of an apply, its status, and its failures added to the run's errors."""
         applied = [c for c in plan.changes if c.address in result.applied]
         corrective = sum(1 for c in applied if c.drift)
-        out: dict[str, Any] = {"changes": len(applied), "corrective": corrective,
-                               "drifted": counts["drifted"], "drift": counts["drift"]}
+        out: dict[str, Any] = {"changes": len(applied), "corrective": corrective}
         if result.failed or result.skipped:
             failed = [f"{a}: {m}" for a, m in list(result.failed.items())[:20]]
-            raise DiagnosticError(Diagnostic.error(
-                "Apply failed", f"{len(result.failed)} failed, {len(result.skipped)} skipped"
-                + (": " + "; ".join(failed) if failed else "")))
+            why = (f"interrupted by a signal: {len(result.skipped)} change(s) not started; "
+                   "the next run finishes them") if self.stopping.is_set() \
+                else f"{len(result.failed)} failed, {len(result.skipped)} skipped"
+            self.errors.append("apply: " + why + (": " + "; ".join(failed) if failed else ""))
         out["status"] = "drift-corrected" if applied and corrective == len(applied) \
             else ("changed" if applied else "unchanged")
         return out
+
+    def _hosts_down(self, plan: Plan) -> None:
+        """Hosts the plan could not read are errors of the run (not "unchanged")."""
+        for host, (kind, reason) in sorted(plan.hosts_down.items()):
+            self.errors.append(f"host {host} {kind}: {reason}")
 
     def _finish(self, report: RunReport, t0: float) -> RunReport:
         report = masked(report.with_(duration=time.monotonic() - t0))
@@ -499,10 +602,36 @@ class Agent:
                 store.close()
 
     # -- the loop ----------------------------------------------------------------------------------
+    def hold_workdir(self) -> None:
+        """Take the workdir for this process (an ``flock`` held until it exits; the kernel
+        lets go of it when the process dies) and clear what a killed agent left in its clone
+        (git's ``*.lock`` files). Raises DiagnosticError when another agent holds it."""
+        import fcntl
+
+        workdir = str(self.options.workdir)
+        os.makedirs(workdir, mode=0o700, exist_ok=True)
+        fd = os.open(os.path.join(workdir, "agent.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise DiagnosticError(Diagnostic.error(
+                "Agent workdir in use",
+                f"Another tectum agent uses {workdir}. Give this one its own --workdir (or "
+                "stop the other).")) from None
+        self._lock_fd = fd
+        git_dir = os.path.join(self.clone, ".git")
+        for root, _dirs, files in os.walk(git_dir):
+            for name in files:
+                if name.endswith(".lock"):  # (no git runs here but ours: a killed one's)
+                    with contextlib.suppress(OSError):
+                        os.unlink(os.path.join(root, name))
+
     def run(self) -> int:
         """Cycles until ``--once``, ``--max-runs`` or a signal; returns the exit code (0, or 1
         when ``--once``'s cycle failed or its commit was refused)."""
         o = self.options
+        self.hold_workdir()
         previous = {s: signal.signal(s, self._signalled) for s in (signal.SIGTERM,
                                                                     signal.SIGINT)}
         last: RunReport | None = None
@@ -588,7 +717,8 @@ def file_digest(path: str) -> str:
 def _counts(plan: Plan) -> dict[str, Any]:
     todo = [c for c in plan.changes if c.action.value != "no-op"]
     drift = sorted(c.address for c in plan.changes if c.drift)
-    return {"todo": len(todo), "drifted": len(drift), "drift": drift}
+    return {"todo": len(todo), "drifted": len(drift), "drift": drift,
+            "drifted_todo": sum(1 for c in todo if c.drift)}
 
 
 def parse_duration(text: str) -> float:

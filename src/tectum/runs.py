@@ -304,6 +304,7 @@ class PostgresRunStore:
         self.dsn = dsn
         self.where = "the PostgreSQL state database"
         self._conn: Any = None
+        _mask_password(dsn)
 
     def _connection(self) -> Any:
         import psycopg
@@ -317,6 +318,12 @@ class PostgresRunStore:
                 conn.execute("SELECT pg_advisory_xact_lock(7365286539)")
                 for statement in _PG_SCHEMA:
                     conn.execute(statement)
+        except psycopg.ProgrammingError:
+            # (an unparsable connection string: libpq's message quotes it, password and all)
+            raise DiagnosticError(Diagnostic.error(
+                "Invalid state database address",
+                f"{self.where}: the connection string cannot be parsed. Write it as "
+                "key=value pairs or a postgresql:// URI.")) from None
         except psycopg.Error as exc:
             first = " ".join(str(exc).strip().split("\n", 1)[0].split())
             raise DiagnosticError(Diagnostic.error(
@@ -378,6 +385,21 @@ class PostgresRunStore:
             self._conn = None
 
 
+def _mask_password(dsn: str) -> None:
+    """Register the password a connection string holds for masking: libpq's messages may
+    quote the whole string."""
+    from tectum.masking import REDACTOR
+
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+
+        password = conninfo_to_dict(dsn).get("password")
+    except Exception:  # noqa: BLE001 - unparsable: its text is never shown (see _connection)
+        return
+    if isinstance(password, str) and password:
+        REDACTOR.add(password)
+
+
 def open_run_store(project: Any) -> RunStore:
     """The run store of ``project`` (a :class:`~tectum.config.project.Project`): beside its
     state (see the module docstring)."""
@@ -402,7 +424,8 @@ class Spool:
         os.makedirs(self.directory, exist_ok=True)
         name = f"{report.started_at:017.6f}-{report.id}.json"
         tmp = os.path.join(self.directory, f".{name}.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w",
+                  encoding="utf-8") as f:
             json.dump(report.to_json(), f)
             f.flush()
             os.fsync(f.fileno())

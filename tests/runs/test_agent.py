@@ -332,3 +332,165 @@ def test_drift_and_failure_are_posted_to_webhooks_signed(repo: Repo, tmp_path: P
     event = json.loads(body)
     assert event["run"]["status"] == "drift-corrected" and event["run"]["drift"] == ["file.a"]
     assert secret not in fixed.output
+
+
+# -- regressions of the review of the agent ------------------------------------------------------
+
+MARKER_STACK = """\
+from tectum.host import File
+open("{marker}", "w").write("evaluated")
+File("a", path="{world}/a.txt", content="evil\\n")
+"""
+
+
+def test_an_unsigned_head_is_never_evaluated_in_any_mode(repo: Repo, tmp_path: Path) -> None:
+    marker = tmp_path / "evaluated"
+    signers = tmp_path / "allowed_signers"
+    signers.write_text("")
+    repo.commit("unsigned", stack=MARKER_STACK.format(marker=marker, world=repo.world),
+                push=True)
+    for mode in ("report", "remediate", "apply"):
+        result = repo.agent("--mode", mode, "--once", "--require-signed-commits",
+                            "--allowed-signers", str(signers))
+        assert result.returncode == 1 and last_status(result) == "refused", result.output
+        assert not marker.exists(), mode
+    assert not (repo.world / "a.txt").exists()
+
+
+def test_an_approved_commit_withdrawn_from_the_branch_is_not_applied(repo: Repo) -> None:
+    gated = ("--mode", "apply", "--require-approval", "--once")
+    assert last_status(repo.agent(*gated)) == "pending"
+    assert approve(repo, repo.runs()[0]["id"]).returncode == 0
+    assert last_status(repo.agent(*gated)) == "changed"
+    one = repo.git("rev-parse", "HEAD")
+    repo.commit("evil", push=True)
+    assert last_status(repo.agent(*gated)) == "pending"
+    evil_run = repo.runs()[0]["id"]
+    repo.git("reset", "-q", "--hard", one)
+    repo.git("push", "-q", "--force", "origin", "HEAD:main")
+    assert last_status(repo.agent(*gated)) == "unchanged"
+    refused = approve(repo, evil_run)
+    assert refused.returncode == 1, refused.output  # (a newer run of that agent exists)
+    assert repo.text() == "one\n"
+
+
+def test_remediate_puts_back_drift_only(repo: Repo, tmp_path: Path) -> None:
+    assert last_status(repo.agent("--mode", "apply", "--once")) == "changed"
+    # after a destroy nothing is deployed: remediate makes nothing again
+    project = repo.workdir / "repo"
+    destroyed = run_tectum("destroy", "--auto-approve", str(project))
+    assert destroyed.returncode == 0, destroyed.output
+    after = repo.agent("--mode", "remediate", "--once")
+    assert last_status(after) == "pending", after.output
+    assert not (repo.world / "a.txt").exists()
+
+
+def test_a_commit_changing_only_tectum_toml_is_applied_in_its_own_cycle(repo: Repo) -> None:
+    stack = ("from tectum import var\nfrom tectum.host import File\n"
+             f"File('a', path='{repo.world}/a.txt', content=var('text', str) + '\\n')\n")
+    (repo.src / "tectum.toml").write_text('[vars]\ntext = "one"\n')
+    repo.commit("vars", stack=stack, push=True)
+    assert last_status(repo.agent("--mode", "apply", "--once")) == "changed"
+    (repo.src / "tectum.toml").write_text('[vars]\ntext = "two"\n')
+    repo.git("commit", "-q", "-am", "two")
+    repo.git("push", "-q", "origin", "HEAD:main")
+    result = repo.agent("--mode", "apply", "--once")
+    assert last_status(result) == "changed", result.output
+    assert repo.text() == "two\n"
+
+
+def test_a_broken_project_file_still_has_drift_put_back_and_reported(repo: Repo) -> None:
+    assert last_status(repo.agent("--mode", "apply", "--once")) == "changed"
+    (repo.src / "tectum.toml").write_text("[state\nbroken")
+    repo.git("add", "-A")
+    repo.git("commit", "-q", "-m", "broken toml")
+    repo.git("push", "-q", "origin", "HEAD:main")
+    for _ in range(2):
+        (repo.world / "a.txt").write_text("by hand\n")
+        result = repo.agent("--mode", "apply", "--once")
+        assert last_status(result) == "failed", result.output
+        assert "Invalid project file" in result.stdout and "kept in" not in result.stdout
+        assert repo.text() == "one\n"
+    assert [r["corrective"] for r in repo.runs()[:2]] == [1, 1]
+
+
+def test_a_partly_failed_apply_counts_what_it_did(repo: Repo, tmp_path: Path) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where a directory is wanted")
+    repo.commit("partly", stack=(
+        "from tectum.host import File\n"
+        f"File('a', path='{repo.world}/a.txt', content='one\\n')\n"
+        f"File('b', path='{blocker}/b.txt', content='x\\n')\n"), push=True)
+    result = repo.agent("--mode", "apply", "--once")
+    assert last_status(result) == "failed", result.output
+    run = repo.runs()[0]
+    assert run["changes"] == 1 and repo.text() == "one\n" and run["errors"]
+
+
+def test_a_killed_agent_leaves_nothing_that_stops_the_next(repo: Repo) -> None:
+    assert last_status(repo.agent("--mode", "apply", "--once")) == "changed"
+    git_dir = repo.workdir / "repo" / ".git"
+    (git_dir / "index.lock").write_text("")
+    (git_dir / "refs" / "remotes" / "origin" / "main.lock").write_text("")
+    repo.commit("two", push=True)
+    result = repo.agent("--mode", "apply", "--once")
+    assert last_status(result) == "changed", result.output
+    assert repo.text() == "two\n"
+
+
+def test_one_workdir_takes_one_agent(repo: Repo) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tectum", "agent", "--repo", repo.url, "--workdir",
+         str(repo.workdir), "--interval", "1h", "--mode", "apply"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=tectum_env())
+    try:
+        deadline = time.monotonic() + 30
+        while not (repo.world / "a.txt").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        second = repo.agent("--mode", "apply", "--once")
+        assert second.returncode == 1 and "Agent workdir in use" in second.output
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+
+
+def test_a_new_repository_url_is_followed_and_credentials_never_shown(
+        repo: Repo, tmp_path: Path) -> None:
+    assert last_status(repo.agent("--mode", "apply", "--once")) == "changed"
+    other = tmp_path / "other.git"
+    repo.git("clone", "-q", "--bare", str(repo.bare), str(other), cwd=tmp_path)
+    repo.git("remote", "set-url", "origin", str(other))
+    repo.commit("moved", push=True)
+    moved = run_tectum("agent", "--repo", f"file://{other}", "--workdir", str(repo.workdir),
+                       "--interval", "1s", "--name", "host-a", "--mode", "apply", "--once",
+                       timeout=120)
+    assert last_status(moved) == "changed", moved.output
+    assert repo.text() == "moved\n"
+    token = "ghp_" + "x7" * 18
+    result = run_tectum("agent", "--repo", f"https://deploy:{token}@127.0.0.1:1/r.git",
+                        "--workdir", str(repo.workdir), "--interval", "1s", "--mode",
+                        "remediate", "--once", timeout=120)
+    assert "fetch of main" in result.stdout and token not in result.output
+    assert token not in json.dumps(repo.runs())
+
+
+def test_unreachable_hosts_fail_the_run(repo: Repo) -> None:
+    (repo.src / "inventory.toml").write_text(
+        '[hosts.gone]\naddress = "127.0.0.1"\nport = 1\nuser = "root"\n')
+    repo.commit("fleet", stack=(
+        "from tectum import apply_role\nfrom tectum.host import File\n"
+        "def role(host):\n"
+        f"    File('a', path='/tmp/never-{os.getpid()}.txt', content='x')\n"
+        "apply_role(role, 'all')\n"), push=True)
+    result = repo.agent("--mode", "apply", "--once")
+    assert last_status(result) == "failed", result.output
+    assert "host gone" in result.stdout
+
+
+def test_unreported_allows_for_the_splay() -> None:
+    from tectum.runs import RunReport, unreported
+
+    late = RunReport(workspace="default", host="h", mode="remediate", status="unchanged",
+                     started_at=1000.0, duration=1.0, interval=2.0 + 5.0)
+    assert unreported([late], now=1000.0 + 1.0 + 13.0) == []
+    assert unreported([late], now=1000.0 + 1.0 + 15.0) == [late]

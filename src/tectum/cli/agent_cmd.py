@@ -86,12 +86,16 @@ def approve(obj: Ctx, run_ids: list[str], directory: str) -> None:
                     + ": only a run waiting for approval (status pending, with a plan) can be "
                     "approved."))
             newer = store.recent(workspace=found.workspace, host=found.host, limit=1)
-            if newer and newer[0].id != found.id and newer[0].status == "pending" \
-                    and newer[0].plan_digest != found.plan_digest:
+            if newer and newer[0].id != found.id and newer[0].plan_digest != found.plan_digest:
+                # (the agent ran since with another plan, or none: the branch or the state
+                # moved on, and this plan is not what it would apply now)
+                latest = newer[0]
                 raise DiagnosticError(Diagnostic.error(
                     "Plan superseded",
-                    f"Run {found.id[:12]}'s plan was replaced by run {newer[0].id[:12]}'s "
-                    f"(state or the commit moved on): approve {newer[0].id[:12]}."))
+                    f"Run {found.id[:12]}'s plan is no longer what the agent on {found.host} "
+                    f"waits with: its last run {latest.id[:12]} is {latest.status}"
+                    + (f"; approve {latest.id[:12]} instead." if latest.status == "pending"
+                       and latest.plan_digest else ".")))
             chosen.append(found)
         for found in chosen:
             store.put(found.with_(status="approved", approved_by=author(),
