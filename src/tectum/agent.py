@@ -356,8 +356,11 @@ class Agent:
     def unverified(self, commit: str) -> str | None:
         """Why ``commit`` is refused (``git verify-commit``: unsigned, a bad signature, or a
         signer not trusted), else None."""
-        args = ["-c", f"gpg.ssh.allowedSignersFile={self.options.allowed_signers}"] \
-            if self.options.allowed_signers else []
+        # (a good signature is not enough: its key must be trusted — an SSH key listed in
+        # the allowed signers, an OpenPGP key trusted fully in the agent user's keyring)
+        args = ["-c", "gpg.minTrustLevel=fully"]
+        if self.options.allowed_signers:
+            args += ["-c", f"gpg.ssh.allowedSignersFile={self.options.allowed_signers}"]
         try:
             git(*args, "verify-commit", commit, cwd=self.clone)
         except AgentError as exc:
