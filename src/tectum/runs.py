@@ -297,8 +297,9 @@ _PG_SCHEMA = (
 
 class PostgresRunStore:
     """Run reports in the PostgreSQL state database (``TECTUM_PG_CONN_STR`` / ``[state]
-    conn_str``): a ``runs`` table, one connection (autocommit), schema made on first use
-    under an advisory lock (``CREATE TABLE IF NOT EXISTS`` is not safe against itself)."""
+    conn_str``): a ``runs`` table, one connection (autocommit); the table is made by the first
+    store that finds none, under an advisory lock (``CREATE TABLE IF NOT EXISTS`` is not safe
+    against itself)."""
 
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
@@ -314,10 +315,12 @@ class PostgresRunStore:
         try:
             conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=10,
                                    application_name="tectum (runs)")
-            with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(7365286539)")
-                for statement in _PG_SCHEMA:
-                    conn.execute(statement)
+            made = conn.execute("SELECT to_regclass('runs') IS NOT NULL").fetchone()
+            if not (made and made[0]):  # (the first store only: others do not queue here)
+                with conn.transaction():
+                    conn.execute("SELECT pg_advisory_xact_lock(7365286539)")
+                    for statement in _PG_SCHEMA:
+                        conn.execute(statement)
         except psycopg.ProgrammingError:
             # (an unparsable connection string: libpq's message quotes it, password and all)
             raise DiagnosticError(Diagnostic.error(
