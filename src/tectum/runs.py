@@ -315,8 +315,12 @@ class PostgresRunStore:
         try:
             conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=10,
                                    application_name="tectum (runs)")
-            made = conn.execute("SELECT to_regclass('runs') IS NOT NULL").fetchone()
-            if not (made and made[0]):  # (the first store only: others do not queue here)
+            # (the schema is there, the usual case: no lock — CREATE INDEX IF NOT EXISTS waits
+            # for a SHARE lock on runs even when the index exists, so making the schema on
+            # every connect queued a fleet's reports behind each other: bench/report_ingest.py.
+            # runs_by_time is made last: its presence means all of it is there)
+            made = conn.execute("SELECT to_regclass('runs_by_time') IS NOT NULL").fetchone()
+            if not (made and made[0]):
                 with conn.transaction():
                     conn.execute("SELECT pg_advisory_xact_lock(7365286539)")
                     for statement in _PG_SCHEMA:
