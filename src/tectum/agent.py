@@ -323,6 +323,20 @@ class Agent:
             if accepted is None:
                 return {}
             return self._report(self._session_at(accepted), accepted)
+        if mode == "apply" and not self.options.require_approval and accepted is not None:
+            # (the head's plan puts back drift too, and finishes what an interrupted or
+            # failed apply of it left undone)
+            session = self._session_at(accepted)
+            if self.checked_out() == accepted:
+                try:
+                    stack = session.evaluate()
+                except DiagnosticError as exc:
+                    self.errors.extend(f"commit {accepted[:12]}: {m}" for m in messages(exc))
+                else:
+                    return {**self._apply(session, stack, corrective_only=False),
+                            "commit": accepted}
+            # the head does not load or evaluate: drift against the last applied
+            # configuration is still put back, below
         base = self._session_at(None)
         deployed = self._deployed(base)
         out: dict[str, Any] = {"status": "unchanged"}
@@ -341,17 +355,7 @@ class Agent:
             return out
         if self.options.require_approval:
             return self._gated(accepted, deployed, out)
-        session = self._session_at(accepted)
-        if session is not self.session or self.checked_out() != accepted:
-            return out  # (its project did not load: reported; drift was put back above)
-        try:
-            stack = session.evaluate()
-        except DiagnosticError as exc:
-            self.errors.extend(f"commit {accepted[:12]}: {m}" for m in messages(exc))
-            if deployed is not None and deployed[0] is not None:
-                self._session_at(deployed[0])  # (the tree back at what was applied)
-            return out
-        return {**self._apply(session, stack, corrective_only=False), "commit": accepted}
+        return out  # (apply mode, the head failed above: reported)
 
     def unverified(self, commit: str) -> str | None:
         """Why ``commit`` is refused (``git verify-commit``: unsigned, a bad signature, or a

@@ -494,3 +494,38 @@ def test_unreported_allows_for_the_splay() -> None:
                      started_at=1000.0, duration=1.0, interval=2.0 + 5.0)
     assert unreported([late], now=1000.0 + 1.0 + 13.0) == []
     assert unreported([late], now=1000.0 + 1.0 + 15.0) == [late]
+
+
+def test_sigterm_mid_apply_finishes_the_operation_under_way_and_saves_state(
+        repo: Repo, tmp_path: Path) -> None:
+    started, done = tmp_path / "started", tmp_path / "done"
+    repo.commit("slow", stack=(
+        "from tectum.host import Command, File\n"
+        f"slow = Command('slow', command=['sh', '-c', 'touch {started}; sleep 2; "
+        f"touch {done}'], creates='{done}')\n"
+        f"File('b', path='{repo.world}/b.txt', content='after\\n', depends_on=[slow])\n"),
+        push=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tectum", "agent", "--repo", repo.url, "--workdir",
+         str(repo.workdir), "--interval", "1h", "--mode", "apply"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=tectum_env())
+    try:
+        deadline = time.monotonic() + 60
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert started.exists()
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out
+    assert done.exists()  # the operation under way finished
+    assert not (repo.world / "b.txt").exists()  # nothing new was started
+    assert "interrupted by a signal" in out and "stopped: state is saved" in out
+    listed = run_tectum("state", "list", str(repo.workdir / "repo"))
+    assert "command.slow" in listed.stdout, listed.output
+    # the next run finishes the rest
+    assert last_status(repo.agent("--mode", "apply", "--once")) == "changed"
+    assert (repo.world / "b.txt").read_text() == "after\n"
