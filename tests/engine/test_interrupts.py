@@ -71,6 +71,32 @@ class Proj:
         return {str(p) for p in self.world.rglob("*")
                 if not p.is_dir() and not is_temp(p)}
 
+    def read_state(self) -> tuple[set[str], set[str]]:
+        """The addresses in state and the paths of its file resources, read in this process
+        through tectum's own API: what ``state list`` and ``state pull`` print, through the same
+        :meth:`Session.read_state` (every record parsed), without two ``tectum`` processes
+        starting. Raises what that read raises when the state does not parse."""
+        from tectum.engine.session import Session
+
+        session = Session(str(self.root), workspace="default")
+        try:
+            st = session.read_state()
+        finally:
+            session.close()
+        return (set(st.resources),
+                {r.attributes["path"] for r in st.resources.values() if r.type == "file"})
+
+    def versions(self) -> int:
+        """How many state versions are stored (what :meth:`serials` counts), read in this
+        process through tectum's own API."""
+        from tectum.engine.session import Session
+
+        session = Session(str(self.root), workspace="default")
+        try:
+            return len(session.backend.history())
+        finally:
+            session.close()
+
     def temp_files(self) -> list[str]:
         """Temporary files of atomic writes (``.NAME.tectum-PID-TID``) left under ``world``."""
         return sorted(str(p) for p in self.world.rglob("*") if is_temp(p))
@@ -301,7 +327,21 @@ def trial_stack(gen: int, keep_extra: bool, dropped: set[int]) -> tuple[str, dic
     return "\n".join(lines) + "\n", files
 
 
-def kill_trials(proj: Proj, trials: int, seed: int) -> TrialStats:
+def plan_part(apply_stdout: str) -> str:
+    """The plan an ``apply --auto-approve`` printed before applying it: its output up to and
+    including the ``Plan: …`` line (all of it when there is no such line: "No changes.")."""
+    at = apply_stdout.find("\nPlan: ")
+    if at < 0:
+        return apply_stdout
+    end = apply_stdout.find("\n", at + 1)
+    return apply_stdout if end < 0 else apply_stdout[: end + 1]
+
+
+def kill_trials(proj: Proj, trials: int, seed: int, *, plan_first: bool) -> TrialStats:
+    """``trials`` applies, each killed (SIGKILL) at a random moment of its first 1.5 s, then
+    checked: the state parses, the next plan completes and reports what the killed run left
+    (with ``plan_first`` a `tectum plan` runs first, and the recovery apply must print the
+    same plan), and one apply leaves the world and the state in agreement."""
     rng = random.Random(seed)
     stats = TrialStats()
     for gen in range(trials):
@@ -309,7 +349,10 @@ def kill_trials(proj: Proj, trials: int, seed: int) -> TrialStats:
         proj.write(body)
         run = proj.start("apply", "--auto-approve", "--parallelism", "2", name=f"kill{gen}")
         delay = rng.uniform(0.0, 1.5)
-        time.sleep(delay)
+        try:  # (the kill lands ``delay`` after the start; a run that ends sooner is not waited on)
+            run.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            pass
         if run.poll() is None:
             os.kill(run.pid, signal.SIGKILL)
             stats.killed_during_run += 1
@@ -319,10 +362,11 @@ def kill_trials(proj: Proj, trials: int, seed: int) -> TrialStats:
         proj.reap(run)
         where = f"trial {gen} (kill after {delay:.3f} s)"
 
-        # the state parses
-        res = proj.run("state", "list")
-        assert res.returncode == 0, f"{where}: state list failed:\n{res.output}"
-        listed = set(res.stdout.split())
+        # the state parses (every record: what `state list` reads, read in this process)
+        try:
+            listed, _ = proj.read_state()
+        except Exception as exc:  # noqa: BLE001 (any failure to read is the finding)
+            pytest.fail(f"{where}: the state does not parse: {exc!r}")
 
         # sometimes the code changes before the next run: the extra files and some base files go
         drop = rng.random() < 0.5
@@ -334,25 +378,33 @@ def kill_trials(proj: Proj, trials: int, seed: int) -> TrialStats:
             if drop and f"file.x{gen}_{j}" not in listed
             and (proj.world / f"x{gen}_{j}.txt").exists())
 
-        plan = proj.run("plan")
-        assert plan.returncode == 0, f"{where}: plan failed:\n{plan.output}"
-        assert "State is locked" not in plan.output, where
-        for address in leftovers:
-            assert re.search(rf"- {re.escape(address)} .*\n.*left by an interrupted run",
-                             plan.stdout) or \
-                re.search(rf"- {re.escape(address)}\b[^\n]*left by an interrupted run",
-                          plan.stdout), f"{where}: {address} not reported:\n{plan.stdout}"
-        if leftovers:
-            assert "left by an interrupted run" in plan.stdout, where
-            stats.interrupted_leftovers_removed += len(leftovers)
-        m = re.search(r", (\d+) to adopt", plan.stdout)
-        stats.adopted += int(m[1]) if m else 0
-
+        # the next plan completes and reports what the killed run left. With ``plan_first``,
+        # a `tectum plan` of its own, whose text the recovery apply must then print as its
+        # plan; else the recovery apply's plan (one process less a trial).
+        if plan_first:
+            alone = proj.run("plan")
+            assert alone.returncode == 0, f"{where}: plan failed:\n{alone.output}"
+            assert "State is locked" not in alone.output, where
         res = proj.run("apply", "--auto-approve")
         assert res.returncode == 0, f"{where}: apply failed:\n{res.output}"
+        assert "State is locked" not in res.output, where
+        plan = plan_part(res.stdout)
+        if plan_first:
+            assert plan.strip() == alone.stdout.strip(), \
+                f"{where}: apply planned otherwise than plan did:\n{alone.stdout}\n---\n{plan}"
+        for address in leftovers:
+            assert re.search(rf"- {re.escape(address)} .*\n.*left by an interrupted run",
+                             plan) or \
+                re.search(rf"- {re.escape(address)}\b[^\n]*left by an interrupted run",
+                          plan), f"{where}: {address} not reported:\n{plan}"
+        if leftovers:
+            assert "left by an interrupted run" in plan, where
+            stats.interrupted_leftovers_removed += len(leftovers)
+        m = re.search(r", (\d+) to adopt", plan)
+        stats.adopted += int(m[1]) if m else 0
 
         in_world = proj.world_files()
-        in_state = proj.state_paths()
+        _, in_state = proj.read_state()  # (what `state pull` prints, read in this process)
         for path in proj.temp_files():
             if path not in stats.temp_files:
                 stats.temp_files.append(path)
@@ -368,7 +420,7 @@ def kill_trials(proj: Proj, trials: int, seed: int) -> TrialStats:
 
 
 def test_kill_9_at_random_moments(any_proj: Proj) -> None:
-    stats = kill_trials(any_proj, trials=10, seed=1234)
+    stats = kill_trials(any_proj, trials=10, seed=1234, plan_first=True)
     assert stats.killed_during_run >= 5, stats
     # temporary files of writes cut short stay for good (see the test after these)
     assert stats.temp_files == [], "\n".join([*stats.notes, repr(stats)])
@@ -376,7 +428,7 @@ def test_kill_9_at_random_moments(any_proj: Proj) -> None:
 
 @pytest.mark.slow
 def test_kill_9_at_random_moments_100_trials(any_proj: Proj) -> None:
-    stats = kill_trials(any_proj, trials=100, seed=20240601)
+    stats = kill_trials(any_proj, trials=100, seed=20240601, plan_first=False)
     assert stats.killed_during_run >= 50, stats
     assert stats.interrupted_leftovers_removed > 0, stats
     assert stats.temp_files == [], "\n".join([*stats.notes, repr(stats)])
@@ -410,13 +462,22 @@ def race_trials(proj: Proj, trials: int, seed: int) -> None:
     proj.ok("apply", "--auto-approve")
     serials = proj.serials()
     for gen in range(trials):
+        # the winner's command runs until the test releases it, once one of the two runs has
+        # ended: the winner holds the lock for as long as the loser runs, however slow either is
+        release = proj.logs / f"release{gen}"
         proj.write(f"""
             File("a", path=f"{{W}}/a.txt", content="gen {gen}\\n")
-            Command("slow{gen}", command=["sleep", "1.{gen:03d}"])
+            Command("slow{gen}", command=["sh", "-c",
+                                          "until [ -e {release} ]; do sleep 0.01; done"])
         """)
         first = proj.start("apply", "--auto-approve", name=f"race{gen}a")
         time.sleep(rng.uniform(0.0, 0.01))
         second = proj.start("apply", "--auto-approve", name=f"race{gen}b")
+        # (both still running after 30 s: neither was refused the lock; the codes tell)
+        deadline = time.monotonic() + 30
+        while first.poll() is None and second.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        release.touch()
         codes = (first.wait(timeout=60), second.wait(timeout=60))
         logs = (proj.log(f"race{gen}a"), proj.log(f"race{gen}b"))
         where = f"trial {gen}: exit codes {codes}\n--- first:\n{logs[0]}\n--- second:\n{logs[1]}"
@@ -428,7 +489,7 @@ def race_trials(proj: Proj, trials: int, seed: int) -> None:
         assert f"pid {winner.pid} on" in lose_log, where
         assert "created" not in lose_log and "tectum will perform" not in lose_log, where
         serials += 1
-        assert proj.serials() == serials, where  # one new version: the winner's
+        assert proj.versions() == serials, where  # one new version: the winner's
         assert (proj.world / "a.txt").read_text() == f"gen {gen}\n"
         del loser
     if not (proj.root / "tectum.toml").exists():  # the SQLite lock file names no holder now

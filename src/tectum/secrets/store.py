@@ -64,8 +64,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+# (yaml is imported where a file is parsed or written: every tectum process loads this
+# module, and importing yaml costs one ~9 ms)
 import pyrage  # type: ignore[import-untyped, unused-ignore]
-import yaml  # type: ignore[import-untyped, unused-ignore]
 
 from tectum.diagnostics import Diagnostic
 
@@ -554,6 +555,8 @@ class SecretsFile:
         except UnicodeDecodeError:
             raise damaged("this is not a text file, so not a tectum secrets file (damaged, "
                           "or overwritten with something else)") from None
+        import yaml  # type: ignore[import-untyped, unused-ignore]
+
         try:
             doc = yaml.safe_load(text)
         except yaml.YAMLError as exc:
@@ -846,6 +849,8 @@ class SecretsFile:
                 "mac": self._mac,
             },
         }
+        import yaml  # type: ignore[import-untyped, unused-ignore]
+
         body = yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=1 << 30,
                               allow_unicode=False)
         return _HEADER + str(body)
@@ -937,6 +942,8 @@ def _is_b64(text: str) -> bool:
 
 
 def _plain_dumper() -> Any:
+    import yaml  # type: ignore[import-untyped, unused-ignore]
+
     def present(dumper: Any, data: str) -> Any:
         style = "|" if "\n" in data else None
         return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
@@ -952,6 +959,8 @@ def plaintext_yaml(values: Mapping[str, str], header: str = "") -> str:
     exactly."""
     if not values:
         return header + "{}\n"
+    import yaml  # type: ignore[import-untyped, unused-ignore]
+
     body = yaml.dump({k: values[k] for k in sorted(values)}, Dumper=_plain_dumper(),
                      sort_keys=False, default_flow_style=False, allow_unicode=True,
                      width=1 << 30)
@@ -969,6 +978,8 @@ def parse_plaintext_yaml(text: str, source: str) -> dict[str, str]:
     def bad(line: int | None, what: str) -> SecretsError:
         where = f"{source}, line {line}" if line else source
         return SecretsError(f"{where}: {what}. Nothing was changed.", "Invalid secrets")
+
+    import yaml  # type: ignore[import-untyped, unused-ignore]
 
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)

@@ -17,6 +17,8 @@ from tests.harness.images import BASE_IMAGE, PodmanStore, base_tarball
 
 pytestmark = pytest.mark.slow
 
+# (the container's PID 1 is a shell that exits on SIGTERM: ``sleep`` as PID 1 ignores it,
+# and every stop, replace and destroy then waited out podman's 10 s stop timeout)
 STACK = '''
 from tectum import var
 from tectum.host import File, Package
@@ -31,7 +33,8 @@ def role(host, greeting):
 image = Image("app", name="localhost/kill-SUFFIX", base_tarball="TARBALL", role=role,
               role_args={"greeting": greeting})
 Container("web", name="web-SUFFIX", image=image.image_id, network="none",
-          command=["sleep", "infinity"], create_before_destroy=CBD)
+          command=["sh", "-c", "trap 'exit 0' TERM; sleep infinity & wait"],
+          create_before_destroy=CBD)
 '''
 
 #: ``python KILLER SUBCOMMAND WHEN N PROJECT [VAR=VALUE]``: ``tectum apply`` that kills itself

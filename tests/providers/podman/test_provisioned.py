@@ -27,7 +27,7 @@ def role(host):
         File("b", path="/etc/b.txt", content="b\\n")
 
 web = Container("web", name="web-SUFFIX", image=image, network="none",
-                command=["sleep", "infinity"])
+                command=["sh", "-c", "trap 'exit 0' TERM; sleep infinity & wait"])
 apply_role(role, web)
 '''
 

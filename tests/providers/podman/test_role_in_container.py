@@ -23,7 +23,7 @@ def conf_role(host):
     File("motd", path=f"{d.path}/motd", content=f"{motd} on {host.address}\\n", mode="0640")
 
 web = [Container(f"web{i}", name=f"web{i}-SUFFIX", image=image, network="none",
-                 command=["sleep", "infinity"]) for i in (1, 2)]
+                 command=["sh", "-c", "trap 'exit 0' TERM; sleep infinity & wait"]) for i in (1, 2)]
 apply_role(conf_role, web)
 '''
 

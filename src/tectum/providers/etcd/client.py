@@ -33,7 +33,6 @@ leases.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import importlib
 import threading
@@ -41,7 +40,10 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import CancelledError
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+
+if TYPE_CHECKING:  # (asyncio, with ssl and socket, costs every tectum process ~12 ms: it is
+    import asyncio  # imported where a client runs its loop, not when the provider loads)
 
 #: etcd's default limit of operations in one transaction (``--max-txn-ops``)
 MAX_TXN_OPS = 128
@@ -142,6 +144,8 @@ class EtcdClient:
 
     # -- the loop thread ------------------------------------------------------------------
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        import asyncio
+
         with self._lock:
             if self._closed:
                 raise EtcdError(f"the etcd client of {self.where} is closed")
@@ -154,6 +158,8 @@ class EtcdClient:
             return self._loop
 
     def _run(self, make: Callable[[], Awaitable[R]]) -> R:
+        import asyncio
+
         loop = self._ensure_loop()
 
         async def call() -> R:
@@ -264,6 +270,7 @@ class EtcdClient:
             self._loop = self._thread = None
         if loop is None:
             return
+        import asyncio
 
         async def shut() -> None:
             me = asyncio.current_task()
@@ -358,6 +365,8 @@ class EtcdClient:
     def _ranges(self, ranges: Sequence[tuple[str, bool]], what: str) -> dict[str, KV]:
         """Read every ``(start, is_prefix)`` range: transactions of :data:`MAX_TXN_OPS`
         reads sent together, one round trip."""
+        import asyncio
+
         chunks = [ranges[at:at + MAX_TXN_OPS] for at in range(0, len(ranges), MAX_TXN_OPS)]
         if not chunks:
             return {}
@@ -577,6 +586,8 @@ def _read(path: str | None) -> bytes | None:
 
 
 def _tls_client_class() -> Any:
+    import asyncio
+
     import aetcd
     from aetcd import exceptions, rpc, watcher
 
