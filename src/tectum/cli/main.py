@@ -1261,6 +1261,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("serve", serve_cmd.serve)
     serve_cmd.add_serve_options(p)
 
+    from tectum.cli import bootstrap_cmd
+
+    p = command("bootstrap", bootstrap_cmd.bootstrap)
+    bootstrap_cmd.add_bootstrap_options(p)
+    _fleet(p)
+
     runs_parser = commands.add_parser("runs", help="Show the reports of agent runs.",
                                       description="Show the reports of agent runs.")
     runs_commands = runs_parser.add_subparsers(dest="runs_command", metavar="COMMAND",
