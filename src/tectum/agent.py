@@ -87,6 +87,9 @@ class AgentOptions:
     #: the SSH signers trusted for signed commits (git's ``gpg.ssh.allowedSignersFile``);
     #: OpenPGP signatures are checked against the agent user's GnuPG keyring
     allowed_signers: str | None = None
+    #: an allowed signers file: only approvals signed by one of its keys are applied
+    #: (:mod:`tectum.approvals`)
+    approvers: str | None = None
     #: a TOML file of ``[[webhooks]]`` tables (:mod:`tectum.webhooks`): failed runs, drift
     #: and plans waiting for approval are posted there
     webhooks: str | None = None
@@ -390,6 +393,19 @@ class Agent:
                     f"{(approved.commit or '?')[:12]} is no longer the head of "
                     f"{self.options.branch} ({head[:12]}): its plan is not applied")
                 return out
+            if self.options.approvers:
+                from tectum.approvals import signer
+
+                principal = signer(approved, approved.approval_signature,
+                                   self.options.approvers)
+                if principal is None:
+                    self._mark(approved.with_(applied_in=self.run_id))
+                    self.errors.append(
+                        f"run {approved.id[:12]} was approved without a signature of an "
+                        f"approver in {self.options.approvers}: its plan is not applied "
+                        "(approve it with tectum approve --sign-with KEY)")
+                    return out
+                approved = approved.with_(approved_by=principal)
             return self._apply_approved(approved)
         session = self._session_at(head)
         if self.checked_out() != head:
@@ -751,4 +767,5 @@ def options_from(args: dict[str, Any], extra: Sequence[str] = ()) -> AgentOption
         workspace=args["workspace"], require_approval=args["require_approval"],
         encrypt_to=tuple(args["encrypt_to"] or ()),
         require_signed_commits=args["require_signed_commits"],
-        allowed_signers=args["allowed_signers"], webhooks=args["webhooks"])
+        allowed_signers=args["allowed_signers"], webhooks=args["webhooks"],
+        approvers=args["approvers"])

@@ -79,6 +79,8 @@ class RunReport:
     approved_at: float | None = None
     #: an approved run: the id of the agent run that applied its plan (or failed to)
     applied_in: str | None = None
+    #: the approval's SSH signature (``tectum approve --sign-with``; :mod:`tectum.approvals`)
+    approval_signature: str | None = None
     #: the state serial the pending plan was made from (it goes stale when state moves on)
     plan_serial: int | None = None
     id: str = field(default_factory=lambda: uuid.uuid4().hex)

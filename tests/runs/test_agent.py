@@ -529,3 +529,40 @@ def test_sigterm_mid_apply_finishes_the_operation_under_way_and_saves_state(
     # the next run finishes the rest
     assert last_status(repo.agent("--mode", "apply", "--once")) == "changed"
     assert (repo.world / "b.txt").read_text() == "after\n"
+
+
+def test_with_approvers_only_a_signed_approval_is_applied(repo: Repo, tmp_path: Path) -> None:
+    for who in ("ops", "stranger"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", who, "-f",
+                        str(tmp_path / who)], check=True)
+    approvers = tmp_path / "approvers"
+    approvers.write_text(f"ops@example.org {(tmp_path / 'ops.pub').read_text().strip()}\n")
+    gated = ("--mode", "apply", "--require-approval", "--approvers", str(approvers), "--once")
+    project = str(repo.workdir / "repo")
+
+    def pending_id() -> str:
+        run = repo.runs()[0]
+        assert run["status"] == "pending", run
+        return str(run["id"])
+
+    assert last_status(repo.agent(*gated)) == "pending"
+    assert run_tectum("approve", pending_id(), "--project", project).returncode == 0
+    unsigned = repo.agent(*gated)
+    assert last_status(unsigned) == "failed" and "without a signature" in unsigned.stdout
+    assert not (repo.world / "a.txt").exists()
+
+    assert last_status(repo.agent(*gated)) == "pending"
+    stranger = run_tectum("approve", pending_id(), "--project", project, "--sign-with",
+                          str(tmp_path / "stranger"))
+    assert stranger.returncode == 0, stranger.output
+    assert last_status(repo.agent(*gated)) == "failed"
+    assert not (repo.world / "a.txt").exists()
+
+    assert last_status(repo.agent(*gated)) == "pending"
+    signed = run_tectum("approve", pending_id(), "--project", project, "--sign-with",
+                        str(tmp_path / "ops"))
+    assert signed.returncode == 0, signed.output
+    applied = repo.agent(*gated)
+    assert last_status(applied) == "changed", applied.output
+    assert "approved by ops@example.org" in applied.stdout
+    assert repo.text() == "one\n"

@@ -49,6 +49,9 @@ def add_agent_options(p: argparse.ArgumentParser) -> None:
                    help="refuse a head that `git verify-commit` does not accept")
     p.add_argument("--allowed-signers", metavar="FILE",
                    help="the SSH keys trusted to sign commits (git's gpg.ssh.allowedSignersFile)")
+    p.add_argument("--approvers", metavar="FILE",
+                   help="apply only approvals signed by these SSH keys (OpenSSH allowed "
+                   "signers: PRINCIPAL KEYTYPE KEY per line; tectum approve --sign-with)")
     p.add_argument("--webhooks", metavar="FILE",
                    help="a TOML file of [[webhooks]] (url, secret_env, events): failed runs, "
                    "drift and plans waiting for approval are posted there, signed")
@@ -60,9 +63,12 @@ def add_approve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--project", dest="directory", default=".", metavar="DIR",
                    help="a project whose state backend holds the runs (default: the current "
                    "directory; an agent's is WORKDIR/repo/PATH)")
+    p.add_argument("--sign-with", metavar="KEY",
+                   help="sign the approval with this SSH key (agents given --approvers apply "
+                   "only signed approvals)")
 
 
-def approve(obj: Ctx, run_ids: list[str], directory: str) -> None:
+def approve(obj: Ctx, run_ids: list[str], directory: str, sign_with: str | None = None) -> None:
     """Approve pending runs: each agent applies exactly the plan it saved for that run (by
     its digest) in its next cycle, after the stale-plan and world checks."""
     import time
@@ -98,8 +104,13 @@ def approve(obj: Ctx, run_ids: list[str], directory: str) -> None:
                        and latest.plan_digest else ".")))
             chosen.append(found)
         for found in chosen:
+            signature = None
+            if sign_with:
+                from tectum.approvals import sign
+
+                signature = sign(found, sign_with)
             store.put(found.with_(status="approved", approved_by=author(),
-                                  approved_at=time.time()))
+                                  approved_at=time.time(), approval_signature=signature))
             obj.view.out(f"Approved run {found.id[:12]} ({found.host}, commit "
                          f"{(found.commit or '-')[:12]}, {found.pending} change(s), plan "
                          f"sha256 {str(found.plan_digest)[:16]}…): its agent applies it in "
