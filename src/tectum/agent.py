@@ -506,17 +506,23 @@ class Agent:
             store.close()
 
     def _deployed(self, session: Session) -> tuple[str | None, Any] | None:
-        """The commit and the stack the latest state version applied (its recorded desired
-        state); None when there is no version, or the latest holds no desired state (a
-        destroy: nothing is deployed, nothing is to be put back)."""
-        history = session.backend.history()
-        if not history:
+        """The commit and the stack the latest apply recorded (the desired state kept with
+        its version; versions written by state edits hold none and are passed over); None
+        when there is none, or a destroy came after it (nothing is deployed, nothing is to be
+        put back)."""
+        found = None
+        for version in reversed(session.backend.history()):
+            if version.operation == "destroy":
+                return None  # (destroyed since: nothing is deployed)
+            try:
+                stack, _ = session.rollback_stack(version.serial)
+            except DiagnosticError:
+                continue  # (a state edit, an import, a settled journal: no desired state)
+            found = version
+            break
+        if found is None:
             return None
-        version = history[-1]
-        try:
-            stack, _ = session.rollback_stack(version.serial)
-        except DiagnosticError:
-            return None
+        version = found
         commit = None
         if version.revision and not version.revision.endswith("-dirty"):
             try:
@@ -562,6 +568,7 @@ class Agent:
                 # (only the drifted resources: what they depend on is planned along)
                 plan = session.plan(stack, state, targets=counts["drift"]).plan
             if not counts["todo"] or (corrective_only and not counts["drifted_todo"]):
+                self._settle(session, plan, state)
                 return {"status": "unchanged", "drifted": counts["drifted"],
                         "drift": counts["drift"], "pending": extra}
             result = session.apply(plan, state, parallelism=self.options.parallelism,
@@ -569,6 +576,18 @@ class Agent:
                                    operation="remediate" if corrective_only else "apply")
         return {**self._outcome(plan, result), "drifted": counts["drifted"],
                 "drift": counts["drift"], "pending": extra}
+
+    def _settle(self, session: Session, plan: Plan, state: Any) -> None:
+        """A killed run's journal whose every entry the plan found done is folded into a new
+        version (as ``tectum apply`` does when it has nothing to do), with the desired state
+        the plan holds — so the state read by anything else is the whole truth."""
+        if plan.hosts_down or not session.backend.pending_intents():
+            return
+        from tectum.engine.session import desired_of, git_revision
+
+        serial = session.backend.write(state, "apply", revision=git_revision(
+            session.project.root), desired=desired_of(plan))
+        self.log(f"an interrupted run's journal is settled (state version {serial})")
 
     def _outcome(self, plan: Plan, result: Any) -> dict[str, Any]:
         """Counts of an apply, its status, and its failures added to the run's errors."""
@@ -738,7 +757,8 @@ def file_digest(path: str) -> str:
 
 
 def _counts(plan: Plan) -> dict[str, Any]:
-    todo = [c for c in plan.changes if c.action.value != "no-op"]
+    # (a change of state alone — a move, an adoption, a new on_destroy — is work too)
+    todo = [c for c in plan.changes if c.action.value != "no-op" or c.state_only]
     drift = sorted(c.address for c in plan.changes if c.drift)
     return {"todo": len(todo), "drifted": len(drift), "drift": drift,
             "drifted_todo": sum(1 for c in todo if c.drift)}

@@ -566,3 +566,48 @@ def test_with_approvers_only_a_signed_approval_is_applied(repo: Repo, tmp_path: 
     assert last_status(applied) == "changed", applied.output
     assert "approved by ops@example.org" in applied.stdout
     assert repo.text() == "one\n"
+
+
+def agent_trial_stack(world: Path, gen: int) -> str:
+    lines = ["from tectum.host import Command, File"]
+    lines += [f"File('f{i}', path='{world}/f{i}.txt', content='gen {gen} file {i}\\n')"
+              for i in range(20)]
+    lines.append(f"Command('c{gen}', command=['sh', '-c', 'sleep 0.3; echo {gen} > "
+                 f"{world}/c.txt; touch {world}/c{gen}.done'], creates='{world}/c{gen}.done')")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.slow
+def test_kill_9_of_the_agent_at_random_moments_30_trials(repo: Repo) -> None:
+    """An agent killed (SIGKILL) at random moments of a cycle — fetching, checking out,
+    planning, applying, storing its report: the next agent starts (no workdir lock or git
+    lock file left in its way), converges, and state and the world agree."""
+    import random
+
+    rng = random.Random(1507)
+    killed = 0
+    for gen in range(30):
+        repo.commit(f"gen {gen}", stack=agent_trial_stack(repo.world, gen), push=True)
+        if gen % 3 == 1 and (repo.world / "f0.txt").exists():
+            (repo.world / "f0.txt").write_text("by hand\n")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tectum", "agent", "--repo", repo.url, "--workdir",
+             str(repo.workdir), "--interval", "1s", "--mode", "apply", "--once"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=tectum_env())
+        try:
+            proc.wait(timeout=rng.uniform(0.05, 1.5))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            killed += 1
+        proc.wait()
+        after = repo.agent("--mode", "apply", "--once")
+        where = f"trial {gen}:\n{after.output}"
+        assert after.returncode == 0, f"{where}:\n{after.output}"
+        assert last_status(after) in ("changed", "unchanged", "drift-corrected"), after.output
+        for i in range(20):
+            assert (repo.world / f"f{i}.txt").read_text() == f"gen {gen} file {i}\n", where
+        listed = run_tectum("state", "list", str(repo.workdir / "repo"))
+        assert listed.returncode == 0, listed.output
+        assert {f"file.f{i}" for i in range(20)} <= set(listed.stdout.split()), where
+        assert "No changes" in run_tectum("plan", str(repo.workdir / "repo")).stdout, where
+    assert killed >= 10, killed
