@@ -22,12 +22,12 @@ lock like any run; SIGTERM (and SIGINT) lets the apply under way finish its oper
 state, then the agent exits. Between cycles it sleeps ``interval`` plus a random ``splay`` (so a
 fleet does not run at once; Puppet's ``splay``).
 
-Where things are: the clone in ``WORKDIR/repo`` (default ``$XDG_CACHE_HOME/tectum/agent/<digest
-of repository, branch and path>``), the project at ``WORKDIR/repo/PATH``, its state wherever
-its ``tectum.toml`` says (the embedded SQLite file inside the clone's ``.tectum/``, untracked;
-or the shared PostgreSQL database a fleet reports to), and reports that could not be stored in
-``WORKDIR/spool`` until the store answers (:class:`~tectum.runs.Spool`).
-"""
+Where things are: the clone in ``WORKDIR/repo`` (default ``$XDG_STATE_HOME/tectum/agent/<digest
+of repository, branch, path, workspace and name>``), the project at ``WORKDIR/repo/PATH``, its
+state wherever its ``tectum.toml`` says (the embedded SQLite file inside the clone's
+``.tectum/``, untracked; or the shared PostgreSQL database a fleet reports to), and reports
+that could not be stored in ``WORKDIR/spool`` until the store answers
+(:class:`~tectum.runs.Spool`)."""
 
 from __future__ import annotations
 
@@ -102,12 +102,21 @@ class AgentOptions:
         if self.interval <= 0 or self.splay < 0:
             raise DiagnosticError(Diagnostic.error(
                 "Invalid interval", "--interval must be above 0 and --splay not below 0."))
+        if self.encrypt_to:
+            from tectum.secrets.store import SecretsError, parse_recipient
+
+            try:
+                for recipient in self.encrypt_to:
+                    parse_recipient(recipient)
+            except SecretsError as exc:
+                raise DiagnosticError(exc.diagnostic()) from None
         if self.workdir is None:
-            cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(
-                os.path.expanduser("~"), ".cache")
+            # (state, not cache: the clone holds the embedded state of the workspace)
+            home = os.environ.get("XDG_STATE_HOME") or os.path.join(
+                os.path.expanduser("~"), ".local", "state")
             digest = hashlib.sha256(f"{self.repo}\0{self.branch}\0{self.path}\0"
                                     f"{self.workspace}\0{self.name}".encode())
-            self.workdir = os.path.join(cache, "tectum", "agent", digest.hexdigest()[:16])
+            self.workdir = os.path.join(home, "tectum", "agent", digest.hexdigest()[:16])
 
 
 def git(*args: str, cwd: str | None = None, timeout: float = 300.0) -> str:
@@ -435,6 +444,10 @@ class Agent:
         path = os.path.join(plans, f"{self.run_id}.tfplan")
         write_plan(path, plan, session.project.root, sealer=session.sealer,
                    encrypt_to=self.options.encrypt_to)
+        for name in os.listdir(plans):  # (older plans of this agent: superseded by this one)
+            if name.endswith(".tfplan") and name != os.path.basename(path):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(plans, name))
         self.log(f"commit {head[:12]}: {counts['todo']} change(s) wait for approval: "
                  f"tectum runs show {self.run_id[:12]}; tectum approve {self.run_id[:12]}")
         return {**out, "status": "pending", "commit": head, "pending": counts["todo"],
@@ -496,6 +509,8 @@ class Agent:
             result = session.apply(saved, state, parallelism=self.options.parallelism,
                                    should_stop=self.stopping.is_set, operation="apply")
         out = self._outcome(saved, result)
+        with contextlib.suppress(OSError):
+            os.unlink(path)  # (applied: it is never applied again)
         return {**out, "commit": approved.commit}
 
     def _mark(self, report: RunReport) -> None:

@@ -36,7 +36,7 @@ def add_agent_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-runs", type=int, metavar="N", help="exit after N cycles")
     p.add_argument("--workdir", metavar="DIR",
                    help="where the clone and the report spool live (default: under "
-                   "~/.cache/tectum/agent/)")
+                   "~/.local/state/tectum/agent/)")
     p.add_argument("--name", metavar="HOST",
                    help="the host name reports carry (default: this machine's)")
     p.add_argument("--workspace", metavar="NAME", help="the workspace (default: the project's)")
