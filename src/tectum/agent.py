@@ -132,7 +132,9 @@ def git(*args: str, cwd: str | None = None, timeout: float = 300.0) -> str:
     except subprocess.TimeoutExpired:
         raise AgentError(f"git {args[0]} did not finish within {timeout:.0f} s") from None
     if proc.returncode != 0:
-        message = " ".join((proc.stderr or proc.stdout).strip().split("\n")[-2:])
+        lines = (proc.stderr or proc.stdout).strip().split("\n")
+        said = [line for line in lines if line.startswith(("fatal:", "error:"))]
+        message = " ".join(said or lines[-2:])
         raise AgentError(f"git {args[0]} failed: {message}")
     return proc.stdout
 
@@ -449,7 +451,8 @@ class Agent:
                 with contextlib.suppress(OSError):
                     os.unlink(os.path.join(plans, name))
         self.log(f"commit {head[:12]}: {counts['todo']} change(s) wait for approval: "
-                 f"tectum runs show {self.run_id[:12]}; tectum approve {self.run_id[:12]}")
+                 f"tectum runs show {self.run_id[:12]} {self.project_dir}; "
+                 f"tectum approve {self.run_id[:12]} --project {self.project_dir}")
         return {**out, "status": "pending", "commit": head, "pending": counts["todo"],
                 "plan_path": path, "plan_digest": file_digest(path),
                 "plan_serial": state.serial}

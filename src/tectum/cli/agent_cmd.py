@@ -218,6 +218,8 @@ def describe(r: RunReport) -> list[str]:
              f"  drifted:    {r.drifted}", f"  pending:    {r.pending}"]
     if r.interval:
         lines.append(f"  interval:   {r.interval:.0f} s")
+    if r.plan_digest:
+        lines.append(f"  plan:       {r.plan_path} (sha256 {r.plan_digest})")
     if r.drift:
         lines.append("  drift:")
         lines.extend(f"    {a}" for a in r.drift)
