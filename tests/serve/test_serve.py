@@ -26,7 +26,6 @@ from tectum.masking import MASK, REDACTOR
 from tectum.runs import RunReport, SQLiteRunStore
 from tests.conftest import run_tectum, tectum_env
 
-NOW = time.time()
 EVIL = '<script>alert("owned")</script>'
 
 
@@ -61,8 +60,10 @@ def project(root: Path, state: str = "") -> Path:
 
 
 def report(host: str, status: str, ago: float, **kw: Any) -> RunReport:
+    """A report that started ``ago`` seconds before now (now: when it is made — a module is
+    imported at collection, long before its tests run in a whole suite)."""
     return RunReport(workspace="default", host=host, mode="remediate", status=status,
-                     started_at=NOW - ago, duration=2.5, interval=60.0, **kw)
+                     started_at=time.time() - ago, duration=2.5, interval=60.0, **kw)
 
 
 @dataclass
