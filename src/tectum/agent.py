@@ -187,6 +187,7 @@ class Agent:
         self.failures = 0
         self.runs = 0
         self.notifier = _notifier(options)
+        self._runs: RunStore | None = None
 
     # -- git -----------------------------------------------------------------------------------
     def fetch(self) -> str:
@@ -458,19 +459,19 @@ class Agent:
                 "plan_serial": state.serial}
 
     def _store_of(self) -> RunStore:
-        from tectum.config.project import load_project
+        """The run store, opened once a cycle (closed by :meth:`store`, the cycle's last
+        use)."""
+        if self._runs is None:
+            from tectum.config.project import load_project
 
-        return open_run_store(load_project(self.project_dir))
+            self._runs = open_run_store(load_project(self.project_dir))
+        return self._runs
 
     def _mine(self, status: str) -> list[RunReport]:
         """This agent's runs with ``status``, newest first."""
-        store = self._store_of()
-        try:
-            return store.recent(workspace=self._workspace() if self.session is None
-                                else self.session.workspace, host=self.options.name,
-                                status=status, limit=20)
-        finally:
-            store.close()
+        return self._store_of().recent(
+            workspace=self._workspace() if self.session is None else self.session.workspace,
+            host=self.options.name, status=status, limit=20)
 
     def _approved(self) -> RunReport | None:
         found = [r for r in self._mine("approved") if not r.applied_in]
@@ -517,11 +518,7 @@ class Agent:
         return {**out, "commit": approved.commit}
 
     def _mark(self, report: RunReport) -> None:
-        store = self._store_of()
-        try:
-            store.put(report)
-        finally:
-            store.close()
+        self._store_of().put(report)
 
     def _deployed(self, session: Session) -> tuple[str | None, Any] | None:
         """The commit and the stack the latest apply recorded (the desired state kept with
@@ -644,11 +641,8 @@ class Agent:
     def store(self, report: RunReport) -> None:
         """Store ``report`` after any spooled ones; spool it when the store cannot be
         reached (sent by a later cycle)."""
-        store: RunStore | None = None
         try:
-            from tectum.config.project import load_project
-
-            store = open_run_store(load_project(self.project_dir))
+            store = self._store_of()
             sent = self.spool.flush(store)
             if sent:
                 self.log(f"{sent} spooled report(s) sent")
@@ -658,8 +652,9 @@ class Agent:
             self.log(f"report {report.id[:12]} kept in {self.spool.directory}: "
                      f"{messages(exc)[0]}")
         finally:
-            if store is not None:
-                store.close()
+            if self._runs is not None:
+                self._runs.close()
+                self._runs = None
 
     # -- the loop ----------------------------------------------------------------------------------
     def hold_workdir(self) -> None:

@@ -577,30 +577,14 @@ class HostBootstrap:
 def connect(inventory: Inventory, name: str, *, trust_unknown: bool) -> Connector:
     """The connector of inventory host ``name``, made as the ``host`` provider makes it.
     Raises :class:`DiagnosticError` for a host without SSH, or a become password not set."""
-    from tectum.providers.host.ssh import SSHConnector
+    from tectum.providers.host.provider import ssh_connector
 
-    entry = inventory.hosts[name]
-    conn = entry.connection
+    conn = inventory.hosts[name].connection
     if conn.connector != "ssh":
         raise DiagnosticError(Diagnostic.error(
             "Not an SSH host", f"Host {name!r} has connector = {conn.connector!r}: bootstrap "
             "installs the agent on SSH hosts only.", address=f'host["{name}"]'))
-    password = None
-    if conn.become_password_env:
-        password = os.environ.get(conn.become_password_env)
-        if password is None:
-            raise DiagnosticError(Diagnostic.error(
-                "Become password not set",
-                f"Host {name!r} takes its sudo password from the environment variable "
-                f"{conn.become_password_env}, which is not set. Export it, or use "
-                "passwordless sudo.", address=f'host["{name}"]'))
-    return SSHConnector(
-        name, conn.address, port=conn.port, user=conn.user, key_path=conn.key,
-        known_hosts=conn.known_hosts, trust_unknown=trust_unknown, become=conn.become,
-        become_password=password, connect_timeout=conn.connect_timeout,
-        command_timeout=conn.command_timeout, connect_retries=conn.connect_retries,
-        keepalive_interval=conn.keepalive_interval,
-        keepalive_count_max=conn.keepalive_count_max, fail_fast=True)
+    return ssh_connector(name, conn, inventory.path, trust_unknown=trust_unknown)
 
 
 def bootstrap(inventory: Inventory, names: Sequence[str], options: BootstrapOptions,

@@ -18,9 +18,9 @@ if TYPE_CHECKING:
     from tectum.runs import RunReport
 
 
-def add_agent_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--repo", required=True, metavar="URL",
-                   help="the git repository to follow (any URL git fetches: file://, ssh, https)")
+def add_follow_options(p: argparse.ArgumentParser, *, repo_help: str) -> None:
+    """What an agent follows and how often (``tectum agent``, ``tectum bootstrap``)."""
+    p.add_argument("--repo", required=True, metavar="URL", help=repo_help)
     p.add_argument("--branch", default="main", help="the branch to follow (default: main)")
     p.add_argument("--path", default=".", metavar="DIR",
                    help="the project directory inside the repository (default: its root)")
@@ -31,6 +31,11 @@ def add_agent_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", default="remediate", choices=("report", "remediate", "apply"),
                    help="report: only report drift and waiting changes; remediate: put back "
                    "drift, never apply new commits (default); apply: apply the branch's head")
+
+
+def add_agent_options(p: argparse.ArgumentParser) -> None:
+    add_follow_options(p, repo_help="the git repository to follow (any URL git fetches: "
+                       "file://, ssh, https)")
     p.add_argument("--once", action="store_true",
                    help="run one cycle and exit (1 if it failed or refused the commit)")
     p.add_argument("--max-runs", type=int, metavar="N", help="exit after N cycles")

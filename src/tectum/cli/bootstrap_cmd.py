@@ -23,17 +23,10 @@ def add_bootstrap_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dir", dest="directory", default=".", metavar="DIR",
                    help="the project whose inventory.toml names the hosts (default: the "
                    "current directory)")
-    p.add_argument("--repo", required=True, metavar="URL",
-                   help="the git repository the agents follow (a URL the hosts can fetch)")
-    p.add_argument("--branch", default="main", help="the branch to follow (default: main)")
-    p.add_argument("--path", default=".", metavar="DIR",
-                   help="the project directory inside the repository (default: its root)")
-    p.add_argument("--interval", default="30m", metavar="DURATION",
-                   help="the agents' time between runs: 30s, 5m, 1h (default 30m)")
-    p.add_argument("--splay", default="0s", metavar="DURATION",
-                   help="a random delay up to this added to each interval (default 0s)")
-    p.add_argument("--mode", default="remediate", choices=("report", "remediate", "apply"),
-                   help="the agents' mode (tectum agent --mode; default remediate)")
+    from tectum.cli.agent_cmd import add_follow_options
+
+    add_follow_options(p, repo_help="the git repository the agents follow (a URL the hosts "
+                       "can fetch)")
     p.add_argument("--workspace", metavar="NAME",
                    help="the agents' workspace; {host} stands for each host's name (one "
                    "workspace per host in a shared database: --workspace '{host}')")

@@ -33,11 +33,38 @@ from tectum.providers.host.facts import FACTS_ARGV, parse_facts
 from tectum.schema import Attr, Schema
 
 if TYPE_CHECKING:
-    from tectum.config.inventory import Inventory
+    from tectum.config.inventory import Connection, Inventory
 
 
 def _concurrency(value: Any) -> str | None:
     return None if 1 <= value <= 1000 else "must be 1 to 1000"
+
+
+def ssh_connector(name: str, conn: Connection, inventory_path: str, *,
+                  trust_unknown: bool) -> Connector:
+    """The SSH connector of inventory host ``name`` with connection settings ``conn`` (of the
+    inventory at ``inventory_path``): what the ``host`` provider and ``tectum bootstrap``
+    reach hosts with. Raises :class:`DiagnosticError` when the host's become password is
+    to come from an environment variable that is not set."""
+    from tectum.providers.host.ssh import SSHConnector
+
+    password = None
+    if conn.become_password_env:
+        password = os.environ.get(conn.become_password_env)
+        if password is None:
+            raise DiagnosticError(Diagnostic.error(
+                "Become password not set",
+                f"Host {name!r} takes its sudo password from the environment variable "
+                f"{conn.become_password_env}, which is not set. Export it (from a secret "
+                "store), or use passwordless sudo.", address=f'host["{name}"]',
+                source=SourceLocation(inventory_path)))
+    return SSHConnector(
+        name, conn.address, port=conn.port, user=conn.user, key_path=conn.key,
+        known_hosts=conn.known_hosts, trust_unknown=trust_unknown,
+        become=conn.become, become_password=password,
+        connect_timeout=conn.connect_timeout, command_timeout=conn.command_timeout,
+        connect_retries=conn.connect_retries, keepalive_interval=conn.keepalive_interval,
+        keepalive_count_max=conn.keepalive_count_max, fail_fast=True)
 
 
 class HostProvider(Provider):
@@ -138,27 +165,9 @@ class HostProvider(Provider):
                 raise RuntimeError("no session to find the provider of a connector in")
             other: Connector = self.context.provider(conn.connector).connector(name, conn)
             return other
-        from tectum.providers.host.ssh import SSHConnector
-
-        password = None
-        if conn.become_password_env:
-            password = os.environ.get(conn.become_password_env)
-            if password is None:
-                raise DiagnosticError(Diagnostic.error(
-                    "Become password not set",
-                    f"Host {name!r} takes its sudo password from the environment variable "
-                    f"{conn.become_password_env}, which is not set. Export it (from a secret "
-                    "store), or use passwordless sudo.", address=f'host["{name}"]',
-                    source=SourceLocation(inventory.path)))
         trust = bool(self.config.get("accept_new_host_keys")
                      or self.context.options.get("accept_new_host_keys"))
-        return SSHConnector(
-            name, conn.address, port=conn.port, user=conn.user, key_path=conn.key,
-            known_hosts=conn.known_hosts, trust_unknown=trust,
-            become=conn.become, become_password=password,
-            connect_timeout=conn.connect_timeout, command_timeout=conn.command_timeout,
-            connect_retries=conn.connect_retries, keepalive_interval=conn.keepalive_interval,
-            keepalive_count_max=conn.keepalive_count_max, fail_fast=True)
+        return ssh_connector(name, conn, inventory.path, trust_unknown=trust)
 
     @classmethod
     def target_key(cls, host: str | None, inventory: Inventory) -> Hashable:
