@@ -102,14 +102,7 @@ class AgentOptions:
         if self.interval <= 0 or self.splay < 0:
             raise DiagnosticError(Diagnostic.error(
                 "Invalid interval", "--interval must be above 0 and --splay not below 0."))
-        if self.encrypt_to:
-            from tectum.secrets.store import SecretsError, parse_recipient
-
-            try:
-                for recipient in self.encrypt_to:
-                    parse_recipient(recipient)
-            except SecretsError as exc:
-                raise DiagnosticError(exc.diagnostic()) from None
+        check_recipients(self.encrypt_to)
         if self.workdir is None:
             # (state, not cache: the clone holds the embedded state of the workspace)
             home = os.environ.get("XDG_STATE_HOME") or os.path.join(
@@ -117,6 +110,22 @@ class AgentOptions:
             digest = hashlib.sha256(f"{self.repo}\0{self.branch}\0{self.path}\0"
                                     f"{self.workspace}\0{self.name}".encode())
             self.workdir = os.path.join(home, "tectum", "agent", digest.hexdigest()[:16])
+
+
+def check_recipients(recipients: Sequence[str]) -> None:
+    """Each ``--encrypt-to`` recipient must parse as an age or ssh-ed25519 public key. Raises
+    :class:`DiagnosticError` naming the one that does not."""
+    if not recipients:
+        return
+    from tectum.secrets.store import SecretsError, parse_recipient
+
+    for recipient in recipients:
+        try:
+            parse_recipient(recipient)
+        except SecretsError as exc:
+            diag = exc.diagnostic()
+            raise DiagnosticError(Diagnostic.error(
+                diag.summary, f"--encrypt-to {recipient}: {diag.detail}")) from None
 
 
 def git(*args: str, cwd: str | None = None, timeout: float = 300.0) -> str:

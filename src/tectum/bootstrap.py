@@ -70,6 +70,11 @@ WHEELS = f"{HOME}/wheels"
 STAMP = f"{HOME}/installed"
 RUNNER = f"{HOME}/agent-run"
 ENV_FILE = "/etc/tectum/agent.env"
+#: files copied from this machine for the agent's options of the same names
+SIGNERS = "/etc/tectum/allowed_signers"
+APPROVERS = "/etc/tectum/approvers"
+HOOKS = "/etc/tectum/webhooks.toml"
+AGENT_FILES = (SIGNERS, APPROVERS, HOOKS)
 WORKDIR = "/var/lib/tectum/agent"
 SERVICE = "tectum-agent"
 INIT_SCRIPT = f"/etc/init.d/{SERVICE}"
@@ -113,9 +118,21 @@ class BootstrapOptions:
     workspace: str | None = None
     pg_conn_str: str | None = None
     pip_env: dict[str, str] = field(default_factory=dict)
+    #: ``tectum agent``'s approval and trust options, passed through to every host
+    require_approval: bool = False
+    encrypt_to: tuple[str, ...] = ()
+    require_signed_commits: bool = False
+    #: local paths of the files copied to the hosts (:data:`AGENT_FILES`)
+    allowed_signers: str | None = None
+    approvers: str | None = None
+    webhooks: str | None = None
+    #: the files' contents by host path, read from the paths above (filled in here)
+    files: dict[str, bytes] = field(default_factory=dict)
+    #: the webhooks' secrets (``secret_env`` name → value, from this machine's environment)
+    secrets: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from tectum.agent import parse_duration
+        from tectum.agent import check_recipients, parse_duration
 
         if self.mode not in MODES:
             raise DiagnosticError(Diagnostic.error(
@@ -141,6 +158,30 @@ class BootstrapOptions:
             REDACTOR.add(value)
         if self.pg_conn_str:
             REDACTOR.add(dsn_password(self.pg_conn_str) or "")
+        check_recipients(self.encrypt_to)
+        if self.allowed_signers and not self.require_signed_commits:
+            raise DiagnosticError(Diagnostic.error(
+                "Allowed signers without signed commits", "--allowed-signers names the keys "
+                "trusted to sign commits: give --require-signed-commits too."))
+        for option, local, remote in (("--allowed-signers", self.allowed_signers, SIGNERS),
+                                      ("--approvers", self.approvers, APPROVERS),
+                                      ("--webhooks", self.webhooks, HOOKS)):
+            if local is None:
+                continue
+            try:
+                with open(local, "rb") as fh:
+                    self.files[remote] = fh.read()
+            except OSError as exc:
+                raise DiagnosticError(Diagnostic.error(
+                    "Cannot read a file to copy", f"{option} {local}: {exc.strerror or exc}."
+                    )) from None
+        if self.webhooks is not None:
+            self.secrets = _webhook_secrets(self.webhooks, self.files[HOOKS])
+        for value in self.secrets.values():
+            if "\n" in value or "\0" in value:
+                raise DiagnosticError(Diagnostic.error(
+                    "Invalid setting", "A webhook secret must be one line."))
+            REDACTOR.add(value)
 
     def env_file(self, host: str) -> str:
         """``/etc/tectum/agent.env`` for ``host``: ``NAME='value'`` lines (POSIX shell quoting;
@@ -154,10 +195,51 @@ class BootstrapOptions:
         }
         if self.pg_conn_str:
             values[PG_ENV] = self.pg_conn_str
+        if self.require_approval:
+            values["TECTUM_AGENT_REQUIRE_APPROVAL"] = "1"
+        if self.encrypt_to:  # (one a line: an ssh-ed25519 key holds spaces)
+            values["TECTUM_AGENT_ENCRYPT_TO"] = "\n".join(self.encrypt_to)
+        if self.require_signed_commits:
+            values["TECTUM_AGENT_REQUIRE_SIGNED_COMMITS"] = "1"
+        for remote, variable in ((SIGNERS, "TECTUM_AGENT_ALLOWED_SIGNERS"),
+                                 (APPROVERS, "TECTUM_AGENT_APPROVERS"),
+                                 (HOOKS, "TECTUM_AGENT_WEBHOOKS")):
+            if remote in self.files:
+                values[variable] = remote
+        values.update(self.secrets)
         lines = ["# written by `tectum bootstrap`: the settings of the tectum agent "
                  f"({RUNNER} reads them)"]
         lines += [f"{k}={shlex.quote(v)}" for k, v in values.items()]
         return "\n".join(lines) + "\n"
+
+
+def _webhook_secrets(path: str, data: bytes) -> dict[str, str]:
+    """The secrets the hooks of the webhooks file ``path`` (``data``) name by ``secret_env``,
+    from this machine's environment: the file is checked here as the agents will read it
+    (:meth:`tectum.webhooks.Webhook.from_table`), so a wrong file fails before any host is
+    touched. Raises :class:`DiagnosticError`."""
+    import tomllib
+
+    from tectum.webhooks import Webhook
+
+    try:
+        tables = tomllib.loads(data.decode()).get("webhooks")
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise DiagnosticError(Diagnostic.error(
+            "Cannot read the webhooks file", f"--webhooks {path}: {exc}.")) from None
+    if not isinstance(tables, list) or not tables:
+        raise DiagnosticError(Diagnostic.error(
+            "No webhooks", f"--webhooks {path} has no [[webhooks]] table."))
+    found: dict[str, str] = {}
+    for i, table in enumerate(tables, 1):
+        Webhook.from_table(table, f"{path} [[webhooks]] #{i}")
+        name = str(table["secret_env"])
+        if name.startswith("TECTUM_AGENT_") or name in (PG_ENV, "HOME", "PATH", "NO_COLOR"):
+            raise DiagnosticError(Diagnostic.error(
+                "Invalid webhook", f"{path} [[webhooks]] #{i}: secret_env = {name!r} is a "
+                "name the agent's settings use; name another variable."))
+        found[name] = os.environ[name]
+    return found
 
 
 def dsn_password(dsn: str) -> str | None:
@@ -185,10 +267,27 @@ HOME=/root
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 NO_COLOR=1
 export HOME PATH NO_COLOR
+set --
+[ -n "${{TECTUM_AGENT_REQUIRE_APPROVAL:-}}" ] && set -- "$@" --require-approval
+[ -n "${{TECTUM_AGENT_REQUIRE_SIGNED_COMMITS:-}}" ] && set -- "$@" --require-signed-commits
+[ -n "${{TECTUM_AGENT_ALLOWED_SIGNERS:-}}" ] && \\
+    set -- "$@" --allowed-signers "$TECTUM_AGENT_ALLOWED_SIGNERS"
+[ -n "${{TECTUM_AGENT_APPROVERS:-}}" ] && set -- "$@" --approvers "$TECTUM_AGENT_APPROVERS"
+[ -n "${{TECTUM_AGENT_WEBHOOKS:-}}" ] && set -- "$@" --webhooks "$TECTUM_AGENT_WEBHOOKS"
+[ -n "${{TECTUM_AGENT_WORKSPACE:-}}" ] && set -- "$@" --workspace "$TECTUM_AGENT_WORKSPACE"
+# the recipients of saved plans, one a line
+set -f
+IFS='
+'
+for recipient in ${{TECTUM_AGENT_ENCRYPT_TO:-}}; do
+    set -- "$@" --encrypt-to "$recipient"
+done
+unset IFS
+set +f
 exec {VENV}/bin/tectum agent --repo "$TECTUM_AGENT_REPO" --branch "$TECTUM_AGENT_BRANCH" \\
     --path "$TECTUM_AGENT_PATH" --interval "$TECTUM_AGENT_INTERVAL" \\
     --splay "$TECTUM_AGENT_SPLAY" --mode "$TECTUM_AGENT_MODE" --name "$TECTUM_AGENT_NAME" \\
-    --workdir {WORKDIR} ${{TECTUM_AGENT_WORKSPACE:+--workspace "$TECTUM_AGENT_WORKSPACE"}}
+    --workdir {WORKDIR} "$@"
 """
 
 # (s-s-d matches the process by pidfile and name: the launcher execs the `tectum` script,
@@ -260,6 +359,9 @@ class Wheels:
     tectum: Path
     deps: tuple[Path, ...]
     digest: str
+    #: (Python version, machine) the compiled wheels among ``deps`` were built for (this
+    #: machine's); None when every wheel is pure Python (``py3-none-any``)
+    platform: tuple[str, str] | None = None
 
     @property
     def all(self) -> tuple[Path, ...]:
@@ -346,7 +448,16 @@ def build_wheels(source: str | None, workdir: str, wheelhouse: str | None) -> Wh
                 f"{REDACTOR.redact((proc.stderr or proc.stdout).strip()[-1500:])}"))
         deps = tuple(sorted(p for p in house.glob("*.whl")
                             if not p.name.startswith("tectum-")))
-    return Wheels(wheel, deps, _wheel_digest([wheel, *deps]))
+    compiled = any(not p.name.endswith("-none-any.whl") for p in deps)
+    platform = (f"{sys.version_info[0]}.{sys.version_info[1]}", _machine()) if compiled \
+        else None
+    return Wheels(wheel, deps, _wheel_digest([wheel, *deps]), platform)
+
+
+def _machine() -> str:
+    import platform
+
+    return platform.machine()
 
 
 def _has_build_tools() -> bool:
@@ -453,11 +564,9 @@ class HostBootstrap:
         w = self.wheels
         if stamp == w.digest and self.conn.exists(f"{VENV}/bin/tectum"):
             return False
-        self.conn.remove(WHEELS, recursive=True)
-        self.conn.make_dir(WHEELS, mode="0755", owner=None, group=None)
-        for wheel in w.all:
-            self.conn.write_file(f"{WHEELS}/{wheel.name}", wheel.read_bytes(), mode="0644",
-                                 owner=None, group=None)
+        if w.platform is not None:
+            self.check_python(w.platform)
+        self.copy_wheels()
         pip = [f"{VENV}/bin/pip", "--disable-pip-version-check", "install", "-q"]
         source = ["--no-index", "--find-links", WHEELS] if w.deps \
             else ["--find-links", WHEELS]
@@ -475,6 +584,54 @@ class HostBootstrap:
                      + (f" and {len(w.deps)} dependency wheel(s)" if w.deps else "")
                      + f" into {VENV}")
         return True
+
+    def check_python(self, platform: tuple[str, str]) -> None:
+        """The venv's Python must be the one the wheelhouse's compiled wheels were built for
+        (``platform``: Python version and machine). Raises :class:`BootstrapError`."""
+        probe = "import platform, sys; print('%d.%d' % sys.version_info[:2], platform.machine())"
+        got = self.run([f"{VENV}/bin/python", "-c", probe], "Checking the host's Python")
+        version, _, machine = got.text().strip().partition(" ")
+        if (version, machine) != platform:
+            raise BootstrapError(
+                f"the host has Python {version} on {machine}, but the wheelhouse's compiled "
+                f"wheels are for Python {platform[0]} on {platform[1]} (this machine). "
+                "Bootstrap it from a machine with the host's Python, or without --wheelhouse "
+                "(the host's pip installs from an index: --pip-env PIP_INDEX_URL=...)")
+
+    def copy_wheels(self) -> None:
+        """Make ``/opt/tectum/wheels`` hold exactly the wheels to install, copying only those
+        not there already with the same content (``sha256sum`` on the host)."""
+        self.conn.make_dir(WHEELS, mode="0755", owner=None, group=None)
+        listed = self.run(["sh", "-c", f'cd {WHEELS} && for f in *.whl; do [ -f "$f" ] && '
+                           'sha256sum -- "$f"; done; true'], "Listing the copied wheels").text()
+        there = {}
+        for line in listed.splitlines():
+            digest, _, name = line.partition("  ")
+            there[name.strip()] = digest
+        wanted = {wheel.name: wheel for wheel in self.wheels.all}
+        for name in sorted(set(there) - set(wanted)):
+            self.conn.remove(f"{WHEELS}/{name}")
+        for name, wheel in wanted.items():
+            data = wheel.read_bytes()
+            if there.get(name) != hashlib.sha256(data).hexdigest():
+                self.conn.write_file(f"{WHEELS}/{name}", data, mode="0644", owner=None,
+                                     group=None)
+
+    def agent_files(self) -> bool:
+        """The files of the agent's options (approvers, allowed signers, webhooks) as given;
+        one no longer given is removed. Whether any changed."""
+        changed = False
+        for remote in AGENT_FILES:
+            data = self.options.files.get(remote)
+            if data is not None:
+                what = {SIGNERS: "the commit signers", APPROVERS: "the approvers",
+                        HOOKS: "the webhooks"}[remote]
+                changed |= self.put(remote, data.decode(), "0644", what)
+            elif self.conn.exists(remote):
+                self.conn.remove(remote)
+                self.changed(f"removed {remote} (no longer given)")
+                changed = True
+        return changed
 
     def check_database(self) -> None:
         """Connect from the host to the DSN (given in the environment, never on a command
@@ -558,8 +715,9 @@ class HostBootstrap:
             env = self.put(ENV_FILE, self.options.env_file(self.name), "0600",
                            "the agent's settings")
             runner = self.put(RUNNER, RUNNER_SCRIPT, "0755", "the launcher")
+            files = self.agent_files()
             self.check_database()
-            self.service(systemd, restart=installed or env or runner)
+            self.service(systemd, restart=installed or env or runner or files)
         except BootstrapError as exc:
             self.result.error = str(exc)
         except DiagnosticError as exc:

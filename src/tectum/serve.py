@@ -227,15 +227,19 @@ def snapshot(store: RunStore, history: int = HISTORY, now: float | None = None) 
 
 
 def pending_approvals(store: RunStore, among: int = 1000) -> list[RunReport]:
-    """The newest pending run that saved a plan (a ``plan_digest``) of each agent: what
-    ``tectum approve RUN_ID`` would apply, newest first — found among the newest ``among``
-    pending runs (a mode that does not apply new commits reports ``pending`` every cycle,
-    without a plan)."""
-    newest: dict[tuple[str, str], RunReport] = {}
-    for r in store.recent(status="pending", limit=among):
-        if r.plan_digest:  # (an older pending run of the same agent is superseded)
-            newest.setdefault((r.workspace, r.host), r)
-    return [masked_all(r) for r in newest.values()]
+    """Each agent's pending approval, newest first: its last run, when that run is pending
+    with a saved plan (a ``plan_digest``: what ``tectum approve RUN_ID`` applies) and no
+    approval of the same plan already waits for the agent (an ``approved`` run not yet
+    applied, among the newest ``among``). An agent whose last run is anything else waits for
+    nothing: its plan was applied or superseded, or its last cycle failed — ``tectum
+    approve`` refuses such a run too."""
+    waiting = [r for r in store.latest() if r.status == "pending" and r.plan_digest]
+    if not waiting:
+        return []
+    approved = {(r.workspace, r.host, r.plan_digest)
+                for r in store.recent(status="approved", limit=among) if r.applied_in is None}
+    return [masked_all(r) for r in waiting
+            if (r.workspace, r.host, r.plan_digest) not in approved]
 
 
 def masked_all(report: RunReport) -> RunReport:

@@ -29,9 +29,11 @@ import re
 import secrets
 import socket
 import subprocess
+import sys
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,12 +57,27 @@ WHEELHOUSE = Path(os.environ.get("TECTUM_TEST_CACHE", "/var/cache/tectum-test"))
 MANAGED = "/etc/tectum-bootstrap-demo.conf"
 CONTENT = "managed by the tectum agent\n"
 INTERVAL, SPLAY = 2.0, 1.0
+#: the first host's sudoer (bootstrap reaches it with become)
+DEPLOY, BECOME_ENV = "deploy", "TECTUM_TEST_BECOME_PASSWORD"
+BECOME_PASSWORD = secrets.token_urlsafe(12)
 
 
 def _free_port(address: str) -> int:
     with socket.socket() as sock:
         sock.bind((address, 0))
         return int(sock.getsockname()[1])
+
+
+def listening(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    """Wait until ``proc`` accepts connections on the bridge's ``port`` (10 s); fails with
+    its log when it exits or does not."""
+    deadline = time.monotonic() + 10
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection(
+                (BRIDGE_ADDRESS, port), timeout=0.5):
+            return
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.1)
 
 
 @dataclass
@@ -104,15 +121,9 @@ def git_daemon(tmp: Path) -> Iterator[str]:
     subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
     work.mkdir()
     (work / "tectum.toml").write_text('[state]\nbackend = "postgres"\n')
-    (work / "stack.py").write_text(
-        "from tectum.host import File\n\n"
-        f"File('demo', path={MANAGED!r}, content={CONTENT!r}, mode='0644')\n")
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.org"}
-    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "demo"],
-                 ["push", "-q", str(bare), "main"]):
-        subprocess.run(["git", "-C", str(work), *args], check=True, env=env,
-                       capture_output=True)
+    for args in (["init", "-q", "-b", "main"], ["remote", "add", "origin", str(bare)]):
+        subprocess.run(["git", "-C", str(work), *args], check=True, capture_output=True)
+    push(work, CONTENT)
     port = _free_port(BRIDGE_ADDRESS)
     log = (tmp / "git-daemon.log").open("wb")
     daemon = subprocess.Popen(
@@ -120,14 +131,7 @@ def git_daemon(tmp: Path) -> Iterator[str]:
          f"--base-path={base}", f"--listen={BRIDGE_ADDRESS}", f"--port={port}", str(base)],
         stdout=log, stderr=log, stdin=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(
-                    (BRIDGE_ADDRESS, port), timeout=0.5):
-                break
-            assert daemon.poll() is None and time.monotonic() < deadline, \
-                (tmp / "git-daemon.log").read_text()
-            time.sleep(0.1)
+        listening(daemon, port, tmp / "git-daemon.log")
         yield f"git://{BRIDGE_ADDRESS}:{port}/infra.git"
     finally:
         daemon.terminate()  # by its pid
@@ -140,11 +144,17 @@ def git_daemon(tmp: Path) -> Iterator[str]:
 
 
 def inventory(fleet: Fleet, sd: SystemdHost, extra: str = "") -> str:
+    """Every host as root, but the first: as the sudoer ``deploy`` with ``become`` (password
+    in ``$BECOME_ENV``)."""
     first = fleet.hosts[0]
     lines = ["[defaults]", f'key = "{first.key_path}"', f'known_hosts = "{first.known_hosts}"',
              "connect_timeout = 5", ""]
     for h in fleet.hosts:
-        lines += [f"[hosts.{h.name}]", f'address = "{h.address}"', f"port = {h.port}", ""]
+        lines += [f"[hosts.{h.name}]", f'address = "{h.address}"', f"port = {h.port}"]
+        if h is first:
+            lines += [f'user = "{DEPLOY}"', "become = true",
+                      f'become_password_env = "{BECOME_ENV}"']
+        lines.append("")
     lines += [f"[hosts.{sd.name}]", f'address = "{sd.address}"', f"port = {sd.port}",
               f'key = "{sd.key_path}"', f'known_hosts = "{sd.known_hosts}"', ""]
     return "\n".join(lines) + extra
@@ -175,19 +185,63 @@ class World:
     sd: SystemdHost  # a host with systemd as PID 1 (the unit path)
     db: Database
     url: str
+    work: Path  # the git work tree whose main is pushed to ``url``
+    index: str  # WHEELHOUSE served over HTTP on the bridge (a --find-links URL)
+
+
+@contextlib.contextmanager
+def wheel_index(directory: Path, log: Path) -> Iterator[str]:
+    """``directory`` served by ``python3 -m http.server`` on the bridge address: a page of
+    links pip's ``--find-links`` reads, as a host's pip reaches an index over the network."""
+    port = _free_port(BRIDGE_ADDRESS)
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "http.server", "--bind", BRIDGE_ADDRESS, "--directory",
+             str(directory), str(port)], stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+        try:
+            listening(server, port, log)
+            yield f"http://{BRIDGE_ADDRESS}:{port}/"
+        finally:
+            server.terminate()  # by its pid
+            server.wait(timeout=10)
+
+
+def push(work: Path, content: str) -> str:
+    """Commit ``stack.py`` managing the demo file with ``content`` and push it; the commit."""
+    (work / "stack.py").write_text(
+        "from tectum.host import File\n\n"
+        f"File('demo', path={MANAGED!r}, content={content!r}, mode='0644')\n")
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.org"}
+    for args in (["add", "-A"], ["commit", "-q", "-m", "demo"], ["push", "-q", "origin", "main"]):
+        subprocess.run(["git", "-C", str(work), *args], check=True, env=env,
+                       capture_output=True)
+    return subprocess.run(["git", "-C", str(work), "rev-parse", "HEAD"], check=True,
+                          capture_output=True, text=True).stdout.strip()
 
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
     names = [f"boot{i + 1}" for i in range(HOSTS)]
+    WHEELHOUSE.mkdir(parents=True, exist_ok=True)
     with Fleet(names=names, apt=True) as fleet, SystemdHost("bootsd") as sd, \
-            database() as db, git_daemon(tmp_path) as url:
+            database() as db, git_daemon(tmp_path) as url, \
+            wheel_index(WHEELHOUSE, tmp_path / "index.log") as index:
         # the systemd host gets the fleet's apt proxy (its package lists: bootstrap's
         # `apt-get update` after a failed first install)
         proxy = fleet.run(names[0], "cat /etc/apt/apt.conf.d/01tectum-proxy", check=True)
         sd.run("cat > /etc/apt/apt.conf.d/01tectum-proxy", input=proxy.stdout, check=True)
+        # the first host is reached as a sudoer with a password (become), as an admin set it up
+        got = fleet.run(names[0], "apt-get update -q >/dev/null 2>&1; DEBIAN_FRONTEND="
+                        "noninteractive apt-get install -y -q --no-install-recommends sudo "
+                        f">/dev/null 2>&1 && useradd -m -s /bin/sh -G sudo {DEPLOY} && "
+                        f"install -d -m 700 -o {DEPLOY} -g {DEPLOY} /home/{DEPLOY}/.ssh && "
+                        f"install -m 600 -o {DEPLOY} -g {DEPLOY} /root/.ssh/authorized_keys "
+                        f"/home/{DEPLOY}/.ssh/authorized_keys", timeout=600)
+        assert got.returncode == 0, got.stdout + got.stderr
+        fleet.run(names[0], "chpasswd", input=f"{DEPLOY}:{BECOME_PASSWORD}\n", check=True)
         try:
-            yield World(fleet, sd, db, url)
+            yield World(fleet, sd, db, url, tmp_path / "work", index)
         finally:
             for h in fleet.hosts:  # the agents go first (they hold connections to db)
                 fleet.run(h.name, "service tectum-agent stop", timeout=60)
@@ -197,50 +251,83 @@ def world(tmp_path: Path) -> Iterator[World]:
 @FLEET[0]
 @FLEET[1]
 @FLEET[2]
-def test_bootstrap_fleet_hosts_report_and_remediate(tmp_path: Path, world: World) -> None:
+def test_bootstrap_fleet_hosts_report_remediate_and_wait_for_approval(
+        tmp_path: Path, world: World) -> None:
     fleet, sd, db, url = world.fleet, world.sd, world.db, world.url
     names = [h.name for h in fleet.hosts]
     every = [*names, sd.name]
     total = len(every)
+    # the first host: reached as a sudoer (become); its pip installs the dependencies from an
+    # index on the network (--pip-env), the others from the wheelhouse copied over
+    via_pip, housed = names[0], [*names[1:], sd.name]
     proj = tmp_path / "proj"
     proj.mkdir()
     (proj / "inventory.toml").write_text(inventory(fleet, sd))
-    env = {"TECTUM_PG_CONN_STR": db.dsn}
+    env = {"TECTUM_PG_CONN_STR": db.dsn, BECOME_ENV: BECOME_PASSWORD}
     # one wheel of this checkout for every run (--from): the same tectum each time, even while
     # the checkout is being edited
     from tectum.bootstrap import build_wheels
 
     wheel = build_wheels(None, str(tmp_path / "wheel"), None).tectum
 
-    def bootstrap(mode: str, *more: str, code: int = 0) -> tuple[str, float]:
+    def bootstrap(mode: str, *more: str, code: int = 0,
+                  inventory_file: Path | None = None) -> tuple[str, str, float]:
+        """Both bootstraps at once (the wheelhouse's hosts, and the one whose pip fetches);
+        their outputs."""
         t0 = time.monotonic()
-        done = run_tectum("bootstrap", "all", "--dir", str(proj), "--repo", url,
-                          "--interval", f"{INTERVAL:g}s", "--splay", f"{SPLAY:g}s",
-                          "--mode", mode, "--workspace", "{host}", "--from", str(wheel),
-                          "--wheelhouse", str(WHEELHOUSE), *more, env=env, timeout=900)
-        out = done.stdout + done.stderr
-        print(out)
-        assert done.returncode == code, out
-        assert db.password not in out and "Traceback" not in out
-        assert code or env["TECTUM_PG_CONN_STR"] != db.dsn or "not reachable" not in out, out
-        return out, time.monotonic() - t0
+        common = ["bootstrap", "--dir", str(proj), "--repo", url, "--interval",
+                  f"{INTERVAL:g}s", "--splay", f"{SPLAY:g}s", "--mode", mode, "--workspace",
+                  "{host}", "--from", str(wheel), *more]
+        targets = list(housed)
+        if inventory_file is not None:
+            common += ["-i", str(inventory_file)]
+            targets.append("ghost")
+        runs = [([*targets, "--wheelhouse", str(WHEELHOUSE)], code),
+                ([via_pip, "--pip-env", "PIP_NO_INDEX=1", "--pip-env",
+                  f"PIP_FIND_LINKS={world.index}", "--pip-env",
+                  f"PIP_TRUSTED_HOST={BRIDGE_ADDRESS}"], 0)]
+        with ThreadPoolExecutor(2) as pool:
+            done = list(pool.map(lambda r: run_tectum(*common[:1], *r[0], *common[1:],
+                                                      env=env, timeout=900), runs))
+        outs = []
+        for (_, want), got in zip(runs, done, strict=True):
+            out = got.stdout + got.stderr
+            print(out)
+            assert got.returncode == want, out
+            assert db.password not in out and BECOME_PASSWORD not in out, out
+            assert "Traceback" not in out, out
+            outs.append(out)
+        return outs[0], outs[1], time.monotonic() - t0
+
+    def on(name: str, command: str) -> subprocess.CompletedProcess[str]:
+        return sd.run(command) if name == sd.name else fleet.run(name, command)
 
     # fresh: no Python, no git
     bare = fleet.run(names[0], "command -v python3 git")
     assert bare.stdout == "" and bare.returncode != 0, bare.stdout
 
-    out, took = bootstrap("apply")
-    assert f"Hosts: {total} changed, 0 ok, 0 failed." in out, out
+    out, pip_out, took = bootstrap("apply")
+    assert f"Hosts: {total - 1} changed, 0 ok, 0 failed." in out, out
+    assert "Hosts: 1 changed, 0 ok, 0 failed." in pip_out, pip_out
+    both = out + pip_out
     for name in every:
-        assert f"{name}: started tectum-agent" in out, out
-        assert f"{name}: installed python3, python3-venv, git (apt)" in out, out
+        assert f"{name}: started tectum-agent" in both, both
+        assert f"{name}: installed python3, python3-venv, git (apt)" in both, both
     for name in names:
-        assert f"{name}: wrote the init script /etc/init.d/tectum-agent" in out, out
-        assert re.search(rf"^{name}: \d+ change\(s\), agent running \(sysv\)$", out, re.M), out
+        assert f"{name}: wrote the init script /etc/init.d/tectum-agent" in both, both
+        assert re.search(rf"^{name}: \d+ change\(s\), agent running \(sysv\)$", both,
+                         re.M), both
+    assert re.search(rf"^\s*{via_pip}: installed tectum-\S+\.whl into ", pip_out, re.M), pip_out
+    assert re.search(rf"^\s*{housed[0]}: installed tectum-\S+\.whl and \d+ dependency wheel",
+                     out, re.M), out
     assert f"{sd.name}: wrote the unit /etc/systemd/system/tectum-agent.service" in out, out
     assert re.search(rf"^{sd.name}: \d+ change\(s\), agent running \(systemd\)$", out,
                      re.M), out
     print(f"first bootstrap of {total} hosts: {took:.1f} s")
+    # the sudoer's host: what bootstrap made is root's
+    owners = fleet.run(via_pip, "stat -c '%U %a' /opt/tectum/venv/bin/tectum "
+                       "/etc/tectum/agent.env").stdout.split("\n")
+    assert owners[:2] == ["root 755", "root 600"], owners
 
     # every agent applies its file and reports to the shared database
     took = wait_for(f"all {total} hosts report a successful run", lambda: (
@@ -252,33 +339,32 @@ def test_bootstrap_fleet_hosts_report_and_remediate(tmp_path: Path, world: World
     assert {r.workspace for r in reports.values()} == set(every)  # a workspace per host
     assert sd.systemctl("is-enabled", "tectum-agent").stdout.strip() == "enabled"
     for name in every:
-        def on(command: str, name: str = name) -> subprocess.CompletedProcess[str]:
-            return sd.run(command) if name == sd.name else fleet.run(name, command)
-
-        got = on(f"cat {MANAGED}")
+        got = on(name, f"cat {MANAGED}")
         assert got.stdout == CONTENT, (name, got.stdout, got.stderr)
         # the settings file holds the DSN: root only; no command line shows the password
-        mode = on("stat -c '%a %U' /etc/tectum/agent.env").stdout.strip()
+        mode = on(name, "stat -c '%a %U' /etc/tectum/agent.env").stdout.strip()
         assert mode == "600 root"
-        ps = on("cat /proc/[0-9]*/cmdline | tr '\\0' ' '").stdout
+        ps = on(name, "cat /proc/[0-9]*/cmdline | tr '\\0' ' '").stdout
         assert "tectum agent" in ps and db.password not in ps
 
     # into remediate mode: only the settings change, and the agents restart
-    out, _ = bootstrap("remediate")
-    assert f"Hosts: {total} changed, 0 ok, 0 failed." in out, out
-    assert "installed" not in out, out
+    out, pip_out, _ = bootstrap("remediate")
+    assert f"Hosts: {total - 1} changed, 0 ok, 0 failed." in out, out
+    assert "Hosts: 1 changed, 0 ok, 0 failed." in pip_out, pip_out
+    assert "installed" not in out + pip_out, out + pip_out
     for name in every:
-        assert f"{name}: updated the agent's settings /etc/tectum/agent.env" in out, out
-        assert f"{name}: restarted tectum-agent" in out, out
+        assert f"{name}: updated the agent's settings /etc/tectum/agent.env" in out + pip_out
+        assert f"{name}: restarted tectum-agent" in out + pip_out
 
     # the same again: nothing to change; a host that cannot be reached fails alone
     ghost = (f'[hosts.ghost]\naddress = "{fleet.hosts[0].address}"\nport = 1\n')
     (proj / "ghost.toml").write_text(inventory(fleet, sd, ghost))
-    out, took = bootstrap("remediate", "-i", str(proj / "ghost.toml"), code=1)
-    assert f"Hosts: 0 changed, {total} ok, 1 failed." in out, out
+    out, pip_out, took = bootstrap("remediate", code=1, inventory_file=proj / "ghost.toml")
+    assert f"Hosts: 0 changed, {total - 1} ok, 1 failed." in out, out
+    assert "Hosts: 0 changed, 1 ok, 0 failed." in pip_out, pip_out
     assert "Bootstrap failed on ghost" in out, out
     for name in every:
-        assert f"{name}: ok, nothing to change" in out, out
+        assert f"{name}: ok, nothing to change" in out + pip_out
     print(f"no-op bootstrap: {took:.1f} s")
 
     # a hand change is put back within interval + splay (+ a cycle's time and slack)
@@ -303,9 +389,9 @@ def test_bootstrap_fleet_hosts_report_and_remediate(tmp_path: Path, world: World
     assert report.drift == ("file.demo",), report
 
     # in report mode a hand change is only reported (drift-found), never put back
-    out, _ = bootstrap("report")
-    assert f"Hosts: {total} changed, 0 ok, 0 failed." in out, out
-    victim = names[0]
+    out, pip_out, _ = bootstrap("report")
+    assert f"Hosts: {total - 1} changed, 0 ok, 0 failed." in out, out
+    victim = names[1]
     fleet.run(victim, f"echo 'changed by hand' > {MANAGED}", check=True)
     since = time.time()  # (a cycle started since then sees the change)
     store = PostgresRunStore(db.dsn)
@@ -323,13 +409,17 @@ def test_bootstrap_fleet_hosts_report_and_remediate(tmp_path: Path, world: World
         store.close()
     assert fleet.run(victim, f"cat {MANAGED}").stdout == "changed by hand\n"
 
+    # GitOps with a person in the loop: the agents apply only what an approver signed
+    approve_new_commit_on_every_host(world, tmp_path, env, every, bootstrap)
+
     # a DSN the hosts cannot log in with: a warning per host (masked), the agents still run
     wrong = secrets.token_urlsafe(18)
     env["TECTUM_PG_CONN_STR"] = db.dsn.replace(db.password, wrong)
-    out, _ = bootstrap("report")
-    assert wrong not in out, out
-    assert out.count("Warning: Database not reachable") == total, out
+    out, pip_out, _ = bootstrap("report")
+    assert wrong not in out + pip_out, out + pip_out
+    assert (out + pip_out).count("Warning: Database not reachable") == total, out + pip_out
     assert "password authentication failed" in out, out
+    assert "removed /etc/tectum/approvers (no longer given)" in out + pip_out
 
     # the services stop cleanly (SIGTERM: the agent finishes its cycle and exits)
     for name in names:
@@ -342,10 +432,94 @@ def test_bootstrap_fleet_hosts_report_and_remediate(tmp_path: Path, world: World
     assert sd.systemctl("is-active", "tectum-agent").stdout.strip() == "inactive"
 
 
+def approve_new_commit_on_every_host(world: World, tmp_path: Path,
+                                     env: dict[str, str], every: list[str],
+                                     bootstrap: Callable[..., tuple[str, str, float]]) -> None:
+    """Agents in apply mode with --require-approval and --approvers: a new commit appears as
+    one pending approval per host in the status page as headless chromium renders it; after
+    ``tectum approve --sign-with`` of those runs every host applies it, and none is left
+    pending."""
+    from tests.serve.test_page_in_browser import rendered
+    from tests.serve.test_serve import section, start
+
+    key = tmp_path / "approver"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ops", "-f", str(key)],
+                   check=True)
+    approvers = tmp_path / "approvers"
+    approvers.write_text(f"ops@example.org {key.with_suffix('.pub').read_text().strip()}\n")
+    out, pip_out, _ = bootstrap("apply", "--require-approval", "--approvers", str(approvers))
+    for name in every:
+        assert f"{name}: wrote the approvers /etc/tectum/approvers" in out + pip_out
+        assert f"{name}: restarted tectum-agent" in out + pip_out
+    # (the agents settle first: report mode's hand change is put back as drift)
+    names = [h.name for h in world.fleet.hosts]
+    wait_for("every host's file as committed", lambda: all(
+        world.fleet.run(n, f"cat {MANAGED}").stdout == CONTENT for n in names), 30)
+
+    changed = "managed by the tectum agent, approved\n"
+    commit = push(world.work, changed)
+    since = time.time()
+
+    def pending() -> dict[str, RunReport]:
+        got = latest(world.db.dsn)
+        return {h: r for h, r in got.items() if r.status == "pending" and r.commit == commit}
+
+    took = wait_for("a pending run on every host", lambda: len(pending()) == len(every), 60)
+    print(f"every host waits for approval after {took:.1f} s")
+    waiting = pending()
+    server = start(world.work, env=env)  # (the infrastructure repository's checkout)
+    try:
+        page = rendered(server.url, tmp_path / "chromium")
+        approvals = section(page, "approvals")
+        # (one row per host: its newest pending run; at --interval 2s each cycle reports a
+        # new run waiting with the same plan, which any of them approves)
+        rows = approvals.split("<tr>")[2:]
+        assert len(rows) == len(every), approvals
+        for name in every:
+            row = next(r for r in rows if f"<td>{name}</td>" in r)
+            assert str(waiting[name].plan_digest) in row and "tectum approve " in row, row
+        # nothing was applied while it waited
+        assert world.fleet.run(every[0], f"cat {MANAGED}").stdout == CONTENT
+
+        approved = run_tectum("approve", *(r.id for r in waiting.values()), "--project",
+                              str(world.work), "--sign-with", str(key), env=env)
+        assert approved.returncode == 0, approved.output
+
+        def converged() -> bool:
+            got = latest(world.db.dsn)
+            return all(got[h].status == "changed" and got[h].started_at >= since
+                       and got[h].commit == commit for h in every)
+
+        took = wait_for("every host applied the approved plan", converged, 60)
+        print(f"every host applied the approved plan {took:.1f} s after approval")
+        for name in names:
+            assert world.fleet.run(name, f"cat {MANAGED}").stdout == changed, name
+        assert world.sd.run(f"cat {MANAGED}").stdout == changed
+        store = PostgresRunStore(world.db.dsn)
+        try:
+            for run in waiting.values():
+                done = store.get(run.id)
+                assert done is not None and done.approved_by == "ops@example.org", done
+        finally:
+            store.close()
+        page = rendered(server.url, tmp_path / "chromium")
+        approvals = section(page, "approvals")
+        assert "tectum approve " not in approvals.replace("tectum approve RUN_ID", ""), \
+            approvals
+    finally:
+        assert server.stop() == 0
+
+
 # ------------------------------------------------------------------ fast: no host needed
 
 def test_bad_input_is_refused_before_anything_is_done(tmp_path: Path) -> None:
     (tmp_path / "inventory.toml").write_text('[hosts.web-1]\naddress = "192.0.2.1"\n')
+
+    def hooks(line: str) -> Path:
+        path = tmp_path / f"hooks-{secrets.token_hex(3)}.toml"
+        path.write_text(f"[[webhooks]]\nurl = 'https://hooks.example/t'\n{line}\n")
+        return path
+
     base = ("bootstrap", "--dir", str(tmp_path), "--repo", "git://192.0.2.9/x.git")
     cases = [
         ((*base, "nosuch"), "Unknown host or group", "'nosuch'"),
@@ -355,9 +529,20 @@ def test_bad_input_is_refused_before_anything_is_done(tmp_path: Path) -> None:
         ((*base, "web-1", "--pip-env", "1X=y"), "Invalid --pip-env", "'1X'"),
         ((*base, "local"), "No hosts", "tectum agent"),
         ((*base, "web-1", "--from", str(tmp_path / "none.whl")), "No such wheel", "none.whl"),
+        ((*base, "web-1", "--approvers", str(tmp_path / "nope")), "Cannot read a file to copy",
+         "--approvers"),
+        ((*base, "web-1", "--allowed-signers", str(tmp_path / "inventory.toml")),
+         "Allowed signers without signed commits", "--require-signed-commits"),
+        ((*base, "web-1", "--encrypt-to", "age1nope"), "recipient", "age1nope"),
+        ((*base, "web-1", "--webhooks", str(hooks("secret = 'x'"))),
+         "Webhook secret in the project file", "secret_env"),
+        ((*base, "web-1", "--webhooks", str(hooks("secret_env = 'TECTUM_TEST_UNSET_SECRET'"))),
+         "TECTUM_TEST_UNSET_SECRET", "not set"),
+        ((*base, "web-1", "--webhooks", str(hooks("secret_env = 'TECTUM_AGENT_MODE'"))),
+         "Invalid webhook", "name the agent's settings use"),
     ]
     for args, summary, detail in cases:
-        done = run_tectum(*args, timeout=120)
+        done = run_tectum(*args, timeout=120, env={"TECTUM_AGENT_MODE": "x" * 40})
         out = done.stdout + done.stderr
         assert done.returncode == 1, (args, out)
         assert summary in out and detail in out and "Traceback" not in out, (args, out)
@@ -379,6 +564,56 @@ def test_settings_file_keeps_any_value_through_the_shell(tmp_path: Path) -> None
     got = subprocess.run(["sh", "-c", script], capture_output=True, check=True).stdout
     assert got.decode().split("\0")[:-1] == [dsn, "git://h/x y.git", "ws-web-1", "web-1",
                                               "report"]
+
+
+def test_the_launcher_passes_every_setting_to_the_agent(tmp_path: Path) -> None:
+    """The launcher as bootstrap writes it (its paths moved under tmp_path), with every agent
+    option set: the argv the agent gets, each value one argument (an ssh-ed25519 recipient
+    holds spaces; a glob character stays as written)."""
+    import json
+
+    from tectum import bootstrap as b
+
+    signers = tmp_path / "signers"
+    signers.write_text("ops@example.org ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA\n")
+    hooks = tmp_path / "hooks.toml"
+    hooks.write_text("[[webhooks]]\nurl = 'https://hooks.example/t'\n"
+                     "secret_env = 'HOOK_SECRET'\n")
+    ssh_key = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHx4rQ3d0SwHj0u4pFvYb0dOqvyWm2dd8Pb8gxVoFDcm "
+               "agent@web *")
+    age_key = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HOOK_SECRET", "s" * 40)
+        opts = b.BootstrapOptions(repo="git://h/x.git", mode="apply", workspace="{host}",
+                                  require_approval=True, encrypt_to=(ssh_key, age_key),
+                                  require_signed_commits=True, allowed_signers=str(signers),
+                                  approvers=str(signers), webhooks=str(hooks))
+    assert set(opts.files) == {b.SIGNERS, b.APPROVERS, b.HOOKS}
+    env = tmp_path / "agent.env"
+    env.write_text(opts.env_file("web-1"))
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    fake = venv / "bin" / "tectum"  # prints the argv it got, and the secret it sees
+    fake.write_text(f"#!{sys.executable}\nimport json, os, sys\n"
+                    "print(json.dumps([sys.argv[1:], os.environ.get('HOOK_SECRET')]))\n")
+    fake.chmod(0o755)
+    runner = tmp_path / "agent-run"
+    runner.write_text(b.RUNNER_SCRIPT.replace(b.ENV_FILE, str(env)).replace(b.VENV, str(venv)))
+    runner.chmod(0o755)
+    argv, secret = json.loads(subprocess.run([str(runner)], capture_output=True, text=True,
+                                             check=True, cwd=tmp_path).stdout)
+    assert secret == "s" * 40
+    assert argv == [
+        "agent", "--repo", "git://h/x.git", "--branch", "main", "--path", ".", "--interval",
+        "30m", "--splay", "0s", "--mode", "apply", "--name", "web-1", "--workdir", b.WORKDIR,
+        "--require-approval", "--require-signed-commits", "--allowed-signers", b.SIGNERS,
+        "--approvers", b.APPROVERS, "--webhooks", b.HOOKS, "--workspace", "web-1",
+        "--encrypt-to", ssh_key, "--encrypt-to", age_key]
+    # none of them set: none passed
+    env.write_text(b.BootstrapOptions(repo="git://h/x.git").env_file("web-1"))
+    argv, _ = json.loads(subprocess.run([str(runner)], capture_output=True, text=True,
+                                        check=True, cwd=tmp_path).stdout)
+    assert argv[-2:] == ["--workdir", b.WORKDIR], argv
 
 
 def test_the_scripts_parse() -> None:

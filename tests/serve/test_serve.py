@@ -470,3 +470,37 @@ def test_a_real_agent_run_is_shown(tmp_path: Path) -> None:
     finally:
         assert server.stop() == 0
 
+
+
+def test_a_pending_approval_is_listed_only_while_its_agent_waits(tmp_path: Path) -> None:
+    """Only an agent's last run, pending with a plan, waits for approval: not once a later run
+    applied the plan (every cycle of a waiting agent reports a new pending run with the same
+    plan: approving one of them approves the plan), nor while an approval of that plan waits
+    for the agent's next cycle, nor after a failed cycle (``tectum approve`` refuses it)."""
+    from tectum.serve import pending_approvals
+
+    store = SQLiteRunStore(str(tmp_path / "runs.db"))
+    try:
+        def waiting() -> list[str]:
+            return [r.id for r in pending_approvals(store)]
+
+        def pending(host: str, ago: float, digest: str) -> RunReport:
+            run = report(host, "pending", ago, plan_digest=digest, pending=1)
+            store.put(run)
+            return run
+
+        first = pending("web-1", 30, "a" * 64)
+        second = pending("web-1", 20, "a" * 64)  # (the next cycle: the same plan waits)
+        assert waiting() == [second.id]
+        store.put(first.with_(status="approved", approved_by="ops"))
+        assert waiting() == []  # approved: the agent applies it in its next cycle
+        applied = report("web-1", "changed", 10, changes=1)
+        store.put(applied)
+        store.put(first.with_(status="approved", approved_by="ops", applied_in=applied.id))
+        assert waiting() == []
+        third = pending("web-1", 5, "b" * 64)  # a new commit waits
+        assert waiting() == [third.id]
+        store.put(report("web-1", "failed", 1, errors=("fetch failed",)))
+        assert waiting() == []
+    finally:
+        store.close()

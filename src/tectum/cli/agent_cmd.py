@@ -45,6 +45,12 @@ def add_agent_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", metavar="HOST",
                    help="the host name reports carry (default: this machine's)")
     p.add_argument("--workspace", metavar="NAME", help="the workspace (default: the project's)")
+    add_gate_options(p)
+
+
+def add_gate_options(p: argparse.ArgumentParser) -> None:
+    """What an agent applies and whose word it takes (``tectum agent``, ``tectum
+    bootstrap``)."""
     p.add_argument("--require-approval", action="store_true",
                    help="apply mode: save a new commit's plan and wait for `tectum approve`")
     p.add_argument("--encrypt-to", action="append", metavar="RECIPIENT",

@@ -30,6 +30,9 @@ def add_bootstrap_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workspace", metavar="NAME",
                    help="the agents' workspace; {host} stands for each host's name (one "
                    "workspace per host in a shared database: --workspace '{host}')")
+    from tectum.cli.agent_cmd import add_gate_options
+
+    add_gate_options(p)  # (the files they name are copied to /etc/tectum/ on each host)
     p.add_argument("--pg-conn-str-env", default="TECTUM_PG_CONN_STR", metavar="VAR",
                    help="the environment variable holding the PostgreSQL DSN the agents "
                    "report to (default TECTUM_PG_CONN_STR; unset: none is configured); "
@@ -50,7 +53,10 @@ def add_bootstrap_options(p: argparse.ArgumentParser) -> None:
 def bootstrap(obj: Ctx, targets: list[str], directory: str, repo: str, branch: str, path: str,
               interval: str, splay: str, mode: str, workspace: str | None,
               pg_conn_str_env: str, pip_env: list[str], wheelhouse: str | None,
-              source: str | None, **_: Any) -> None:
+              source: str | None, require_approval: bool = False,
+              encrypt_to: list[str] | None = None, require_signed_commits: bool = False,
+              allowed_signers: str | None = None, approvers: str | None = None,
+              webhooks: str | None = None, **_: Any) -> None:
     """Install python3, tectum and the agent (as a service) on inventory hosts, configured to
     follow REPO's BRANCH and report to PostgreSQL; exits 1 when a host failed (the others are
     done), naming the host, the step and what to do."""
@@ -71,7 +77,9 @@ def bootstrap(obj: Ctx, targets: list[str], directory: str, repo: str, branch: s
     options = BootstrapOptions(
         repo=repo, branch=branch, path=path, interval=interval, splay=splay, mode=mode,
         workspace=workspace, pg_conn_str=os.environ.get(pg_conn_str_env) or None,
-        pip_env=settings)
+        pip_env=settings, require_approval=require_approval,
+        encrypt_to=tuple(encrypt_to or ()), require_signed_commits=require_signed_commits,
+        allowed_signers=allowed_signers, approvers=approvers, webhooks=webhooks)
     if source is not None and not os.path.exists(source):
         raise DiagnosticError(Diagnostic.error(
             "No such wheel" if source.endswith(".whl") else "No tectum source",
