@@ -601,7 +601,8 @@ class HostBootstrap:
     def copy_wheels(self) -> None:
         """Make ``/opt/tectum/wheels`` hold exactly the wheels to install, copying only those
         not there already with the same content (``sha256sum`` on the host)."""
-        self.conn.make_dir(WHEELS, mode="0755", owner=None, group=None)
+        if not self.conn.exists(WHEELS):
+            self.conn.make_dir(WHEELS, mode="0755", owner=None, group=None)
         listed = self.run(["sh", "-c", f'cd {WHEELS} && for f in *.whl; do [ -f "$f" ] && '
                            'sha256sum -- "$f"; done; true'], "Listing the copied wheels").text()
         there = {}

@@ -27,6 +27,7 @@ import contextlib
 import os
 import re
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -36,6 +37,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -270,14 +272,14 @@ def test_bootstrap_fleet_hosts_report_remediate_and_wait_for_approval(
 
     wheel = build_wheels(None, str(tmp_path / "wheel"), None).tectum
 
-    def bootstrap(mode: str, *more: str, code: int = 0,
-                  inventory_file: Path | None = None) -> tuple[str, str, float]:
+    def bootstrap(mode: str, *more: str, code: int = 0, inventory_file: Path | None = None,
+                  from_wheel: Path | None = None) -> tuple[str, str, float]:
         """Both bootstraps at once (the wheelhouse's hosts, and the one whose pip fetches);
         their outputs."""
         t0 = time.monotonic()
         common = ["bootstrap", "--dir", str(proj), "--repo", url, "--interval",
                   f"{INTERVAL:g}s", "--splay", f"{SPLAY:g}s", "--mode", mode, "--workspace",
-                  "{host}", "--from", str(wheel), *more]
+                  "{host}", "--from", str(from_wheel or wheel), *more]
         targets = list(housed)
         if inventory_file is not None:
             common += ["-i", str(inventory_file)]
@@ -388,9 +390,20 @@ def test_bootstrap_fleet_hosts_report_remediate_and_wait_for_approval(
     assert report.mode == "remediate" and report.corrective == 1, report
     assert report.drift == ("file.demo",), report
 
-    # in report mode a hand change is only reported (drift-found), never put back
-    out, pip_out, _ = bootstrap("report")
+    # in report mode a hand change is only reported (drift-found), never put back; and a
+    # tectum wheel of other content is installed over the one there (only it is copied)
+    rebuilt = tmp_path / "rebuilt" / wheel.name
+    rebuilt.parent.mkdir()
+    shutil.copy(wheel, rebuilt)
+    with zipfile.ZipFile(rebuilt, "a") as zf:
+        zf.writestr("tectum/_rebuilt.txt", "another build\n")
+    out, pip_out, _ = bootstrap("report", from_wheel=rebuilt)
     assert f"Hosts: {total - 1} changed, 0 ok, 0 failed." in out, out
+    for name in every:
+        assert re.search(rf"^\s*{name}: installed {re.escape(wheel.name)}", out + pip_out,
+                         re.M), out + pip_out
+    assert fleet.run(names[1], "ls /opt/tectum/venv/lib/python3*/site-packages/tectum/"
+                     "_rebuilt.txt").returncode == 0
     victim = names[1]
     fleet.run(victim, f"echo 'changed by hand' > {MANAGED}", check=True)
     since = time.time()  # (a cycle started since then sees the change)
@@ -633,3 +646,68 @@ def test_the_same_source_gives_the_same_wheel_digest(tmp_path: Path) -> None:
     assert one.digest == two.digest
     with zipfile.ZipFile(one.tectum) as zf:
         assert "tectum/bootstrap.py" in zf.namelist()
+
+
+def test_a_host_python_other_than_the_wheelhouse_fails_before_anything_is_installed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wheelhouse's compiled wheels are this machine's Python's: a host with another
+    Python version or machine fails that host, naming both, before a wheel is copied (here
+    the host is this machine through the local connector, its venv a link to this Python)."""
+    import platform
+
+    from tectum import bootstrap as b
+    from tectum.providers.host.connector import LocalConnector
+
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").symlink_to(sys.executable)
+    monkeypatch.setattr(b, "VENV", str(venv))
+    monkeypatch.setattr(b, "WHEELS", str(tmp_path / "wheels"))
+    wheel = tmp_path / "dep-1.0-cp399-cp399-manylinux_2_17_x86_64.whl"
+    wheel.write_bytes(b"")
+    here = (f"{sys.version_info[0]}.{sys.version_info[1]}", platform.machine())
+    host = b.HostBootstrap(LocalConnector(), "web-1", b.BootstrapOptions(repo="git://h/x"),
+                           b.Wheels(wheel, (wheel,), "d", ("3.99", here[1])), lambda _: None)
+    with pytest.raises(b.BootstrapError) as err:
+        host.install(stamp="")
+    assert (f"the host has Python {here[0]} on {here[1]}, but the wheelhouse's compiled "
+            f"wheels are for Python 3.99 on {here[1]}") in str(err.value)
+    assert "--pip-env PIP_INDEX_URL" in str(err.value)
+    assert not (tmp_path / "wheels").exists()
+    host.check_python(here)  # the same Python: no error
+
+
+def test_only_wheels_not_on_the_host_are_copied(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second copy sends only the wheel whose content changed, and a wheel no longer in the
+    set is removed (the host: this machine through the local connector)."""
+    from tectum import bootstrap as b
+    from tectum.providers.host.connector import LocalConnector
+
+    monkeypatch.setattr(b, "WHEELS", str(tmp_path / "host-wheels"))
+    local = tmp_path / "local"
+    local.mkdir()
+    names = ["tectum-1-py3-none-any.whl", "a-1-py3-none-any.whl", "b-1-py3-none-any.whl"]
+    for name in names:
+        (local / name).write_bytes(name.encode())
+    sent: list[str] = []
+
+    class Counting(LocalConnector):
+        def write_file(self, path: str, data: bytes, **kw: Any) -> None:
+            sent.append(os.path.basename(path))
+            super().write_file(path, data, **kw)
+
+    def copy(*deps: str) -> list[str]:
+        sent.clear()
+        wheels = b.Wheels(local / names[0], tuple(local / d for d in deps), "d")
+        b.HostBootstrap(Counting(), "web-1", b.BootstrapOptions(repo="git://h/x"), wheels,
+                        lambda _: None).copy_wheels()
+        return sorted(sent)
+
+    assert copy(names[1], names[2]) == sorted(names)
+    assert copy(names[1], names[2]) == []
+    (local / names[2]).write_bytes(b"rebuilt")
+    assert copy(names[1], names[2]) == [names[2]]
+    assert copy(names[1]) == []
+    assert sorted(p.name for p in (tmp_path / "host-wheels").iterdir()) == sorted(names[:2])
+    assert (tmp_path / "host-wheels" / names[1]).read_bytes() == names[1].encode()
