@@ -20,7 +20,9 @@ order, each step only when it is needed:
    ``/opt/tectum/installed`` (a digest of the wheels' contents): the same wheels are not
    copied or installed again;
 4. the agent's settings in ``/etc/tectum/agent.env`` (mode 0600, root: the PostgreSQL DSN
-   may carry a password), a launcher ``/opt/tectum/agent-run`` that reads them and runs
+   may carry a password; so may the webhooks' secrets), the files of the agent's
+   ``--approvers``, ``--allowed-signers`` and ``--webhooks`` in ``/etc/tectum/`` (one no
+   longer given is removed), a launcher ``/opt/tectum/agent-run`` that reads them and runs
    ``tectum agent``, and the service ``tectum-agent``: a systemd unit
    (``/etc/systemd/system/tectum-agent.service``, enabled) where ``/run/systemd/system``
    exists, else a System V init script ``/etc/init.d/tectum-agent`` that runs the launcher
