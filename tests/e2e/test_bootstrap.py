@@ -499,9 +499,14 @@ def approve_new_commit_on_every_host(world: World, tmp_path: Path,
         assert approved.returncode == 0, approved.output
 
         def converged() -> bool:
-            got = latest(world.db.dsn)
-            return all(got[h].status == "changed" and got[h].started_at >= since
-                       and got[h].commit == commit for h in every)
+            # (a host's run that applied it; its later cycles report unchanged)
+            store = PostgresRunStore(world.db.dsn)
+            try:
+                return all(any(r.started_at >= since and r.commit == commit
+                               for r in store.recent(host=h, status="changed", limit=5))
+                           for h in every)
+            finally:
+                store.close()
 
         took = wait_for("every host applied the approved plan", converged, 60)
         print(f"every host applied the approved plan {took:.1f} s after approval")
